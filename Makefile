@@ -1,0 +1,40 @@
+# CXM: `make run` starts the mesh on this machine, `make test` runs every test.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: run test lint fmt system-deps bench clean compose-config
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -U pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)  ## create the venv, install, start the ten agents and the lab
+	$(VENV)/bin/cxm up
+
+system-deps:  ## apt packages the tests use: postgresql, alertmanager, chromium, docker-compose
+	@scripts/install-system-deps.sh
+
+test: $(STAMP) system-deps  ## everything, on real servers where a user would have them
+	$(PY) -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: $(STAMP) system-deps
+	$(PY) -m bench
+
+compose-config: system-deps
+	docker-compose -f deploy/docker-compose.yml config -q
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

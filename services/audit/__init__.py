@@ -1,0 +1,1 @@
+"""Audit agent: Durable, verifiable event log, search and compliance reports."""

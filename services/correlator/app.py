@@ -1,0 +1,18 @@
+"""Event Correlator agent: Alert ingestion, dedup, correlation, flap dampening, silences, false-positive triage."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from shared.agent import AgentSpec
+from shared.settings import Settings
+
+spec = AgentSpec(
+    name="correlator",
+    title="Event Correlator",
+    description="Alert ingestion, dedup, correlation, flap dampening, silences, false-positive triage",
+)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    return spec.create_app(settings)

@@ -1,0 +1,1 @@
+"""Service Impact agent: Affected services and SLA tiers from CNC service health."""

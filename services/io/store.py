@@ -1,0 +1,120 @@
+"""Tickets as IO sees them: a current view per incident plus every task received for it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from shared.db import Migration, UtcDateTime, create_tables
+from shared.models import utcnow
+
+metadata = sa.MetaData()
+
+tickets = sa.Table(
+    "tickets",
+    metadata,
+    sa.Column("incident_id", sa.String(40), primary_key=True),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("phase", sa.String(16), nullable=True),
+    sa.Column("summary", sa.Text, nullable=False, default=""),
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Column("degraded_links", sa.JSON, nullable=False, default=list),
+    sa.Column("affected_services_count", sa.Integer, nullable=True),
+    sa.Column("resolution", sa.String(32), nullable=True),
+    sa.Column("source_agent", sa.String(40), nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("closed_at", UtcDateTime, nullable=True),
+)
+
+events = sa.Table(
+    "ticket_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("incident_id", sa.String(40), nullable=False, index=True),
+    sa.Column("task_type", sa.String(40), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("received_at", UtcDateTime, nullable=False),
+)
+
+MIGRATIONS = (Migration(1, "tickets and their events", create_tables(metadata, "tickets",
+                                                                       "ticket_events")),)
+
+TICKET_FIELDS = (
+    "incident_id", "severity", "status", "phase", "summary", "message", "degraded_links",
+    "affected_services_count", "resolution", "source_agent", "created_at", "updated_at",
+    "closed_at",
+)
+
+
+async def record(
+    engine: AsyncEngine, *, incident_id: str, task_type: str, payload: dict[str, Any],
+    changes: dict[str, Any],
+) -> None:
+    """Store the task as an event and fold ``changes`` into the ticket, in one transaction.
+
+    A ticket that IO has not heard of yet (its new_ticket was lost) is created from what the
+    task says, so no update is ever dropped.
+    """
+    now = utcnow()
+    async with engine.begin() as conn:
+        await conn.execute(events.insert().values(
+            incident_id=incident_id, task_type=task_type, payload=payload, received_at=now))
+        exists = (await conn.execute(
+            sa.select(tickets.c.incident_id).where(tickets.c.incident_id == incident_id)
+        )).first()
+        if exists is None:
+            row = {"severity": "unknown", "status": "new", "summary": "", "degraded_links": [],
+                   "created_at": now, **changes, "incident_id": incident_id, "updated_at": now}
+            await conn.execute(tickets.insert().values(**row))
+        elif changes:
+            await conn.execute(tickets.update().where(tickets.c.incident_id == incident_id)
+                               .values(**changes, updated_at=now))
+
+
+def _ticket(row: sa.Row[Any]) -> dict[str, Any]:
+    data = dict(row._mapping)
+    for key, value in data.items():
+        if isinstance(value, datetime):
+            data[key] = value.isoformat()
+    return data
+
+
+async def list_tickets(
+    engine: AsyncEngine, *, status: str | None = None, severity: str | None = None,
+    q: str | None = None, limit: int = 200,
+) -> list[dict[str, Any]]:
+    query = sa.select(tickets).order_by(tickets.c.created_at.desc()).limit(limit)
+    if status:
+        query = query.where(tickets.c.status == status)
+    if severity:
+        query = query.where(tickets.c.severity == severity)
+    if q:
+        like = f"%{q}%"
+        query = query.where(sa.or_(tickets.c.incident_id.ilike(like),
+                                   tickets.c.summary.ilike(like)))
+    async with engine.connect() as conn:
+        return [_ticket(r) for r in await conn.execute(query)]
+
+
+async def get_ticket(engine: AsyncEngine, incident_id: str) -> dict[str, Any] | None:
+    async with engine.connect() as conn:
+        row = (await conn.execute(
+            sa.select(tickets).where(tickets.c.incident_id == incident_id))).first()
+        if row is None:
+            return None
+        ticket = _ticket(row)
+        ticket["events"] = await _events(conn, incident_id)
+    return ticket
+
+
+async def _events(conn: AsyncConnection, incident_id: str) -> list[dict[str, Any]]:
+    rows = await conn.execute(
+        sa.select(events.c.task_type, events.c.payload, events.c.received_at)
+        .where(events.c.incident_id == incident_id).order_by(events.c.id))
+    return [{"task_type": r.task_type, "payload": r.payload,
+             "received_at": r.received_at.isoformat()} for r in rows]

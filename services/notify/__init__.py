@@ -1,0 +1,1 @@
+"""Notification agent: Webex, ServiceNow and Email delivery routed by severity and tier."""

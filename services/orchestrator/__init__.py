@@ -1,0 +1,1 @@
+"""Orchestrator agent: LangGraph incident state machine, approvals, timers."""

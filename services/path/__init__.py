@@ -1,0 +1,1 @@
+"""Path Computation agent: Topology knowledge graph and constrained shortest paths."""

@@ -1,0 +1,1 @@
+"""Restoration Monitor agent: SLA recovery checks, hold timers, gradual cutover, cleanup."""

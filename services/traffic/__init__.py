@@ -1,0 +1,1 @@
+"""Traffic Analytics agent: Link utilisation, demand matrix, congestion prediction."""

@@ -1,0 +1,515 @@
+"""Declare an agent's task handlers once; get every endpoint the mesh contract asks for.
+
+    spec = AgentSpec("io", "IO Agent", "Operator console and ticket views")
+
+    @spec.task("new_ticket", NewTicket, "Record a new incident ticket")
+    async def new_ticket(payload: NewTicket, ctx: TaskContext) -> dict[str, Any]: ...
+
+    app = spec.create_app(load_settings("io"))
+
+From that one declaration the app serves ``POST /a2a/tasks`` (the envelope), both agent-card
+paths with one skill per task type, the A2A 1.0 JSON-RPC binding through a2a-sdk (a data part
+``{task_type, payload}`` reaches the same handler), ``/health`` and ``/metrics``. The lifespan
+owns the database engine, the mesh client and whatever the agent adds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from a2a.helpers import get_data_parts, new_data_part, new_task, new_text_message
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.events import EventQueue
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.routes import (
+    add_a2a_routes_to_fastapi,
+    create_agent_card_routes,
+    create_jsonrpc_routes,
+)
+from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+from a2a.types.a2a_pb2 import (
+    AgentCapabilities,
+    AgentCard,
+    AgentExtension,
+    AgentInterface,
+    AgentSkill,
+    HTTPAuthSecurityScheme,
+    SecurityRequirement,
+    SecurityScheme,
+    StringList,
+    TaskState,
+)
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from google.protobuf.struct_pb2 import Struct
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import generate_latest
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+
+from shared import __version__
+from shared.db import Migration, UtcDateTime, create_tables, make_engine, migrate
+from shared.errors import MeshError, SouthboundError, TaskFailed
+from shared.logs import get_logger
+from shared.mesh import MeshClient, trace_id_var
+from shared.models import TaskEnvelope, TaskResult, utcnow
+from shared.settings import Settings
+
+log = get_logger(__name__)
+
+JSONRPC_PATH = "/a2a/jsonrpc"
+TASKS_PATH = "/a2a/tasks"
+PROTECTED_PREFIXES = (TASKS_PATH, JSONRPC_PATH)
+
+Handler = Callable[[Any, "TaskContext"], Awaitable[Mapping[str, Any] | BaseModel | None]]
+Resources = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+HealthCheck = Callable[[FastAPI], Awaitable[str | None]]
+
+_meta = sa.MetaData()
+idempotency_table = sa.Table(
+    "a2a_idempotency",
+    _meta,
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("task_type", sa.String(64), primary_key=True),
+    sa.Column("task_id", sa.String(64), nullable=False),
+    sa.Column("result", sa.JSON, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+FRAMEWORK_MIGRATIONS = (
+    Migration(1, "idempotency records", create_tables(_meta, "a2a_idempotency")),
+)
+
+
+class TaskRejected(Exception):
+    """An envelope the agent can never accept: answered 4xx, nothing changes."""
+
+    def __init__(self, status: int, detail: Any):
+        super().__init__(str(detail))
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Skill:
+    task_type: str
+    model: type[BaseModel]
+    handler: Handler
+    description: str
+    tags: tuple[str, ...] = ()
+
+
+@dataclass
+class TaskContext:
+    """What a handler knows about the task besides its payload."""
+
+    app: FastAPI
+    task_id: str
+    incident_id: str | None = None
+    source_agent: str | None = None
+    idempotency_key: str | None = None
+
+    @property
+    def settings(self) -> Settings:
+        settings: Settings = self.app.state.settings
+        return settings
+
+    @property
+    def mesh(self) -> MeshClient:
+        mesh: MeshClient = self.app.state.mesh
+        return mesh
+
+    @property
+    def engine(self) -> AsyncEngine:
+        engine: AsyncEngine = self.app.state.engine
+        return engine
+
+    @property
+    def state(self) -> Any:
+        return self.app.state
+
+
+@dataclass
+class AgentSpec:
+    """An agent's identity, task handlers, routers, migrations and resources."""
+
+    name: str
+    title: str
+    description: str
+    migrations: Sequence[Migration] = ()
+    resources: Resources | None = None
+    health_checks: list[HealthCheck] = field(default_factory=list)
+    routers: list[APIRouter] = field(default_factory=list)
+    skills: dict[str, Skill] = field(default_factory=dict)
+
+    def task(
+        self,
+        task_type: str,
+        model: type[BaseModel],
+        description: str,
+        *,
+        tags: Sequence[str] = (),
+    ) -> Callable[[Handler], Handler]:
+        """Register ``handler`` for ``task_type``; its payload is validated against ``model``."""
+
+        def register(handler: Handler) -> Handler:
+            if task_type in self.skills:
+                raise ValueError(f"{self.name}: task type {task_type!r} declared twice")
+            self.skills[task_type] = Skill(task_type, model, handler, description, tuple(tags))
+            return handler
+
+        return register
+
+    def include_router(self, router: APIRouter) -> None:
+        self.routers.append(router)
+
+    # --- the app ---------------------------------------------------------------------------
+
+    def create_app(self, settings: Settings) -> FastAPI:
+        spec = self
+
+        @asynccontextmanager
+        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+            engine = make_engine(settings.db_url(spec.name))
+            mesh = MeshClient(settings, source_agent=spec.name)
+            app.state.engine = engine
+            app.state.mesh = mesh
+            app.state.key_locks = {}
+            try:
+                await migrate(engine, "a2a", FRAMEWORK_MIGRATIONS)
+                await migrate(engine, spec.name, spec.migrations)
+                if spec.resources is None:
+                    yield
+                else:
+                    async with spec.resources(app):
+                        yield
+            finally:
+                await mesh.aclose()
+                await engine.dispose()
+
+        app = FastAPI(
+            title=f"CXM {self.title}",
+            description=self.description,
+            version=__version__,
+            lifespan=lifespan,
+        )
+        app.state.settings = settings
+        app.state.spec = self
+        registry = CollectorRegistry()
+        app.state.metrics = _Metrics(registry)
+        app.add_middleware(_MeshAuthMiddleware, token=settings.mesh_token)
+
+        @app.get("/health", tags=["ops"])
+        async def health() -> JSONResponse:
+            reasons = [r for check in [_db_check, *spec.health_checks] if (r := await check(app))]
+            body: dict[str, Any] = {"status": "ok", "agent": spec.name, "version": __version__}
+            if reasons:
+                body.update(status="degraded", reasons=reasons)
+                return JSONResponse(body, status_code=503)
+            return JSONResponse(body)
+
+        @app.get("/metrics", tags=["ops"])
+        async def metrics() -> Response:
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+        @app.post(TASKS_PATH, tags=["a2a"], response_model=TaskResult)
+        async def tasks(request: Request) -> JSONResponse:
+            raw = await request.body()
+            try:
+                body = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                return _problem(400, f"malformed JSON: {exc}")
+            trace_id_var.set(request.headers.get("x-trace-id") or uuid.uuid4().hex)
+            try:
+                outcome = await dispatch(app, body, request.headers.get("idempotency-key"))
+            except TaskRejected as exc:
+                return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+            return JSONResponse(outcome.model_dump(mode="json"))
+
+        card = self.agent_card(settings)
+        handler = DefaultRequestHandler(
+            agent_executor=_EnvelopeExecutor(app),
+            task_store=InMemoryTaskStore(),
+            agent_card=card,
+        )
+        add_a2a_routes_to_fastapi(
+            app,
+            agent_card_routes=[
+                *create_agent_card_routes(card),
+                *create_agent_card_routes(card, card_url="/.well-known/agent.json"),
+            ],
+            jsonrpc_routes=create_jsonrpc_routes(handler, rpc_url=JSONRPC_PATH),
+        )
+        for router in self.routers:
+            app.include_router(router)
+        return app
+
+    def agent_card(self, settings: Settings) -> AgentCard:
+        base = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
+        card = AgentCard(
+            name=f"cxm-{self.name}",
+            description=f"{self.title}: {self.description}",
+            version=__version__,
+            supported_interfaces=[
+                AgentInterface(
+                    url=f"{base}{JSONRPC_PATH}", protocol_binding="JSONRPC", protocol_version="1.0"
+                )
+            ],
+            capabilities=AgentCapabilities(
+                streaming=False,
+                push_notifications=False,
+                extensions=[
+                    AgentExtension(
+                        uri="urn:cxm:task-envelope:v1",
+                        description="POST {task_type, payload} to this URL for the same skills",
+                        params=_struct({"url": f"{base}{TASKS_PATH}"}),
+                    )
+                ],
+            ),
+            default_input_modes=["application/json"],
+            default_output_modes=["application/json"],
+            skills=[
+                AgentSkill(
+                    id=skill.task_type,
+                    name=skill.task_type.replace("_", " "),
+                    description=skill.description,
+                    tags=[self.name, *skill.tags],
+                    input_modes=["application/json"],
+                    output_modes=["application/json"],
+                )
+                for skill in self.skills.values()
+            ],
+        )
+        if settings.mesh_token:
+            card.security_schemes["mesh"].CopyFrom(
+                SecurityScheme(
+                    http_auth_security_scheme=HTTPAuthSecurityScheme(
+                        scheme="bearer", description="CXM_MESH_TOKEN"
+                    )
+                )
+            )
+            card.security_requirements.append(
+                SecurityRequirement(schemes={"mesh": StringList(list=[])})
+            )
+        return card
+
+
+async def dispatch(app: FastAPI, body: Any, idempotency_key: str | None) -> TaskResult:
+    """Validate an envelope and run its handler once per idempotency key."""
+    spec: AgentSpec = app.state.spec
+    metrics: _Metrics = app.state.metrics
+    if not isinstance(body, dict):
+        raise TaskRejected(400, "the body must be a JSON object {task_type, payload}")
+    try:
+        envelope = TaskEnvelope.model_validate(body)
+    except ValidationError as exc:
+        raise TaskRejected(422, _errors(exc)) from None
+    skill = spec.skills.get(envelope.task_type)
+    if skill is None:
+        accepted = ", ".join(sorted(spec.skills)) or "none"
+        raise TaskRejected(
+            400, f"unknown task_type {envelope.task_type!r}; {spec.name} accepts: {accepted}"
+        )
+    try:
+        payload = skill.model.model_validate(envelope.payload)
+    except ValidationError as exc:
+        metrics.tasks.labels(skill.task_type, "invalid").inc()
+        raise TaskRejected(422, _errors(exc, prefix="payload")) from None
+
+    if idempotency_key:
+        locks: dict[str, asyncio.Lock] = app.state.key_locks
+        lock = locks.setdefault(f"{skill.task_type}:{idempotency_key}", asyncio.Lock())
+        try:
+            async with lock:
+                previous = await _recorded(app.state.engine, idempotency_key, skill.task_type)
+                if previous is not None:
+                    return previous
+                outcome = await _run(app, skill, payload, envelope, idempotency_key)
+                await _record(app.state.engine, idempotency_key, outcome)
+                return outcome
+        finally:
+            if not lock.locked():
+                locks.pop(f"{skill.task_type}:{idempotency_key}", None)
+    return await _run(app, skill, payload, envelope, None)
+
+
+async def _run(
+    app: FastAPI, skill: Skill, payload: BaseModel, envelope: TaskEnvelope, key: str | None
+) -> TaskResult:
+    metrics: _Metrics = app.state.metrics
+    task_id = envelope.task_id or uuid.uuid4().hex
+    ctx = TaskContext(
+        app=app,
+        task_id=task_id,
+        incident_id=envelope.incident_id or getattr(payload, "incident_id", None),
+        source_agent=envelope.source_agent,
+        idempotency_key=key,
+    )
+    started = time.perf_counter()
+    try:
+        result = await skill.handler(payload, ctx)
+    except TaskFailed as exc:
+        metrics.tasks.labels(skill.task_type, "failed").inc()
+        raise TaskRejected(exc.status, {"code": exc.code, "message": str(exc)}) from None
+    except SouthboundError as exc:
+        metrics.tasks.labels(skill.task_type, "southbound_error").inc()
+        raise TaskRejected(503 if exc.transient else 502, {"code": "southbound", "message": str(exc)}) from None
+    except MeshError as exc:
+        metrics.tasks.labels(skill.task_type, "mesh_error").inc()
+        raise TaskRejected(502, {"code": "mesh", "message": str(exc)}) from None
+    finally:
+        metrics.seconds.labels(skill.task_type).observe(time.perf_counter() - started)
+    metrics.tasks.labels(skill.task_type, "completed").inc()
+    if isinstance(result, BaseModel):
+        data = result.model_dump(mode="json")
+    else:
+        data = json.loads(json.dumps(dict(result or {}), default=str))
+    return TaskResult(task_id=task_id, task_type=skill.task_type, result=data)
+
+
+async def _recorded(engine: AsyncEngine, key: str, task_type: str) -> TaskResult | None:
+    t = idempotency_table
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                sa.select(t.c.task_id, t.c.result).where(t.c.key == key, t.c.task_type == task_type)
+            )
+        ).first()
+    if row is None:
+        return None
+    return TaskResult(task_id=row.task_id, task_type=task_type, result=row.result, replayed=True)
+
+
+async def _record(engine: AsyncEngine, key: str, outcome: TaskResult) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            idempotency_table.insert().values(
+                key=key,
+                task_type=outcome.task_type,
+                task_id=outcome.task_id,
+                result=outcome.result,
+                created_at=utcnow(),
+            )
+        )
+
+
+class _EnvelopeExecutor(AgentExecutor):
+    """The A2A JSON-RPC side: a data part ``{task_type, payload}`` runs the same handler."""
+
+    def __init__(self, app: FastAPI):
+        self.app = app
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        task_id = context.task_id or uuid.uuid4().hex
+        context_id = context.context_id or uuid.uuid4().hex
+        await event_queue.enqueue_event(
+            new_task(task_id, context_id, TaskState.TASK_STATE_WORKING,
+                     history=[context.message] if context.message else None)
+        )
+        updater = TaskUpdater(event_queue, task_id, context_id)
+        parts = list(context.message.parts) if context.message else []
+        envelopes = [d for d in get_data_parts(parts) if isinstance(d, dict) and "task_type" in d]
+        if not envelopes:
+            await updater.reject(
+                new_text_message("send one data part {task_type, payload}", context_id, task_id)
+            )
+            return
+        body = {**envelopes[0], "task_id": task_id}
+        try:
+            outcome = await dispatch(self.app, body, context.metadata.get("idempotency_key"))
+        except TaskRejected as exc:
+            text = json.dumps(exc.detail) if not isinstance(exc.detail, str) else exc.detail
+            await updater.failed(new_text_message(text, context_id, task_id))
+            return
+        await updater.add_artifact([new_data_part(outcome.result)], name=outcome.task_type)
+        await updater.complete()
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """Tasks here finish in one call; there is nothing left to cancel."""
+        updater = TaskUpdater(event_queue, context.task_id or "", context.context_id or "")
+        await updater.cancel()
+
+
+class _MeshAuthMiddleware(BaseHTTPMiddleware):
+    """Mesh endpoints need the bearer token when one is configured; cards and health do not."""
+
+    def __init__(self, app: Any, token: str | None):
+        super().__init__(app)
+        self.expected = f"Bearer {token}".encode() if token else None
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        if self.expected and request.url.path.startswith(PROTECTED_PREFIXES):
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, self.expected):
+                return _problem(401, "missing or wrong mesh bearer token (CXM_MESH_TOKEN)")
+        return await call_next(request)
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry):
+        self.tasks = Counter(
+            "cxm_tasks", "A2A tasks handled", ["task_type", "outcome"], registry=registry
+        )
+        self.seconds = Histogram(
+            "cxm_task_seconds", "Time spent in task handlers", ["task_type"], registry=registry
+        )
+
+
+async def _db_check(app: FastAPI) -> str | None:
+    engine: AsyncEngine | None = getattr(app.state, "engine", None)
+    if engine is None:
+        return "database not open"
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+    except Exception as exc:  # reported, not hidden: it becomes the 503's reason
+        return f"database: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _errors(exc: ValidationError, prefix: str | None = None) -> list[dict[str, Any]]:
+    """Pydantic errors as ``{field, message}`` with a dotted path a person can read."""
+    out = []
+    for err in exc.errors(include_url=False, include_context=False):
+        loc = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(err["loc"]))
+        out.append({"field": loc or "body", "message": err["msg"], "type": err["type"]})
+    return out
+
+
+def _problem(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+def _struct(data: dict[str, Any]) -> Struct:
+    struct = Struct()
+    struct.update(data)
+    return struct
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_engine(request: Request) -> AsyncEngine:
+    engine: AsyncEngine = request.app.state.engine
+    return engine
+
+
+def get_mesh(request: Request) -> MeshClient:
+    mesh: MeshClient = request.app.state.mesh
+    return mesh
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
+MeshDep = Annotated[MeshClient, Depends(get_mesh)]

@@ -1,0 +1,80 @@
+"""The ``cxm`` command line: run the mesh, one agent, or a lab scenario."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import socket
+import sys
+from collections.abc import Sequence
+
+from shared.settings import AGENT_PORTS, load_settings
+
+
+def port_free(host: str, port: int) -> bool:
+    """True when nothing listens on ``host:port`` (so a server of ours may bind it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def run_agent(name: str) -> int:
+    """Serve one agent in this process, as compose and ``cxm up`` run it."""
+    import uvicorn
+
+    from shared.logs import configure_logging
+
+    if name not in AGENT_PORTS:
+        print(f"cxm: unknown agent {name!r}; choose one of {', '.join(AGENT_PORTS)}",
+              file=sys.stderr)
+        return 2
+    settings = load_settings(name)
+    configure_logging(settings.log_level, settings.log_format)
+    port = settings.port or AGENT_PORTS[name]
+    if not port_free(settings.host, port):
+        print(f"cxm: port {port} on {settings.host} is already in use; {name} cannot start "
+              f"(stop what holds it, or set CXM_{name.upper()}__PORT)", file=sys.stderr)
+        return 1
+    module = importlib.import_module(f"services.{name}.app")
+    app = module.create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=port, log_config=None,
+                            access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cxm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the ten agents and the lab, supervise them")
+    up.add_argument("--no-lab", action="store_true", help="do not start the network lab")
+    up.add_argument("--only", nargs="*", help="start only these agents")
+    agent = sub.add_parser("agent", help="run one agent in the foreground")
+    agent.add_argument("name", choices=list(AGENT_PORTS))
+    scenario = sub.add_parser("scenario", help="play a lab scenario against a running mesh")
+    scenario.add_argument("name")
+    scenario.add_argument("--wait", action="store_true", help="wait until the ticket closes")
+    args = parser.parse_args(argv)
+
+    if args.command == "agent":
+        return run_agent(args.name)
+    if args.command == "up":
+        from shared.supervisor import supervise
+
+        names = args.only or [n for n in AGENT_PORTS if not (args.no_lab and n == "lab")]
+        return asyncio.run(supervise(names))
+    if args.command == "scenario":
+        from shared.scenario import run_scenario
+
+        return asyncio.run(run_scenario(load_settings(), args.name, wait=args.wait))
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""The wire contract of the mesh: the task envelope and one pydantic model per task type.
+
+Every agent validates what it receives against these models, so a field name here is a
+promise to every peer. IO notifications follow the seed (003) field for field; they accept
+extra fields because IO stores what it is sent as-is.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Severity = Literal["critical", "high", "medium", "low", "info"]
+Tier = Literal["platinum", "gold", "silver", "bronze"]
+TeType = Literal["sr-mpls", "srv6", "rsvp-te"]
+LINK_PATTERN = r"^[A-Za-z0-9_.:]+-[A-Za-z0-9_.:]+$"
+
+TIERS: tuple[str, ...] = ("platinum", "gold", "silver", "bronze")
+HOLD_TIMER_S: dict[str, float] = {"platinum": 30, "gold": 60, "silver": 120, "bronze": 300}
+"""Seed 003: how long the SLA must stay recovered before cutting back, by tier."""
+CUTOVER_STEPS: tuple[tuple[int, int], ...] = ((75, 25), (50, 50), (25, 75), (0, 100))
+"""Seed 003: (protection %, original %) at each step of the gradual cutover."""
+AUDIT_EVENT_TYPES: tuple[str, ...] = (
+    "incident_created",
+    "alert_correlated",
+    "service_impact_assessed",
+    "path_computed",
+    "tunnel_provisioned",
+    "traffic_steered",
+    "sla_recovered",
+    "restoration_complete",
+    "escalation",
+    "notification_sent",
+    "error",
+    "state_change",
+)
+NODES: tuple[str, ...] = (
+    "start",
+    "detect",
+    "assess",
+    "compute",
+    "provision",
+    "steer",
+    "monitor",
+    "restore",
+    "close",
+)
+"""The orchestrator's graph nodes, in the order ``nodes_executed`` lists them."""
+IncidentState = Literal[
+    "new",
+    "detecting",
+    "dampening",
+    "assessing",
+    "computing",
+    "provisioning",
+    "steering",
+    "monitoring",
+    "restoring",
+    "closed",
+    "escalated",
+    "waiting_approval",
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Strict(BaseModel):
+    """Commands between agents: an unknown field is a bug in the sender, so refuse it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Open(BaseModel):
+    """Notifications: keep what the sender added."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class TaskEnvelope(Strict):
+    """``POST /a2a/tasks`` body."""
+
+    task_type: str = Field(min_length=1, max_length=64)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    task_id: str | None = None
+    incident_id: str | None = None
+    source_agent: str | None = None
+
+
+class TaskResult(BaseModel):
+    """``POST /a2a/tasks`` answer."""
+
+    task_id: str
+    task_type: str
+    status: Literal["completed", "accepted"] = "completed"
+    result: dict[str, Any] = Field(default_factory=dict)
+    replayed: bool = False
+
+
+# --- IO agent (8009): the seed's notifications ---------------------------------------------
+
+
+class NewTicket(Open):
+    incident_id: str = Field(pattern=r"^INC-\d{4}-\d{4,}$")
+    severity: Severity
+    summary: str
+    degraded_links: list[str] = Field(default_factory=list)
+    affected_services: list[Any] = Field(default_factory=list)
+    source_agent: str = "event_correlator"
+    created_at: datetime = Field(default_factory=utcnow)
+    status: str = "new"
+
+
+class StatusUpdate(Open):
+    incident_id: str
+    status: str
+    phase: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+    source_agent: str = "orchestrator"
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class TicketClosed(Open):
+    incident_id: str
+    resolution: str
+    duration_seconds: float
+    summary: str
+    details: dict[str, Any] = Field(default_factory=dict)
+    source_agent: str = "orchestrator"
+    closed_at: datetime = Field(default_factory=utcnow)
+
+
+class ErrorNotice(Open):
+    incident_id: str | None = None
+    error_code: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+    source_agent: str
+    occurred_at: datetime = Field(default_factory=utcnow)
+
+
+class ApprovalRequired(Open):
+    approval_id: str
+    incident_id: str
+    action: str
+    details: dict[str, Any] = Field(default_factory=dict)
+    expires_at: datetime
+    source_agent: str = "orchestrator"
+    requested_at: datetime = Field(default_factory=utcnow)
+
+
+# --- orchestrator (8000) -------------------------------------------------------------------
+
+
+class StartIncident(Strict):
+    incident_id: str
+    severity: Severity
+    summary: str
+    degraded_links: list[str] = Field(min_length=1)
+    created_at: datetime = Field(default_factory=utcnow)
+    triage: dict[str, Any] | None = None
+    proactive: bool = False
+
+
+class IncidentSignal(Strict):
+    """Correlator → orchestrator: something changed about an open incident."""
+
+    incident_id: str
+    signal: Literal["links_added", "dampen", "resume", "cleared"]
+    links: list[str] = Field(default_factory=list)
+    until: datetime | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ApprovalDecision(Strict):
+    """IO → orchestrator: an operator decided on an approval."""
+
+    approval_id: str
+    incident_id: str
+    decision: Literal["approve", "reject"]
+    decided_by: str = Field(min_length=1)
+    notes: str = ""
+
+
+# --- impact (8002) -------------------------------------------------------------------------
+
+
+class AssessImpact(Strict):
+    incident_id: str
+    degraded_links: list[str] = Field(min_length=1)
+
+
+class AffectedService(Open):
+    service_id: str
+    name: str
+    service_type: str
+    tier: Tier
+    head_end: str
+    end_point: str
+    path: list[str] = Field(default_factory=list)
+
+
+class ImpactResult(Open):
+    total_affected: int
+    services_by_tier: dict[str, int]
+    affected_services: list[AffectedService]
+    highest_tier: Tier | None = None
+
+
+# --- path (8003) ---------------------------------------------------------------------------
+
+
+class ComputePath(Strict):
+    incident_id: str
+    head_end: str
+    end_point: str
+    avoid_links: list[str] = Field(default_factory=list)
+    avoid_nodes: list[str] = Field(default_factory=list)
+    metric: Literal["delay", "te", "igp", "hops"] = "delay"
+    min_bandwidth_mbps: float | None = None
+
+
+class PathResult(Open):
+    found: bool
+    path: list[str] = Field(default_factory=list)
+    links: list[str] = Field(default_factory=list)
+    hop_count: int = 0
+    total_delay_ms: float | None = None
+    total_metric: float | None = None
+    metric: str = "delay"
+    reason: str | None = None
+
+
+# --- tunnel (8004) -------------------------------------------------------------------------
+
+
+class ProvisionTunnel(Strict):
+    incident_id: str
+    head_end: str
+    end_point: str
+    path: list[str] = Field(min_length=2)
+    te_type: TeType | None = None
+    color: int | None = None
+
+
+class TunnelResult(Open):
+    tunnel_id: str
+    binding_sid: int
+    te_type: TeType
+    head_end: str
+    end_point: str
+    color: int
+    path: list[str]
+    state: str
+
+
+class SteerTraffic(Strict):
+    incident_id: str
+    tunnel_id: str
+    service_ids: list[str] = Field(default_factory=list)
+
+
+class DeleteTunnel(Strict):
+    incident_id: str
+    tunnel_id: str
+
+
+# --- restore (8005) ------------------------------------------------------------------------
+
+
+class CheckSla(Strict):
+    incident_id: str
+    links: list[str] = Field(min_length=1)
+    tier: Tier | None = None
+
+
+class SlaResult(Open):
+    within_sla: bool
+    links: dict[str, dict[str, Any]]
+
+
+class CutoverStep(Strict):
+    incident_id: str
+    tunnel_id: str
+    links: list[str] = Field(min_length=1)
+    protection_pct: int = Field(ge=0, le=100)
+    original_pct: int = Field(ge=0, le=100)
+
+
+class CutoverResult(Open):
+    applied: bool
+    within_sla: bool
+    protection_pct: int
+    original_pct: int
+    reverted: bool = False
+
+
+class Cleanup(Strict):
+    incident_id: str
+    tunnel_id: str
+
+
+# --- notify (8007) and audit (8008) --------------------------------------------------------
+
+
+class Notify(Strict):
+    incident_id: str | None = None
+    event: str
+    severity: Severity = "medium"
+    tier: Tier | None = None
+    subject: str
+    body: str = ""
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class AuditEvent(Strict):
+    event_type: str
+    incident_id: str | None = None
+    source_agent: str
+    details: dict[str, Any] = Field(default_factory=dict)
+    occurred_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,120 @@
+"""Typed settings for every CXM process.
+
+Everything is read from the environment with the ``CXM_`` prefix. An agent can override any
+field for itself alone with ``CXM_<AGENT>__<FIELD>`` (for example
+``CXM_AUDIT__DATABASE_URL``), which is how compose points one agent at PostgreSQL while the
+others keep their defaults. Nothing else in the code base reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+AGENT_PORTS: dict[str, int] = {
+    "orchestrator": 8000,
+    "correlator": 8001,
+    "impact": 8002,
+    "path": 8003,
+    "tunnel": 8004,
+    "restore": 8005,
+    "traffic": 8006,
+    "notify": 8007,
+    "audit": 8008,
+    "io": 8009,
+    "lab": 8010,
+}
+"""Every process of the mesh and its default port; the lab is the eleventh."""
+
+AGENTS: tuple[str, ...] = tuple(name for name in AGENT_PORTS if name != "lab")
+
+
+class Settings(BaseSettings):
+    """Settings shared by all processes; see the module docstring for per-agent overrides."""
+
+    model_config = SettingsConfigDict(env_prefix="CXM_", extra="ignore", populate_by_name=True)
+
+    host: str = "127.0.0.1"
+    port: int | None = None
+    public_url: str | None = Field(
+        default=None, description="URL peers use to reach this agent (defaults to host:port)"
+    )
+    data_dir: Path = Path("var")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; SQLite under data_dir when unset"
+    )
+    log_level: str = "INFO"
+    log_format: Literal["console", "json"] = "console"
+
+    mesh_token: str | None = Field(
+        default=None, description="Bearer token every mesh call carries and every agent checks"
+    )
+    mesh_timeout_s: float = 10.0
+    mesh_retries: int = 3
+
+    time_scale: float = Field(default=1.0, gt=0, description="multiplies every timer and poll")
+
+    orchestrator_url: str = "http://127.0.0.1:8000"
+    correlator_url: str = "http://127.0.0.1:8001"
+    impact_url: str = "http://127.0.0.1:8002"
+    path_url: str = "http://127.0.0.1:8003"
+    tunnel_url: str = "http://127.0.0.1:8004"
+    restore_url: str = "http://127.0.0.1:8005"
+    traffic_url: str = "http://127.0.0.1:8006"
+    notify_url: str = "http://127.0.0.1:8007"
+    audit_url: str = "http://127.0.0.1:8008"
+    io_url: str = Field(
+        default="http://127.0.0.1:8009",
+        validation_alias=AliasChoices("CXM_IO_URL", "IO_AGENT_URL"),
+    )
+    io_enabled: bool = Field(
+        default=True, validation_alias=AliasChoices("CXM_IO_ENABLED", "IO_AGENT_ENABLED")
+    )
+    lab_url: str = "http://127.0.0.1:8010"
+    lab_enabled: bool = True
+    cnc_url: str | None = Field(default=None, description="Crosswork base URL (the lab if unset)")
+    cnc_token: str | None = None
+    pca_url: str | None = Field(default=None, description="PCA base URL (the lab if unset)")
+    pca_token: str | None = None
+
+    def url_of(self, agent: str) -> str:
+        """Base URL of a peer agent (or the lab)."""
+        url: str = getattr(self, f"{agent}_url")
+        return url.rstrip("/")
+
+    @property
+    def cnc_base(self) -> str:
+        return (self.cnc_url or self.lab_url).rstrip("/")
+
+    @property
+    def pca_base(self) -> str:
+        return (self.pca_url or self.lab_url).rstrip("/")
+
+    def db_url(self, agent: str) -> str:
+        """The agent's database: the configured URL, or a SQLite file of its own under data_dir."""
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgresql://") or url.startswith("postgres://"):
+                url = "postgresql+asyncpg://" + url.split("://", 1)[1]
+            return url
+        return f"sqlite+aiosqlite:///{(self.data_dir / f'{agent}.db').as_posix()}"
+
+    def scaled(self, seconds: float) -> float:
+        """A duration from the seed's tables, scaled by CXM_TIME_SCALE."""
+        return seconds * self.time_scale
+
+
+def load_settings(agent: str | None = None) -> Settings:
+    """Global settings, with ``CXM_<AGENT>__*`` overrides applied when an agent is named."""
+    base = Settings()
+    if agent is None:
+        return base
+    override = Settings(_env_prefix=f"CXM_{agent.upper()}__")  # type: ignore[call-arg]
+    changes = {name: getattr(override, name) for name in override.model_fields_set}
+    merged = base.model_copy(update=changes)
+    if merged.port is None:
+        merged = merged.model_copy(update={"port": AGENT_PORTS.get(agent)})
+    return merged

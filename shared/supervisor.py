@@ -1,0 +1,150 @@
+"""``cxm up``: start every process of the mesh, wait until each is healthy, keep them alive.
+
+Each agent runs as its own process (``cxm agent NAME``, exactly what compose runs), in its own
+session so that Ctrl-C reaches only the supervisor, which then stops the children in order.
+A child that dies is restarted with a capped backoff. When no mesh token is configured, one
+is generated once and kept in ``var/mesh-token`` so that the mesh is authenticated by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+from shared.settings import AGENT_PORTS, Settings, load_settings
+
+RESTART_BACKOFF_MAX_S = 30.0
+
+
+def ensure_mesh_token(settings: Settings) -> str:
+    """The configured mesh token, or one generated and kept with owner-only permissions."""
+    if settings.mesh_token:
+        return settings.mesh_token
+    path = Path(settings.data_dir) / "mesh-token"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token)
+    return token
+
+
+class Child:
+    """One supervised process and the task pumping its output."""
+
+    def __init__(self, name: str, env: dict[str, str], width: int):
+        self.name = name
+        self.env = env
+        self.prefix = f"{name:<{width}} | ".encode()
+        self.proc: asyncio.subprocess.Process | None = None
+        self.restarts = 0
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "shared.cli", "agent", self.name,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+        )
+
+    async def pump(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            sys.stdout.buffer.write(self.prefix + line)
+            sys.stdout.flush()
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.proc.terminate()
+        try:
+            await asyncio.wait_for(self.proc.wait(), grace_s)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+async def wait_healthy(url: str, deadline: float) -> bool:
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            try:
+                if (await client.get(f"{url}/health")).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    return False
+
+
+async def supervise(names: Sequence[str], *, health_timeout_s: float = 90.0) -> int:
+    from shared.cli import port_free
+
+    settings = load_settings()
+    busy = [f"{n} ({AGENT_PORTS[n]})" for n in names if not port_free(settings.host, AGENT_PORTS[n])]
+    if busy:
+        print(f"cxm: ports already in use: {', '.join(busy)}; is another mesh running?",
+              file=sys.stderr)
+        return 1
+    env = dict(os.environ, CXM_MESH_TOKEN=ensure_mesh_token(settings), PYTHONUNBUFFERED="1")
+    width = max(len(n) for n in names)
+    children = {name: Child(name, env, width) for name in names}
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+
+    async def keep_alive(child: Child) -> None:
+        backoff = 0.5
+        while not stopping.is_set():
+            started = time.monotonic()
+            await child.start()
+            assert child.proc is not None
+            await child.pump()
+            code = await child.proc.wait()
+            if stopping.is_set():
+                return
+            if code == 1 and time.monotonic() - started < 2 and child.restarts == 0:
+                print(f"cxm: {child.name} failed to start (exit {code}); see its log above",
+                      file=sys.stderr)
+            child.restarts += 1
+            backoff = 0.5 if time.monotonic() - started > 60 else min(
+                backoff * 2, RESTART_BACKOFF_MAX_S)
+            print(f"cxm: {child.name} exited with {code}; restarting in {backoff:.1f}s "
+                  f"(restart #{child.restarts})", file=sys.stderr)
+            try:
+                await asyncio.wait_for(stopping.wait(), backoff)
+            except TimeoutError:
+                pass
+
+    began = time.monotonic()
+    runners = [asyncio.create_task(keep_alive(c)) for c in children.values()]
+    deadline = began + health_timeout_s
+    results = await asyncio.gather(
+        *(wait_healthy(settings.url_of(n), deadline) for n in names)
+    )
+    unhealthy = [n for n, ok in zip(names, results, strict=True) if not ok]
+    if unhealthy and not stopping.is_set():
+        print(f"cxm: not healthy after {health_timeout_s:.0f}s: {', '.join(unhealthy)}",
+              file=sys.stderr)
+    elif not stopping.is_set():
+        print(f"cxm: {len(names)} processes healthy in {time.monotonic() - began:.1f}s. "
+              f"Console: {settings.io_url}/  (mesh token in {settings.data_dir}/mesh-token)",
+              flush=True)
+    await stopping.wait()
+    print("cxm: stopping", file=sys.stderr, flush=True)
+    await asyncio.gather(*(c.stop() for c in children.values()))
+    for runner in runners:
+        runner.cancel()
+    await asyncio.gather(*runners, return_exceptions=True)
+    return 0

@@ -1,0 +1,25 @@
+"""Shared fixtures: settings on a temporary data dir, and a real PostgreSQL server per session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.settings import Settings
+from tests.support import postgres_server
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Embedded defaults on a temporary SQLite directory, fast timers, a mesh token."""
+    return Settings(data_dir=tmp_path, time_scale=0.01, mesh_token="test-mesh-token",
+                    port=8999)
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL server (Debian's postgresql), started once per test session."""
+    with postgres_server(tmp_path_factory.mktemp("pg")) as dsn:
+        yield dsn

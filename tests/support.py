@@ -1,0 +1,193 @@
+"""Test helpers: run an agent in-process with its lifespan, run real processes, run PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from shared.settings import AGENT_PORTS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan entered, and a client that talks to it in-process."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client
+
+
+async def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> Any:
+    """Poll an (async) predicate until it returns something truthy; fail with a clear message."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+
+
+@dataclass
+class Mesh:
+    """Real agent processes on free ports, as ``cxm agent NAME`` runs them."""
+
+    data_dir: Path
+    env: dict[str, str]
+    ports: dict[str, int]
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    @property
+    def token(self) -> str:
+        return self.env["CXM_MESH_TOKEN"]
+
+    def start(self, name: str) -> None:
+        log = open(self.data_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "agent", name],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+        )
+
+    def stop(self, name: str, *, kill: bool = False) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return
+        if kill:
+            proc.kill()
+        else:
+            proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def wait_healthy(self, names: Sequence[str], timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        pending = list(names)
+        while pending and time.monotonic() < deadline:
+            name = pending[0]
+            proc = self.procs.get(name)
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(f"{name} exited with {proc.returncode}:\n{self.log(name)}")
+            try:
+                if httpx.get(f"{self.url(name)}/health", timeout=1).status_code == 200:
+                    pending.pop(0)
+                    continue
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        if pending:
+            raise AssertionError(f"not healthy in {timeout}s: {pending}\n"
+                                 + "\n".join(self.log(n) for n in pending))
+
+    def log(self, name: str) -> str:
+        path = self.data_dir / f"{name}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(headers={"Authorization": f"Bearer {self.token}"}, timeout=10)
+
+
+def mesh_env(data_dir: Path, ports: dict[str, int], extra: dict[str, str] | None = None
+             ) -> dict[str, str]:
+    """Environment for a mesh on the given ports, isolated under ``data_dir``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CXM_")}
+    env.update(CXM_DATA_DIR=str(data_dir), CXM_MESH_TOKEN="test-mesh-token",
+               CXM_TIME_SCALE="0.02", CXM_LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
+    for name, port in ports.items():
+        env[f"CXM_{name.upper()}__PORT"] = str(port)
+        env[f"CXM_{name.upper()}_URL"] = f"http://127.0.0.1:{port}"
+    env.update(extra or {})
+    return env
+
+
+@contextmanager
+def mesh(data_dir: Path, names: Sequence[str] = tuple(AGENT_PORTS),
+         extra_env: dict[str, str] | None = None) -> Iterator[Mesh]:
+    """Start ``names`` as real processes on free ports; stop them all afterwards."""
+    ports = {name: free_port() for name in AGENT_PORTS}
+    data_dir.mkdir(parents=True, exist_ok=True)
+    m = Mesh(data_dir, mesh_env(data_dir, ports, extra_env), ports)
+    try:
+        for name in names:
+            m.start(name)
+        m.wait_healthy(names)
+        yield m
+    finally:
+        for name in list(m.procs):
+            m.stop(name)
+
+
+def pg_bin(tool: str) -> str:
+    """Path of a PostgreSQL server binary from Debian's postgresql package."""
+    for version in sorted(os.listdir("/usr/lib/postgresql"), reverse=True):
+        path = f"/usr/lib/postgresql/{version}/bin/{tool}"
+        if os.path.exists(path):
+            return path
+    raise FileNotFoundError(f"PostgreSQL's {tool} not found: apt-get install postgresql")
+
+
+@contextmanager
+def postgres_server(base: Path) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on a free loopback port; yields its DSN.
+
+    The server refuses to run as root, so as root the cluster belongs to the ``postgres``
+    user that Debian's package creates.
+    """
+    data = base / "pgdata"
+    sock = base / "pgsock"
+    data.mkdir(parents=True)
+    sock.mkdir()
+    port = free_port()
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+        shutil.chown(data, "postgres")
+        shutil.chown(sock, "postgres")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*prefix, pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+                    "--no-sync"], check=True, capture_output=True)
+    proc = subprocess.Popen(
+        [*prefix, pg_bin("postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
+         "-k", str(sock), "-c", "fsync=off", "-c", "max_connections=200"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        time.sleep(0.3)
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        proc.terminate()
+        proc.wait(15)
