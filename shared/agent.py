@@ -51,8 +51,13 @@ from a2a.types.a2a_pb2 import (
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from google.protobuf.struct_pb2 import Struct
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client import generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
@@ -63,6 +68,7 @@ from shared.errors import MeshError, SouthboundError, TaskFailed
 from shared.logs import get_logger
 from shared.mesh import MeshClient, trace_id_var
 from shared.models import TaskEnvelope, TaskResult, utcnow
+from shared.outbox import Outbox
 from shared.settings import Settings
 
 log = get_logger(__name__)
@@ -134,6 +140,13 @@ class TaskContext:
         return engine
 
     @property
+    def outbox(self) -> Outbox:
+        outbox: Outbox | None = self.app.state.outbox
+        if outbox is None:
+            raise RuntimeError(f"{self.app.state.spec.name} was declared without an outbox")
+        return outbox
+
+    @property
     def state(self) -> Any:
         return self.app.state
 
@@ -150,6 +163,8 @@ class AgentSpec:
     health_checks: list[HealthCheck] = field(default_factory=list)
     routers: list[APIRouter] = field(default_factory=list)
     skills: dict[str, Skill] = field(default_factory=dict)
+    outbox: bool = False
+    """Give the agent a durable outbox (``app.state.outbox``) for tasks it sends to peers."""
 
     def task(
         self,
@@ -184,15 +199,21 @@ class AgentSpec:
             app.state.engine = engine
             app.state.mesh = mesh
             app.state.key_locks = {}
+            outbox = Outbox(engine, mesh) if spec.outbox else None
+            app.state.outbox = outbox
             try:
                 await migrate(engine, "a2a", FRAMEWORK_MIGRATIONS)
                 await migrate(engine, spec.name, spec.migrations)
+                if outbox is not None:
+                    await outbox.start()
                 if spec.resources is None:
                     yield
                 else:
                     async with spec.resources(app):
                         yield
             finally:
+                if outbox is not None:
+                    await outbox.stop()
                 await mesh.aclose()
                 await engine.dispose()
 
@@ -362,7 +383,9 @@ async def _run(
         raise TaskRejected(exc.status, {"code": exc.code, "message": str(exc)}) from None
     except SouthboundError as exc:
         metrics.tasks.labels(skill.task_type, "southbound_error").inc()
-        raise TaskRejected(503 if exc.transient else 502, {"code": "southbound", "message": str(exc)}) from None
+        raise TaskRejected(
+            503 if exc.transient else 502, {"code": "southbound", "message": str(exc)}
+        ) from None
     except MeshError as exc:
         metrics.tasks.labels(skill.task_type, "mesh_error").inc()
         raise TaskRejected(502, {"code": "mesh", "message": str(exc)}) from None
@@ -412,8 +435,12 @@ class _EnvelopeExecutor(AgentExecutor):
         task_id = context.task_id or uuid.uuid4().hex
         context_id = context.context_id or uuid.uuid4().hex
         await event_queue.enqueue_event(
-            new_task(task_id, context_id, TaskState.TASK_STATE_WORKING,
-                     history=[context.message] if context.message else None)
+            new_task(
+                task_id,
+                context_id,
+                TaskState.TASK_STATE_WORKING,
+                history=[context.message] if context.message else None,
+            )
         )
         updater = TaskUpdater(event_queue, task_id, context_id)
         parts = list(context.message.parts) if context.message else []

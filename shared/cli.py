@@ -30,20 +30,25 @@ def run_agent(name: str) -> int:
     from shared.logs import configure_logging
 
     if name not in AGENT_PORTS:
-        print(f"cxm: unknown agent {name!r}; choose one of {', '.join(AGENT_PORTS)}",
-              file=sys.stderr)
+        print(
+            f"cxm: unknown agent {name!r}; choose one of {', '.join(AGENT_PORTS)}", file=sys.stderr
+        )
         return 2
     settings = load_settings(name)
     configure_logging(settings.log_level, settings.log_format)
     port = settings.port or AGENT_PORTS[name]
     if not port_free(settings.host, port):
-        print(f"cxm: port {port} on {settings.host} is already in use; {name} cannot start "
-              f"(stop what holds it, or set CXM_{name.upper()}__PORT)", file=sys.stderr)
+        print(
+            f"cxm: port {port} on {settings.host} is already in use; {name} cannot start "
+            f"(stop what holds it, or set CXM_{name.upper()}__PORT)",
+            file=sys.stderr,
+        )
         return 1
     module = importlib.import_module(f"services.{name}.app")
     app = module.create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=port, log_config=None,
-                            access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        app, host=settings.host, port=port, log_config=None, access_log=False, lifespan="on"
+    )
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1

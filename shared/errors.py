@@ -1,4 +1,4 @@
-"""One exception hierarchy for mesh and southbound failures, so callers can tell transient from final."""
+"""One exception hierarchy for mesh and southbound failures: transient or final."""
 
 from __future__ import annotations
 

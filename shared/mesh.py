@@ -105,13 +105,23 @@ class MeshClient:
                 )
             except (httpx.TransportError, httpx.TimeoutException) as exc:
                 last = f"{type(exc).__name__}: {exc}"
-                log.warning("mesh call failed", agent=agent, task_type=task_type, error=last,
-                            attempt=attempt + 1)
+                log.warning(
+                    "mesh call failed",
+                    agent=agent,
+                    task_type=task_type,
+                    error=last,
+                    attempt=attempt + 1,
+                )
                 continue
             if response.status_code in TRANSIENT_STATUS:
                 last = f"HTTP {response.status_code}: {response.text[:200]}"
-                log.warning("mesh call transient", agent=agent, task_type=task_type,
-                            status=response.status_code, attempt=attempt + 1)
+                log.warning(
+                    "mesh call transient",
+                    agent=agent,
+                    task_type=task_type,
+                    status=response.status_code,
+                    attempt=attempt + 1,
+                )
                 continue
             if response.status_code >= 400:
                 raise MeshRejected(agent, task_type, _detail(response), response.status_code)
@@ -127,6 +137,7 @@ class MeshClient:
         data = payload if isinstance(payload, dict) else payload.model_dump(mode="json")
         incident = data.get("incident_id")
         await self.send("io", task_type, payload, incident_id=incident if incident else None)
+
 
 def _detail(response: httpx.Response) -> str:
     try:

@@ -112,7 +112,7 @@ def load_settings(agent: str | None = None) -> Settings:
     base = Settings()
     if agent is None:
         return base
-    override = Settings(_env_prefix=f"CXM_{agent.upper()}__")  # type: ignore[call-arg]
+    override = Settings(_env_prefix=f"CXM_{agent.upper()}__")
     changes = {name: getattr(override, name) for name in override.model_fields_set}
     merged = base.model_copy(update=changes)
     if merged.port is None:

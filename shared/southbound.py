@@ -94,14 +94,22 @@ class Thresholds(BaseModel):
 
 
 class _Client:
-    def __init__(self, base_url: str, token: str | None, *, name: str,
-                 transport: httpx.AsyncBaseTransport | None = None, timeout_s: float = 10.0):
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        name: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout_s: float = 10.0,
+    ):
         headers = {"Accept": f"{YANG_JSON}, application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.name = name
-        self.http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout_s,
-                                      transport=transport)
+        self.http = httpx.AsyncClient(
+            base_url=base_url, headers=headers, timeout=timeout_s, transport=transport
+        )
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -113,11 +121,12 @@ class _Client:
             raise SouthboundError(f"{self.name} unreachable: {exc}", transient=True) from exc
         if response.status_code >= 500 or response.status_code == 429:
             raise SouthboundError(
-                f"{self.name} {method} {path}: HTTP {response.status_code}", transient=True)
+                f"{self.name} {method} {path}: HTTP {response.status_code}", transient=True
+            )
         if response.status_code >= 400:
             raise SouthboundError(
-                f"{self.name} {method} {path}: HTTP {response.status_code}: "
-                f"{response.text[:300]}")
+                f"{self.name} {method} {path}: HTTP {response.status_code}: {response.text[:300]}"
+            )
         return response.json() if response.content else None
 
 
@@ -142,38 +151,77 @@ class CncClient(_Client):
 
     async def sr_policies(self) -> list[SrPolicy]:
         data = await self._call(
-            "GET", f"{TOPOLOGY}/cisco-crosswork-segment-routing-policy:sr-policies")
+            "GET", f"{TOPOLOGY}/cisco-crosswork-segment-routing-policy:sr-policies"
+        )
         return [SrPolicy.model_validate(p) for p in data["sr-policies"]["sr-policy"]]
 
-    async def create_sr_policy(self, *, head_end: str, end_point: str, color: int,
-                               path_name: str, binding_sid: int, hops: list[dict[str, Any]],
-                               description: str, te_type: str) -> dict[str, Any]:
+    async def create_sr_policy(
+        self,
+        *,
+        head_end: str,
+        end_point: str,
+        color: int,
+        path_name: str,
+        binding_sid: int,
+        hops: list[dict[str, Any]],
+        description: str,
+        te_type: str,
+    ) -> dict[str, Any]:
         """``sr-policy-create`` with an explicit path; returns the per-policy result."""
-        body = {"input": {"sr-policies": [{
-            "head-end": head_end, "end-point": end_point, "color": color,
-            "path-name": path_name, "description": description, "binding-sid": binding_sid,
-            "profile-id": 0, "cisco-crosswork-cxm:te-type": te_type,
-            "sr-policy-path": {"explicit": {"hops": hops}},
-        }]}}
-        data = await self._call("POST", f"{SR_OPS}:sr-policy-create", json=body,
-                                headers={"Content-Type": YANG_JSON})
+        body = {
+            "input": {
+                "sr-policies": [
+                    {
+                        "head-end": head_end,
+                        "end-point": end_point,
+                        "color": color,
+                        "path-name": path_name,
+                        "description": description,
+                        "binding-sid": binding_sid,
+                        "profile-id": 0,
+                        "cisco-crosswork-cxm:te-type": te_type,
+                        "sr-policy-path": {"explicit": {"hops": hops}},
+                    }
+                ]
+            }
+        }
+        data = await self._call(
+            "POST", f"{SR_OPS}:sr-policy-create", json=body, headers={"Content-Type": YANG_JSON}
+        )
         return _first_result(data, "sr-policy-create")
 
-    async def delete_sr_policy(self, *, head_end: str, end_point: str,
-                               color: int) -> dict[str, Any]:
-        body = {"input": {"sr-policies": [
-            {"head-end": head_end, "end-point": end_point, "color": color}]}}
-        data = await self._call("POST", f"{SR_OPS}:sr-policy-delete", json=body,
-                                headers={"Content-Type": YANG_JSON})
+    async def delete_sr_policy(
+        self, *, head_end: str, end_point: str, color: int
+    ) -> dict[str, Any]:
+        body = {
+            "input": {
+                "sr-policies": [{"head-end": head_end, "end-point": end_point, "color": color}]
+            }
+        }
+        data = await self._call(
+            "POST", f"{SR_OPS}:sr-policy-delete", json=body, headers={"Content-Type": YANG_JSON}
+        )
         return _first_result(data, "sr-policy-delete")
 
-    async def steer(self, *, head_end: str, end_point: str, color: int,
-                    services: list[str], protection_pct: int) -> dict[str, Any]:
+    async def steer(
+        self, *, head_end: str, end_point: str, color: int, services: list[str], protection_pct: int
+    ) -> dict[str, Any]:
         """Put ``protection_pct`` percent of the services' traffic on the policy (0 = none)."""
-        body = {"input": {"head-end": head_end, "end-point": end_point, "color": color,
-                          "services": services, "weight": protection_pct}}
-        data = await self._call("POST", f"{OPTIMIZATION}/cisco-crosswork-cxm:traffic-steer",
-                                json=body, headers={"Content-Type": YANG_JSON})
+        body = {
+            "input": {
+                "head-end": head_end,
+                "end-point": end_point,
+                "color": color,
+                "services": services,
+                "weight": protection_pct,
+            }
+        }
+        data = await self._call(
+            "POST",
+            f"{OPTIMIZATION}/cisco-crosswork-cxm:traffic-steer",
+            json=body,
+            headers={"Content-Type": YANG_JSON},
+        )
         return dict(data.get("output", {}))
 
     async def link_counters(self) -> dict[str, dict[str, float]]:
@@ -200,9 +248,11 @@ class PcaClient(_Client):
             for cond in policy.get("conditions", []):
                 trig = cond["triggersOn"]
                 found[trig["metric"]["id"]] = float(trig["value"])
-        return Thresholds(delay_ms=found.get("delay-avg", 50.0),
-                          jitter_ms=found.get("delay-var-avg", 10.0),
-                          loss_pct=found.get("packets-lost-pct", 1.0))
+        return Thresholds(
+            delay_ms=found.get("delay-avg", 50.0),
+            jitter_ms=found.get("delay-var-avg", 10.0),
+            loss_pct=found.get("packets-lost-pct", 1.0),
+        )
 
 
 def _first_result(data: Any, op: str) -> dict[str, Any]:
@@ -211,6 +261,8 @@ def _first_result(data: Any, op: str) -> dict[str, Any]:
         raise SouthboundError(f"CNC {op}: empty results")
     result: dict[str, Any] = results[0]
     if result.get("state") == "failure":
-        raise SouthboundError(f"CNC {op} failed: {result.get('message', 'no message')}",
-                              transient=bool(result.get("cisco-crosswork-cxm:transient")))
+        raise SouthboundError(
+            f"CNC {op} failed: {result.get('message', 'no message')}",
+            transient=bool(result.get("cisco-crosswork-cxm:transient")),
+        )
     return result

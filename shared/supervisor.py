@@ -9,6 +9,7 @@ is generated once and kept in ``var/mesh-token`` so that the mesh is authenticat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -51,7 +52,11 @@ class Child:
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "shared.cli", "agent", self.name,
+            sys.executable,
+            "-m",
+            "shared.cli",
+            "agent",
+            self.name,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=self.env,
@@ -91,10 +96,14 @@ async def supervise(names: Sequence[str], *, health_timeout_s: float = 90.0) -> 
     from shared.cli import port_free
 
     settings = load_settings()
-    busy = [f"{n} ({AGENT_PORTS[n]})" for n in names if not port_free(settings.host, AGENT_PORTS[n])]
+    busy = [
+        f"{n} ({AGENT_PORTS[n]})" for n in names if not port_free(settings.host, AGENT_PORTS[n])
+    ]
     if busy:
-        print(f"cxm: ports already in use: {', '.join(busy)}; is another mesh running?",
-              file=sys.stderr)
+        print(
+            f"cxm: ports already in use: {', '.join(busy)}; is another mesh running?",
+            file=sys.stderr,
+        )
         return 1
     env = dict(os.environ, CXM_MESH_TOKEN=ensure_mesh_token(settings), PYTHONUNBUFFERED="1")
     width = max(len(n) for n in names)
@@ -115,32 +124,38 @@ async def supervise(names: Sequence[str], *, health_timeout_s: float = 90.0) -> 
             if stopping.is_set():
                 return
             if code == 1 and time.monotonic() - started < 2 and child.restarts == 0:
-                print(f"cxm: {child.name} failed to start (exit {code}); see its log above",
-                      file=sys.stderr)
+                print(
+                    f"cxm: {child.name} failed to start (exit {code}); see its log above",
+                    file=sys.stderr,
+                )
             child.restarts += 1
-            backoff = 0.5 if time.monotonic() - started > 60 else min(
-                backoff * 2, RESTART_BACKOFF_MAX_S)
-            print(f"cxm: {child.name} exited with {code}; restarting in {backoff:.1f}s "
-                  f"(restart #{child.restarts})", file=sys.stderr)
-            try:
+            backoff = (
+                0.5 if time.monotonic() - started > 60 else min(backoff * 2, RESTART_BACKOFF_MAX_S)
+            )
+            print(
+                f"cxm: {child.name} exited with {code}; restarting in {backoff:.1f}s "
+                f"(restart #{child.restarts})",
+                file=sys.stderr,
+            )
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), backoff)
-            except TimeoutError:
-                pass
 
     began = time.monotonic()
     runners = [asyncio.create_task(keep_alive(c)) for c in children.values()]
     deadline = began + health_timeout_s
-    results = await asyncio.gather(
-        *(wait_healthy(settings.url_of(n), deadline) for n in names)
-    )
+    results = await asyncio.gather(*(wait_healthy(settings.url_of(n), deadline) for n in names))
     unhealthy = [n for n, ok in zip(names, results, strict=True) if not ok]
     if unhealthy and not stopping.is_set():
-        print(f"cxm: not healthy after {health_timeout_s:.0f}s: {', '.join(unhealthy)}",
-              file=sys.stderr)
+        print(
+            f"cxm: not healthy after {health_timeout_s:.0f}s: {', '.join(unhealthy)}",
+            file=sys.stderr,
+        )
     elif not stopping.is_set():
-        print(f"cxm: {len(names)} processes healthy in {time.monotonic() - began:.1f}s. "
-              f"Console: {settings.io_url}/  (mesh token in {settings.data_dir}/mesh-token)",
-              flush=True)
+        print(
+            f"cxm: {len(names)} processes healthy in {time.monotonic() - began:.1f}s. "
+            f"Console: {settings.io_url}/  (mesh token in {settings.data_dir}/mesh-token)",
+            flush=True,
+        )
     await stopping.wait()
     print("cxm: stopping", file=sys.stderr, flush=True)
     await asyncio.gather(*(c.stop() for c in children.values()))

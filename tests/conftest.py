@@ -14,8 +14,7 @@ from tests.support import postgres_server
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Embedded defaults on a temporary SQLite directory, fast timers, a mesh token."""
-    return Settings(data_dir=tmp_path, time_scale=0.01, mesh_token="test-mesh-token",
-                    port=8999)
+    return Settings(data_dir=tmp_path, time_scale=0.01, mesh_token="test-mesh-token", port=8999)
 
 
 @pytest.fixture(scope="session")

@@ -72,7 +72,10 @@ class Mesh:
         log = open(self.data_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "shared.cli", "agent", name],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
 
     def stop(self, name: str, *, kill: bool = False) -> None:
@@ -105,8 +108,9 @@ class Mesh:
                 pass
             time.sleep(0.1)
         if pending:
-            raise AssertionError(f"not healthy in {timeout}s: {pending}\n"
-                                 + "\n".join(self.log(n) for n in pending))
+            raise AssertionError(
+                f"not healthy in {timeout}s: {pending}\n" + "\n".join(self.log(n) for n in pending)
+            )
 
     def log(self, name: str) -> str:
         path = self.data_dir / f"{name}.log"
@@ -116,12 +120,18 @@ class Mesh:
         return httpx.Client(headers={"Authorization": f"Bearer {self.token}"}, timeout=10)
 
 
-def mesh_env(data_dir: Path, ports: dict[str, int], extra: dict[str, str] | None = None
-             ) -> dict[str, str]:
+def mesh_env(
+    data_dir: Path, ports: dict[str, int], extra: dict[str, str] | None = None
+) -> dict[str, str]:
     """Environment for a mesh on the given ports, isolated under ``data_dir``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CXM_")}
-    env.update(CXM_DATA_DIR=str(data_dir), CXM_MESH_TOKEN="test-mesh-token",
-               CXM_TIME_SCALE="0.02", CXM_LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
+    env.update(
+        CXM_DATA_DIR=str(data_dir),
+        CXM_MESH_TOKEN="test-mesh-token",
+        CXM_TIME_SCALE="0.02",
+        CXM_LOG_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+    )
     for name, port in ports.items():
         env[f"CXM_{name.upper()}__PORT"] = str(port)
         env[f"CXM_{name.upper()}_URL"] = f"http://127.0.0.1:{port}"
@@ -130,8 +140,11 @@ def mesh_env(data_dir: Path, ports: dict[str, int], extra: dict[str, str] | None
 
 
 @contextmanager
-def mesh(data_dir: Path, names: Sequence[str] = tuple(AGENT_PORTS),
-         extra_env: dict[str, str] | None = None) -> Iterator[Mesh]:
+def mesh(
+    data_dir: Path,
+    names: Sequence[str] = tuple(AGENT_PORTS),
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Mesh]:
     """Start ``names`` as real processes on free ports; stop them all afterwards."""
     ports = {name: free_port() for name in AGENT_PORTS}
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -173,12 +186,31 @@ def postgres_server(base: Path) -> Iterator[str]:
         shutil.chown(data, "postgres")
         shutil.chown(sock, "postgres")
         prefix = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*prefix, pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                    "--no-sync"], check=True, capture_output=True)
+    subprocess.run(
+        [*prefix, pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"],
+        check=True,
+        capture_output=True,
+    )
     proc = subprocess.Popen(
-        [*prefix, pg_bin("postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
-         "-k", str(sock), "-c", "fsync=off", "-c", "max_connections=200"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            *prefix,
+            pg_bin("postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-h",
+            "127.0.0.1",
+            "-k",
+            str(sock),
+            "-c",
+            "fsync=off",
+            "-c",
+            "max_connections=200",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

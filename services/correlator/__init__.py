@@ -1,1 +1,1 @@
-"""Event Correlator agent: Alert ingestion, dedup, correlation, flap dampening, silences, false-positive triage."""
+"""Event Correlator agent: ingestion, dedup, correlation, dampening, silences, triage."""

@@ -1,4 +1,4 @@
-"""Event Correlator agent: Alert ingestion, dedup, correlation, flap dampening, silences, false-positive triage."""
+"""Event Correlator agent: ingestion, dedup, correlation, dampening, silences, triage."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from shared.settings import Settings
 spec = AgentSpec(
     name="correlator",
     title="Event Correlator",
-    description="Alert ingestion, dedup, correlation, flap dampening, silences, false-positive triage",
+    description="Ingestion, dedup, correlation, flap dampening, silences, false-positive triage",
 )
 
 

@@ -41,18 +41,33 @@ events = sa.Table(
     sa.Column("received_at", UtcDateTime, nullable=False),
 )
 
-MIGRATIONS = (Migration(1, "tickets and their events", create_tables(metadata, "tickets",
-                                                                       "ticket_events")),)
+MIGRATIONS = (
+    Migration(1, "tickets and their events", create_tables(metadata, "tickets", "ticket_events")),
+)
 
 TICKET_FIELDS = (
-    "incident_id", "severity", "status", "phase", "summary", "message", "degraded_links",
-    "affected_services_count", "resolution", "source_agent", "created_at", "updated_at",
+    "incident_id",
+    "severity",
+    "status",
+    "phase",
+    "summary",
+    "message",
+    "degraded_links",
+    "affected_services_count",
+    "resolution",
+    "source_agent",
+    "created_at",
+    "updated_at",
     "closed_at",
 )
 
 
 async def record(
-    engine: AsyncEngine, *, incident_id: str, task_type: str, payload: dict[str, Any],
+    engine: AsyncEngine,
+    *,
+    incident_id: str,
+    task_type: str,
+    payload: dict[str, Any],
     changes: dict[str, Any],
 ) -> None:
     """Store the task as an event and fold ``changes`` into the ticket, in one transaction.
@@ -62,18 +77,34 @@ async def record(
     """
     now = utcnow()
     async with engine.begin() as conn:
-        await conn.execute(events.insert().values(
-            incident_id=incident_id, task_type=task_type, payload=payload, received_at=now))
-        exists = (await conn.execute(
-            sa.select(tickets.c.incident_id).where(tickets.c.incident_id == incident_id)
-        )).first()
+        await conn.execute(
+            events.insert().values(
+                incident_id=incident_id, task_type=task_type, payload=payload, received_at=now
+            )
+        )
+        exists = (
+            await conn.execute(
+                sa.select(tickets.c.incident_id).where(tickets.c.incident_id == incident_id)
+            )
+        ).first()
         if exists is None:
-            row = {"severity": "unknown", "status": "new", "summary": "", "degraded_links": [],
-                   "created_at": now, **changes, "incident_id": incident_id, "updated_at": now}
+            row = {
+                "severity": "unknown",
+                "status": "new",
+                "summary": "",
+                "degraded_links": [],
+                "created_at": now,
+                **changes,
+                "incident_id": incident_id,
+                "updated_at": now,
+            }
             await conn.execute(tickets.insert().values(**row))
         elif changes:
-            await conn.execute(tickets.update().where(tickets.c.incident_id == incident_id)
-                               .values(**changes, updated_at=now))
+            await conn.execute(
+                tickets.update()
+                .where(tickets.c.incident_id == incident_id)
+                .values(**changes, updated_at=now)
+            )
 
 
 def _ticket(row: sa.Row[Any]) -> dict[str, Any]:
@@ -85,8 +116,12 @@ def _ticket(row: sa.Row[Any]) -> dict[str, Any]:
 
 
 async def list_tickets(
-    engine: AsyncEngine, *, status: str | None = None, severity: str | None = None,
-    q: str | None = None, limit: int = 200,
+    engine: AsyncEngine,
+    *,
+    status: str | None = None,
+    severity: str | None = None,
+    q: str | None = None,
+    limit: int = 200,
 ) -> list[dict[str, Any]]:
     query = sa.select(tickets).order_by(tickets.c.created_at.desc()).limit(limit)
     if status:
@@ -95,16 +130,18 @@ async def list_tickets(
         query = query.where(tickets.c.severity == severity)
     if q:
         like = f"%{q}%"
-        query = query.where(sa.or_(tickets.c.incident_id.ilike(like),
-                                   tickets.c.summary.ilike(like)))
+        query = query.where(
+            sa.or_(tickets.c.incident_id.ilike(like), tickets.c.summary.ilike(like))
+        )
     async with engine.connect() as conn:
         return [_ticket(r) for r in await conn.execute(query)]
 
 
 async def get_ticket(engine: AsyncEngine, incident_id: str) -> dict[str, Any] | None:
     async with engine.connect() as conn:
-        row = (await conn.execute(
-            sa.select(tickets).where(tickets.c.incident_id == incident_id))).first()
+        row = (
+            await conn.execute(sa.select(tickets).where(tickets.c.incident_id == incident_id))
+        ).first()
         if row is None:
             return None
         ticket = _ticket(row)
@@ -115,6 +152,10 @@ async def get_ticket(engine: AsyncEngine, incident_id: str) -> dict[str, Any] | 
 async def _events(conn: AsyncConnection, incident_id: str) -> list[dict[str, Any]]:
     rows = await conn.execute(
         sa.select(events.c.task_type, events.c.payload, events.c.received_at)
-        .where(events.c.incident_id == incident_id).order_by(events.c.id))
-    return [{"task_type": r.task_type, "payload": r.payload,
-             "received_at": r.received_at.isoformat()} for r in rows]
+        .where(events.c.incident_id == incident_id)
+        .order_by(events.c.id)
+    )
+    return [
+        {"task_type": r.task_type, "payload": r.payload, "received_at": r.received_at.isoformat()}
+        for r in rows
+    ]

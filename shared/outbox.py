@@ -1,0 +1,219 @@
+"""A durable outbox: tasks for other agents are written to the sender's database first.
+
+``put`` commits the task in the sender's own database and wakes the deliverer, which sends
+tasks to each peer in the order they were put, with their idempotency key, retrying with
+backoff while the peer is down. A peer that is down therefore delays events but never loses
+them, and a sender that restarts resumes delivery from its table. A task the peer refuses
+(4xx) can never succeed; it is marked dead, logged, and skipped so it does not block the
+rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.db import Migration, UtcDateTime, create_tables
+from shared.errors import MeshRejected, MeshUnavailable
+from shared.logs import get_logger
+from shared.mesh import MeshClient, backoff_delay
+from shared.models import utcnow
+
+log = get_logger(__name__)
+
+_meta = sa.MetaData()
+outbox_table = sa.Table(
+    "outbox",
+    _meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("agent", sa.String(32), nullable=False),
+    sa.Column("task_type", sa.String(64), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("incident_id", sa.String(40), nullable=True),
+    sa.Column("idempotency_key", sa.String(200), nullable=False, unique=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", UtcDateTime, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("delivered_at", UtcDateTime, nullable=True),
+    sa.Column("dead", sa.Boolean, nullable=False, default=False),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Index("ix_outbox_pending", "delivered_at", "dead", "agent", "id"),
+)
+OUTBOX_MIGRATIONS = (Migration(1, "outbox", create_tables(_meta, "outbox")),)
+
+
+class Outbox:
+    """Durable, ordered, at-least-once delivery of tasks to peers (idempotent on their side)."""
+
+    def __init__(
+        self, engine: AsyncEngine, mesh: MeshClient, *, batch: int = 50, max_backoff_s: float = 30.0
+    ):
+        self.engine = engine
+        self.mesh = mesh
+        self.batch = batch
+        self.max_backoff_s = max_backoff_s
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await _migrate(self.engine)
+        self._task = asyncio.create_task(self._run(), name="outbox")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def put(
+        self,
+        agent: str,
+        task_type: str,
+        payload: BaseModel | dict[str, Any],
+        *,
+        key: str | None = None,
+        incident_id: str | None = None,
+    ) -> bool:
+        """Queue a task; returns False when a task with this key was already queued."""
+        data = (
+            payload.model_dump(mode="json", exclude_none=True)
+            if isinstance(payload, BaseModel)
+            else payload
+        )
+        now = utcnow()
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    outbox_table.insert().values(
+                        agent=agent,
+                        task_type=task_type,
+                        payload=data,
+                        incident_id=incident_id or data.get("incident_id"),
+                        idempotency_key=key or uuid.uuid4().hex,
+                        attempts=0,
+                        next_attempt_at=now,
+                        created_at=now,
+                        dead=False,
+                    )
+                )
+        except sa.exc.IntegrityError:
+            return False
+        self._wake.set()
+        return True
+
+    async def pending(self) -> int:
+        t = outbox_table
+        async with self.engine.connect() as conn:
+            count = await conn.scalar(
+                sa.select(sa.func.count())
+                .select_from(t)
+                .where(t.c.delivered_at.is_(None), t.c.dead.is_(False))
+            )
+        return int(count or 0)
+
+    async def flush(self, timeout: float = 30.0) -> None:
+        """Wait until everything queued so far is delivered (tests and shutdown use it)."""
+        async with asyncio.timeout(timeout):
+            while await self.pending():
+                self._wake.set()
+                await asyncio.sleep(0.05)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                wait = await self._deliver_due()
+            except Exception:  # the loop must survive a database hiccup; it is logged
+                log.exception("outbox delivery pass failed")
+                wait = 1.0
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def _deliver_due(self) -> float:
+        """Deliver what is due, oldest first per peer; return seconds until the next try."""
+        t = outbox_table
+        now = utcnow()
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(t)
+                    .where(t.c.delivered_at.is_(None), t.c.dead.is_(False))
+                    .order_by(t.c.id)
+                    .limit(self.batch)
+                )
+            ).all()
+        blocked: set[str] = set()
+        next_wait = 5.0
+        for row in rows:
+            if row.agent in blocked:
+                continue
+            if row.next_attempt_at > now:
+                blocked.add(row.agent)
+                next_wait = min(next_wait, (row.next_attempt_at - now).total_seconds())
+                continue
+            try:
+                await self.mesh.send(
+                    row.agent,
+                    row.task_type,
+                    row.payload,
+                    incident_id=row.incident_id,
+                    idempotency_key=row.idempotency_key,
+                    retries=0,
+                )
+            except MeshRejected as exc:
+                log.error(
+                    "outbox task refused by peer; dropped",
+                    agent=row.agent,
+                    task_type=row.task_type,
+                    error=str(exc),
+                )
+                await self._mark(row.id, dead=True, error=str(exc))
+                continue
+            except MeshUnavailable as exc:
+                blocked.add(row.agent)
+                delay = max(0.05, backoff_delay(row.attempts, base=0.5, cap=self.max_backoff_s))
+                await self._mark(row.id, error=str(exc), retry_in=delay, attempts=row.attempts + 1)
+                next_wait = min(next_wait, delay)
+                continue
+            await self._mark(row.id, delivered=True)
+        if len(rows) == self.batch:
+            return 0.0
+        return next_wait
+
+    async def _mark(
+        self,
+        row_id: int,
+        *,
+        delivered: bool = False,
+        dead: bool = False,
+        error: str | None = None,
+        retry_in: float | None = None,
+        attempts: int | None = None,
+    ) -> None:
+        values: dict[str, Any] = {}
+        if delivered:
+            values["delivered_at"] = utcnow()
+        if dead:
+            values["dead"] = True
+        if error is not None:
+            values["last_error"] = error[:2000]
+        if retry_in is not None:
+            values["next_attempt_at"] = utcnow() + timedelta(seconds=retry_in)
+        if attempts is not None:
+            values["attempts"] = attempts
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                outbox_table.update().where(outbox_table.c.id == row_id).values(**values)
+            )
+
+
+async def _migrate(engine: AsyncEngine) -> None:
+    from shared.db import migrate
+
+    await migrate(engine, "outbox", OUTBOX_MIGRATIONS)
