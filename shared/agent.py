@@ -25,6 +25,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+import httpx
 import sqlalchemy as sa
 from a2a.helpers import get_data_parts, new_data_part, new_task, new_text_message
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -189,13 +190,16 @@ class AgentSpec:
 
     # --- the app ---------------------------------------------------------------------------
 
-    def create_app(self, settings: Settings) -> FastAPI:
+    def create_app(
+        self, settings: Settings, *, mesh_transport: httpx.AsyncBaseTransport | None = None
+    ) -> FastAPI:
+        """Build the app; tests pass ``mesh_transport`` to route mesh calls to in-process peers."""
         spec = self
 
         @asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             engine = make_engine(settings.db_url(spec.name))
-            mesh = MeshClient(settings, source_agent=spec.name)
+            mesh = MeshClient(settings, source_agent=spec.name, transport=mesh_transport)
             app.state.engine = engine
             app.state.mesh = mesh
             app.state.key_locks = {}

@@ -164,16 +164,26 @@ class StartIncident(Strict):
     created_at: datetime = Field(default_factory=utcnow)
     triage: dict[str, Any] | None = None
     proactive: bool = False
+    dampened_until: datetime | None = None
+    """Set when the link is flapping: the incident starts in DAMPENING until then."""
 
 
 class IncidentSignal(Strict):
     """Correlator → orchestrator: something changed about an open incident."""
 
     incident_id: str
-    signal: Literal["links_added", "dampen", "resume", "cleared"]
+    signal: Literal["links_added", "dampen", "resume", "cleared", "operator_resolved"]
     links: list[str] = Field(default_factory=list)
     until: datetime | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+class IncidentClosed(Strict):
+    """Orchestrator → correlator: the incident is over; new alerts on its links open a new one."""
+
+    incident_id: str
+    resolution: str
+    degraded_links: list[str] = Field(default_factory=list)
 
 
 class ApprovalDecision(Strict):
