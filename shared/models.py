@@ -232,6 +232,8 @@ class ComputePath(Strict):
     avoid_nodes: list[str] = Field(default_factory=list)
     metric: Literal["delay", "te", "igp", "hops"] = "delay"
     min_bandwidth_mbps: float | None = None
+    srlg_disjoint: bool = False
+    """Also avoid every link that shares an SRLG with an avoided link (a common fate)."""
 
 
 class PathResult(Open):
@@ -299,6 +301,11 @@ class CutoverStep(Strict):
     links: list[str] = Field(min_length=1)
     protection_pct: int = Field(ge=0, le=100)
     original_pct: int = Field(ge=0, le=100)
+    head_end: str | None = None
+    end_point: str | None = None
+    color: int | None = None
+    """The policy's key; when absent, restore looks it up in CNC by path-name == tunnel_id."""
+    service_ids: list[str] = Field(default_factory=list)
 
 
 class CutoverResult(Open):
@@ -312,6 +319,10 @@ class CutoverResult(Open):
 class Cleanup(Strict):
     incident_id: str
     tunnel_id: str
+    head_end: str | None = None
+    end_point: str | None = None
+    color: int | None = None
+    service_ids: list[str] = Field(default_factory=list)
 
 
 # --- notify (8007) and audit (8008) --------------------------------------------------------
@@ -333,3 +344,97 @@ class AuditEvent(Strict):
     source_agent: str
     details: dict[str, Any] = Field(default_factory=dict)
     occurred_at: datetime = Field(default_factory=utcnow)
+
+
+# --- path (8003): extra skills -------------------------------------------------------------
+
+
+class KShortestPaths(ComputePath):
+    """``k_shortest_paths``: the same constraints as ``compute_path``, up to ``k`` loopless paths."""
+
+    k: int = Field(default=3, ge=1, le=10)
+
+
+class KPathsResult(Open):
+    paths: list[PathResult]
+
+
+class GetTopology(Strict):
+    """``get_topology``: the knowledge graph as the path agent sees it."""
+
+    refresh: bool = False
+
+
+# --- traffic (8006) ------------------------------------------------------------------------
+
+
+class LinkUtilisation(Strict):
+    """``link_utilisation``: sample CNC counters now; utilisation from the previous sample."""
+
+    links: list[str] = Field(default_factory=list)
+    """Links to report (``pe1-pe2``, either direction); empty means every link."""
+    incident_id: str | None = None
+
+
+class LinkLoad(Open):
+    link_id: str
+    utilisation_pct: float | None = None
+    """The busier direction's load in percent of capacity; None until two samples exist."""
+    directions: dict[str, float] = Field(default_factory=dict)
+    capacity_mbps: float | None = None
+    interval_s: float | None = None
+
+
+class UtilisationResult(Open):
+    links: dict[str, LinkLoad]
+    sampled_at: datetime
+
+
+class DemandMatrix(Strict):
+    """``demand_matrix``: head-end × end-point demand from the VPN services' bandwidth."""
+
+    tiers: list[Tier] = Field(default_factory=list)
+    """Only services of these tiers; empty means all."""
+    incident_id: str | None = None
+
+
+class Demand(Open):
+    head_end: str
+    end_point: str
+    demand_mbps: float
+    services: int
+
+
+class DemandResult(Open):
+    nodes: list[str]
+    matrix: dict[str, dict[str, float]]
+    """``matrix[head_end][end_point]`` in Mbps; pairs with no service are absent."""
+    demands: list[Demand]
+    total_mbps: float
+
+
+class PredictCongestion(Strict):
+    """``predict_congestion``: forecast each link's utilisation ``horizon_s`` ahead."""
+
+    links: list[str] = Field(default_factory=list)
+    horizon_s: float = Field(default=300.0, gt=0)
+    threshold_pct: float = Field(default=70.0, gt=0, le=100)
+    """Seed 003: the proactive flow pre-provisions at 70 % predicted utilisation."""
+    incident_id: str | None = None
+
+
+class LinkForecast(Open):
+    link_id: str
+    samples: int
+    current_pct: float | None = None
+    ewma_pct: float | None = None
+    trend_pct_per_s: float = 0.0
+    predicted_pct: float | None = None
+    congested: bool = False
+
+
+class CongestionResult(Open):
+    horizon_s: float
+    threshold_pct: float
+    links: dict[str, LinkForecast]
+    congested_links: list[str]
