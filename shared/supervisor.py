@@ -96,9 +96,8 @@ async def supervise(names: Sequence[str], *, health_timeout_s: float = 90.0) -> 
     from shared.cli import port_free
 
     settings = load_settings()
-    busy = [
-        f"{n} ({AGENT_PORTS[n]})" for n in names if not port_free(settings.host, AGENT_PORTS[n])
-    ]
+    ports = {n: load_settings(n).port or AGENT_PORTS[n] for n in names}
+    busy = [f"{n} ({ports[n]})" for n in names if not port_free(settings.host, ports[n])]
     if busy:
         print(
             f"cxm: ports already in use: {', '.join(busy)}; is another mesh running?",
