@@ -1,4 +1,4 @@
-"""The mesh client retries only what is transient, and the outbox loses nothing while a peer is down."""
+"""The mesh client retries only what is transient; the outbox loses nothing while a peer is down."""
 
 from __future__ import annotations
 

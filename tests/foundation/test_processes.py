@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -60,10 +61,22 @@ def supervised(tmp_path: Path):  # type: ignore[no-untyped-def]
     log.close()
 
 
-async def test_cxm_up_discovery_restart_and_clean_stop(supervised) -> None:  # type: ignore[no-untyped-def]
+def test_cxm_up_discovery_restart_and_clean_stop(supervised) -> None:  # type: ignore[no-untyped-def]
     proc, ports, env, log = supervised
     assert "11 processes healthy" in log.read_text()
-    token = env["CXM_MESH_TOKEN"]
+    asyncio.run(_discover_every_agent_and_send_io_a_ticket(ports, env["CXM_MESH_TOKEN"]))
+    _kill_one_and_see_it_restarted(proc, ports, log)
+
+    # SIGTERM stops everything cleanly
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    for name in AGENT_PORTS:
+        assert not _children(proc.pid, name)
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", ports[name])) != 0, f"{name} still listening"
+
+
+async def _discover_every_agent_and_send_io_a_ticket(ports: dict[str, int], token: str) -> None:
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
         # every agent: both card paths, the same card, one skill per task type
         for name in AGENTS:
@@ -107,7 +120,10 @@ async def test_cxm_up_discovery_restart_and_clean_stop(supervised) -> None:  # t
         assert failed[-1].status.state == TaskState.TASK_STATE_FAILED
         assert "payload.incident_id" in failed[-1].status.message.parts[0].text
 
-    # a child that dies is restarted
+
+def _kill_one_and_see_it_restarted(
+    proc: subprocess.Popen[bytes], ports: dict[str, int], log: Path
+) -> None:
     [victim] = _children(proc.pid, "path")
     os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 60
@@ -123,14 +139,6 @@ async def test_cxm_up_discovery_restart_and_clean_stop(supervised) -> None:  # t
     else:
         pytest.fail("path was not restarted:\n" + log.read_text()[-2000:])
     assert "path exited with" in log.read_text()
-
-    # SIGTERM stops everything cleanly
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(30) == 0
-    for name in AGENT_PORTS:
-        assert not _children(proc.pid, name)
-        with socket.socket() as sock:
-            assert sock.connect_ex(("127.0.0.1", ports[name])) != 0, f"{name} still listening"
 
 
 def test_a_port_in_use_is_one_line_not_a_traceback(tmp_path: Path) -> None:
