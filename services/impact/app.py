@@ -1,18 +1,121 @@
-"""Service Impact agent: Affected services and SLA tiers from CNC service health."""
+"""Service Impact agent: which L2/L3 VPN services cross the degraded links, and their SLA tiers.
+
+The service inventory and each service's path come from CNC. A CNC failure is not swallowed:
+it propagates as a ``SouthboundError`` (503 when transient, 502 otherwise) so the orchestrator
+escalates as the seed's error table asks ("Service Impact API failed → escalate").
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
 from fastapi import FastAPI
 
-from shared.agent import AgentSpec
+from shared.agent import AgentSpec, TaskContext
+from shared.logs import get_logger
+from shared.models import TIERS, AffectedService, AssessImpact, ImpactResult
 from shared.settings import Settings
+from shared.southbound import CncClient, VpnService
+
+log = get_logger(__name__)
+
+
+@asynccontextmanager
+async def _southbound(app: FastAPI) -> AsyncIterator[None]:
+    """Open the CNC client for the app's lifetime and close it with the app."""
+    settings: Settings = app.state.settings
+    cnc = CncClient(settings.cnc_base, settings.cnc_token, transport=app.state.southbound_transport)
+    app.state.cnc = cnc
+    try:
+        yield
+    finally:
+        await cnc.aclose()
+
 
 spec = AgentSpec(
     name="impact",
     title="Service Impact",
     description="Affected services and SLA tiers from CNC service health",
+    resources=_southbound,
 )
 
 
-def create_app(settings: Settings) -> FastAPI:
-    return spec.create_app(settings)
+def link_key(link: str) -> str:
+    """A link's name independent of direction: ``pe2-pe1`` and ``pe1-pe2`` are one link."""
+    ends = link.split("-")
+    return "-".join(sorted(ends)) if len(ends) == 2 else link
+
+
+def _tier(service: VpnService) -> str:
+    """CNC's tier label as one of the seed's tiers; an unknown label counts as the lowest."""
+    tier = service.sla_tier.strip().lower()
+    if tier not in TIERS:
+        log.warning("unknown SLA tier, counted as bronze", service=service.vpn_id, tier=tier)
+        return "bronze"
+    return tier
+
+
+def assess(services: list[VpnService], degraded_links: list[str]) -> ImpactResult:
+    """The services whose path crosses a degraded link, most valuable tier first."""
+    degraded = {link_key(link) for link in degraded_links}
+    affected: list[AffectedService] = []
+    for service in services:
+        crossed = [link for link in service.path if link_key(link) in degraded]
+        if not crossed:
+            continue
+        affected.append(
+            AffectedService(
+                service_id=service.vpn_id,
+                name=service.name,
+                service_type=service.service_type,
+                tier=_tier(service),  # checked against TIERS
+                head_end=service.head_end,
+                end_point=service.end_point,
+                path=list(service.path),
+                degraded_links=crossed,
+                bandwidth_mbps=service.bandwidth_mbps,
+                oper_status=service.oper_status,
+            )
+        )
+    affected.sort(key=lambda s: (TIERS.index(s.tier), s.service_id))
+    by_tier: dict[str, int] = {}
+    for service_ in affected:
+        by_tier[service_.tier] = by_tier.get(service_.tier, 0) + 1
+    ordered = {tier: by_tier[tier] for tier in TIERS if tier in by_tier}
+    return ImpactResult(
+        total_affected=len(affected),
+        services_by_tier=ordered,
+        affected_services=affected,
+        highest_tier=affected[0].tier if affected else None,
+        degraded_links=sorted(degraded),
+    )
+
+
+@spec.task(
+    "assess_impact",
+    AssessImpact,
+    "List the VPN services whose path crosses the degraded links, with their SLA tiers",
+    tags=["impact", "cnc"],
+)
+async def assess_impact(payload: AssessImpact, ctx: TaskContext) -> ImpactResult:
+    cnc: CncClient = ctx.state.cnc
+    services = await cnc.services()
+    result = assess(services, payload.degraded_links)
+    log.info(
+        "impact assessed",
+        incident_id=payload.incident_id,
+        total=result.total_affected,
+        by_tier=result.services_by_tier,
+    )
+    return result
+
+
+def create_app(
+    settings: Settings, *, southbound_transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """Build the agent; tests pass ``southbound_transport`` to reach an in-process CNC."""
+    app = spec.create_app(settings)
+    app.state.southbound_transport = southbound_transport
+    return app

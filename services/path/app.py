@@ -1,18 +1,130 @@
-"""Path Computation agent: Topology knowledge graph and constrained shortest paths."""
+"""Path Computation agent: a topology knowledge graph from CNC and constrained shortest paths.
+
+The graph is cached for a short TTL (scaled by ``CXM_TIME_SCALE``); after that CNC is asked
+again and the graph is rebuilt only if the topology changed. "No path" is an answer, not an
+error: ``found=False`` with a reason, so the orchestrator can branch to escalation.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
 from fastapi import FastAPI
 
-from shared.agent import AgentSpec
+from services.path.graph import KnowledgeGraph, fingerprint
+from services.path.settings import PathSettings
+from shared.agent import AgentSpec, TaskContext
+from shared.logs import get_logger
+from shared.models import ComputePath, GetTopology, KPathsResult, KShortestPaths, PathResult
 from shared.settings import Settings
+from shared.southbound import CncClient
+
+log = get_logger(__name__)
+
+
+class GraphCache:
+    """The knowledge graph, refreshed from CNC at most once per TTL and rebuilt on change."""
+
+    def __init__(self, cnc: CncClient, ttl_s: float):
+        self.cnc = cnc
+        self.ttl_s = ttl_s
+        self._graph: KnowledgeGraph | None = None
+        self._fetched_at = 0.0
+        self._lock = asyncio.Lock()
+        self.builds = 0
+
+    async def get(self, *, refresh: bool = False) -> KnowledgeGraph:
+        async with self._lock:
+            fresh = time.monotonic() - self._fetched_at < self.ttl_s
+            if self._graph is not None and fresh and not refresh:
+                return self._graph
+            topology = await self.cnc.topology()
+            self._fetched_at = time.monotonic()
+            if self._graph is None or self._graph.digest != fingerprint(topology):
+                self._graph = KnowledgeGraph.build(topology)
+                self.builds += 1
+                log.info(
+                    "knowledge graph built",
+                    nodes=self._graph.graph.number_of_nodes(),
+                    links=len(self._graph.links),
+                )
+            return self._graph
+
+
+@asynccontextmanager
+async def _southbound(app: FastAPI) -> AsyncIterator[None]:
+    """Open the CNC client and the graph cache for the app's lifetime."""
+    settings: Settings = app.state.settings
+    path_settings: PathSettings = app.state.path_settings
+    cnc = CncClient(settings.cnc_base, settings.cnc_token, transport=app.state.southbound_transport)
+    app.state.cnc = cnc
+    app.state.graph = GraphCache(cnc, settings.scaled(path_settings.topology_ttl_s))
+    try:
+        yield
+    finally:
+        await cnc.aclose()
+
 
 spec = AgentSpec(
     name="path",
     title="Path Computation",
     description="Topology knowledge graph and constrained shortest paths",
+    resources=_southbound,
 )
 
 
-def create_app(settings: Settings) -> FastAPI:
-    return spec.create_app(settings)
+@spec.task(
+    "compute_path",
+    ComputePath,
+    "Shortest path avoiding links, nodes and SRLGs on a delay, TE, IGP or hop metric",
+    tags=["path", "dijkstra"],
+)
+async def compute_path(payload: ComputePath, ctx: TaskContext) -> PathResult:
+    cache: GraphCache = ctx.state.graph
+    graph = await cache.get()
+    result = graph.shortest(payload)
+    log.info(
+        "path computed",
+        incident_id=payload.incident_id,
+        found=result.found,
+        path=result.path,
+        reason=result.reason,
+    )
+    return result
+
+
+@spec.task(
+    "k_shortest_paths",
+    KShortestPaths,
+    "Up to k loopless alternative paths under the same constraints (Yen)",
+    tags=["path"],
+)
+async def k_shortest_paths(payload: KShortestPaths, ctx: TaskContext) -> KPathsResult:
+    cache: GraphCache = ctx.state.graph
+    graph = await cache.get()
+    return KPathsResult(paths=graph.k_shortest(payload, payload.k))
+
+
+@spec.task("get_topology", GetTopology, "The topology knowledge graph", tags=["topology"])
+async def get_topology(payload: GetTopology, ctx: TaskContext) -> dict[str, Any]:
+    cache: GraphCache = ctx.state.graph
+    graph = await cache.get(refresh=payload.refresh)
+    return graph.summary()
+
+
+def create_app(
+    settings: Settings,
+    *,
+    path_settings: PathSettings | None = None,
+    southbound_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """Build the agent; tests pass ``southbound_transport`` to reach an in-process CNC."""
+    app = spec.create_app(settings)
+    app.state.path_settings = path_settings or PathSettings()
+    app.state.southbound_transport = southbound_transport
+    return app

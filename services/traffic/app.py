@@ -1,18 +1,183 @@
-"""Traffic Analytics agent: Link utilisation, demand matrix, congestion prediction."""
+"""Traffic Analytics agent: link utilisation, the demand matrix and congestion forecasts.
+
+Utilisation comes from the deltas between successive CNC counter samples, which are kept per
+link in the agent's table; a small sampler in the lifespan takes one every
+``CXM_TRAFFIC_SAMPLE_INTERVAL_S`` (scaled by ``CXM_TIME_SCALE``) so forecasts have a history.
+Links predicted at or above 70 % are flagged, the seed's threshold for the proactive flow.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
 from fastapi import FastAPI
 
-from shared.agent import AgentSpec
+from services.traffic import store
+from services.traffic.analytics import demand_matrix as build_demand_matrix
+from services.traffic.analytics import forecast, link_key, parse_counter, utilisation
+from services.traffic.settings import TrafficSettings
+from shared.agent import AgentSpec, TaskContext
+from shared.errors import SouthboundError
+from shared.logs import get_logger
+from shared.models import (
+    CongestionResult,
+    DemandMatrix,
+    DemandResult,
+    LinkLoad,
+    LinkUtilisation,
+    PredictCongestion,
+    UtilisationResult,
+    utcnow,
+)
 from shared.settings import Settings
+from shared.southbound import CncClient
+
+log = get_logger(__name__)
+
+
+async def take_sample(app: FastAPI) -> dict[str, LinkLoad]:
+    """Read CNC's counters once, store them, and return each link's load since the last read."""
+    cnc: CncClient = app.state.cnc
+    cfg: TrafficSettings = app.state.traffic_settings
+    async with app.state.sample_lock:
+        counters = await cnc.link_counters()
+        now = time.time()
+        previous = await store.latest(app.state.engine)
+        loads: dict[str, LinkLoad] = {}
+        rows = []
+        for link_id, raw in counters.items():
+            current = parse_counter(raw, now)
+            load = utilisation(link_id, previous.get(link_id), current)
+            loads[link_id] = load
+            rows.append(
+                {
+                    "link_id": link_id,
+                    **current,
+                    "utilisation_pct": load.utilisation_pct,
+                    "directions": load.directions or None,
+                }
+            )
+        await store.add(app.state.engine, rows, keep=cfg.history)
+    return loads
+
+
+async def _sampler(app: FastAPI, interval_s: float) -> None:
+    """Sample forever; a CNC outage is logged and retried on the next tick, never fatal."""
+    while True:
+        try:
+            await take_sample(app)
+        except SouthboundError as exc:
+            log.warning("counter sample failed", error=str(exc))
+        await asyncio.sleep(interval_s)
+
+
+@asynccontextmanager
+async def _southbound(app: FastAPI) -> AsyncIterator[None]:
+    """Open the CNC client and start the sampler; stop and close both on exit."""
+    settings: Settings = app.state.settings
+    cfg: TrafficSettings = app.state.traffic_settings
+    cnc = CncClient(settings.cnc_base, settings.cnc_token, transport=app.state.southbound_transport)
+    app.state.cnc = cnc
+    app.state.sample_lock = asyncio.Lock()
+    sampler = None
+    if cfg.sampler_enabled:
+        sampler = asyncio.create_task(
+            _sampler(app, settings.scaled(cfg.sample_interval_s)), name="traffic-sampler"
+        )
+    try:
+        yield
+    finally:
+        if sampler is not None:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+        await cnc.aclose()
+
 
 spec = AgentSpec(
     name="traffic",
     title="Traffic Analytics",
-    description="Link utilisation, demand matrix, congestion prediction",
+    description="Demand matrix, utilisation forecast, congestion prediction",
+    migrations=store.MIGRATIONS,
+    resources=_southbound,
 )
 
 
-def create_app(settings: Settings) -> FastAPI:
-    return spec.create_app(settings)
+def _selected(names: list[str], wanted: list[str]) -> list[str]:
+    if not wanted:
+        return sorted(names)
+    keys = {link_key(w) for w in wanted}
+    return sorted(n for n in names if link_key(n) in keys)
+
+
+@spec.task(
+    "link_utilisation",
+    LinkUtilisation,
+    "Per-link utilisation (%) from the deltas of CNC interface counters",
+    tags=["traffic", "utilisation"],
+)
+async def link_utilisation(payload: LinkUtilisation, ctx: TaskContext) -> UtilisationResult:
+    loads = await take_sample(ctx.app)
+    return UtilisationResult(
+        links={name: loads[name] for name in _selected(list(loads), payload.links)},
+        sampled_at=utcnow(),
+    )
+
+
+@spec.task(
+    "demand_matrix",
+    DemandMatrix,
+    "Head-end x end-point demand in Mbps from the VPN services",
+    tags=["traffic", "demand"],
+)
+async def demand_matrix(payload: DemandMatrix, ctx: TaskContext) -> DemandResult:
+    cnc: CncClient = ctx.state.cnc
+    return build_demand_matrix(await cnc.services(), list(payload.tiers))
+
+
+@spec.task(
+    "predict_congestion",
+    PredictCongestion,
+    "Forecast each link's utilisation (EWMA + trend); flag links at or above the threshold",
+    tags=["traffic", "forecast", "proactive"],
+)
+async def predict_congestion(payload: PredictCongestion, ctx: TaskContext) -> CongestionResult:
+    cfg: TrafficSettings = ctx.state.traffic_settings
+    points = await store.history(ctx.engine, limit=cfg.history)
+    forecasts = {
+        name: forecast(
+            name,
+            points[name],
+            horizon_s=payload.horizon_s,
+            threshold_pct=payload.threshold_pct,
+            alpha=cfg.ewma_alpha,
+        )
+        for name in _selected(list(points), payload.links)
+    }
+    congested = [name for name, f in forecasts.items() if f.congested]
+    if congested:
+        log.info("congestion predicted", links=congested, threshold=payload.threshold_pct)
+    return CongestionResult(
+        horizon_s=payload.horizon_s,
+        threshold_pct=payload.threshold_pct,
+        links=forecasts,
+        congested_links=congested,
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    traffic_settings: TrafficSettings | None = None,
+    southbound_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """Build the agent; tests pass ``southbound_transport`` to reach an in-process CNC."""
+    app = spec.create_app(settings)
+    app.state.traffic_settings = traffic_settings or TrafficSettings()
+    app.state.southbound_transport = southbound_transport
+    return app

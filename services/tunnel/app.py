@@ -1,18 +1,410 @@
-"""Tunnel Provisioning agent: SR-MPLS, SRv6 and RSVP-TE protection tunnels via the CNC PCE."""
+"""Tunnel Provisioning agent: SR-MPLS, SRv6 and RSVP-TE protection tunnels via the CNC PCE.
+
+Provisioning is idempotent per incident: the tunnel's identifiers are persisted before CNC is
+called, and each attempt first asks CNC whether a policy with that path-name already exists,
+so neither a retried task nor a replayed orchestrator node ever creates a second tunnel.
+Transient CNC failures are retried with exponential backoff; after the last attempt the task
+fails with ``tunnel_provision_failed`` (502), which the orchestrator escalates.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
-from shared.agent import AgentSpec
+import httpx
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.tunnel import store
+from services.tunnel.settings import TunnelSettings
+from shared.agent import AgentSpec, TaskContext
+from shared.errors import SouthboundError, TaskFailed
+from shared.logs import get_logger
+from shared.models import DeleteTunnel, ProvisionTunnel, SteerTraffic, TunnelResult
 from shared.settings import Settings
+from shared.southbound import CncClient, SrPolicy, Topology
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+TE_PREFERENCE: tuple[str, ...] = ("sr-mpls", "srv6", "rsvp-te")
+PROVISION_FAILED = "tunnel_provision_failed"
+
+
+@asynccontextmanager
+async def _southbound(app: FastAPI) -> AsyncIterator[None]:
+    """Open the CNC client for the app's lifetime; locks serialize work per incident."""
+    settings: Settings = app.state.settings
+    cnc = CncClient(settings.cnc_base, settings.cnc_token, transport=app.state.southbound_transport)
+    app.state.cnc = cnc
+    app.state.alloc_lock = asyncio.Lock()
+    app.state.incident_locks = {}
+    try:
+        yield
+    finally:
+        await cnc.aclose()
+
 
 spec = AgentSpec(
     name="tunnel",
     title="Tunnel Provisioning",
     description="SR-MPLS, SRv6 and RSVP-TE protection tunnels via the CNC PCE",
+    migrations=store.MIGRATIONS,
+    resources=_southbound,
 )
 
 
-def create_app(settings: Settings) -> FastAPI:
-    return spec.create_app(settings)
+# --- pure helpers ----------------------------------------------------------------------------
+
+
+def choose_te_type(topology: Topology, path: list[str], wanted: str | None) -> str:
+    """The technology every node on the path supports: the requested one, or the preferred.
+
+    Raises ``TaskFailed`` naming the first node that cannot carry the tunnel.
+    """
+    caps = {node.node_id: set(node.te_capabilities) for node in topology.nodes}
+    for node in path:
+        if node not in caps:
+            raise TaskFailed(f"node {node} is not in the CNC topology", code="unknown_node")
+    candidates = [wanted] if wanted else list(TE_PREFERENCE)
+    for te_type in candidates:
+        if all(te_type in caps[node] for node in path):
+            return te_type
+    if wanted:
+        lacking = next(node for node in path if wanted not in caps[node])
+        raise TaskFailed(f"node {lacking} does not support {wanted}", code="te_unsupported")
+    bare = [node for node in path if not caps[node] & set(TE_PREFERENCE)]
+    if bare:
+        raise TaskFailed(
+            f"node {bare[0]} supports none of {', '.join(TE_PREFERENCE)}", code="te_unsupported"
+        )
+    support = "; ".join(f"{node}: {', '.join(sorted(caps[node]))}" for node in path)
+    raise TaskFailed(
+        f"no TE type common to every node of the path ({support})", code="te_unsupported"
+    )
+
+
+def explicit_hops(topology: Topology, path: list[str], te_type: str) -> list[dict[str, Any]]:
+    """COE explicit hops after the head-end: node SID (prefix-sid) and loopback per step."""
+    nodes = {node.node_id: node for node in topology.nodes}
+    adjacent = {frozenset((link.source, link.destination)) for link in topology.links}
+    for u, v in itertools.pairwise(path):
+        if frozenset((u, v)) not in adjacent:
+            raise TaskFailed(f"path hop {u} → {v} is not a link in the topology", code="bad_path")
+    hops: list[dict[str, Any]] = []
+    for step, name in enumerate(path[1:], start=1):
+        node = nodes[name]
+        if te_type == "sr-mpls" and node.prefix_sid is None:
+            raise TaskFailed(f"node {name} has no prefix SID for sr-mpls", code="te_unsupported")
+        hop: dict[str, Any] = {}
+        if node.prefix_sid is not None:
+            hop["node-ipv4-sid"] = node.prefix_sid
+        if node.loopback:
+            hop["node-ipv4-address"] = node.loopback
+        hops.append({"step": step, "hop": hop})
+    return hops
+
+
+def allocate(
+    *,
+    seq: int,
+    taken_sids: set[int],
+    taken_colors: set[int],
+    settings: TunnelSettings,
+) -> tuple[int, int]:
+    """The first free binding SID and color at or above this tunnel's sequence number."""
+    sid = settings.binding_sid_base + seq
+    while sid in taken_sids:
+        sid += 1
+    color = settings.color_base + seq
+    while color in taken_colors:
+        color += 1
+    return sid, color
+
+
+async def retrying(
+    op: Callable[[], Awaitable[T]], *, attempts: int, backoff_s: float, what: str
+) -> T:
+    """Run ``op``, retrying transient southbound failures with exponential backoff."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await op()
+        except SouthboundError as exc:
+            if not exc.transient or attempt == attempts:
+                raise
+            delay = backoff_s * 2 ** (attempt - 1)
+            log.warning("CNC call failed, retrying", what=what, attempt=attempt, error=str(exc))
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _result(row: dict[str, Any]) -> TunnelResult:
+    return TunnelResult(
+        tunnel_id=row["tunnel_id"],
+        binding_sid=row["binding_sid"],
+        te_type=row["te_type"],
+        head_end=row["head_end"],
+        end_point=row["end_point"],
+        color=row["color"],
+        path=list(row["path"]),
+        state=row["state"],
+        incident_id=row["incident_id"],
+        hops=row["hops"],
+    )
+
+
+def _find(policies: list[SrPolicy], tunnel_id: str) -> SrPolicy | None:
+    return next((p for p in policies if p.path_name == tunnel_id), None)
+
+
+# --- handlers --------------------------------------------------------------------------------
+
+
+def _incident_lock(ctx: TaskContext, incident_id: str) -> asyncio.Lock:
+    locks: dict[str, asyncio.Lock] = ctx.state.incident_locks
+    return locks.setdefault(incident_id, asyncio.Lock())
+
+
+def _tunnel_settings(ctx: TaskContext) -> TunnelSettings:
+    settings: TunnelSettings = ctx.state.tunnel_settings
+    return settings
+
+
+@spec.task(
+    "provision_tunnel",
+    ProvisionTunnel,
+    "Create (once per incident) an explicit-path protection SR policy with a binding SID",
+    tags=["tunnel", "sr-policy", "cnc"],
+)
+async def provision_tunnel(payload: ProvisionTunnel, ctx: TaskContext) -> TunnelResult:
+    if payload.path[0] != payload.head_end or payload.path[-1] != payload.end_point:
+        raise TaskFailed("path must start at head_end and end at end_point", code="bad_path")
+    async with _incident_lock(ctx, payload.incident_id):
+        row = await store.by_incident(ctx.engine, payload.incident_id)
+        if row is not None and row["state"] == "up":
+            log.info("tunnel already provisioned", incident_id=payload.incident_id)
+            return _result(row)
+        if row is None:
+            row = await _plan(payload, ctx)
+        return await _create(row, ctx)
+
+
+async def _plan(payload: ProvisionTunnel, ctx: TaskContext) -> dict[str, Any]:
+    """Validate the path, pick the TE type and allocate identifiers; persist before CNC."""
+    cnc: CncClient = ctx.state.cnc
+    cfg = _tunnel_settings(ctx)
+    try:
+        topology, policies = await retrying(
+            lambda: asyncio.gather(cnc.topology(), cnc.sr_policies()),
+            attempts=cfg.attempts,
+            backoff_s=ctx.settings.scaled(cfg.backoff_s),
+            what="topology",
+        )
+    except SouthboundError as exc:
+        raise TaskFailed(
+            f"CNC topology unavailable: {exc}", code=PROVISION_FAILED, status=502
+        ) from exc
+    te_type = choose_te_type(topology, payload.path, payload.te_type)
+    hops = explicit_hops(topology, payload.path, te_type)
+    engine: AsyncEngine = ctx.engine
+    async with ctx.state.alloc_lock:
+        seq_max, sids, colors = await store.allocated(engine)
+        seq = seq_max + 1
+        cnc_colors = {
+            p.color
+            for p in policies
+            if p.head_end == payload.head_end and p.end_point == payload.end_point
+        }
+        sid, color = allocate(
+            seq=seq,
+            taken_sids=sids | {p.binding_sid for p in policies if p.binding_sid is not None},
+            taken_colors=colors | cnc_colors,
+            settings=cfg,
+        )
+        if payload.color is not None:
+            color = payload.color
+        values: dict[str, Any] = {
+            "incident_id": payload.incident_id,
+            "seq": seq,
+            "tunnel_id": f"sr-policy-{payload.head_end}-{payload.end_point}-protect-{seq:03d}",
+            "binding_sid": sid,
+            "color": color,
+            "head_end": payload.head_end,
+            "end_point": payload.end_point,
+            "te_type": te_type,
+            "path": list(payload.path),
+            "hops": hops,
+            "state": "provisioning",
+            "protection_pct": 0,
+            "services": [],
+            "attempts": 0,
+        }
+        await store.insert(engine, **values)
+    return values
+
+
+async def _create(row: dict[str, Any], ctx: TaskContext) -> TunnelResult:
+    """Create the policy in CNC unless it already exists there under this path-name."""
+    cnc: CncClient = ctx.state.cnc
+    cfg = _tunnel_settings(ctx)
+    attempts = 0
+
+    async def attempt() -> dict[str, Any]:
+        nonlocal attempts
+        attempts += 1
+        existing = _find(await cnc.sr_policies(), row["tunnel_id"])
+        if existing is not None:
+            return {"state": "success", "message": "adopted the existing policy"}
+        return await cnc.create_sr_policy(
+            head_end=row["head_end"],
+            end_point=row["end_point"],
+            color=row["color"],
+            path_name=row["tunnel_id"],
+            binding_sid=row["binding_sid"],
+            hops=row["hops"],
+            description=f"CXM protection tunnel for {row['incident_id']}",
+            te_type=row["te_type"],
+        )
+
+    try:
+        outcome = await retrying(
+            attempt,
+            attempts=cfg.attempts,
+            backoff_s=ctx.settings.scaled(cfg.backoff_s),
+            what="sr-policy-create",
+        )
+    except SouthboundError as exc:
+        await store.update(
+            ctx.engine, row["incident_id"], state="failed", attempts=attempts, last_error=str(exc)
+        )
+        log.error("tunnel provisioning failed", tunnel_id=row["tunnel_id"], error=str(exc))
+        raise TaskFailed(
+            f"provisioning {row['tunnel_id']} failed after {attempts} attempt(s): {exc}",
+            code=PROVISION_FAILED,
+            status=502,
+        ) from exc
+    await store.update(ctx.engine, row["incident_id"], state="up", attempts=attempts)
+    log.info(
+        "tunnel provisioned",
+        tunnel_id=row["tunnel_id"],
+        binding_sid=row["binding_sid"],
+        te_type=row["te_type"],
+        cnc_state=outcome.get("state"),
+    )
+    return _result({**row, "state": "up"})
+
+
+async def _known(ctx: TaskContext, incident_id: str, tunnel_id: str) -> dict[str, Any]:
+    row = await store.by_tunnel(ctx.engine, tunnel_id)
+    if row is None or row["incident_id"] != incident_id:
+        raise TaskFailed(
+            f"no tunnel {tunnel_id} for incident {incident_id}", code="unknown_tunnel", status=404
+        )
+    return row
+
+
+@spec.task(
+    "steer_traffic",
+    SteerTraffic,
+    "Steer the services' traffic onto the protection tunnel (100 %)",
+    tags=["tunnel", "steering"],
+)
+async def steer_traffic(payload: SteerTraffic, ctx: TaskContext) -> dict[str, Any]:
+    cnc: CncClient = ctx.state.cnc
+    cfg = _tunnel_settings(ctx)
+    async with _incident_lock(ctx, payload.incident_id):
+        row = await _known(ctx, payload.incident_id, payload.tunnel_id)
+        if row["state"] != "up":
+            raise TaskFailed(
+                f"tunnel {payload.tunnel_id} is {row['state']}, not up", code="tunnel_not_up"
+            )
+        output = await retrying(
+            lambda: cnc.steer(
+                head_end=row["head_end"],
+                end_point=row["end_point"],
+                color=row["color"],
+                services=payload.service_ids,
+                protection_pct=100,
+            ),
+            attempts=cfg.attempts,
+            backoff_s=ctx.settings.scaled(cfg.backoff_s),
+            what="traffic-steer",
+        )
+        await store.update(
+            ctx.engine, payload.incident_id, protection_pct=100, services=payload.service_ids
+        )
+    return {
+        "traffic_steered": True,
+        "tunnel_id": row["tunnel_id"],
+        "head_end": row["head_end"],
+        "end_point": row["end_point"],
+        "color": row["color"],
+        "binding_sid": row["binding_sid"],
+        "protection_pct": 100,
+        "services": payload.service_ids,
+        "cnc": output,
+    }
+
+
+@spec.task(
+    "delete_tunnel",
+    DeleteTunnel,
+    "Remove the protection tunnel (idempotent: an absent tunnel is already deleted)",
+    tags=["tunnel", "sr-policy"],
+)
+async def delete_tunnel(payload: DeleteTunnel, ctx: TaskContext) -> dict[str, Any]:
+    cnc: CncClient = ctx.state.cnc
+    cfg = _tunnel_settings(ctx)
+    backoff = ctx.settings.scaled(cfg.backoff_s)
+    async with _incident_lock(ctx, payload.incident_id):
+        row = await store.by_tunnel(ctx.engine, payload.tunnel_id)
+        if row is not None and row["state"] == "deleted":
+            return {"deleted": True, "tunnel_id": payload.tunnel_id, "already_absent": True}
+        policies = await retrying(
+            cnc.sr_policies, attempts=cfg.attempts, backoff_s=backoff, what="sr-policies"
+        )
+        policy = _find(policies, payload.tunnel_id)
+        if policy is not None:
+            if row is not None and row["protection_pct"]:
+                # Never delete a policy that still carries traffic: move it back first.
+                await retrying(
+                    lambda: cnc.steer(
+                        head_end=policy.head_end,
+                        end_point=policy.end_point,
+                        color=policy.color,
+                        services=list(row["services"]),
+                        protection_pct=0,
+                    ),
+                    attempts=cfg.attempts,
+                    backoff_s=backoff,
+                    what="traffic-steer",
+                )
+            await retrying(
+                lambda: cnc.delete_sr_policy(
+                    head_end=policy.head_end, end_point=policy.end_point, color=policy.color
+                ),
+                attempts=cfg.attempts,
+                backoff_s=backoff,
+                what="sr-policy-delete",
+            )
+        if row is not None:
+            await store.update(ctx.engine, row["incident_id"], state="deleted", protection_pct=0)
+    log.info("tunnel deleted", tunnel_id=payload.tunnel_id, was_present=policy is not None)
+    return {"deleted": True, "tunnel_id": payload.tunnel_id, "already_absent": policy is None}
+
+
+def create_app(
+    settings: Settings,
+    *,
+    tunnel_settings: TunnelSettings | None = None,
+    southbound_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """Build the agent; tests pass ``southbound_transport`` to reach an in-process CNC."""
+    app = spec.create_app(settings)
+    app.state.tunnel_settings = tunnel_settings or TunnelSettings()
+    app.state.southbound_transport = southbound_transport
+    return app

@@ -1,0 +1,206 @@
+"""The topology knowledge graph and constrained shortest paths over it.
+
+Nodes carry their TE capabilities, SIDs and loopbacks; each node pair holds every parallel
+link between them (``links``), so a constraint that rules out one member of a bundle still
+leaves the others usable. Queries never copy the graph: a weight function hides what the
+constraints exclude and picks the cheapest eligible parallel link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice, pairwise
+from typing import Any
+
+import networkx as nx
+
+from shared.models import ComputePath, PathResult
+from shared.southbound import Link, Topology
+
+TE_PREFERENCE: tuple[str, ...] = ("sr-mpls", "srv6", "rsvp-te")
+"""Which tunnel technology to prefer when every node on a path supports several."""
+
+
+def link_key(link: str) -> str:
+    """A link's name independent of direction: ``pe2-pe1`` and ``pe1-pe2`` are one link."""
+    ends = link.split("-")
+    return "-".join(sorted(ends)) if len(ends) == 2 else link
+
+
+def fingerprint(topology: Topology) -> str:
+    """A digest of the topology, so an unchanged CNC answer does not rebuild the graph."""
+    raw = json.dumps(topology.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(raw).hexdigest()
+
+
+@dataclass
+class KnowledgeGraph:
+    graph: nx.Graph
+    digest: str
+    links: dict[str, Link] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, topology: Topology) -> KnowledgeGraph:
+        graph: nx.Graph = nx.Graph()
+        for node in topology.nodes:
+            graph.add_node(
+                node.node_id,
+                loopback=node.loopback,
+                prefix_sid=node.prefix_sid,
+                te_capabilities=list(node.te_capabilities),
+                role=node.role,
+            )
+        links: dict[str, Link] = {}
+        for link in topology.links:
+            links[link.link_id] = link
+            for end in (link.source, link.destination):
+                if end not in graph:
+                    graph.add_node(end, loopback=None, prefix_sid=None, te_capabilities=[])
+            if graph.has_edge(link.source, link.destination):
+                graph.edges[link.source, link.destination]["links"].append(link)
+            else:
+                graph.add_edge(link.source, link.destination, links=[link])
+        return cls(graph=graph, digest=fingerprint(topology), links=links)
+
+    # --- queries -------------------------------------------------------------------------
+
+    def shortest(self, request: ComputePath) -> PathResult:
+        """Dijkstra under the request's constraints; ``found=False`` with a reason if none."""
+        problem = self._endpoints_problem(request)
+        if problem:
+            return PathResult(found=False, metric=request.metric, reason=problem)
+        weight = self._weight(request)
+        try:
+            nodes = nx.dijkstra_path(self.graph, request.head_end, request.end_point, weight=weight)
+        except nx.NetworkXNoPath:
+            return PathResult(
+                found=False, metric=request.metric, reason=self._no_path_reason(request)
+            )
+        return self._result(nodes, request)
+
+    def k_shortest(self, request: ComputePath, k: int) -> list[PathResult]:
+        """Up to ``k`` loopless paths, best first (Yen's algorithm)."""
+        if self._endpoints_problem(request):
+            return []
+        weight = self._weight(request)
+        paths: Iterator[list[str]] = nx.shortest_simple_paths(
+            self.graph, request.head_end, request.end_point, weight=weight
+        )
+        try:
+            return [self._result(nodes, request) for nodes in islice(paths, k)]
+        except nx.NetworkXNoPath:
+            return []
+
+    def te_types(self, nodes: list[str]) -> list[str]:
+        """The TE technologies every node of ``nodes`` supports, in order of preference."""
+        common = set(TE_PREFERENCE)
+        for node in nodes:
+            common &= set(self.graph.nodes[node].get("te_capabilities", []))
+        return [te for te in TE_PREFERENCE if te in common]
+
+    def summary(self) -> dict[str, Any]:
+        """The graph as JSON: nodes with their attributes, links with theirs."""
+        return {
+            "digest": self.digest,
+            "nodes": [{"node_id": n, **attrs} for n, attrs in self.graph.nodes(data=True)],
+            "links": [link.model_dump(mode="json") for link in self.links.values()],
+        }
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _endpoints_problem(self, request: ComputePath) -> str | None:
+        for end in (request.head_end, request.end_point):
+            if end not in self.graph:
+                return f"node {end} is not in the topology"
+            if end in request.avoid_nodes:
+                return f"node {end} is both an endpoint and to be avoided"
+        if request.head_end == request.end_point:
+            return "head_end and end_point are the same node"
+        return None
+
+    def _excluded(self, request: ComputePath) -> tuple[set[str], set[int]]:
+        """Link keys to avoid, and the SRLGs they belong to when the request is SRLG-disjoint."""
+        avoided = {link_key(name) for name in request.avoid_links}
+        srlgs: set[int] = set()
+        if request.srlg_disjoint:
+            for link in self.links.values():
+                if link_key(link.link_id) in avoided or _pair_key(link) in avoided:
+                    srlgs.update(link.srlgs)
+        return avoided, srlgs
+
+    def _eligible(self, request: ComputePath) -> Callable[[Link], bool]:
+        avoided, srlgs = self._excluded(request)
+        min_bw = request.min_bandwidth_mbps
+
+        def eligible(link: Link) -> bool:
+            if link.oper_status.lower() != "up":
+                return False
+            if link_key(link.link_id) in avoided or _pair_key(link) in avoided:
+                return False
+            if srlgs and srlgs.intersection(link.srlgs):
+                return False
+            return min_bw is None or link.capacity_mbps >= min_bw
+
+        return eligible
+
+    def _weight(self, request: ComputePath) -> Callable[[str, str, dict[str, Any]], float | None]:
+        eligible = self._eligible(request)
+        avoid_nodes = set(request.avoid_nodes)
+        cost = _COST[request.metric]
+
+        def weight(u: str, v: str, data: dict[str, Any]) -> float | None:
+            if u in avoid_nodes or v in avoid_nodes:
+                return None
+            costs = [cost(link) for link in data["links"] if eligible(link)]
+            return min(costs) if costs else None
+
+        return weight
+
+    def _result(self, nodes: list[str], request: ComputePath) -> PathResult:
+        eligible = self._eligible(request)
+        cost = _COST[request.metric]
+        chosen: list[Link] = []
+        for u, v in pairwise(nodes):
+            candidates = [link for link in self.graph.edges[u, v]["links"] if eligible(link)]
+            chosen.append(min(candidates, key=cost))
+        te_types = self.te_types(nodes)
+        return PathResult(
+            found=True,
+            path=nodes,
+            links=[link.link_id for link in chosen],
+            hop_count=len(nodes),
+            total_delay_ms=round(sum(link.delay_ms for link in chosen), 3),
+            total_metric=round(sum(cost(link) for link in chosen), 3),
+            metric=request.metric,
+            te_types=te_types,
+            path_type=te_types[0] if te_types else None,
+            min_capacity_mbps=min(link.capacity_mbps for link in chosen),
+            srlgs=sorted({s for link in chosen for s in link.srlgs}),
+        )
+
+    def _no_path_reason(self, request: ComputePath) -> str:
+        parts = [f"no path from {request.head_end} to {request.end_point}"]
+        if request.avoid_links:
+            parts.append(f"avoiding links {', '.join(request.avoid_links)}")
+        if request.avoid_nodes:
+            parts.append(f"avoiding nodes {', '.join(request.avoid_nodes)}")
+        if request.srlg_disjoint:
+            parts.append("SRLG-disjoint from them")
+        if request.min_bandwidth_mbps is not None:
+            parts.append(f"with at least {request.min_bandwidth_mbps:g} Mbps")
+        return " ".join(parts[:1]) + (" " + "; ".join(parts[1:]) if parts[1:] else "")
+
+
+def _pair_key(link: Link) -> str:
+    return "-".join(sorted((link.source, link.destination)))
+
+
+_COST: dict[str, Callable[[Link], float]] = {
+    "delay": lambda link: link.delay_ms,
+    "te": lambda link: link.te_metric,
+    "igp": lambda link: link.igp_metric,
+    "hops": lambda link: 1.0,
+}

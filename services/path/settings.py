@@ -1,0 +1,16 @@
+"""Path Computation settings (``CXM_PATH_*``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PathSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CXM_PATH_", extra="ignore")
+
+    topology_ttl_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="seconds the knowledge graph is trusted before CNC is asked again (scaled)",
+    )

@@ -1,0 +1,70 @@
+"""Counter samples per link: the previous one gives utilisation, the recent ones a forecast."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.db import Migration, create_tables
+
+metadata = sa.MetaData()
+samples = sa.Table(
+    "link_samples",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("link_id", sa.String(200), nullable=False, index=True),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("octets", sa.JSON, nullable=False),
+    sa.Column("capacity_mbps", sa.Float, nullable=True),
+    sa.Column("utilisation_pct", sa.Float, nullable=True),
+    sa.Column("directions", sa.JSON, nullable=True),
+)
+MIGRATIONS = (Migration(1, "link counter samples", create_tables(metadata, "link_samples")),)
+
+
+async def latest(engine: AsyncEngine) -> dict[str, dict[str, Any]]:
+    """The newest sample of every link."""
+    newest = (
+        sa.select(samples.c.link_id, sa.func.max(samples.c.id).label("id"))
+        .group_by(samples.c.link_id)
+        .subquery()
+    )
+    async with engine.connect() as conn:
+        rows = await conn.execute(sa.select(samples).join(newest, samples.c.id == newest.c.id))
+        return {row.link_id: dict(row._mapping) for row in rows}
+
+
+async def add(engine: AsyncEngine, rows: list[dict[str, Any]], *, keep: int) -> None:
+    """Store one sample per link and drop what is older than the last ``keep``."""
+    if not rows:
+        return
+    async with engine.begin() as conn:
+        await conn.execute(samples.insert(), rows)
+        for link_id in {r["link_id"] for r in rows}:
+            cutoff = (
+                sa.select(samples.c.id)
+                .where(samples.c.link_id == link_id)
+                .order_by(samples.c.id.desc())
+                .offset(keep)
+                .limit(1)
+                .scalar_subquery()
+            )
+            await conn.execute(
+                samples.delete().where(samples.c.link_id == link_id, samples.c.id <= cutoff)
+            )
+
+
+async def history(engine: AsyncEngine, *, limit: int) -> dict[str, list[tuple[float, float]]]:
+    """(time, utilisation %) per link, oldest first, for samples that have a utilisation."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(samples.c.link_id, samples.c.ts, samples.c.utilisation_pct)
+            .where(samples.c.utilisation_pct.is_not(None))
+            .order_by(samples.c.id)
+        )
+        out: dict[str, list[tuple[float, float]]] = {}
+        for row in rows:
+            out.setdefault(row.link_id, []).append((row.ts, row.utilisation_pct))
+    return {link: points[-limit:] for link, points in out.items()}

@@ -1,0 +1,1 @@
+"""Tests of the impact, path, tunnel, restore and traffic agents."""
