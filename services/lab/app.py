@@ -1,17 +1,96 @@
-"""Network lab: CNC and PCA emulation."""
+"""Network lab (8010): CNC and PCA northbound emulation over an in-memory topology.
+
+``create_app(settings)`` builds the app; the topology is built when the app is (so a bad
+``CXM_LAB_TOPOLOGY`` fails at start-up with its name), and the lifespan owns the HTTP client
+that pushes PCA alerts and every background task. All state hangs off ``app.state.lab``.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from services.lab.alerts import AlertPusher
+from services.lab.controller import Lab
+from services.lab.network import LabNetwork, Thresholds
+from services.lab.routes import LabError, cnc, control, pca
+from services.lab.settings import LabSettings
+from services.lab.topology import build_topology
+from shared import __version__
+from shared.logs import get_logger
 from shared.settings import Settings
 
+log = get_logger(__name__)
 
-def create_app(settings: Settings) -> FastAPI:
-    app = FastAPI(title="CXM network lab")
+PCA_WEBHOOK = "/api/v1/tickets/webhook/pca"
 
-    @app.get("/health")
+
+def create_app(settings: Settings, lab_settings: LabSettings | None = None) -> FastAPI:
+    """The lab app; ``lab_settings`` defaults to the ``CXM_LAB_*`` environment."""
+    lab_settings = lab_settings or LabSettings()
+    topology = build_topology(lab_settings.topology, seed=lab_settings.seed)
+    thresholds = Thresholds(
+        delay_ms=lab_settings.threshold_delay_ms,
+        jitter_ms=lab_settings.threshold_jitter_ms,
+        loss_pct=lab_settings.threshold_loss_pct,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with httpx.AsyncClient(timeout=settings.mesh_timeout_s) as client:
+            pusher = AlertPusher(
+                client,
+                url=f"{settings.url_of('correlator')}{PCA_WEBHOOK}",
+                token=settings.mesh_token,
+                enabled=lab_settings.push_alerts,
+                retries=lab_settings.push_retries,
+                backoff_s=lab_settings.push_backoff_s,
+            )
+            lab = Lab(
+                settings=settings,
+                lab_settings=lab_settings,
+                network=LabNetwork(topology, thresholds),
+                pusher=pusher,
+            )
+            app.state.lab = lab
+            pusher.start()
+            log.info(
+                "lab ready",
+                topology=topology.name,
+                nodes=len(topology.nodes),
+                links=len(topology.links),
+                services=len(topology.services),
+                push_alerts=pusher.enabled,
+            )
+            try:
+                yield
+            finally:
+                await lab.aclose()
+                await pusher.stop()
+
+    app = FastAPI(
+        title="CXM network lab",
+        description="Emulates the Crosswork (CNC) and PCA northbound APIs; see docs/southbound.md",
+        version=__version__,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.lab_settings = lab_settings
+    app.state.topology = topology
+
+    @app.exception_handler(LabError)
+    async def lab_error(request: Request, exc: LabError) -> JSONResponse:
+        return JSONResponse(exc.body, status_code=exc.status)
+
+    @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:
-        return {"status": "ok", "agent": "lab", "version": "0.1.0"}
+        return {"status": "ok", "agent": "lab", "version": __version__}
 
+    app.include_router(cnc)
+    app.include_router(pca)
+    app.include_router(control)
     return app

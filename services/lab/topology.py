@@ -1,0 +1,510 @@
+"""The lab's static network: nodes, links, VPN services and the scenarios that fit it.
+
+Two sources:
+
+- ``default``: a ten-node network that reproduces seed 003. Fifteen VPN services (2 platinum,
+  5 gold, 8 silver) run pe1 → pe4 over ``pe1-pe2``, ``pe2-pe3``, ``pe3-pe4``; the best path that
+  avoids the first two is pe1 → p1 → p2 → pe4 (four nodes). Eleven more services never cross
+  ``pe1-pe2``/``pe2-pe3``, and ``p1-p3`` carries no service at all.
+- any topohub key (``sndlib/abilene``, ``sndlib/germany50``, ``topozoo/Abilene`` …): the
+  published graph, delay from fibre length (km / 200 ≈ ms), services from the SNDlib demand
+  matrix routed on shortest-delay paths, TE capabilities and tiers drawn from a seeded RNG.
+
+Everything here is immutable once built; what changes at run time lives in
+:mod:`services.lab.network`. :func:`build_topology` is a plain function so benchmarks can build a
+large lab without starting a server.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import random
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import networkx as nx
+
+TIERS: tuple[str, ...] = ("platinum", "gold", "silver", "bronze")
+TIER_RANK: dict[str, int] = {tier: i for i, tier in enumerate(TIERS)}
+TIER_BANDWIDTH_MBPS: dict[str, float] = {
+    "platinum": 500.0,
+    "gold": 300.0,
+    "silver": 200.0,
+    "bronze": 100.0,
+}
+CAPACITY_STEPS_MBPS: tuple[float, ...] = (1_000, 2_500, 10_000, 40_000, 100_000, 400_000)
+SPEED_OF_LIGHT_IN_FIBRE_KM_PER_MS = 200.0
+"""Light covers about 200 km of fibre per millisecond, so delay ≈ km / 200."""
+
+
+@dataclass(frozen=True)
+class LabNode:
+    node_id: str
+    loopback: str
+    prefix_sid: int
+    te_capabilities: tuple[str, ...]
+    role: str = "pe"
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class LabLink:
+    """An undirected link named ``a-b`` after its two ends."""
+
+    link_id: str
+    source: str
+    destination: str
+    delay_ms: float
+    capacity_mbps: float
+    igp_metric: float
+    te_metric: float
+    srlgs: tuple[int, ...] = ()
+    jitter_ms: float = 0.2
+
+    def other(self, node: str) -> str:
+        return self.destination if node == self.source else self.source
+
+
+@dataclass(frozen=True)
+class LabService:
+    """A VPN service pinned to a path: the node list and the links crossed, in order."""
+
+    vpn_id: str
+    name: str
+    service_type: Literal["l2vpn", "l3vpn"]
+    sla_tier: str
+    head_end: str
+    end_point: str
+    nodes: tuple[str, ...]
+    path: tuple[str, ...]
+    bandwidth_mbps: float
+
+
+ScenarioAction = Literal["degrade", "down", "recover", "flap", "recover-all"]
+
+
+@dataclass(frozen=True)
+class ScenarioStep:
+    """One action of a scenario, ``after`` steps-gaps into it."""
+
+    action: ScenarioAction
+    link: str | None = None
+    after: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScenarioPlan:
+    name: str
+    description: str
+    steps: tuple[ScenarioStep, ...]
+
+    @property
+    def links(self) -> list[str]:
+        """Links the scenario hurts, in the order it hurts them (what a ticket will name)."""
+        out: list[str] = []
+        for step in self.steps:
+            if step.link and step.action in ("degrade", "down", "flap") and step.link not in out:
+                out.append(step.link)
+        return out
+
+
+@dataclass
+class LabTopology:
+    """The network the lab emulates; built once, read by every request."""
+
+    name: str
+    nodes: dict[str, LabNode]
+    links: dict[str, LabLink]
+    services: dict[str, LabService]
+    scenarios: dict[str, ScenarioPlan] = field(default_factory=dict)
+    adjacency: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
+    """node → neighbour → link id, for path checks in O(1)."""
+
+    def __post_init__(self) -> None:
+        self.adjacency = {node: {} for node in self.nodes}
+        for link in self.links.values():
+            self.adjacency[link.source][link.destination] = link.link_id
+            self.adjacency[link.destination][link.source] = link.link_id
+
+    def link_between(self, a: str, b: str) -> str | None:
+        return self.adjacency.get(a, {}).get(b)
+
+    def links_of(self, nodes: list[str] | tuple[str, ...]) -> list[str] | None:
+        """The links a node path crosses, or None when two consecutive nodes are not adjacent."""
+        out: list[str] = []
+        for a, b in itertools.pairwise(nodes):
+            link = self.link_between(a, b)
+            if link is None:
+                return None
+            out.append(link)
+        return out
+
+    def services_on(self, link_id: str) -> list[LabService]:
+        return [s for s in self.services.values() if link_id in s.path]
+
+
+def build_topology(name: str = "default", seed: int = 0) -> LabTopology:
+    """The seed's network for ``default``, else the topohub graph of that key.
+
+    Raises ``ValueError`` naming the key when topohub does not have it.
+    """
+    if name == "default":
+        return default_topology()
+    return topohub_topology(name, seed=seed)
+
+
+# --- the seed's network --------------------------------------------------------------------
+
+
+def _node(index: int, node_id: str, caps: tuple[str, ...], role: str) -> LabNode:
+    return LabNode(
+        node_id=node_id,
+        loopback=f"10.0.0.{index}",
+        prefix_sid=16000 + index,
+        te_capabilities=caps,
+        role=role,
+    )
+
+
+def _link(
+    a: str, b: str, delay: float, capacity: float = 10_000, srlgs: tuple[int, ...] = ()
+) -> LabLink:
+    metric = round(delay * 10)
+    return LabLink(f"{a}-{b}", a, b, delay, capacity, metric, metric, srlgs)
+
+
+def default_topology() -> LabTopology:
+    """Seed 003's network: degrading pe1-pe2 and pe2-pe3 hurts 15 services (2/5/8)."""
+    mpls = ("sr-mpls",)
+    dual = ("sr-mpls", "srv6")
+    nodes = [
+        _node(1, "pe1", dual, "pe"),
+        _node(2, "pe2", mpls, "pe"),
+        _node(3, "pe3", mpls, "pe"),
+        _node(4, "pe4", dual, "pe"),
+        _node(5, "pe5", ("srv6",), "pe"),
+        _node(6, "pe6", ("rsvp-te",), "pe"),  # the RSVP-TE-only corner
+        _node(11, "p1", dual, "p"),
+        _node(12, "p2", dual, "p"),
+        _node(13, "p3", mpls, "p"),
+        _node(14, "p4", ("sr-mpls", "rsvp-te"), "p"),
+    ]
+    links = [
+        # the primary pe1 → pe4 corridor; pe1-pe2 and pe2-pe3 share a conduit (SRLG 100)
+        _link("pe1", "pe2", 2.0, srlgs=(100,)),
+        _link("pe2", "pe3", 2.0, srlgs=(100,)),
+        _link("pe3", "pe4", 2.0, srlgs=(101,)),
+        # the protection corridor: pe1 → p1 → p2 → pe4, 9 ms
+        _link("pe1", "p1", 3.0, srlgs=(200,)),
+        _link("p1", "p2", 3.0, srlgs=(201,)),
+        _link("p2", "pe4", 3.0, srlgs=(202,)),
+        # the rest of the core
+        _link("pe3", "p2", 4.0, srlgs=(101,)),
+        _link("p1", "p3", 5.0, capacity=2_500, srlgs=(300,)),  # carries no service
+        _link("p3", "p4", 3.0, srlgs=(301,)),
+        _link("p2", "p4", 5.0, capacity=2_500, srlgs=(302,)),
+        _link("pe5", "p3", 2.0),
+        _link("p4", "pe6", 2.0),
+    ]
+    services: list[LabService] = []
+
+    def add(count: int, tier: str, nodes_path: tuple[str, ...], kind: str, label: str) -> None:
+        for _ in range(count):
+            n = len(services) + 1
+            service_type: Literal["l2vpn", "l3vpn"] = (
+                "l3vpn" if kind == "l3vpn" or (kind == "mixed" and n % 2) else "l2vpn"
+            )
+            services.append(
+                LabService(
+                    vpn_id=f"vpn-{n:03d}",
+                    name=f"{label}-{tier}-{n:03d}",
+                    service_type=service_type,
+                    sla_tier=tier,
+                    head_end=nodes_path[0],
+                    end_point=nodes_path[-1],
+                    nodes=nodes_path,
+                    path=(),  # filled below from the node path
+                    bandwidth_mbps=TIER_BANDWIDTH_MBPS[tier],
+                )
+            )
+
+    corridor = ("pe1", "pe2", "pe3", "pe4")
+    add(2, "platinum", corridor, "mixed", "bank-east")
+    add(5, "gold", corridor, "mixed", "retail-east")
+    add(8, "silver", corridor, "mixed", "office-east")
+    add(3, "gold", ("pe3", "pe4"), "l3vpn", "metro")
+    add(4, "bronze", ("pe5", "p3", "p4", "pe6"), "l2vpn", "broadband")
+    add(2, "platinum", ("pe4", "p2", "p4", "pe6"), "l3vpn", "datacenter")
+    add(2, "silver", ("pe5", "p3", "p4", "p2", "pe4"), "l3vpn", "campus")
+
+    topo = LabTopology(
+        name="default",
+        nodes={n.node_id: n for n in nodes},
+        links={link.link_id: link for link in links},
+        services={},
+    )
+    for svc in services:
+        path = topo.links_of(svc.nodes)
+        if path is None:  # a typo in the table above, not a runtime condition
+            raise ValueError(f"service {svc.vpn_id}: {svc.nodes} is not a path")
+        topo.services[svc.vpn_id] = _with_path(svc, path)
+
+    step = {"duration_s": None}  # filled with the lab's scenario duration at play time
+    topo.scenarios = {
+        "sla-degradation": ScenarioPlan(
+            "sla-degradation",
+            "Seed 003: pe1-pe2 degrades, then pe2-pe3; 15 services (2 platinum, 5 gold, "
+            "8 silver) are hurt and pe1 → p1 → p2 → pe4 is the way around.",
+            (
+                ScenarioStep("degrade", "pe1-pe2", 0, step),
+                ScenarioStep("degrade", "pe2-pe3", 1, step),
+            ),
+        ),
+        "no-path": ScenarioPlan(
+            "no-path",
+            "pe1-pe2 and pe2-pe3 degrade while pe1-p1 goes down: pe1 has no way out left.",
+            (
+                ScenarioStep("down", "pe1-p1", 0, step),
+                ScenarioStep("degrade", "pe1-pe2", 0, step),
+                ScenarioStep("degrade", "pe2-pe3", 1, step),
+            ),
+        ),
+        "no-impact": ScenarioPlan(
+            "no-impact",
+            "p1-p3 degrades; no service crosses it.",
+            (ScenarioStep("degrade", "p1-p3", 0, step),),
+        ),
+        "flapping": ScenarioPlan(
+            "flapping",
+            "pe3-pe4 flaps five times.",
+            (ScenarioStep("flap", "pe3-pe4", 0, {"count": 5, "interval_s": 2.0}),),
+        ),
+        "recover-all": _recover_all(),
+    }
+    return topo
+
+
+def _with_path(svc: LabService, path: list[str]) -> LabService:
+    return LabService(
+        vpn_id=svc.vpn_id,
+        name=svc.name,
+        service_type=svc.service_type,
+        sla_tier=svc.sla_tier,
+        head_end=svc.head_end,
+        end_point=svc.end_point,
+        nodes=svc.nodes,
+        path=tuple(path),
+        bandwidth_mbps=svc.bandwidth_mbps,
+    )
+
+
+def _recover_all() -> ScenarioPlan:
+    return ScenarioPlan(
+        "recover-all", "Every degraded or down link recovers.", (ScenarioStep("recover-all"),)
+    )
+
+
+# --- topohub -------------------------------------------------------------------------------
+
+
+def _clean(name: str) -> str:
+    """A node id that keeps ``a-b`` link names unambiguous: no dashes, lower case."""
+    return re.sub(r"[^a-z0-9_.:]", "_", name.strip().lower()) or "n"
+
+
+def _load_topohub(key: str) -> dict[str, Any]:
+    import topohub
+
+    try:
+        data: dict[str, Any] = topohub.get(key)
+    except KeyError:
+        raise ValueError(
+            f"topology {key!r} is neither 'default' nor a topohub key "
+            "(for example 'sndlib/abilene', 'sndlib/germany50', 'topozoo/Abilene')"
+        ) from None
+    return data
+
+
+def _capacity_for(load_mbps: float) -> float:
+    """The smallest standard port that keeps the link under half full at nominal load."""
+    needed = load_mbps / 0.5
+    for step in CAPACITY_STEPS_MBPS:
+        if step >= needed:
+            return step
+    top = CAPACITY_STEPS_MBPS[-1]
+    return top * -(-needed // top)
+
+
+def topohub_topology(key: str, *, seed: int = 0) -> LabTopology:
+    """A published topology with deterministic TE capabilities, tiers and services."""
+    data = _load_topohub(key)
+    rng = random.Random(f"{key}:{seed}")
+
+    # node ids: cleaned names when they are unique, else n<id>
+    raw_ids = [n["id"] for n in data["nodes"]]
+    names = [_clean(str(n.get("name", ""))) if n.get("name") else "" for n in data["nodes"]]
+    if all(names) and len(set(names)) == len(names):
+        ids = dict(zip(raw_ids, names, strict=True))
+    else:
+        ids = {raw: f"n{raw}" for raw in raw_ids}
+
+    nodes: dict[str, LabNode] = {}
+    base = ipaddress.IPv4Address("10.0.0.0")
+    for index, raw in enumerate(raw_ids):
+        roll = rng.random()
+        if roll < 0.70:
+            caps: tuple[str, ...] = ("sr-mpls",)
+        elif roll < 0.90:
+            caps = ("sr-mpls", "srv6")
+        elif roll < 0.95:
+            caps = ("srv6",)
+        else:
+            caps = ("rsvp-te",)
+        node_id = ids[raw]
+        original = data["nodes"][index].get("name")
+        nodes[node_id] = LabNode(
+            node_id=node_id,
+            loopback=str(base + index + 1),
+            prefix_sid=16001 + index,
+            te_capabilities=caps,
+            role="pe",
+            name=str(original) if original is not None else None,
+        )
+
+    graph = nx.Graph()
+    graph.add_nodes_from(nodes)
+    edges: list[tuple[str, str, float]] = []
+    for edge in data["edges"]:
+        a, b = ids[edge["source"]], ids[edge["target"]]
+        if a == b or graph.has_edge(a, b):
+            continue  # self-loops and parallel edges add nothing the lab can name
+        km = float(edge.get("dist") or 0.0)
+        delay = max(0.1, round(km / SPEED_OF_LIGHT_IN_FIBRE_KM_PER_MS, 2))
+        graph.add_edge(a, b, delay=delay, km=km)
+        edges.append((a, b, delay))
+
+    # services: the demand matrix when there is one, else a seeded sample of node pairs
+    demands: list[tuple[str, str, float]] = []
+    for src, row in sorted(data["graph"].get("demands", {}).items()):
+        for dst, value in sorted(row.items()):
+            if src != dst and float(value) > 0:
+                demands.append((ids[src], ids[dst], float(value)))
+    if not demands and len(nodes) > 1:
+        node_list = sorted(nodes)
+        for _ in range(min(4 * len(nodes), 2000)):
+            a, b = rng.sample(node_list, 2)
+            demands.append((a, b, float(rng.choice((100, 200, 500, 1000)))))
+
+    routes: dict[str, dict[str, list[str]]] = {}
+    services: list[LabService] = []
+    load: dict[tuple[str, str], float] = defaultdict(float)
+    for src, dst, mbps in demands:
+        if src not in routes:
+            routes[src] = nx.single_source_dijkstra_path(graph, src, weight="delay")
+        node_path = routes[src].get(dst)
+        if node_path is None:
+            continue  # disconnected pair (some Topology Zoo graphs)
+        tier = rng.choices(TIERS, weights=(1, 2, 3, 4))[0]
+        n = len(services) + 1
+        for a, b in itertools.pairwise(node_path):
+            load[(min(a, b), max(a, b))] += mbps
+        services.append(
+            LabService(
+                vpn_id=f"vpn-{n:05d}",
+                name=f"{src}-{dst}-{tier}",
+                service_type="l3vpn" if rng.random() < 0.6 else "l2vpn",
+                sla_tier=tier,
+                head_end=src,
+                end_point=dst,
+                nodes=tuple(node_path),
+                path=(),
+                bandwidth_mbps=round(mbps, 3),
+            )
+        )
+
+    links: dict[str, LabLink] = {}
+    srlg_groups = max(1, len(edges) // 3)
+    for a, b, delay in edges:
+        srlgs = (1000 + rng.randrange(srlg_groups),) if rng.random() < 0.3 else ()
+        metric = max(1, round(delay * 10))
+        links[f"{a}-{b}"] = LabLink(
+            link_id=f"{a}-{b}",
+            source=a,
+            destination=b,
+            delay_ms=delay,
+            capacity_mbps=_capacity_for(load[(min(a, b), max(a, b))]),
+            igp_metric=metric,
+            te_metric=metric,
+            srlgs=srlgs,
+        )
+
+    topo = LabTopology(name=key, nodes=nodes, links=links, services={})
+    for svc in services:
+        path = topo.links_of(svc.nodes)
+        assert path is not None  # routed on this very graph
+        topo.services[svc.vpn_id] = _with_path(svc, path)
+    topo.scenarios = generic_scenarios(topo)
+    return topo
+
+
+def generic_scenarios(topo: LabTopology) -> dict[str, ScenarioPlan]:
+    """The standard scenarios picked from the busiest links of any topology."""
+    plans = {"recover-all": _recover_all()}
+    if not topo.services:
+        return plans
+    usage: Counter[str] = Counter()
+    for svc in topo.services.values():
+        usage.update(svc.path)
+    busiest = min(usage, key=lambda link: (-usage[link], link))
+    # the most important service over the busiest link names the second link to degrade
+    victim = min(
+        topo.services_on(busiest),
+        key=lambda s: (TIER_RANK[s.sla_tier], -len(s.path), s.vpn_id),
+    )
+    index = victim.path.index(busiest)
+    second = (
+        victim.path[index + 1]
+        if index + 1 < len(victim.path)
+        else (victim.path[index - 1] if index > 0 else None)
+    )
+    step = {"duration_s": None}
+    degrade = [ScenarioStep("degrade", busiest, 0, step)]
+    if second:
+        degrade.append(ScenarioStep("degrade", second, 1, step))
+    plans["sla-degradation"] = ScenarioPlan(
+        "sla-degradation",
+        f"{busiest} degrades" + (f", then {second}" if second else "") + ".",
+        tuple(degrade),
+    )
+    first = victim.path[0]
+    cut = sorted(
+        link
+        for link in topo.adjacency[victim.head_end].values()
+        if link != first and link not in (busiest, second)
+    )
+    plans["no-path"] = ScenarioPlan(
+        "no-path",
+        f"{victim.head_end} loses every way out: {first} degrades, its other links go down.",
+        tuple(
+            [ScenarioStep("down", link, 0, step) for link in cut]
+            + [s for s in degrade]
+            + ([ScenarioStep("degrade", first, 0, step)] if first not in (busiest, second) else [])
+        ),
+    )
+    idle = sorted(link for link in topo.links if usage[link] == 0)
+    if idle:
+        plans["no-impact"] = ScenarioPlan(
+            "no-impact",
+            f"{idle[0]} degrades; no service crosses it.",
+            (ScenarioStep("degrade", idle[0], 0, step),),
+        )
+    plans["flapping"] = ScenarioPlan(
+        "flapping",
+        f"{busiest} flaps five times.",
+        (ScenarioStep("flap", busiest, 0, {"count": 5, "interval_s": 2.0}),),
+    )
+    return plans

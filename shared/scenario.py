@@ -1,0 +1,148 @@
+"""``cxm scenario NAME [--wait]``: play a lab scenario and, optionally, follow its ticket.
+
+The lab answers with the links the scenario hurts; with ``--wait`` the command polls the IO
+Agent's ticket list until the ticket naming those links is closed (exit 0) or escalated
+(exit 1), printing every status change as it happens. Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import Any, TextIO
+
+import httpx
+
+from shared.settings import Settings
+
+FINAL_STATUSES = frozenset({"closed", "escalated"})
+
+
+class ScenarioFailed(Exception):
+    """A one-line reason the command could not do its job."""
+
+
+async def run_scenario(
+    settings: Settings,
+    name: str,
+    *,
+    wait: bool,
+    timeout_s: float | None = None,
+    client: httpx.AsyncClient | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """Start scenario ``name`` on the lab; with ``wait``, follow its ticket to the end.
+
+    ``client`` and ``out`` are seams for tests (an ASGI-mounted client, a string buffer).
+    Returns the process exit code: 0 when started (or, waiting, when the ticket closed).
+    """
+    stdout = out or sys.stdout
+    stderr = out or sys.stderr
+    headers = {"Authorization": f"Bearer {settings.mesh_token}"} if settings.mesh_token else {}
+    own = client is None
+    http = client or httpx.AsyncClient(timeout=settings.mesh_timeout_s)
+    try:
+        known: set[str] = set()
+        if wait:
+            known = {t["incident_id"] for t in await _tickets(http, settings, headers)}
+        started = await _start(http, settings, name, headers)
+        links: list[str] = list(started.get("links", []))
+        print(
+            f"scenario {started.get('scenario', name)} started on {settings.url_of('lab')}: "
+            f"{started.get('description', '')} (links: {', '.join(links) or 'none'})",
+            file=stdout,
+            flush=True,
+        )
+        if not wait:
+            return 0
+        limit = timeout_s if timeout_s is not None else max(30.0, settings.scaled(900.0))
+        return await _follow(http, settings, headers, set(links), known, limit, stdout)
+    except ScenarioFailed as exc:
+        print(f"cxm scenario: {exc}", file=stderr, flush=True)
+        return 1
+    finally:
+        if own:
+            await http.aclose()
+
+
+async def _start(
+    http: httpx.AsyncClient, settings: Settings, name: str, headers: dict[str, str]
+) -> dict[str, Any]:
+    url = f"{settings.url_of('lab')}/lab/scenarios/{name}"
+    try:
+        response = await http.post(url, headers=headers)
+    except httpx.HTTPError as exc:
+        raise ScenarioFailed(
+            f"the lab is not reachable at {settings.url_of('lab')} ({type(exc).__name__}); "
+            "start it with `cxm up` or `cxm agent lab`"
+        ) from None
+    if response.status_code >= 400:
+        raise ScenarioFailed(f"the lab refused {name!r}: {_detail(response)}")
+    data: dict[str, Any] = response.json()
+    return data
+
+
+async def _tickets(
+    http: httpx.AsyncClient, settings: Settings, headers: dict[str, str]
+) -> list[dict[str, Any]]:
+    url = f"{settings.url_of('io')}/api/v1/tickets"
+    try:
+        response = await http.get(url, headers=headers)
+    except httpx.HTTPError as exc:
+        raise ScenarioFailed(
+            f"the IO agent is not reachable at {settings.url_of('io')} ({type(exc).__name__}); "
+            "is the mesh running (`cxm up`)?"
+        ) from None
+    if response.status_code >= 400:
+        raise ScenarioFailed(f"the IO agent answered {_detail(response)}")
+    tickets: list[dict[str, Any]] = response.json()
+    return tickets
+
+
+async def _follow(
+    http: httpx.AsyncClient,
+    settings: Settings,
+    headers: dict[str, str],
+    links: set[str],
+    known: set[str],
+    limit: float,
+    stdout: TextIO,
+) -> int:
+    """Poll IO until the scenario's ticket reaches a final status; print each change."""
+    interval = min(2.0, max(0.05, settings.scaled(1.0)))
+    deadline = time.monotonic() + limit
+    seen: dict[str, tuple[Any, ...]] = {}
+    while time.monotonic() < deadline:
+        mine = [
+            t
+            for t in await _tickets(http, settings, headers)
+            if t["incident_id"] not in known and links & set(t.get("degraded_links") or [])
+        ]
+        for ticket in sorted(mine, key=lambda t: str(t.get("created_at"))):
+            state = (ticket.get("status"), ticket.get("phase"), ticket.get("message"))
+            if seen.get(ticket["incident_id"]) != state:
+                seen[ticket["incident_id"]] = state
+                phase = f" (phase {ticket['phase']})" if ticket.get("phase") else ""
+                text = ticket.get("message") or ticket.get("summary") or ""
+                print(
+                    f"{ticket['incident_id']} {ticket.get('status')}{phase}: {text}",
+                    file=stdout,
+                    flush=True,
+                )
+        final = [t for t in mine if t.get("status") in FINAL_STATUSES]
+        if mine and len(final) == len(mine):
+            return 0 if all(t.get("status") == "closed" for t in final) else 1
+        await asyncio.sleep(interval)
+    raise ScenarioFailed(
+        f"no closed or escalated ticket for {', '.join(sorted(links))} within {limit:.0f}s"
+    )
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}: {response.text[:200]}"
+    detail = body.get("detail", body) if isinstance(body, dict) else body
+    return f"HTTP {response.status_code}: {detail}"
