@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from itertools import pairwise
 from typing import Any
 
 from shared.models import Demand, DemandResult, LinkForecast, LinkLoad
@@ -105,28 +106,35 @@ def forecast(
     horizon_s: float,
     threshold_pct: float,
     alpha: float,
+    beta: float,
 ) -> LinkForecast:
-    """EWMA level plus a least-squares trend, projected ``horizon_s`` ahead."""
+    """Holt's linear smoothing (an EWMA of the level and of the trend), ``horizon_s`` ahead.
+
+    A plain EWMA lags a rising load and would flag congestion late; smoothing the trend too
+    projects a steady ramp exactly while still damping noise. Samples may be unevenly spaced,
+    so the trend is kept per second.
+    """
     if not points:
         return LinkForecast(link_id=link_id, samples=0)
     level = points[0][1]
-    for _, pct in points[1:]:
-        level = alpha * pct + (1 - alpha) * level
-    slope = 0.0
-    if len(points) >= 2:
-        mean_t = sum(t for t, _ in points) / len(points)
-        mean_u = sum(u for _, u in points) / len(points)
-        var = sum((t - mean_t) ** 2 for t, _ in points)
-        if var > 0:
-            slope = sum((t - mean_t) * (u - mean_u) for t, u in points) / var
-    predicted = max(0.0, level + slope * horizon_s)
+    trend = 0.0
+    if len(points) >= 2 and points[1][0] > points[0][0]:
+        trend = (points[1][1] - points[0][1]) / (points[1][0] - points[0][0])
+    for (t_prev, _), (t, pct) in pairwise(points):
+        dt = t - t_prev
+        if dt <= 0:
+            continue
+        previous = level
+        level = alpha * pct + (1 - alpha) * (level + trend * dt)
+        trend = beta * (level - previous) / dt + (1 - beta) * trend
+    predicted = max(0.0, level + trend * horizon_s)
     current = points[-1][1]
     return LinkForecast(
         link_id=link_id,
         samples=len(points),
         current_pct=round(current, 3),
         ewma_pct=round(level, 3),
-        trend_pct_per_s=round(slope, 6),
+        trend_pct_per_s=round(trend, 6),
         predicted_pct=round(predicted, 3),
         congested=predicted >= threshold_pct or current >= threshold_pct,
     )

@@ -143,7 +143,7 @@ async def demand_matrix(payload: DemandMatrix, ctx: TaskContext) -> DemandResult
 @spec.task(
     "predict_congestion",
     PredictCongestion,
-    "Forecast each link's utilisation (EWMA + trend); flag links at or above the threshold",
+    "Forecast each link's utilisation (Holt smoothing); flag links at or above the threshold",
     tags=["traffic", "forecast", "proactive"],
 )
 async def predict_congestion(payload: PredictCongestion, ctx: TaskContext) -> CongestionResult:
@@ -156,6 +156,7 @@ async def predict_congestion(payload: PredictCongestion, ctx: TaskContext) -> Co
             horizon_s=payload.horizon_s,
             threshold_pct=payload.threshold_pct,
             alpha=cfg.ewma_alpha,
+            beta=cfg.trend_beta,
         )
         for name in _selected(list(points), payload.links)
     }

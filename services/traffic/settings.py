@@ -15,3 +15,4 @@ class TrafficSettings(BaseSettings):
     )
     history: int = Field(default=120, ge=2, description="samples kept per link for forecasts")
     ewma_alpha: float = Field(default=0.5, gt=0, le=1, description="weight of the newest sample")
+    trend_beta: float = Field(default=0.3, gt=0, le=1, description="weight of the newest trend")

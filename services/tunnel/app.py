@@ -258,6 +258,11 @@ async def _create(row: dict[str, Any], ctx: TaskContext) -> TunnelResult:
         attempts += 1
         existing = _find(await cnc.sr_policies(), row["tunnel_id"])
         if existing is not None:
+            # An earlier create reached CNC (its answer was lost, or our table was): adopt it
+            # with the identifiers CNC actually holds rather than create a second one.
+            if existing.binding_sid is not None:
+                row["binding_sid"] = existing.binding_sid
+            row["color"] = existing.color
             return {"state": "success", "message": "adopted the existing policy"}
         return await cnc.create_sr_policy(
             head_end=row["head_end"],
@@ -287,7 +292,15 @@ async def _create(row: dict[str, Any], ctx: TaskContext) -> TunnelResult:
             code=PROVISION_FAILED,
             status=502,
         ) from exc
-    await store.update(ctx.engine, row["incident_id"], state="up", attempts=attempts)
+    await store.update(
+        ctx.engine,
+        row["incident_id"],
+        state="up",
+        attempts=attempts,
+        binding_sid=row["binding_sid"],
+        color=row["color"],
+        last_error=None,
+    )
     log.info(
         "tunnel provisioned",
         tunnel_id=row["tunnel_id"],

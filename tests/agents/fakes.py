@@ -41,7 +41,9 @@ def _node(name: str, sid: int, caps: list[str]) -> dict[str, Any]:
     }
 
 
-def _link(a: str, b: str, delay: float, te: float, srlgs: list[int] | None = None) -> dict[str, Any]:
+def _link(
+    a: str, b: str, delay: float, te: float, srlgs: list[int] | None = None
+) -> dict[str, Any]:
     return {
         "link-id": f"{a}-{b}",
         "source": a,
@@ -136,6 +138,8 @@ class FakeNetwork:
     )
     create_failures: int = 0
     """The next N sr-policy-create calls answer 503."""
+    lost_answers: int = 0
+    """The next N sr-policy-create calls create the policy but answer 503 (a lost answer)."""
     services_status: int = 200
     topology_reads: int = 0
     """Healthy metrics are used for a link unless ``metrics`` says otherwise."""
@@ -177,11 +181,16 @@ class FakeNetwork:
                 "path-name": policy["path-name"],
                 "binding-sid": policy["binding-sid"],
                 "te-type": policy["cisco-crosswork-cxm:te-type"],
-                "hops": [h["hop"].get("node-ipv4-address") for h in
-                         policy["sr-policy-path"]["explicit"]["hops"]],
+                "hops": [
+                    h["hop"].get("node-ipv4-address")
+                    for h in policy["sr-policy-path"]["explicit"]["hops"]
+                ],
                 "state": "up",
             }
         )
+        if self.lost_answers > 0:
+            self.lost_answers -= 1
+            return httpx.Response(504, json={"error": "gateway timeout"})
         return httpx.Response(200, json={"output": {"results": [_ok(policy)]}})
 
     def _delete(self, request: httpx.Request) -> httpx.Response:
@@ -221,8 +230,12 @@ class FakeNetwork:
                 "severity": "major",
                 "triggersOn": {
                     "duration": "PT1M",
-                    "metric": {"vendor": "accedian", "objectType": "twamp-sl", "id": metric,
-                               "direction": "sd"},
+                    "metric": {
+                        "vendor": "accedian",
+                        "objectType": "twamp-sl",
+                        "id": metric,
+                        "direction": "sd",
+                    },
                     "value": value,
                     "comparator": "gt",
                 },
@@ -230,8 +243,10 @@ class FakeNetwork:
             for metric, value in self.thresholds.items()
         ]
         return httpx.Response(
-            200, json={"data": [{"policyId": "sla", "policyName": "link SLA",
-                                 "conditions": conditions}]}
+            200,
+            json={
+                "data": [{"policyId": "sla", "policyName": "link SLA", "conditions": conditions}]
+            },
         )
 
     def install(self, router: respx.MockRouter) -> None:

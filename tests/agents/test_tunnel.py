@@ -1,0 +1,223 @@
+"""Tunnel Provisioning: TE type, binding SIDs, idempotency, retries, steering, deletion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.tunnel.app import create_app
+from services.tunnel.settings import TunnelSettings
+from shared.settings import Settings
+from tests.agents.fakes import FakeNetwork, run_task
+from tests.support import running
+
+PROTECT = ["pe1", "p1", "p2", "pe4"]
+
+
+def _provision(
+    incident: str = "INC-2026-0001", path: list[str] = PROTECT, **kw: Any
+) -> dict[str, Any]:
+    return {
+        "incident_id": incident,
+        "head_end": path[0],
+        "end_point": path[-1],
+        "path": path,
+        **kw,
+    }
+
+
+async def test_provisions_sr_mpls_with_explicit_hops(
+    agent_settings: Settings, net: FakeNetwork
+) -> None:
+    async with running(create_app(agent_settings)) as client:
+        response = await run_task(client, "provision_tunnel", _provision())
+    assert response.status_code == 200, response.text
+    result = response.json()["result"]
+    assert result["tunnel_id"] == "sr-policy-pe1-pe4-protect-001"
+    assert result["binding_sid"] == 24001 and isinstance(result["binding_sid"], int)
+    assert result["te_type"] == "sr-mpls"
+    assert result["state"] == "up"
+    [created] = net.creates
+    assert created["path-name"] == result["tunnel_id"]
+    assert created["binding-sid"] == 24001
+    assert created["color"] == result["color"]
+    assert created["cisco-crosswork-cxm:te-type"] == "sr-mpls"
+    assert created["sr-policy-path"]["explicit"]["hops"] == [
+        {"step": 1, "hop": {"node-ipv4-sid": 16011, "node-ipv4-address": "10.0.0.11"}},
+        {"step": 2, "hop": {"node-ipv4-sid": 16012, "node-ipv4-address": "10.0.0.12"}},
+        {"step": 3, "hop": {"node-ipv4-sid": 16004, "node-ipv4-address": "10.0.0.4"}},
+    ]
+
+
+async def test_te_type_follows_node_capabilities(
+    agent_settings: Settings, net: FakeNetwork
+) -> None:
+    async with running(create_app(agent_settings)) as client:
+        rsvp = await run_task(
+            client, "provision_tunnel", _provision("INC-2026-0002", ["pe1", "p3", "pe4"])
+        )
+        srv6 = await run_task(
+            client, "provision_tunnel", _provision("INC-2026-0003", PROTECT, te_type="srv6")
+        )
+        none = await run_task(
+            client, "provision_tunnel", _provision("INC-2026-0004", ["pe1", "p4", "pe4"])
+        )
+        unsupported = await run_task(
+            client,
+            "provision_tunnel",
+            _provision("INC-2026-0005", ["pe1", "p3", "pe4"], te_type="sr-mpls"),
+        )
+    assert rsvp.json()["result"]["te_type"] == "rsvp-te"
+    assert srv6.json()["result"]["te_type"] == "srv6"
+    assert none.status_code == 422
+    assert none.json()["detail"]["code"] == "te_unsupported"
+    assert "p4" in none.json()["detail"]["message"]
+    assert unsupported.status_code == 422 and "p3" in unsupported.json()["detail"]["message"]
+    assert len(net.creates) == 2
+
+
+async def test_binding_sids_are_unique_and_skip_ones_in_use(
+    agent_settings: Settings, net: FakeNetwork
+) -> None:
+    net.policies.append(
+        {
+            "head-end": "pe2",
+            "end-point": "pe3",
+            "color": 7,
+            "path-name": "other",
+            "binding-sid": 24002,
+        }
+    )
+    async with running(create_app(agent_settings)) as client:
+        sids = []
+        for n in range(1, 5):
+            response = await run_task(client, "provision_tunnel", _provision(f"INC-2026-010{n}"))
+            sids.append(response.json()["result"]["binding_sid"])
+    assert all(isinstance(s, int) for s in sids)
+    assert len(set(sids)) == 4
+    assert 24002 not in sids
+    assert sids[0] == 24001
+
+
+async def test_reprovisioning_an_incident_returns_the_same_tunnel(
+    agent_settings: Settings, net: FakeNetwork
+) -> None:
+    app = create_app(agent_settings)
+    async with running(app) as client:
+        first = await run_task(client, "provision_tunnel", _provision())
+        second = await run_task(client, "provision_tunnel", _provision())
+    # A restarted agent on the same database still knows the tunnel.
+    async with running(create_app(agent_settings)) as client:
+        third = await run_task(client, "provision_tunnel", _provision())
+    assert first.json()["result"] == second.json()["result"] == third.json()["result"]
+    assert len(net.creates) == 1
+
+
+async def test_three_transient_failures_give_up_with_502(
+    agent_settings: Settings, net: FakeNetwork
+) -> None:
+    net.create_failures = 3
+    cfg = TunnelSettings(backoff_s=0.001)
+    async with running(create_app(agent_settings, tunnel_settings=cfg)) as client:
+        failed = await run_task(client, "provision_tunnel", _provision())
+        assert failed.status_code == 502
+        assert failed.json()["detail"]["code"] == "tunnel_provision_failed"
+        assert len(net.creates) == 3
+        # Once CNC is healthy again, the retry reuses the identifiers it allocated.
+        retried = await run_task(client, "provision_tunnel", _provision())
+    assert retried.status_code == 200
+    assert retried.json()["result"]["tunnel_id"] == "sr-policy-pe1-pe4-protect-001"
+    assert len(net.creates) == 4 and len(net.policies) == 1
+
+
+async def test_two_transient_failures_then_success(
+    agent_settings: Settings, net: FakeNetwork
+) -> None:
+    net.create_failures = 2
+    cfg = TunnelSettings(backoff_s=0.001)
+    async with running(create_app(agent_settings, tunnel_settings=cfg)) as client:
+        response = await run_task(client, "provision_tunnel", _provision())
+    assert response.status_code == 200
+    assert len(net.creates) == 3 and len(net.policies) == 1
+
+
+async def test_a_create_whose_answer_was_lost_is_not_repeated(
+    agent_settings: Settings, net: FakeNetwork
+) -> None:
+    net.lost_answers = 1
+    cfg = TunnelSettings(backoff_s=0.001)
+    async with running(create_app(agent_settings, tunnel_settings=cfg)) as client:
+        response = await run_task(client, "provision_tunnel", _provision())
+    assert response.status_code == 200
+    assert len(net.creates) == 1 and len(net.policies) == 1
+    assert response.json()["result"]["binding_sid"] == net.policies[0]["binding-sid"]
+
+
+async def test_a_policy_already_in_cnc_is_adopted_with_its_identifiers(
+    agent_settings: Settings, net: FakeNetwork
+) -> None:
+    """The agent lost its database but CNC still has the tunnel: adopt, do not duplicate."""
+    net.policies.append(
+        {
+            "head-end": "pe1",
+            "end-point": "pe4",
+            "color": 1001,
+            "path-name": "sr-policy-pe1-pe4-protect-001",
+            "binding-sid": 24001,
+        }
+    )
+    async with running(create_app(agent_settings)) as client:
+        response = await run_task(client, "provision_tunnel", _provision())
+        again = await run_task(client, "provision_tunnel", _provision())
+    result = response.json()["result"]
+    assert net.creates == []
+    assert (result["binding_sid"], result["color"]) == (24001, 1001)
+    assert again.json()["result"] == result
+
+
+async def test_steer_and_delete(agent_settings: Settings, net: FakeNetwork) -> None:
+    async with running(create_app(agent_settings)) as client:
+        tunnel = (await run_task(client, "provision_tunnel", _provision())).json()["result"]
+        steer = await run_task(
+            client,
+            "steer_traffic",
+            {
+                "incident_id": "INC-2026-0001",
+                "tunnel_id": tunnel["tunnel_id"],
+                "service_ids": ["vpn-001", "vpn-002"],
+            },
+        )
+        assert steer.status_code == 200, steer.text
+        assert steer.json()["result"]["traffic_steered"] is True
+        assert net.steers[-1] == {
+            "head-end": "pe1",
+            "end-point": "pe4",
+            "color": tunnel["color"],
+            "services": ["vpn-001", "vpn-002"],
+            "weight": 100,
+        }
+        delete = {"incident_id": "INC-2026-0001", "tunnel_id": tunnel["tunnel_id"]}
+        first = await run_task(client, "delete_tunnel", delete)
+        second = await run_task(client, "delete_tunnel", delete)
+        never = await run_task(
+            client, "delete_tunnel", {"incident_id": "INC-2026-0009", "tunnel_id": "nope"}
+        )
+    assert first.json()["result"]["deleted"] is True
+    assert net.steers[-1]["weight"] == 0  # traffic moved off before the delete
+    assert second.json()["result"] == {
+        "deleted": True,
+        "tunnel_id": tunnel["tunnel_id"],
+        "already_absent": True,
+    }
+    assert never.status_code == 200 and never.json()["result"]["deleted"] is True
+    assert len(net.deletes) == 1 and net.policies == []
+
+
+async def test_steering_an_unknown_tunnel_is_404(
+    agent_settings: Settings, net: FakeNetwork
+) -> None:
+    async with running(create_app(agent_settings)) as client:
+        response = await run_task(
+            client, "steer_traffic", {"incident_id": "INC-2026-0001", "tunnel_id": "nope"}
+        )
+    assert response.status_code == 404
+    assert response.json()["detail"]["code"] == "unknown_tunnel"
