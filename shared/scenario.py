@@ -3,6 +3,10 @@
 The lab answers with the links the scenario hurts; with ``--wait`` the command polls the IO
 Agent's ticket list until the ticket naming those links is closed (exit 0) or escalated
 (exit 1), printing every status change as it happens. Errors are one line on stderr.
+
+IO reads need an IO API token, not the mesh token: the command uses the bootstrap admin token
+IO wrote under ``CXM_DATA_DIR`` (``io-admin-token``) when it can read it, else sends none and
+relies on IO trusting token-less loopback requests from the local operator.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
@@ -17,6 +22,15 @@ import httpx
 from shared.settings import Settings
 
 FINAL_STATUSES = frozenset({"closed", "escalated"})
+IO_TOKEN_FILE = "io-admin-token"
+
+
+def _io_token(path: Path) -> str | None:
+    """The local IO admin token, if this user can read it (blocking: run in a thread)."""
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
 
 
 class ScenarioFailed(Exception):
@@ -39,14 +53,17 @@ async def run_scenario(
     """
     stdout = out or sys.stdout
     stderr = out or sys.stderr
-    headers = {"Authorization": f"Bearer {settings.mesh_token}"} if settings.mesh_token else {}
+    headers: dict[str, str] = {}
     own = client is None
     http = client or httpx.AsyncClient(timeout=settings.mesh_timeout_s)
     try:
         known: set[str] = set()
         if wait:
+            token = await asyncio.to_thread(_io_token, settings.data_dir / IO_TOKEN_FILE)
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
             known = {t["incident_id"] for t in await _tickets(http, settings, headers)}
-        started = await _start(http, settings, name, headers)
+        started = await _start(http, settings, name)
         links: list[str] = list(started.get("links", []))
         print(
             f"scenario {started.get('scenario', name)} started on {settings.url_of('lab')}: "
@@ -66,12 +83,10 @@ async def run_scenario(
             await http.aclose()
 
 
-async def _start(
-    http: httpx.AsyncClient, settings: Settings, name: str, headers: dict[str, str]
-) -> dict[str, Any]:
+async def _start(http: httpx.AsyncClient, settings: Settings, name: str) -> dict[str, Any]:
     url = f"{settings.url_of('lab')}/lab/scenarios/{name}"
     try:
-        response = await http.post(url, headers=headers)
+        response = await http.post(url)
     except httpx.HTTPError as exc:
         raise ScenarioFailed(
             f"the lab is not reachable at {settings.url_of('lab')} ({type(exc).__name__}); "

@@ -29,8 +29,16 @@ log = get_logger(__name__)
 PCA_WEBHOOK = "/api/v1/tickets/webhook/pca"
 
 
-def create_app(settings: Settings, lab_settings: LabSettings | None = None) -> FastAPI:
-    """The lab app; ``lab_settings`` defaults to the ``CXM_LAB_*`` environment."""
+def create_app(
+    settings: Settings,
+    lab_settings: LabSettings | None = None,
+    *,
+    alert_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """The lab app; ``lab_settings`` defaults to the ``CXM_LAB_*`` environment.
+
+    ``alert_transport`` is the test seam for alert pushing (an ASGI receiver, a MockTransport).
+    """
     lab_settings = lab_settings or LabSettings()
     topology = build_topology(lab_settings.topology, seed=lab_settings.seed)
     thresholds = Thresholds(
@@ -41,7 +49,9 @@ def create_app(settings: Settings, lab_settings: LabSettings | None = None) -> F
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(timeout=settings.mesh_timeout_s) as client:
+        async with httpx.AsyncClient(
+            timeout=settings.mesh_timeout_s, transport=alert_transport
+        ) as client:
             pusher = AlertPusher(
                 client,
                 url=f"{settings.url_of('correlator')}{PCA_WEBHOOK}",
