@@ -1,0 +1,1 @@
+"""Tests of the notify agent: routing, channels, retries, delivery log, ServiceNow webhook."""
