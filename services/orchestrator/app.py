@@ -1,18 +1,262 @@
-"""Orchestrator agent: LangGraph incident state machine, approvals, timers."""
+"""Orchestrator agent: the LangGraph incident state machine, approvals and timers.
+
+Task types served: ``start_incident`` (idempotent per incident id), ``incident_signal``,
+``approval_decision`` and ``get_incident``; REST: ``GET /api/v1/incidents`` and
+``GET /api/v1/incidents/{incident_id}``. The graph is checkpointed with LangGraph's SQLite
+saver under ``data_dir``, or its Postgres saver when the orchestrator's database is
+PostgreSQL. See ``docs/orchestrator.md``.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Annotated, Any
 
-from shared.agent import AgentSpec
+import httpx
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel, Field
+
+from services.orchestrator import store
+from services.orchestrator.graph import Deps, build_graph
+from services.orchestrator.runner import Runner, public_row
+from services.orchestrator.settings import OrchestratorSettings
+from shared.agent import AgentSpec, TaskContext
+from shared.errors import TaskFailed
+from shared.logs import get_logger
+from shared.models import ApprovalDecision, IncidentSignal, StartIncident, Strict, utcnow
 from shared.settings import Settings
+
+log = get_logger(__name__)
 
 spec = AgentSpec(
     name="orchestrator",
     title="Orchestrator",
     description="LangGraph incident state machine, approvals, timers",
+    migrations=store.MIGRATIONS,
+    outbox=True,
 )
+router = APIRouter(prefix="/api/v1", tags=["incidents"])
+spec.include_router(router)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    return spec.create_app(settings)
+class GetIncident(Strict):
+    """``get_incident``: an incident's row, timers, pending approval and graph state."""
+
+    incident_id: str = Field(min_length=1)
+
+
+def postgres_conninfo(url: str) -> str | None:
+    """The libpq URL for psycopg when the orchestrator's database is PostgreSQL, else None."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme.startswith("postgres"):
+        return None
+    return f"postgresql://{rest}"
+
+
+@asynccontextmanager
+async def _checkpointer(
+    settings: Settings, orch: OrchestratorSettings
+) -> AsyncIterator[tuple[BaseCheckpointSaver[Any], AsyncConnectionPool[Any] | None]]:
+    """The Postgres saver on a psycopg pool (autocommit, dict rows, no prepared statements,
+    as the saver requires) or the SQLite saver on a file under ``data_dir``."""
+    conninfo = postgres_conninfo(settings.db_url("orchestrator"))
+    if conninfo is not None:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=orch.max_concurrent_runs * 2 + 4,
+            kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": 0},
+            open=False,
+        )
+        await pool.open(wait=True)
+        try:
+            saver = AsyncPostgresSaver(pool)
+            await saver.setup()
+            yield saver, pool
+        finally:
+            await pool.close()
+        return
+    path = orch.checkpoint_path or settings.data_dir / "orchestrator-graph.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    async with AsyncSqliteSaver.from_conn_string(str(path)) as sqlite_saver:
+        yield sqlite_saver, None
+
+
+def _resources(orch: OrchestratorSettings) -> Any:
+    @asynccontextmanager
+    async def resources(app: FastAPI) -> AsyncIterator[None]:
+        settings: Settings = app.state.settings
+        async with AsyncExitStack() as stack:
+            saver, pool = await stack.enter_async_context(_checkpointer(settings, orch))
+            deps = Deps(settings=settings, orch=orch, mesh=app.state.mesh, outbox=app.state.outbox)
+            runner = Runner(
+                graph=build_graph(saver), engine=app.state.engine, deps=deps, pg_pool=pool
+            )
+            app.state.orch_settings = orch
+            app.state.runner = runner
+            await runner.start()
+            stack.push_async_callback(runner.stop)
+            yield
+
+    return resources
+
+
+def _runner(ctx: TaskContext) -> Runner:
+    runner: Runner = ctx.app.state.runner
+    return runner
+
+
+def get_runner(request: Request) -> Runner:
+    runner: Runner = request.app.state.runner
+    return runner
+
+
+# --- task handlers -------------------------------------------------------------------------
+
+
+@spec.task(
+    "start_incident",
+    StartIncident,
+    "Run the incident state machine for a new incident (a known incident id is a no-op)",
+    tags=["incident"],
+)
+async def start_incident(payload: StartIncident, ctx: TaskContext) -> dict[str, Any]:
+    runner = _runner(ctx)
+    created = await store.create(
+        runner.engine,
+        incident_id=payload.incident_id,
+        severity=payload.severity,
+        start=payload.model_dump(mode="json"),
+    )
+    row = await store.get(runner.engine, payload.incident_id)
+    assert row is not None
+    if created:
+        log.info("incident started", incident_id=payload.incident_id, severity=payload.severity)
+        runner.wake()
+    return {
+        "incident_id": payload.incident_id,
+        "created": created,
+        "status": row["status"],
+        "phase": row["phase"],
+        "final": row["final"],
+    }
+
+
+@spec.task(
+    "incident_signal",
+    IncidentSignal,
+    "Something changed about an open incident: links added, dampen/resume, cleared, resolved",
+    tags=["incident"],
+)
+async def incident_signal(payload: IncidentSignal, ctx: TaskContext) -> dict[str, Any]:
+    runner = _runner(ctx)
+    row = await store.get(runner.engine, payload.incident_id)
+    if row is None:
+        raise TaskFailed(
+            f"unknown incident {payload.incident_id}", code="unknown_incident", status=404
+        )
+    if row["final"]:
+        return {"incident_id": payload.incident_id, "accepted": False, "status": row["status"]}
+    value = {
+        "kind": "signal",
+        "id": ctx.idempotency_key or uuid.uuid4().hex,
+        **payload.model_dump(mode="json"),
+        "received_at": utcnow().isoformat(),
+    }
+    await store.push(runner.engine, payload.incident_id, value)
+    runner.wake()
+    return {"incident_id": payload.incident_id, "accepted": True, "signal": payload.signal}
+
+
+@spec.task(
+    "approval_decision",
+    ApprovalDecision,
+    "An operator approved or rejected a pending action; resumes the incident",
+    tags=["approval"],
+)
+async def approval_decision(payload: ApprovalDecision, ctx: TaskContext) -> dict[str, Any]:
+    runner = _runner(ctx)
+    resume = {
+        "kind": "approval",
+        "approval_id": payload.approval_id,
+        "decision": payload.decision,
+        "decided_by": payload.decided_by,
+        "notes": payload.notes,
+        "decided_at": utcnow().isoformat(),
+    }
+    if not await store.claim_approval(
+        runner.engine, payload.incident_id, payload.approval_id, resume
+    ):
+        raise TaskFailed(
+            f"approval {payload.approval_id} of {payload.incident_id} is not pending",
+            code="approval_not_pending",
+            status=409,
+        )
+    log.info(
+        "approval decided",
+        incident_id=payload.incident_id,
+        approval_id=payload.approval_id,
+        decision=payload.decision,
+        decided_by=payload.decided_by,
+    )
+    runner.wake()
+    return {
+        "incident_id": payload.incident_id,
+        "approval_id": payload.approval_id,
+        "decision": payload.decision,
+        "accepted": True,
+    }
+
+
+@spec.task("get_incident", GetIncident, "An incident's state, phase, timers and approvals")
+async def get_incident(payload: GetIncident, ctx: TaskContext) -> dict[str, Any]:
+    found = await _runner(ctx).describe(payload.incident_id)
+    if found is None:
+        raise TaskFailed(
+            f"unknown incident {payload.incident_id}", code="unknown_incident", status=404
+        )
+    return found
+
+
+# --- REST ----------------------------------------------------------------------------------
+
+
+class IncidentList(BaseModel):
+    incidents: list[dict[str, Any]]
+
+
+RunnerDep = Annotated[Runner, Depends(get_runner)]
+
+
+@router.get("/incidents", response_model=IncidentList)
+async def list_incidents(runner: RunnerDep, open_only: bool = False) -> IncidentList:
+    rows = await store.list_all(runner.engine, open_only=open_only)
+    return IncidentList(incidents=[public_row(r) for r in rows])
+
+
+@router.get("/incidents/{incident_id}")
+async def read_incident(incident_id: str, runner: RunnerDep) -> dict[str, Any]:
+    found = await runner.describe(incident_id)
+    if found is None:
+        raise HTTPException(404, f"unknown incident {incident_id}")
+    return found
+
+
+def create_app(
+    settings: Settings,
+    *,
+    orchestrator_settings: OrchestratorSettings | None = None,
+    mesh_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """The orchestrator app; tests pass their own policy settings and a mesh transport."""
+    orch = orchestrator_settings or OrchestratorSettings()
+    agent = dataclasses.replace(spec, resources=_resources(orch))
+    return agent.create_app(settings, mesh_transport=mesh_transport)

@@ -1,0 +1,315 @@
+"""Drives incident graphs: one runner per incident at a time, one scheduler for all timers.
+
+- ``Runner.drive(incident_id)`` holds the incident's asyncio lock (and, on PostgreSQL, a
+  session advisory lock, so replicas never run one incident twice), looks at the thread's
+  checkpoint and feeds it what is due: the start state, ``None`` to finish a run a crash cut
+  short, the oldest inbox value (a decision or a signal), or the timer's resume. After each run
+  it writes the incident's row from the checkpoint (status, timer due time, pending approval).
+- ``Runner.scheduler()`` is the only long-lived task: it sleeps until the earliest due time
+  (or a wake-up) and starts ``drive`` for incidents that are due. No coroutine waits per
+  incident, so ten thousand incidents on hold cost ten thousand rows, not tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command, StateSnapshot
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.orchestrator import store
+from services.orchestrator.graph import Deps, initial_state, parse
+from shared.logs import get_logger
+from shared.models import utcnow
+
+log = get_logger(__name__)
+
+MAX_STEPS_PER_DRIVE = 200
+"""Bounds one drive; a flow that still has work is simply due again."""
+
+
+class Runner:
+    def __init__(
+        self,
+        *,
+        graph: CompiledStateGraph[Any],
+        engine: AsyncEngine,
+        deps: Deps,
+        pg_pool: AsyncConnectionPool[Any] | None = None,
+    ) -> None:
+        self.graph = graph
+        self.engine = engine
+        self.deps = deps
+        self.pg_pool = pg_pool
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(deps.orch.max_concurrent_runs)
+        self._scheduler: asyncio.Task[None] | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Resume every open incident (their rows are due now) and start the scheduler."""
+        now = utcnow()
+        for row in await store.list_all(self.engine, open_only=True):
+            if row["waiting"] not in ("timer", "approval") or row["due_at"] is None:
+                await store.update(self.engine, row["incident_id"], due_at=now)
+            self.spawn(row["incident_id"])
+        self._scheduler = asyncio.create_task(self.scheduler(), name="orchestrator-scheduler")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._scheduler, *self._inflight.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def config(self, incident_id: str) -> Any:
+        return {"configurable": {"thread_id": incident_id, "deps": self.deps}}
+
+    # --- scheduling ------------------------------------------------------------------------
+
+    def spawn(self, incident_id: str) -> None:
+        if incident_id in self._inflight:
+            return
+        task = asyncio.create_task(self._drive_slot(incident_id), name=f"drive-{incident_id}")
+        self._inflight[incident_id] = task
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._inflight.pop(incident_id, None)
+            self._wake.set()  # something may have arrived while it ran
+
+        task.add_done_callback(done)
+
+    async def scheduler(self) -> None:
+        max_sleep = self.deps.orch.scheduler_max_sleep_s
+        while True:
+            self._wake.clear()
+            try:
+                now = utcnow()
+                for incident_id in await store.due(self.engine, now):
+                    self.spawn(incident_id)
+                upcoming = await store.next_due(self.engine)
+                sleep = max_sleep
+                if upcoming is not None:
+                    sleep = min(max_sleep, max(0.0, (upcoming - utcnow()).total_seconds()))
+                    # a due incident that is running now re-wakes us when it is done
+                    sleep = max(sleep, 0.005)
+            except Exception:  # keep scheduling through a database hiccup; it is logged
+                log.exception("scheduler pass failed")
+                sleep = max_sleep
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), sleep)
+
+    async def _drive_slot(self, incident_id: str) -> None:
+        async with self._slots:
+            await self.drive(incident_id)
+
+    # --- driving one incident --------------------------------------------------------------
+
+    async def drive(self, incident_id: str) -> None:
+        """Run the incident's graph as far as it can go now; never concurrently with itself."""
+        lock = self._locks.setdefault(incident_id, asyncio.Lock())
+        async with lock, self._advisory(incident_id) as owned:
+            if not owned:
+                return
+            try:
+                for _ in range(MAX_STEPS_PER_DRIVE):
+                    if not await self._step(incident_id):
+                        break
+            except Exception as exc:  # a bug or a dead database: retried with backoff, logged
+                log.exception("incident run failed", incident_id=incident_id)
+                row = await store.get(self.engine, incident_id)
+                failures = (row or {}).get("failures", 0) + 1
+                delay = min(60.0, 0.5 * 2 ** min(failures, 7))
+                await store.update(
+                    self.engine,
+                    incident_id,
+                    failures=failures,
+                    last_error=f"{type(exc).__name__}: {exc}"[:2000],
+                    due_at=utcnow() + timedelta(seconds=delay),
+                )
+        if not lock.locked():
+            self._locks.pop(incident_id, None)
+
+    async def _step(self, incident_id: str) -> bool:
+        """Feed the graph one thing that is due; False when nothing is."""
+        row = await store.get(self.engine, incident_id)
+        if row is None or row["final"]:
+            if row is not None:
+                await store.drop_inbox(self.engine, incident_id)
+            return False
+        cfg = self.config(incident_id)
+        snapshot = await self.graph.aget_state(cfg)
+        feed: Any
+        inbox_id: int | None = None
+        if not snapshot.values:
+            feed = initial_state(row["start"])
+        elif not snapshot.next:
+            await self._sync(incident_id, snapshot)
+            return False
+        elif snapshot.interrupts:
+            item = await store.peek(self.engine, incident_id)
+            if item is not None:
+                inbox_id, resume = item
+                feed = Command(resume=resume)
+            else:
+                value: dict[str, Any] = snapshot.interrupts[0].value
+                due = parse(value["due"])
+                if due > utcnow():
+                    await self._sync(incident_id, snapshot)
+                    return False
+                if value["kind"] == "approval":
+                    timeout = {
+                        "kind": "approval",
+                        "approval_id": value["approval_id"],
+                        "decision": "timeout",
+                        "decided_by": "system",
+                        "decided_at": utcnow().isoformat(),
+                    }
+                    # Claimed like a decision, so an operator clicking now cannot also win.
+                    if not await store.claim_approval(
+                        self.engine, incident_id, value["approval_id"], None
+                    ):
+                        await self._sync(incident_id, snapshot)
+                        return await store.peek(self.engine, incident_id) is not None
+                    feed = Command(resume=timeout)
+                else:
+                    feed = Command(resume={"kind": "timer", "due": value["due"]})
+        else:
+            feed = None  # a run that a crash or a restart cut short: continue it
+        await self.graph.ainvoke(feed, cfg, durability="sync")
+        if inbox_id is not None:
+            # Deleted only once the graph has taken it: a crash before this line delivers it
+            # again, and every interrupt site ignores a decision or signal it has seen.
+            await store.delete(self.engine, inbox_id)
+        await self._sync(incident_id, await self.graph.aget_state(cfg))
+        return True
+
+    async def _sync(self, incident_id: str, snapshot: StateSnapshot) -> None:
+        """Write the incident's row from its checkpoint: the index the scheduler and REST read."""
+        values: dict[str, Any] = dict(snapshot.values or {})
+        fields: dict[str, Any] = {
+            "status": values.get("status", "new"),
+            "phase": values.get("phase", "0"),
+            "tier": values.get("tier"),
+            "failures": 0,
+            "last_error": None,
+            "view": _view(values),
+            "approval_id": None,
+            "approval_action": None,
+            "approval_expires_at": None,
+            "wait_reason": None,
+        }
+        if not snapshot.next:
+            fields.update(final=True, waiting=None, due_at=None)
+        elif snapshot.interrupts:
+            value: dict[str, Any] = snapshot.interrupts[0].value
+            fields.update(
+                waiting=value["kind"], due_at=parse(value["due"]), wait_reason=value.get("reason")
+            )
+            if value["kind"] == "approval":
+                fields.update(
+                    status="waiting_approval",
+                    approval_id=value["approval_id"],
+                    approval_action=value["action"],
+                    approval_expires_at=parse(value["due"]),
+                )
+        else:
+            fields.update(waiting="run", due_at=utcnow())
+        await store.update(self.engine, incident_id, **fields)
+        self._wake.set()
+
+    @contextlib.asynccontextmanager
+    async def _advisory(self, incident_id: str) -> AsyncIterator[bool]:
+        """On PostgreSQL, a session advisory lock: one replica runs an incident at a time."""
+        if self.pg_pool is None:
+            yield True
+            return
+        async with self.pg_pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0)) AS owned",
+                (f"cxm-orchestrator:{incident_id}",),
+            )
+            row = await cur.fetchone()
+            owned = bool(row and row["owned"])
+            try:
+                yield owned
+            finally:
+                if owned:
+                    await conn.execute(
+                        "SELECT pg_advisory_unlock(hashtextextended(%s, 0))",
+                        (f"cxm-orchestrator:{incident_id}",),
+                    )
+
+    # --- views -----------------------------------------------------------------------------
+
+    async def describe(self, incident_id: str) -> dict[str, Any] | None:
+        """The incident for REST and ``get_incident``: its row plus the checkpointed state."""
+        row = await store.get(self.engine, incident_id)
+        if row is None:
+            return None
+        snapshot = await self.graph.aget_state(self.config(incident_id))
+        out = public_row(row)
+        values = dict(snapshot.values or {})
+        out["state"] = {k: v for k, v in values.items() if k not in ("signals",)}
+        out["signals"] = values.get("signals", [])
+        out["next"] = list(snapshot.next)
+        return out
+
+
+def _view(values: dict[str, Any]) -> dict[str, Any]:
+    impact = values.get("impact") or {}
+    return {
+        "degraded_links": values.get("degraded_links", []),
+        "nodes_executed": values.get("nodes_executed", []),
+        "affected_services_count": impact.get("total_affected"),
+        "tunnel_id": (values.get("tunnel") or {}).get("tunnel_id"),
+        "path": (values.get("path") or {}).get("path"),
+        "close_reason": values.get("close_reason"),
+        "resolution": values.get("resolution"),
+        "escalation": values.get("escalation"),
+        "approvals": values.get("approvals", {}),
+    }
+
+
+def public_row(row: dict[str, Any]) -> dict[str, Any]:
+    """An incident row as the REST API shows it: timers and the pending approval spelled out."""
+
+    def ts(value: Any) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    pending = None
+    if row["approval_id"]:
+        pending = {
+            "approval_id": row["approval_id"],
+            "action": row["approval_action"],
+            "expires_at": ts(row["approval_expires_at"]),
+        }
+    return {
+        "incident_id": row["incident_id"],
+        "severity": row["severity"],
+        "status": row["status"],
+        "phase": row["phase"],
+        "tier": row["tier"],
+        "final": row["final"],
+        "pending_approvals": [pending] if pending else [],
+        "timer": (
+            {"kind": row["waiting"], "reason": row["wait_reason"], "due_at": ts(row["due_at"])}
+            if row["waiting"] in ("timer", "approval")
+            else None
+        ),
+        "last_error": row["last_error"],
+        "created_at": ts(row["created_at"]),
+        "updated_at": ts(row["updated_at"]),
+        **row["view"],
+    }

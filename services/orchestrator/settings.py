@@ -1,0 +1,83 @@
+"""Orchestrator settings (``CXM_*``): approval policy, timers and polling intervals.
+
+Every duration here is in the seed's seconds and is multiplied by ``CXM_TIME_SCALE`` where it
+is used, so tests and demos run the whole flow in seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.models import Severity, TeType, Tier
+
+Action = Literal["provision", "steer", "cutover", "cleanup", "runbook"]
+ACTIONS: tuple[str, ...] = ("provision", "steer", "cutover", "cleanup", "runbook")
+
+
+class ApprovalRule(BaseModel):
+    """One rule of ``CXM_APPROVAL_POLICY``; the first rule that matches decides.
+
+    An empty ``severities``/``tiers`` list matches any; ``action`` ``"*"`` matches every action.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Action | Literal["*"] = "*"
+    severities: list[Severity] = Field(default_factory=list)
+    tiers: list[Tier] = Field(default_factory=list)
+    require: bool = True
+
+
+class OrchestratorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CXM_", extra="ignore")
+
+    approval_required_for: str = Field(
+        default="",
+        description="comma-separated actions that always need a human: "
+        "provision, steer, cutover, cleanup, runbook (empty: none)",
+    )
+    approval_policy: list[ApprovalRule] = Field(
+        default_factory=list,
+        description='JSON rules, e.g. [{"action": "provision", "severities": ["critical"]}]; '
+        "the first match decides, otherwise approval_required_for does",
+    )
+    approval_timeout_s: float = Field(
+        default=900.0, gt=0, description="then the incident escalates"
+    )
+    sla_poll_s: float = Field(default=5.0, gt=0, description="SLA recovery check interval")
+    cutover_step_s: float = Field(default=10.0, gt=0, description="pause between cutover steps")
+    monitor_timeout_s: float = Field(
+        default=3600.0, gt=0, description="escalate when the SLA has not recovered by then"
+    )
+    dampen_base_s: float = Field(default=30.0, gt=0, description="first dampening backoff")
+    dampen_max_s: float = Field(default=600.0, gt=0, description="longest dampening backoff")
+    te_type: TeType | None = Field(
+        default=None, description="TE type to ask the tunnel agent for (None: it auto-detects)"
+    )
+    checkpoint_path: Path | None = Field(
+        default=None,
+        description="SQLite checkpoint file (default: <data_dir>/orchestrator-graph.db)",
+    )
+    max_concurrent_runs: int = Field(default=8, ge=1)
+    scheduler_max_sleep_s: float = Field(
+        default=1.0, gt=0, description="longest scheduler nap (unscaled): bounds replica lag"
+    )
+
+    def always_required(self) -> set[str]:
+        return {a.strip() for a in self.approval_required_for.split(",") if a.strip()}
+
+    def requires_approval(self, action: str, *, severity: str, tier: str | None) -> bool:
+        """Whether ``action`` needs a human for an incident of this severity and tier."""
+        for rule in self.approval_policy:
+            if rule.action not in ("*", action):
+                continue
+            if rule.severities and severity not in rule.severities:
+                continue
+            if rule.tiers and tier not in rule.tiers:
+                continue
+            return rule.require
+        return action in self.always_required()

@@ -1,0 +1,288 @@
+"""Fake peers of the orchestrator: impact, path, tunnel, restore, notify, audit, io, correlator.
+
+``FakeNetwork`` answers every task the orchestrator sends, validating each payload against its
+model in ``shared.models`` (so the orchestrator is held to the contract), replaying answers per
+idempotency key like the real agents do, and recording what it received in order. Tests use
+it in-process through ``transport()`` (an ``httpx.MockTransport`` the app's mesh client uses),
+and the crash tests run it as a real process::
+
+    python -m tests.orchestrator.fake_peers PORT
+
+which serves ``POST /a2a/tasks`` for every peer role on one port plus a small control API:
+``POST /control`` (set knobs such as ``sla_default``) and ``GET /control/stats``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+
+from shared import models as m
+from shared.settings import AGENT_PORTS
+
+TASKS: dict[str, tuple[str, type[BaseModel]]] = {
+    "assess_impact": ("impact", m.AssessImpact),
+    "compute_path": ("path", m.ComputePath),
+    "provision_tunnel": ("tunnel", m.ProvisionTunnel),
+    "steer_traffic": ("tunnel", m.SteerTraffic),
+    "check_sla": ("restore", m.CheckSla),
+    "cutover_step": ("restore", m.CutoverStep),
+    "cleanup": ("restore", m.Cleanup),
+    "notify": ("notify", m.Notify),
+    "audit_event": ("audit", m.AuditEvent),
+    "status_update": ("io", m.StatusUpdate),
+    "ticket_closed": ("io", m.TicketClosed),
+    "error": ("io", m.ErrorNotice),
+    "approval_required": ("io", m.ApprovalRequired),
+    "incident_closed": ("correlator", m.IncidentClosed),
+}
+PORT_AGENTS = {port: name for name, port in AGENT_PORTS.items()}
+
+
+def seed_services() -> list[dict[str, Any]]:
+    """The seed's example: 15 services, 2 platinum, 5 gold, 8 silver; platinum pe1 → pe3."""
+    out = []
+    # silver is the most common pair overall, but the platinum pair must win
+    plan = [("platinum", 2, ("pe1", "pe3")), ("gold", 5, ("pe1", "pe3")), ("silver", 8, ("pe2", "pe5"))]
+    for tier, count, (head, end) in plan:
+        for i in range(count):
+            out.append(
+                {
+                    "service_id": f"vpn-{tier}-{i + 1}",
+                    "name": f"{tier} customer {i + 1}",
+                    "service_type": "l3vpn",
+                    "tier": tier,
+                    "head_end": head,
+                    "end_point": end,
+                    "path": [head, "pe2", end],
+                }
+            )
+    return out
+
+
+@dataclass
+class Received:
+    agent: str
+    task_type: str
+    payload: dict[str, Any]
+    key: str
+
+
+@dataclass
+class FakeNetwork:
+    """Knobs a test turns, and what the fake peers received."""
+
+    services: list[dict[str, Any]] = field(default_factory=seed_services)
+    impact_fail: bool = False
+    path_found: bool = True
+    tunnel_fail: bool = False
+    sla_script: list[bool] = field(default_factory=list)
+    sla_default: bool = True
+    cutover_script: list[bool] = field(default_factory=list)
+    down: set[str] = field(default_factory=set)
+    received: list[Received] = field(default_factory=list)
+    calls: dict[str, int] = field(default_factory=dict)
+    tunnels_created: int = 0
+    _replies: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    # --- what tests read ---------------------------------------------------------------
+
+    def events(self, incident_id: str, task_type: str | None = None) -> list[dict[str, Any]]:
+        return [
+            r.payload
+            for r in self.received
+            if r.payload.get("incident_id") == incident_id
+            and r.agent == "io"
+            and (task_type is None or r.task_type == task_type)
+        ]
+
+    def io_types(self, incident_id: str) -> list[str]:
+        return [r.task_type for r in self.received if r.agent == "io"
+                and r.payload.get("incident_id") == incident_id]
+
+    def statuses(self, incident_id: str) -> list[tuple[str, str]]:
+        return [(p["phase"], p["status"]) for p in self.events(incident_id, "status_update")]
+
+    def to(self, agent: str, incident_id: str | None = None) -> list[Received]:
+        return [
+            r
+            for r in self.received
+            if r.agent == agent and (incident_id is None or r.payload.get("incident_id") == incident_id)
+        ]
+
+    def closed(self, incident_id: str) -> list[dict[str, Any]]:
+        return self.events(incident_id, "ticket_closed")
+
+    def stats(self) -> dict[str, Any]:
+        closed: dict[str, int] = {}
+        for r in self.received:
+            if r.task_type == "ticket_closed":
+                closed[r.payload["incident_id"]] = closed.get(r.payload["incident_id"], 0) + 1
+        return {
+            "tunnels_created": self.tunnels_created,
+            "ticket_closed": closed,
+            "calls": self.calls,
+            "received": [
+                {"agent": r.agent, "task_type": r.task_type, "payload": r.payload}
+                for r in self.received
+            ],
+        }
+
+    # --- answering ---------------------------------------------------------------------
+
+    def handle(self, agent: str | None, body: dict[str, Any], key: str) -> tuple[int, Any]:
+        task_type = body.get("task_type", "")
+        if task_type not in TASKS:
+            return 400, {"detail": f"unknown task_type {task_type!r}"}
+        owner, model = TASKS[task_type]
+        if agent is not None and agent != owner:
+            return 400, {"detail": f"{agent} does not serve {task_type}"}
+        if owner in self.down:
+            return 503, {"detail": f"{owner} is down"}
+        try:
+            payload = model.model_validate(body.get("payload", {}))
+        except ValidationError as exc:
+            return 422, {"detail": json.loads(exc.json())}
+        self.calls[task_type] = self.calls.get(task_type, 0) + 1
+        previous = self._replies.get((key, task_type))
+        if previous is not None:
+            return 200, {**previous, "replayed": True}
+        status, result = self._answer(task_type, payload)
+        if status != 200:
+            return status, result
+        reply = {"task_id": key, "task_type": task_type, "status": "completed", "result": result}
+        self._replies[(key, task_type)] = reply
+        self.received.append(
+            Received(owner, task_type, payload.model_dump(mode="json"), key)
+        )
+        return 200, reply
+
+    def _answer(self, task_type: str, p: Any) -> tuple[int, Any]:
+        if task_type == "assess_impact":
+            if self.impact_fail:
+                return 500, {"detail": {"code": "southbound", "message": "CNC service API down"}}
+            services = self.services
+            by_tier: dict[str, int] = {}
+            for s in services:
+                by_tier[s["tier"]] = by_tier.get(s["tier"], 0) + 1
+            highest = next((t for t in m.TIERS if t in by_tier), None)
+            return 200, {
+                "total_affected": len(services),
+                "services_by_tier": by_tier,
+                "affected_services": services,
+                "highest_tier": highest,
+            }
+        if task_type == "compute_path":
+            if not self.path_found:
+                return 200, {"found": False, "reason": "no path avoiding the degraded links"}
+            path = [p.head_end, "pe4", p.end_point]
+            return 200, {
+                "found": True,
+                "path": path,
+                "links": [f"{a}-{b}" for a, b in zip(path, path[1:], strict=False)],
+                "hop_count": len(path) - 1,
+                "total_delay_ms": 12.5,
+                "metric": p.metric,
+            }
+        if task_type == "provision_tunnel":
+            if self.tunnel_fail:
+                return 502, {
+                    "detail": {
+                        "code": "tunnel_provision_failed",
+                        "message": "CNC PCE refused the SR policy 3 times",
+                    }
+                }
+            self.tunnels_created += 1
+            return 200, {
+                "tunnel_id": f"sr-policy-{p.head_end}-{p.end_point}-protect-{self.tunnels_created:03d}",
+                "binding_sid": 24000 + self.tunnels_created,
+                "te_type": p.te_type or "sr-mpls",
+                "head_end": p.head_end,
+                "end_point": p.end_point,
+                "color": 100 + self.tunnels_created,
+                "path": p.path,
+                "state": "up",
+            }
+        if task_type == "steer_traffic":
+            return 200, {"tunnel_id": p.tunnel_id, "traffic_steered": True}
+        if task_type == "check_sla":
+            within = self.sla_script.pop(0) if self.sla_script else self.sla_default
+            return 200, {
+                "within_sla": within,
+                "links": {link: {"delay_ms": 5.0 if within else 80.0} for link in p.links},
+            }
+        if task_type == "cutover_step":
+            within = self.cutover_script.pop(0) if self.cutover_script else True
+            return 200, {
+                "applied": True,
+                "within_sla": within,
+                "protection_pct": p.protection_pct if within else 100,
+                "original_pct": p.original_pct if within else 0,
+                "reverted": not within,
+            }
+        if task_type == "cleanup":
+            return 200, {"tunnel_id": p.tunnel_id, "deleted": True}
+        return 200, {"stored": True}
+
+    # --- transports --------------------------------------------------------------------
+
+    def transport(self) -> httpx.MockTransport:
+        """Routes the orchestrator's mesh calls by port to the fake peer of that port."""
+
+        def route(request: httpx.Request) -> httpx.Response:
+            agent = PORT_AGENTS.get(request.url.port or 0)
+            if agent in self.down:
+                raise httpx.ConnectError(f"{agent} is down", request=request)
+            body = json.loads(request.content)
+            status, data = self.handle(agent, body, request.headers.get("idempotency-key", ""))
+            return httpx.Response(status, json=data)
+
+        return httpx.MockTransport(route)
+
+
+def create_app(net: FakeNetwork | None = None) -> FastAPI:
+    """Every peer role on one port, plus the control API the crash tests drive."""
+    network = net or FakeNetwork()
+    app = FastAPI(title="fake peers")
+
+    @app.post("/a2a/tasks")
+    async def tasks(request: Request) -> JSONResponse:
+        body = json.loads(await request.body())
+        status, data = network.handle(None, body, request.headers.get("idempotency-key", ""))
+        return JSONResponse(data, status_code=status)
+
+    @app.post("/control")
+    async def control(request: Request) -> dict[str, Any]:
+        for name, value in (await request.json()).items():
+            if name == "down":
+                value = set(value)
+            setattr(network, name, value)
+        return {"ok": True}
+
+    @app.get("/control/stats")
+    async def stats() -> dict[str, Any]:
+        return network.stats()
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    port = int(sys.argv[1])
+    uvicorn.run(create_app(), host="127.0.0.1", port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
