@@ -438,3 +438,54 @@ class CongestionResult(Open):
     threshold_pct: float
     links: dict[str, LinkForecast]
     congested_links: list[str]
+
+
+# --- correlator (8001) ---------------------------------------------------------------------
+
+AlertStatus = Literal["firing", "resolved"]
+AlertDisposition = Literal[
+    "new_incident",
+    "correlated",
+    "duplicate",
+    "suppressed",
+    "dampened",
+    "discarded",
+    "false_positive",
+]
+
+
+class NormalizedAlert(Strict):
+    """One alert in the correlator's own format (``POST /api/v1/alerts``, ``ingest_alerts``).
+
+    Every webhook source is normalized into this shape; a link is named by its two nodes
+    (``pe1-pe2``), a node-level alarm names ``node`` and no link.
+    """
+
+    source: str = Field(default="rest", min_length=1, max_length=32)
+    link: str | None = Field(default=None, pattern=LINK_PATTERN)
+    node: str | None = Field(default=None, min_length=1, max_length=128)
+    status: AlertStatus = "firing"
+    severity: Severity = "medium"
+    metric: str | None = None
+    value: float | None = None
+    """The measured value that triggered the alert."""
+    threshold: float | None = None
+    summary: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    fingerprint: str | None = Field(default=None, max_length=128)
+    """The source's own identity for the alert (Alertmanager's fingerprint); derived if absent."""
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    timestamp: datetime | None = None
+    """When the source observed this state; alerts older than the stale limit are discarded."""
+    duration_s: float | None = Field(default=None, ge=0)
+    external_id: str | None = None
+
+
+class IngestAlerts(Strict):
+    """``ingest_alerts``: normalized alerts from a peer (Traffic Analytics' proactive alerts)."""
+
+    alerts: list[NormalizedAlert] = Field(min_length=1, max_length=10000)
+    proactive: bool = False
+    """Predicted, not measured: the incident starts as proactive and skips false-positive triage."""

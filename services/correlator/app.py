@@ -1,18 +1,381 @@
-"""Event Correlator agent: ingestion, dedup, correlation, dampening, silences, triage."""
+"""Event Correlator agent (8001): where noise dies before it becomes an incident.
+
+Every source posts in its own format; every alert is normalized, persisted and given one
+disposition before the 202 answer. Incidents go to IO (``new_ticket``), the orchestrator
+(``start_incident``, ``incident_signal``) and audit through the durable outbox.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Annotated, Any
 
-from shared.agent import AgentSpec
+import httpx
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from services.correlator import store
+from services.correlator.engine import Correlator, WriteFailed
+from services.correlator.settings import SOURCES, CorrelatorSettings
+from services.correlator.silences import Silence, SilenceCreate, SilenceRead
+from services.correlator.sources import PARSERS, SourceError, parse_csv, parse_generic
+from services.correlator.topology import TopologyCache
+from shared.agent import AgentSpec, EngineDep, TaskContext
+from shared.models import IncidentClosed, IngestAlerts, NormalizedAlert, utcnow
 from shared.settings import Settings
+from shared.southbound import CncClient
+
+Clock = Callable[[], datetime]
+
+
+@asynccontextmanager
+async def _resources(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    config: CorrelatorSettings = app.state.correlator_config
+    cnc = CncClient(
+        settings.cnc_base, settings.cnc_token, transport=app.state.cnc_transport, timeout_s=5.0
+    )
+    llm_http = httpx.AsyncClient(transport=app.state.llm_transport) if config.llm_base_url else None
+    correlator = Correlator(
+        settings=settings,
+        config=config,
+        engine=app.state.engine,
+        outbox=app.state.outbox,
+        topology=TopologyCache(
+            cnc, config.topology_ttl_s * settings.time_scale, config.interface_links
+        ),
+        clock=app.state.clock,
+        llm_http=llm_http,
+    )
+    app.state.correlator = correlator
+    await correlator.start()
+    try:
+        yield
+    finally:
+        await correlator.stop()
+        await cnc.aclose()
+        if llm_http is not None:
+            await llm_http.aclose()
+
 
 spec = AgentSpec(
     name="correlator",
     title="Event Correlator",
     description="Ingestion, dedup, correlation, flap dampening, silences, false-positive triage",
+    migrations=store.MIGRATIONS,
+    resources=_resources,
+    outbox=True,
 )
+router = APIRouter(prefix="/api/v1", tags=["ingestion"])
+spec.include_router(router)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    return spec.create_app(settings)
+def get_correlator(request: Request) -> Correlator:
+    correlator: Correlator = request.app.state.correlator
+    return correlator
+
+
+CorrelatorDep = Annotated[Correlator, Depends(get_correlator)]
+
+
+# --- authentication ---------------------------------------------------------------------------
+
+
+def authorize(request: Request, source: str, body: bytes) -> None:
+    """Per-source bearer token and/or HMAC-SHA256; else the mesh token when one is configured."""
+    settings: Settings = request.app.state.settings
+    config: CorrelatorSettings = request.app.state.correlator_config
+    auth = config.webhook_auth.get(source)
+    given = request.headers.get("authorization", "")
+    if auth is None:
+        if settings.mesh_token and not hmac.compare_digest(
+            given.encode(), f"Bearer {settings.mesh_token}".encode()
+        ):
+            raise HTTPException(401, f"{source}: missing or wrong bearer token")
+        return
+    if auth.bearer_token and not hmac.compare_digest(
+        given.encode(), f"Bearer {auth.bearer_token}".encode()
+    ):
+        raise HTTPException(401, f"{source}: missing or wrong bearer token")
+    if auth.hmac_secret:
+        signature = request.headers.get(auth.hmac_header, "").strip()
+        if signature.lower().startswith("sha256="):
+            signature = signature[7:]
+        expected = hmac.new(auth.hmac_secret.encode(), body, hashlib.sha256).hexdigest()
+        if not signature or not hmac.compare_digest(signature.lower().encode(), expected.encode()):
+            raise HTTPException(
+                401, f"{source}: missing or wrong HMAC-SHA256 signature in {auth.hmac_header}"
+            )
+
+
+async def _accept(
+    correlator: Correlator, alerts: list[NormalizedAlert], *, proactive: bool = False
+) -> JSONResponse:
+    try:
+        outcomes = await correlator.ingest(alerts, proactive=proactive)
+    except WriteFailed as exc:
+        raise HTTPException(503, f"alerts not stored, retry: {exc}") from None
+    return JSONResponse(
+        {"accepted": len(outcomes), "alerts": [o.as_dict() for o in outcomes]}, status_code=202
+    )
+
+
+def _json(body: bytes) -> Any:
+    if not body.strip():
+        raise HTTPException(400, "empty body: expected JSON")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HTTPException(400, f"malformed JSON: {exc}") from None
+
+
+# --- ingestion --------------------------------------------------------------------------------
+
+
+@router.post("/tickets/webhook/{source}", status_code=202)
+async def webhook(source: str, request: Request, correlator: CorrelatorDep) -> JSONResponse:
+    """A source's native webhook: pca, cnc, alertmanager, datadog, or generic (mapped)."""
+    if source not in SOURCES:
+        raise HTTPException(404, f"unknown source {source!r}; use one of {', '.join(SOURCES)}")
+    raw = await request.body()
+    authorize(request, source, raw)
+    body = _json(raw)
+    topo = await correlator.topology.get()
+    config: CorrelatorSettings = request.app.state.correlator_config
+    try:
+        if source == "generic":
+            alerts = parse_generic(body, topo, config.generic_mapping, config.generic_items_path)
+        else:
+            alerts = PARSERS[source](body, topo)
+    except SourceError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return await _accept(correlator, alerts)
+
+
+@router.post("/tickets/upload-csv", status_code=202)
+async def upload_csv(request: Request, correlator: CorrelatorDep) -> JSONResponse:
+    """A CSV file (multipart field ``file``, or the raw body as text/csv); all rows or none."""
+    raw = await request.body()
+    authorize(request, "csv", raw)
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPException(422, "multipart upload needs a file field named 'file'")
+        data = await upload.read()
+    else:
+        data = raw
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise HTTPException(400, "the CSV file must be UTF-8 text") from None
+    topo = await correlator.topology.get()
+    try:
+        alerts = parse_csv(text, topo)
+    except SourceError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return await _accept(correlator, alerts)
+
+
+@router.post("/alerts", status_code=202)
+async def post_alerts(request: Request, correlator: CorrelatorDep) -> JSONResponse:
+    """Normalized alerts: one object, a list, or ``{"alerts": [...]}``."""
+    raw = await request.body()
+    authorize(request, "rest", raw)
+    body = _json(raw)
+    items = (
+        body.get("alerts")
+        if isinstance(body, dict) and isinstance(body.get("alerts"), list)
+        else body
+    )
+    items = items if isinstance(items, list) else [items]
+    if not items:
+        raise HTTPException(422, "no alerts in the body")
+    alerts = []
+    for i, item in enumerate(items):
+        try:
+            alerts.append(NormalizedAlert.model_validate(item))
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            field = ".".join(str(p) for p in err["loc"]) or "alert"
+            raise HTTPException(422, f"alerts[{i}].{field}: {err['msg']}") from None
+    return await _accept(correlator, alerts)
+
+
+@router.post("/tickets/demo/ticket", status_code=202)
+async def demo_ticket(request: Request, correlator: CorrelatorDep) -> JSONResponse:
+    """The seed's demo: PCA-style delay alerts on pe1-pe2 and pe2-pe3 (or the links given)."""
+    raw = await request.body()
+    authorize(request, "demo", raw)
+    body = _json(raw) if raw.strip() else {}
+    links = body.get("links", ["pe1-pe2", "pe2-pe3"]) if isinstance(body, dict) else None
+    if not isinstance(links, list) or not links or not all(isinstance(x, str) for x in links):
+        raise HTTPException(422, "links must be a non-empty list of link names")
+    run = uuid.uuid4().hex[:8]
+    try:
+        alerts = [
+            NormalizedAlert(
+                source="demo",
+                link=link,
+                status="firing",
+                severity=body.get("severity", "high"),
+                metric="delay-avg",
+                value=float(body.get("value", 85.0)),
+                threshold=50.0,
+                summary=f"Demo: delay-avg above the SLA threshold on {link}",
+                labels={"demo": run},
+                fingerprint=f"demo-{run}-{link}",
+            )
+            for link in links
+        ]
+    except (ValidationError, TypeError, ValueError) as exc:
+        raise HTTPException(422, f"demo ticket: {exc}") from None
+    return await _accept(correlator, alerts)
+
+
+@router.get("/alerts")
+async def list_alerts(
+    engine: EngineDep,
+    source: str | None = None,
+    link: str | None = None,
+    disposition: str | None = None,
+    incident_id: str | None = None,
+    since: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 100,
+) -> list[dict[str, Any]]:
+    """Recent alerts, newest first, with their disposition and incident."""
+    return await store.list_alerts(
+        engine,
+        source=source,
+        link=link,
+        disposition=disposition,
+        incident_id=incident_id,
+        since=since,
+        limit=limit,
+    )
+
+
+@router.get("/incidents")
+async def list_incidents(
+    engine: EngineDep, status: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[dict[str, Any]]:
+    """Incidents the correlator opened: pending (group wait), open, or closed."""
+    return await store.list_incidents(engine, status=status, limit=limit)
+
+
+# --- silences and maintenance windows --------------------------------------------------------
+
+
+@router.post("/silences", status_code=201, tags=["silences"])
+async def create_silence(request: Request, correlator: CorrelatorDep) -> SilenceRead:
+    raw = await request.body()
+    authorize(request, "silences", raw)
+    try:
+        data = SilenceCreate.model_validate(_json(raw))
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        raise HTTPException(422, f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+    now = correlator.clock()
+    starts = data.starts_at or now
+    if data.ends_at <= starts:
+        raise HTTPException(422, "ends_at must be after starts_at")
+    silence = Silence(
+        id=uuid.uuid4().hex,
+        matchers=data.matchers,
+        starts_at=starts,
+        ends_at=data.ends_at,
+        created_by=data.created_by,
+        comment=data.comment,
+        kind=data.kind,
+        created_at=now,
+    )
+    try:
+        await correlator.add_silence(silence)
+    except WriteFailed as exc:
+        raise HTTPException(503, str(exc)) from None
+    return silence.read(now)
+
+
+@router.get("/silences", tags=["silences"])
+async def list_silences(correlator: CorrelatorDep, state: str | None = None) -> list[SilenceRead]:
+    now = correlator.clock()
+    out = [s.read(now) for s in correlator.silences.values()]
+    if state:
+        out = [s for s in out if s.state == state]
+    return sorted(out, key=lambda s: s.created_at, reverse=True)
+
+
+@router.get("/silences/{silence_id}", tags=["silences"])
+async def get_silence(silence_id: str, correlator: CorrelatorDep) -> SilenceRead:
+    silence = correlator.silences.get(silence_id)
+    if silence is None:
+        raise HTTPException(404, f"no silence {silence_id!r}")
+    return silence.read(correlator.clock())
+
+
+@router.delete("/silences/{silence_id}", tags=["silences"])
+async def expire_silence(
+    silence_id: str, request: Request, correlator: CorrelatorDep
+) -> SilenceRead:
+    """Expire a silence now (it stays listed, as in Alertmanager)."""
+    authorize(request, "silences", b"")
+    try:
+        silence = await correlator.expire_silence(silence_id)
+    except WriteFailed as exc:
+        raise HTTPException(503, str(exc)) from None
+    if silence is None:
+        raise HTTPException(404, f"no silence {silence_id!r}")
+    return silence.read(correlator.clock())
+
+
+# --- A2A tasks --------------------------------------------------------------------------------
+
+
+@spec.task(
+    "ingest_alerts",
+    IngestAlerts,
+    "Ingest normalized alerts (proactive ones from Traffic Analytics)",
+    tags=["alerts"],
+)
+async def ingest_alerts(payload: IngestAlerts, ctx: TaskContext) -> dict[str, Any]:
+    correlator: Correlator = ctx.app.state.correlator
+    outcomes = await correlator.ingest(list(payload.alerts), proactive=payload.proactive)
+    return {"accepted": len(outcomes), "alerts": [o.as_dict() for o in outcomes]}
+
+
+@spec.task(
+    "incident_closed",
+    IncidentClosed,
+    "The orchestrator closed an incident; its links are free again",
+    tags=["incident"],
+)
+async def incident_closed(payload: IncidentClosed, ctx: TaskContext) -> dict[str, Any]:
+    correlator: Correlator = ctx.app.state.correlator
+    closed = await correlator.close_incident(payload.incident_id, payload.resolution)
+    return {"incident_id": payload.incident_id, "closed": closed}
+
+
+def create_app(
+    settings: Settings,
+    *,
+    mesh_transport: httpx.AsyncBaseTransport | None = None,
+    config: CorrelatorSettings | None = None,
+    clock: Clock | None = None,
+    cnc_transport: httpx.AsyncBaseTransport | None = None,
+    llm_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """The agent; tests inject a clock and transports for CNC and the LLM endpoint."""
+    app = spec.create_app(settings, mesh_transport=mesh_transport)
+    app.state.correlator_config = config or CorrelatorSettings()
+    app.state.clock = clock or utcnow
+    app.state.cnc_transport = cnc_transport
+    app.state.llm_transport = llm_transport
+    return app

@@ -1,0 +1,223 @@
+"""The correlator's tables (SQLAlchemy Core, SQLite and PostgreSQL alike) and its migrations.
+
+Alerts are written before the webhook is answered; incidents, the per-year id sequence, the
+links' flap state and silences are written in the same transaction as the alerts that changed
+them, so a restart rebuilds exactly the state that was acknowledged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from shared.db import Migration, UtcDateTime, create_tables
+from shared.outbox import outbox_table
+
+meta = sa.MetaData()
+
+alerts = sa.Table(
+    "corr_alerts",
+    meta,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("received_at", UtcDateTime, nullable=False),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("link", sa.String(128), nullable=True),
+    sa.Column("node", sa.String(128), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("metric", sa.String(128), nullable=True),
+    sa.Column("value", sa.Float, nullable=True),
+    sa.Column("threshold", sa.Float, nullable=True),
+    sa.Column("summary", sa.Text, nullable=False, default=""),
+    sa.Column("labels", sa.JSON, nullable=False),
+    sa.Column("annotations", sa.JSON, nullable=False),
+    sa.Column("fingerprint", sa.String(128), nullable=False),
+    sa.Column("starts_at", UtcDateTime, nullable=True),
+    sa.Column("ends_at", UtcDateTime, nullable=True),
+    sa.Column("observed_at", UtcDateTime, nullable=True),
+    sa.Column("duration_s", sa.Float, nullable=True),
+    sa.Column("external_id", sa.String(512), nullable=True),
+    sa.Column("disposition", sa.String(20), nullable=False),
+    sa.Column("incident_id", sa.String(40), nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Index("ix_corr_alerts_received", "received_at"),
+    sa.Index("ix_corr_alerts_link", "link", "received_at"),
+    sa.Index("ix_corr_alerts_incident", "incident_id"),
+    sa.Index("ix_corr_alerts_fingerprint", "fingerprint"),
+    sa.Index("ix_corr_alerts_disposition", "disposition", "received_at"),
+)
+
+incidents = sa.Table(
+    "corr_incidents",
+    meta,
+    sa.Column("incident_id", sa.String(40), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("resolution", sa.String(40), nullable=True),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("links", sa.JSON, nullable=False),
+    sa.Column("nodes", sa.JSON, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("emit_at", UtcDateTime, nullable=False),
+    sa.Column("emitted_at", UtcDateTime, nullable=True),
+    sa.Column("last_alert_at", UtcDateTime, nullable=False),
+    sa.Column("closed_at", UtcDateTime, nullable=True),
+    sa.Column("dampened_until", UtcDateTime, nullable=True),
+    sa.Column("proactive", sa.Boolean, nullable=False, default=False),
+    sa.Column("triage", sa.JSON, nullable=True),
+    sa.Index("ix_corr_incidents_status", "status"),
+)
+
+sequences = sa.Table(
+    "corr_incident_seq",
+    meta,
+    sa.Column("year", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("last", sa.Integer, nullable=False),
+)
+
+link_states = sa.Table(
+    "corr_link_state",
+    meta,
+    sa.Column("link", sa.String(128), primary_key=True),
+    sa.Column("seen", sa.Boolean, nullable=False),
+    sa.Column("degraded", sa.Boolean, nullable=False),
+    sa.Column("penalty", sa.Float, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=True),
+    sa.Column("suppressed_since", UtcDateTime, nullable=True),
+    sa.Column("changes", sa.Integer, nullable=False),
+    sa.Column("firing", sa.JSON, nullable=False),
+)
+
+silences = sa.Table(
+    "corr_silences",
+    meta,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("matchers", sa.JSON, nullable=False),
+    sa.Column("starts_at", UtcDateTime, nullable=False),
+    sa.Column("ends_at", UtcDateTime, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("comment", sa.Text, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+
+MIGRATIONS = (
+    Migration(
+        1,
+        "alerts, incidents, id sequence, link flap state, silences",
+        create_tables(
+            meta,
+            "corr_alerts",
+            "corr_incidents",
+            "corr_incident_seq",
+            "corr_link_state",
+            "corr_silences",
+        ),
+    ),
+)
+
+
+@dataclass
+class WriteSet:
+    """Everything one decision step changed, written in one transaction."""
+
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    alert_updates: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    """(incident_id, values) applied to every alert of that incident."""
+    incidents: list[tuple[bool, dict[str, Any]]] = field(default_factory=list)
+    links: list[tuple[bool, dict[str, Any]]] = field(default_factory=list)
+    sequences: list[tuple[bool, int, int]] = field(default_factory=list)
+    silences: list[tuple[bool, dict[str, Any]]] = field(default_factory=list)
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+    touched_incidents: set[str] = field(default_factory=set)
+    touched_links: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.alerts
+            or self.alert_updates
+            or self.incidents
+            or self.links
+            or self.sequences
+            or self.silences
+            or self.outbox
+        )
+
+
+async def apply(conn: AsyncConnection, ws: WriteSet) -> None:
+    if ws.alerts:
+        await conn.execute(alerts.insert(), ws.alerts)
+    for incident_id, values in ws.alert_updates:
+        await conn.execute(
+            alerts.update().where(alerts.c.incident_id == incident_id).values(**values)
+        )
+    for year_insert, year, last in ws.sequences:
+        if year_insert:
+            await conn.execute(sequences.insert().values(year=year, last=last))
+        else:
+            await conn.execute(sequences.update().where(sequences.c.year == year).values(last=last))
+    for insert, row in ws.incidents:
+        if insert:
+            await conn.execute(incidents.insert().values(**row))
+        else:
+            await conn.execute(
+                incidents.update()
+                .where(incidents.c.incident_id == row["incident_id"])
+                .values(**row)
+            )
+    for insert, row in ws.links:
+        if insert:
+            await conn.execute(link_states.insert().values(**row))
+        else:
+            await conn.execute(
+                link_states.update().where(link_states.c.link == row["link"]).values(**row)
+            )
+    for insert, row in ws.silences:
+        if insert:
+            await conn.execute(silences.insert().values(**row))
+        else:
+            await conn.execute(silences.update().where(silences.c.id == row["id"]).values(**row))
+    if ws.outbox:
+        await conn.execute(outbox_table.insert(), ws.outbox)
+
+
+async def list_alerts(
+    engine: AsyncEngine,
+    *,
+    source: str | None,
+    link: str | None,
+    disposition: str | None,
+    incident_id: str | None,
+    since: datetime | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    t = alerts
+    query = sa.select(t).order_by(t.c.received_at.desc(), t.c.id.desc()).limit(limit)
+    if source:
+        query = query.where(t.c.source == source)
+    if link:
+        query = query.where(t.c.link == link)
+    if disposition:
+        query = query.where(t.c.disposition == disposition)
+    if incident_id:
+        query = query.where(t.c.incident_id == incident_id)
+    if since:
+        query = query.where(t.c.received_at >= since)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).mappings().all()
+    return [dict(r) for r in rows]
+
+
+async def list_incidents(
+    engine: AsyncEngine, *, status: str | None, limit: int
+) -> list[dict[str, Any]]:
+    t = incidents
+    query = sa.select(t).order_by(t.c.created_at.desc()).limit(limit)
+    if status:
+        query = query.where(t.c.status == status)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).mappings().all()
+    return [dict(r) for r in rows]

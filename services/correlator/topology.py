@@ -1,0 +1,130 @@
+"""What the correlator knows about the network: links, their nodes and SRLGs, from CNC.
+
+The topology is fetched through the shared CNC client and cached for a while. When CNC is
+unreachable the correlator still works: a link's nodes are read from its name (``pe1-pe2``),
+so correlation degrades to shared nodes only, without SRLGs.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.errors import SouthboundError
+from shared.logs import get_logger
+from shared.southbound import TOPOLOGY, CncClient
+
+log = get_logger(__name__)
+
+_LINK_IN_TEXT = re.compile(r"\b([A-Za-z0-9_.:]+-[A-Za-z0-9_.:]+)\b")
+_INTERFACE_KEYS = (
+    ("source-interface", "destination-interface"),
+    ("source-tp", "dest-tp"),
+    ("source-tp", "destination-tp"),
+    ("source_interface", "destination_interface"),
+)
+
+
+@dataclass
+class TopologyView:
+    """Links by name with their two nodes and SRLGs; ``known`` is False when CNC was down."""
+
+    links: dict[str, tuple[str, str]] = field(default_factory=dict)
+    srlgs: dict[str, frozenset[int]] = field(default_factory=dict)
+    interfaces: dict[str, str] = field(default_factory=dict)
+    """``node:interface`` → link."""
+    known: bool = False
+
+    def canonical(self, link: str) -> str:
+        """The topology's own name for a link given either way round (``pe2-pe1`` → ``pe1-pe2``)."""
+        if link in self.links:
+            return link
+        a, _, b = link.partition("-")
+        reverse = f"{b}-{a}"
+        if reverse in self.links:
+            return reverse
+        for name, ends in self.links.items():
+            if set(ends) == {a, b}:
+                return name
+        return link
+
+    def nodes_of(self, link: str) -> tuple[str, str]:
+        if link in self.links:
+            return self.links[link]
+        a, _, b = link.partition("-")
+        return a, b
+
+    def srlgs_of(self, link: str) -> frozenset[int]:
+        return self.srlgs.get(link, frozenset())
+
+    def links_of_node(self, node: str) -> list[str]:
+        return sorted(name for name, ends in self.links.items() if node in ends)
+
+    def related(self, a: str, b: str) -> str | None:
+        """Why two links belong together (a shared node or SRLG), or None."""
+        if a == b:
+            return "same link"
+        shared = set(self.nodes_of(a)) & set(self.nodes_of(b))
+        if shared:
+            return f"shared node {sorted(shared)[0]}"
+        common = self.srlgs_of(a) & self.srlgs_of(b)
+        if common:
+            return f"shared SRLG {sorted(common)[0]}"
+        return None
+
+    def links_in_text(self, text: str) -> list[str]:
+        """Link names of this topology mentioned in free text (CNC symptoms, descriptions)."""
+        found = []
+        for candidate in _LINK_IN_TEXT.findall(text):
+            name = self.canonical(candidate)
+            if name in self.links and name not in found:
+                found.append(name)
+        return found
+
+
+class TopologyCache:
+    """The CNC topology, refreshed at most once per TTL; a failed fetch is retried sooner."""
+
+    def __init__(self, client: CncClient, ttl_s: float, extra_interfaces: dict[str, str]):
+        self.client = client
+        self.ttl_s = ttl_s
+        self.extra_interfaces = dict(extra_interfaces)
+        self.view = TopologyView(interfaces=dict(extra_interfaces))
+        self._fetched_at = 0.0
+
+    async def get(self) -> TopologyView:
+        age = time.monotonic() - self._fetched_at
+        ttl = self.ttl_s if self.view.known else min(self.ttl_s, 5.0)
+        if self._fetched_at and age < ttl:
+            return self.view
+        self._fetched_at = time.monotonic()
+        try:
+            # The raw document, so interface names the typed model drops are kept too.
+            data = await self.client._call("GET", f"{TOPOLOGY}/cisco-crosswork-cxm:topology")
+            self.view = parse_topology(data["cisco-crosswork-cxm:topology"], self.extra_interfaces)
+        except (SouthboundError, KeyError, TypeError) as exc:
+            if self.view.known:
+                log.warning("CNC topology refresh failed; keeping the last one", error=str(exc))
+            else:
+                log.warning("CNC topology unavailable; correlating by shared node", error=str(exc))
+        return self.view
+
+
+def parse_topology(doc: dict[str, Any], extra_interfaces: dict[str, str]) -> TopologyView:
+    view = TopologyView(known=True)
+    for link in doc.get("links", []):
+        name = str(link["link-id"])
+        src, dst = str(link["source"]), str(link["destination"])
+        view.links[name] = (src, dst)
+        view.srlgs[name] = frozenset(int(s) for s in link.get("srlgs", []) or [])
+        for src_key, dst_key in _INTERFACE_KEYS:
+            if link.get(src_key):
+                view.interfaces[f"{src}:{link[src_key]}"] = name
+            if link.get(dst_key):
+                view.interfaces[f"{dst}:{link[dst_key]}"] = name
+        for node, ifname in (link.get("interfaces") or {}).items():
+            view.interfaces[f"{node}:{ifname}"] = name
+    view.interfaces.update(extra_interfaces)
+    return view
