@@ -1,14 +1,29 @@
-"""IO Agent: receives the seed's notifications and shows them as tickets."""
+"""IO Agent (8009): receives the seed's notifications, shows them as tickets, takes approvals.
+
+The task handlers here store what arrives (``store``), keep approvals in step
+(``approvals``) and publish every change to the consoles' live stream (``stream``). The
+HTTP side is split by concern: ``tickets`` (tickets, figures, topology), ``approvals``,
+``auth`` (users, tokens), ``peers`` (audit trail, lab), ``console`` (the page, /docs).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, HTTPException
+import httpx
+from fastapi import FastAPI
 
-from services.io import store
-from shared.agent import AgentSpec, EngineDep, TaskContext
+from services.io import approvals, auth, console, peers, store, stream, tickets
+from services.io.settings import IoSettings
+from services.io.topology import TopologyCache
+from shared.agent import AgentSpec, TaskContext
+from shared.logs import get_logger
 from shared.models import (
+    TIERS,
     ApprovalRequired,
     ErrorNotice,
     NewTicket,
@@ -16,15 +31,63 @@ from shared.models import (
     TicketClosed,
 )
 from shared.settings import Settings
+from shared.southbound import CncClient
+
+log = get_logger(__name__)
+
+
+@asynccontextmanager
+async def _resources(app: FastAPI) -> AsyncIterator[None]:
+    """The stream, peer clients, topology cache, the bootstrap admin and the expiry sweeper."""
+    settings: Settings = app.state.settings
+    io: IoSettings = app.state.io_settings
+    app.state.broadcaster = stream.Broadcaster(history=io.stream_history)
+    app.state.approval_locks = {}
+    app.state.approvals_inflight = set()
+    app.state.http = httpx.AsyncClient(
+        timeout=io.peer_timeout_s, transport=app.state.peer_transport
+    )
+    cnc = CncClient(
+        settings.cnc_base,
+        settings.cnc_token,
+        transport=app.state.southbound_transport,
+        timeout_s=io.peer_timeout_s,
+    )
+    app.state.topology = TopologyCache(cnc, settings.scaled(io.topology_ttl_s))
+    await auth.bootstrap_admin(
+        app.state.engine, data_dir=settings.data_dir, username=io.bootstrap_admin
+    )
+    sweeper = asyncio.create_task(_sweep_forever(app, io.expiry_sweep_s))
+    try:
+        yield
+    finally:
+        app.state.broadcaster.close()
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+        await cnc.aclose()
+        await app.state.http.aclose()
+
+
+async def _sweep_forever(app: FastAPI, every_s: float) -> None:
+    """Expire approvals past their deadline even when nobody is looking at them."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await approvals.sweep(app)
+        except Exception as exc:  # a broken sweep must not end the loop; it is logged
+            log.warning("approval expiry sweep failed", error=f"{type(exc).__name__}: {exc}")
+
 
 spec = AgentSpec(
     name="io",
     title="IO Agent",
     description="Operator console: tickets, their timelines, approvals, REST for ticketing tools",
-    migrations=store.MIGRATIONS,
+    migrations=(*store.MIGRATIONS, *approvals.MIGRATIONS, *auth.MIGRATIONS),
+    resources=_resources,
 )
-router = APIRouter(prefix="/api/v1", tags=["tickets"])
-spec.include_router(router)
+for _router in (tickets.router, approvals.router, stream.router, auth.router, peers.router):
+    spec.include_router(_router)
 
 
 def _payload(model: Any) -> dict[str, Any]:
@@ -32,15 +95,41 @@ def _payload(model: Any) -> dict[str, Any]:
     return data
 
 
+async def _record(
+    ctx: TaskContext,
+    incident_id: str,
+    task_type: str,
+    payload: dict[str, Any],
+    changes: dict[str, Any],
+) -> None:
+    """Store, then tell every open console: the ticket's new view and the task that changed it."""
+    ticket, event = await store.record(
+        ctx.engine, incident_id=incident_id, task_type=task_type, payload=payload, changes=changes
+    )
+    ctx.state.broadcaster.publish("ticket", {"ticket": ticket, "event": event})
+
+
+async def _end_approvals(
+    ctx: TaskContext, incident_id: str, status: approvals.Status, why: str
+) -> None:
+    moved = await approvals.end_for_incident(
+        ctx.engine,
+        incident_id,
+        status=status,
+        reason=why,
+        skip=frozenset(ctx.state.approvals_inflight),
+    )
+    approvals.publish(ctx.app, moved)
+
+
 @spec.task("new_ticket", NewTicket, "Open a ticket for a new incident", tags=["ticket"])
 async def new_ticket(payload: NewTicket, ctx: TaskContext) -> dict[str, Any]:
-    data = _payload(payload)
-    await store.record(
-        ctx.engine,
-        incident_id=payload.incident_id,
-        task_type="new_ticket",
-        payload=data,
-        changes={
+    await _record(
+        ctx,
+        payload.incident_id,
+        "new_ticket",
+        _payload(payload),
+        {
             "severity": payload.severity,
             "status": payload.status,
             "summary": payload.summary,
@@ -53,6 +142,16 @@ async def new_ticket(payload: NewTicket, ctx: TaskContext) -> dict[str, Any]:
     return {"incident_id": payload.incident_id, "stored": True}
 
 
+def _highest_tier(by_tier: dict[str, Any]) -> str | None:
+    for tier in TIERS:
+        try:
+            if int(by_tier.get(tier) or 0) > 0:
+                return tier
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
 @spec.task(
     "status_update", StatusUpdate, "Record a phase transition of an incident", tags=["ticket"]
 )
@@ -62,17 +161,24 @@ async def status_update(payload: StatusUpdate, ctx: TaskContext) -> dict[str, An
         "phase": payload.phase,
         "message": payload.message,
     }
-    if "total_affected" in payload.details:
-        changes["affected_services_count"] = int(payload.details["total_affected"])
-    if payload.details.get("degraded_links"):
-        changes["degraded_links"] = list(payload.details["degraded_links"])
-    await store.record(
-        ctx.engine,
-        incident_id=payload.incident_id,
-        task_type="status_update",
-        payload=_payload(payload),
-        changes=changes,
-    )
+    details = payload.details
+    if "total_affected" in details:
+        changes["affected_services_count"] = int(details["total_affected"])
+    if details.get("degraded_links"):
+        changes["degraded_links"] = list(details["degraded_links"])
+    if isinstance(details.get("services_by_tier"), dict):
+        changes["services_by_tier"] = details["services_by_tier"]
+        changes["highest_tier"] = details.get("highest_tier") or _highest_tier(
+            details["services_by_tier"]
+        )
+    await _record(ctx, payload.incident_id, "status_update", _payload(payload), changes)
+    if payload.status in ("escalated", "closed"):
+        await _end_approvals(
+            ctx,
+            payload.incident_id,
+            "expired" if payload.status == "escalated" else "cancelled",
+            f"incident {payload.status}",
+        )
     return {"incident_id": payload.incident_id, "stored": True}
 
 
@@ -87,13 +193,8 @@ async def ticket_closed(payload: TicketClosed, ctx: TaskContext) -> dict[str, An
     }
     if "affected_services_count" in payload.details:
         changes["affected_services_count"] = int(payload.details["affected_services_count"])
-    await store.record(
-        ctx.engine,
-        incident_id=payload.incident_id,
-        task_type="ticket_closed",
-        payload=_payload(payload),
-        changes=changes,
-    )
+    await _record(ctx, payload.incident_id, "ticket_closed", _payload(payload), changes)
+    await _end_approvals(ctx, payload.incident_id, "cancelled", f"ticket {status}")
     return {"incident_id": payload.incident_id, "stored": True}
 
 
@@ -102,9 +203,7 @@ async def ticket_closed(payload: TicketClosed, ctx: TaskContext) -> dict[str, An
 )
 async def error(payload: ErrorNotice, ctx: TaskContext) -> dict[str, Any]:
     incident = payload.incident_id or "unassigned"
-    await store.record(
-        ctx.engine, incident_id=incident, task_type="error", payload=_payload(payload), changes={}
-    )
+    await _record(ctx, incident, "error", _payload(payload), {})
     return {"incident_id": incident, "stored": True}
 
 
@@ -112,38 +211,31 @@ async def error(payload: ErrorNotice, ctx: TaskContext) -> dict[str, Any]:
     "approval_required", ApprovalRequired, "Ask an operator to approve an action", tags=["approval"]
 )
 async def approval_required(payload: ApprovalRequired, ctx: TaskContext) -> dict[str, Any]:
-    await store.record(
-        ctx.engine,
-        incident_id=payload.incident_id,
-        task_type="approval_required",
-        payload=_payload(payload),
-        changes={"status": "waiting_approval"},
+    row = await approvals.record_required(ctx.engine, payload)
+    await _record(
+        ctx,
+        payload.incident_id,
+        "approval_required",
+        _payload(payload),
+        {"status": "waiting_approval"} if row is not None else {},
     )
+    if row is not None:
+        approvals.publish(ctx.app, [row])
     return {"approval_id": payload.approval_id, "stored": True}
 
 
-@router.get("/tickets")
-async def list_tickets(
-    engine: EngineDep,
-    status: str | None = None,
-    severity: str | None = None,
-    q: str | None = None,
-    limit: int = 200,
-) -> list[dict[str, Any]]:
-    """The current view of every ticket, newest first."""
-    return await store.list_tickets(
-        engine, status=status, severity=severity, q=q, limit=max(1, min(limit, 1000))
-    )
-
-
-@router.get("/tickets/{incident_id}")
-async def get_ticket(incident_id: str, engine: EngineDep) -> dict[str, Any]:
-    """One ticket with ``events``: every task received for it, in order."""
-    ticket = await store.get_ticket(engine, incident_id)
-    if ticket is None:
-        raise HTTPException(404, f"no ticket {incident_id!r}")
-    return ticket
-
-
-def create_app(settings: Settings) -> FastAPI:
-    return spec.create_app(settings)
+def create_app(
+    settings: Settings,
+    *,
+    mesh_transport: httpx.AsyncBaseTransport | None = None,
+    southbound_transport: httpx.AsyncBaseTransport | None = None,
+    peer_transport: httpx.AsyncBaseTransport | None = None,
+    io_settings: IoSettings | None = None,
+) -> FastAPI:
+    """Build the agent; tests pass transports to reach in-process peers, CNC and the lab."""
+    app = spec.create_app(settings, mesh_transport=mesh_transport)
+    app.state.io_settings = io_settings or IoSettings()
+    app.state.southbound_transport = southbound_transport
+    app.state.peer_transport = peer_transport
+    console.install(app)
+    return app

@@ -6,10 +6,11 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db import Migration, UtcDateTime, create_tables
-from shared.models import utcnow
+from shared.models import TIERS, utcnow
 
 metadata = sa.MetaData()
 
@@ -29,6 +30,8 @@ tickets = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.Column("closed_at", UtcDateTime, nullable=True),
+    sa.Column("services_by_tier", sa.JSON, nullable=True),
+    sa.Column("highest_tier", sa.String(16), nullable=True),
 )
 
 events = sa.Table(
@@ -41,8 +44,20 @@ events = sa.Table(
     sa.Column("received_at", UtcDateTime, nullable=False),
 )
 
+TIER_COLUMNS = {"services_by_tier": "JSON", "highest_tier": "VARCHAR(16)"}
+
+
+def _add_tier_columns(conn: Connection) -> None:
+    """Tickets learn their impact by tier (phase 2); older databases get the columns added."""
+    present = {c["name"] for c in sa.inspect(conn).get_columns("tickets")}
+    for name, sql_type in TIER_COLUMNS.items():
+        if name not in present:
+            conn.execute(sa.text(f"ALTER TABLE tickets ADD COLUMN {name} {sql_type}"))
+
+
 MIGRATIONS = (
     Migration(1, "tickets and their events", create_tables(metadata, "tickets", "ticket_events")),
+    Migration(2, "tickets: services by tier", _add_tier_columns),
 )
 
 TICKET_FIELDS = (
@@ -59,6 +74,8 @@ TICKET_FIELDS = (
     "created_at",
     "updated_at",
     "closed_at",
+    "services_by_tier",
+    "highest_tier",
 )
 
 
@@ -69,11 +86,12 @@ async def record(
     task_type: str,
     payload: dict[str, Any],
     changes: dict[str, Any],
-) -> None:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Store the task as an event and fold ``changes`` into the ticket, in one transaction.
 
     A ticket that IO has not heard of yet (its new_ticket was lost) is created from what the
-    task says, so no update is ever dropped.
+    task says, so no update is ever dropped. Returns the ticket's new view and the event, which
+    the caller publishes to the live stream.
     """
     now = utcnow()
     async with engine.begin() as conn:
@@ -105,6 +123,11 @@ async def record(
                 .where(tickets.c.incident_id == incident_id)
                 .values(**changes, updated_at=now)
             )
+        row_now = (
+            await conn.execute(sa.select(tickets).where(tickets.c.incident_id == incident_id))
+        ).one()
+    event = {"task_type": task_type, "payload": payload, "received_at": now.isoformat()}
+    return _ticket(row_now), event
 
 
 def _ticket(row: sa.Row[Any]) -> dict[str, Any]:
@@ -121,17 +144,28 @@ async def list_tickets(
     status: str | None = None,
     severity: str | None = None,
     q: str | None = None,
+    tier: str | None = None,
     limit: int = 200,
 ) -> list[dict[str, Any]]:
+    """Newest first; ``status="open"`` means every status but closed."""
     query = sa.select(tickets).order_by(tickets.c.created_at.desc()).limit(limit)
-    if status:
+    if status == "open":
+        query = query.where(tickets.c.status != "closed")
+    elif status:
         query = query.where(tickets.c.status == status)
+    if tier:
+        query = query.where(tickets.c.highest_tier == tier)
     if severity:
         query = query.where(tickets.c.severity == severity)
     if q:
         like = f"%{q}%"
         query = query.where(
-            sa.or_(tickets.c.incident_id.ilike(like), tickets.c.summary.ilike(like))
+            sa.or_(
+                tickets.c.incident_id.ilike(like),
+                tickets.c.summary.ilike(like),
+                tickets.c.message.ilike(like),
+                sa.cast(tickets.c.degraded_links, sa.Text).ilike(like),
+            )
         )
     async with engine.connect() as conn:
         return [_ticket(r) for r in await conn.execute(query)]
@@ -159,3 +193,41 @@ async def _events(conn: AsyncConnection, incident_id: str) -> list[dict[str, Any
         {"task_type": r.task_type, "payload": r.payload, "received_at": r.received_at.isoformat()}
         for r in rows
     ]
+
+
+async def stats(engine: AsyncEngine) -> dict[str, Any]:
+    """Open incidents, mean time to resolve, and incidents by tier, severity and status."""
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(
+                    tickets.c.status,
+                    tickets.c.severity,
+                    tickets.c.highest_tier,
+                    tickets.c.resolution,
+                    tickets.c.created_at,
+                    tickets.c.closed_at,
+                )
+            )
+        ).all()
+    by_tier: dict[str, int] = {tier: 0 for tier in TIERS}
+    by_tier["unknown"] = 0
+    by_severity: dict[str, int] = {}
+    by_status: dict[str, int] = {}
+    resolved: list[float] = []
+    for row in rows:
+        by_tier[row.highest_tier if row.highest_tier in by_tier else "unknown"] += 1
+        by_severity[row.severity] = by_severity.get(row.severity, 0) + 1
+        by_status[row.status] = by_status.get(row.status, 0) + 1
+        if row.status == "closed" and row.closed_at is not None:
+            resolved.append(max(0.0, (row.closed_at - row.created_at).total_seconds()))
+    return {
+        "total": len(rows),
+        "open": sum(1 for r in rows if r.status != "closed"),
+        "closed": len(resolved),
+        "escalated": by_status.get("escalated", 0),
+        "mttr_seconds": round(sum(resolved) / len(resolved), 1) if resolved else None,
+        "by_tier": by_tier,
+        "by_severity": by_severity,
+        "by_status": by_status,
+    }

@@ -1,0 +1,366 @@
+"""Console and REST auth: users with a role (viewer < operator < admin) and API tokens.
+
+Tokens are random 256-bit strings shown once; only their SHA-256 is stored. (A slow
+password hash buys nothing for a secret with that much entropy, and it would cost a hash per
+request.) Every request is authenticated by ``Authorization: Bearer <token>``. On the
+embedded default a request from loopback without a token is the local operator, so that
+``make run`` and a browser just work; ``CXM_IO_LOOPBACK_TRUST=false`` turns that off. The
+mesh's own bearer token guards ``/a2a/*`` separately (shared/agent.py) and is never a user
+token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import os
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.agent import EngineDep
+from shared.db import Migration, UtcDateTime, create_tables
+from shared.logs import get_logger
+from shared.models import utcnow
+
+log = get_logger(__name__)
+
+Role = Literal["viewer", "operator", "admin"]
+RANK: dict[str, int] = {"viewer": 1, "operator": 2, "admin": 3}
+TOKEN_PREFIX = "cxm_"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+PROXY_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
+
+metadata = sa.MetaData()
+users = sa.Table(
+    "io_users",
+    metadata,
+    sa.Column("username", sa.String(64), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("disabled", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+tokens = sa.Table(
+    "io_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("username", sa.String(64), sa.ForeignKey("io_users.username"), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("hint", sa.String(16), nullable=False),
+    sa.Column("label", sa.String(100), nullable=False, default=""),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("revoked_at", UtcDateTime, nullable=True),
+)
+MIGRATIONS = (
+    Migration(4, "console users and API tokens", create_tables(metadata, *metadata.tables)),
+)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: a user by token, or the local operator trusted on loopback."""
+
+    username: str
+    role: str
+    via: Literal["token", "loopback"]
+
+    def can(self, role: str) -> bool:
+        return RANK.get(self.role, 0) >= RANK[role]
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+# --- store -----------------------------------------------------------------------------------
+
+
+async def create_user(engine: AsyncEngine, *, username: str, role: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            users.insert().values(username=username, role=role, disabled=False, created_at=utcnow())
+        )
+
+
+async def issue_token(engine: AsyncEngine, *, username: str, label: str = "") -> dict[str, Any]:
+    """A new token for ``username``; the clear token is in the answer and nowhere else."""
+    token = new_token()
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            tokens.insert().values(
+                username=username,
+                token_hash=hash_token(token),
+                hint=token[: len(TOKEN_PREFIX) + 4],
+                label=label,
+                created_at=utcnow(),
+            )
+        )
+        token_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+    return {"id": token_id, "username": username, "token": token, "label": label}
+
+
+async def revoke_token(engine: AsyncEngine, token_id: int) -> bool:
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            tokens.update()
+            .where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
+    return bool(result.rowcount)
+
+
+async def get_user(engine: AsyncEngine, username: str) -> dict[str, Any] | None:
+    async with engine.connect() as conn:
+        row = (await conn.execute(sa.select(users).where(users.c.username == username))).first()
+    return dict(row._mapping) if row else None
+
+
+async def list_users(engine: AsyncEngine) -> list[dict[str, Any]]:
+    async with engine.connect() as conn:
+        rows = (await conn.execute(sa.select(users).order_by(users.c.username))).all()
+        toks = (
+            await conn.execute(
+                sa.select(
+                    tokens.c.id,
+                    tokens.c.username,
+                    tokens.c.hint,
+                    tokens.c.label,
+                    tokens.c.created_at,
+                    tokens.c.revoked_at,
+                ).order_by(tokens.c.id)
+            )
+        ).all()
+    out = []
+    for row in rows:
+        user = dict(row._mapping)
+        user["created_at"] = user["created_at"].isoformat()
+        user["tokens"] = [
+            {
+                "id": t.id,
+                "hint": t.hint + "…",
+                "label": t.label,
+                "created_at": t.created_at.isoformat(),
+                "revoked": t.revoked_at is not None,
+            }
+            for t in toks
+            if t.username == row.username
+        ]
+        out.append(user)
+    return out
+
+
+async def set_user(
+    engine: AsyncEngine, username: str, *, role: str | None = None, disabled: bool | None = None
+) -> bool:
+    values: dict[str, Any] = {}
+    if role is not None:
+        values["role"] = role
+    if disabled is not None:
+        values["disabled"] = disabled
+    if not values:
+        return await get_user(engine, username) is not None
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            users.update().where(users.c.username == username).values(**values)
+        )
+    return bool(result.rowcount)
+
+
+async def lookup(engine: AsyncEngine, token: str) -> Principal | None:
+    """The active user holding ``token``, if any."""
+    digest = hash_token(token)
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                sa.select(users.c.username, users.c.role, tokens.c.token_hash)
+                .join(tokens, tokens.c.username == users.c.username)
+                .where(
+                    tokens.c.token_hash == digest,
+                    tokens.c.revoked_at.is_(None),
+                    users.c.disabled.is_(False),
+                )
+            )
+        ).first()
+    if row is None or not hmac.compare_digest(row.token_hash, digest):
+        return None
+    return Principal(row.username, row.role, "token")
+
+
+async def bootstrap_admin(engine: AsyncEngine, *, data_dir: Path, username: str) -> Path | None:
+    """With no user at all, create ``username`` (admin) and write its token to a 0600 file.
+
+    Returns the file written, or None when users already existed. The token is printed once,
+    to the console of whoever started IO, and never logged.
+    """
+    async with engine.connect() as conn:
+        count = (await conn.execute(sa.select(sa.func.count()).select_from(users))).scalar_one()
+    if count:
+        return None
+    await create_user(engine, username=username, role="admin")
+    issued = await issue_token(engine, username=username, label="bootstrap")
+    path = Path(data_dir) / "io-admin-token"
+
+    def write() -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            path.unlink()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(issued["token"] + "\n")
+        sys.stdout.write(
+            f"\nIO console: created admin {username!r}; its API token (shown once, also in "
+            f"{path}):\n  {issued['token']}\n\n"
+        )
+        sys.stdout.flush()
+
+    await asyncio.to_thread(write)
+    log.info("bootstrap admin created", username=username, token_file=str(path))
+    return path
+
+
+# --- request authentication ----------------------------------------------------------------
+
+_bearer = HTTPBearer(auto_error=False, description="an IO API token (cxm_…)")
+
+
+def _host_name(value: str) -> str:
+    return (urlsplit(f"//{value}").hostname or "").lower()
+
+
+def trusted_loopback(request: Request) -> bool:
+    """A token-less request the local operator may be assumed to have made.
+
+    Loopback peer, addressed to a loopback name (a DNS-rebinding page is addressed to its
+    own name), not relayed by a proxy, and not sent cross-site by some other web page.
+    """
+    client = request.client.host if request.client else ""
+    if not (client in LOOPBACK_HOSTS or client.startswith("127.")):
+        return False
+    if any(h in request.headers for h in PROXY_HEADERS):
+        return False
+    host = _host_name(request.headers.get("host", ""))
+    if host not in LOOPBACK_HOSTS and not host.startswith("127."):
+        return False
+    if request.headers.get("sec-fetch-site", "") in ("cross-site", "same-site"):
+        return False
+    origin = request.headers.get("origin")
+    return not (origin and urlsplit(origin).netloc != request.headers.get("host", ""))
+
+
+async def authenticate(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    settings = request.app.state.io_settings
+    if credentials is not None:
+        principal = await lookup(request.app.state.engine, credentials.credentials)
+        if principal is None:
+            raise HTTPException(
+                401, "unknown or revoked API token", headers={"WWW-Authenticate": "Bearer"}
+            )
+        return principal
+    if settings.loopback_trust and trusted_loopback(request):
+        return Principal(settings.local_operator, "operator", "loopback")
+    raise HTTPException(
+        401,
+        "an API token is required: Authorization: Bearer <token>",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def require(role: Role) -> Any:
+    """A dependency that answers 403 unless the caller holds ``role`` or above."""
+
+    async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        if not principal.can(role):
+            raise HTTPException(403, f"{principal.username} is {principal.role}; needs {role}")
+        return principal
+
+    return check
+
+
+ViewerDep = Annotated[Principal, Depends(require("viewer"))]
+OperatorDep = Annotated[Principal, Depends(require("operator"))]
+AdminDep = Annotated[Principal, Depends(require("admin"))]
+
+
+# --- the admin API ---------------------------------------------------------------------------
+
+
+class UserCreate(BaseModel):
+    username: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
+    role: Role = "viewer"
+    token_label: str = ""
+
+
+class UserUpdate(BaseModel):
+    role: Role | None = None
+    disabled: bool | None = None
+
+
+class TokenCreate(BaseModel):
+    label: str = ""
+
+
+router = APIRouter(prefix="/api/v1", tags=["auth"])
+
+
+@router.get("/auth/me")
+async def me(principal: ViewerDep) -> dict[str, Any]:
+    """Who the console is signed in as; the sign-in form checks a token with this."""
+    return {"username": principal.username, "role": principal.role, "via": principal.via}
+
+
+@router.get("/users")
+async def get_users(_admin: AdminDep, engine: EngineDep) -> list[dict[str, Any]]:
+    return await list_users(engine)
+
+
+@router.post("/users", status_code=201)
+async def post_user(body: UserCreate, _admin: AdminDep, engine: EngineDep) -> dict[str, Any]:
+    """Create a user and its first token (shown in this answer only)."""
+    if await get_user(engine, body.username) is not None:
+        raise HTTPException(409, f"user {body.username!r} exists")
+    await create_user(engine, username=body.username, role=body.role)
+    issued = await issue_token(engine, username=body.username, label=body.token_label)
+    return {"username": body.username, "role": body.role, **issued}
+
+
+@router.patch("/users/{username}")
+async def patch_user(
+    username: str, body: UserUpdate, _admin: AdminDep, engine: EngineDep
+) -> dict[str, Any]:
+    if not await set_user(engine, username, role=body.role, disabled=body.disabled):
+        raise HTTPException(404, f"no user {username!r}")
+    user = await get_user(engine, username)
+    assert user is not None
+    return {"username": username, "role": user["role"], "disabled": user["disabled"]}
+
+
+@router.post("/users/{username}/tokens", status_code=201)
+async def post_token(
+    username: str, body: TokenCreate, _admin: AdminDep, engine: EngineDep
+) -> dict[str, Any]:
+    if await get_user(engine, username) is None:
+        raise HTTPException(404, f"no user {username!r}")
+    return await issue_token(engine, username=username, label=body.label)
+
+
+@router.delete("/tokens/{token_id}", status_code=204)
+async def delete_token(token_id: int, _admin: AdminDep, engine: EngineDep) -> None:
+    if not await revoke_token(engine, token_id):
+        raise HTTPException(404, f"no active token {token_id}")

@@ -1,0 +1,460 @@
+"""The IO Agent's API in-process: tickets, stream, approvals, auth, figures, topology, peers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.io import admin
+from services.io.app import create_app
+from services.io.settings import IoSettings
+from shared.settings import Settings
+from tests.io.conftest import IoFactory
+from tests.io.fakes import (
+    INCIDENT,
+    MESH_TOKEN,
+    Orchestrator,
+    approval,
+    closed,
+    new_ticket,
+    seed_phases,
+    serve,
+    status,
+)
+
+
+async def test_tickets_list_detail_and_stats(make_io: IoFactory) -> None:
+    async with make_io() as io:
+        await io.task(new_ticket())
+        for phase in seed_phases():
+            await io.task(phase)
+        tickets = (await io.http.get("/api/v1/tickets")).json()
+        assert [t["incident_id"] for t in tickets] == [INCIDENT]
+        ticket = tickets[0]
+        assert ticket["severity"] == "high"
+        assert ticket["status"] == "provisioning"
+        assert ticket["phase"] == "4"
+        assert ticket["degraded_links"] == ["pe1-pe2", "pe2-pe3"]
+        assert ticket["affected_services_count"] == 15
+        assert ticket["highest_tier"] == "platinum"
+
+        detail = (await io.http.get(f"/api/v1/tickets/{INCIDENT}")).json()
+        assert [e["task_type"] for e in detail["events"]] == ["new_ticket"] + ["status_update"] * 3
+        assert detail["events"][3]["payload"]["details"]["binding_sid"] == 24001
+        assert all("received_at" in e for e in detail["events"])
+
+        assert (await io.http.get("/api/v1/tickets", params={"q": "pe2-pe3"})).json()
+        assert (await io.http.get("/api/v1/tickets", params={"tier": "gold"})).json() == []
+        assert (await io.http.get("/api/v1/tickets/INC-2026-9999")).status_code == 404
+
+        figures = (await io.http.get("/api/v1/stats")).json()
+        assert figures["open"] == 1 and figures["mttr_seconds"] is None
+        assert figures["by_tier"]["platinum"] == 1
+
+        await io.task(closed())
+        figures = (await io.http.get("/api/v1/stats")).json()
+        assert figures["open"] == 0 and figures["closed"] == 1
+        assert figures["mttr_seconds"] is not None
+        assert (await io.http.get("/api/v1/tickets", params={"status": "open"})).json() == []
+
+
+async def test_stream_delivers_ticket_events_and_replays(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, mesh_token=MESH_TOKEN, mesh_retries=0)
+    app = create_app(settings, mesh_transport=Orchestrator().transport())
+    async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
+
+        async def read(lines: AsyncIterator[str], want: str) -> dict[str, Any]:
+            event: dict[str, str] = {}
+            async for line in lines:
+                if line.startswith("event:"):
+                    event["event"] = line.split(":", 1)[1].strip()
+                elif line.startswith("id:"):
+                    event["id"] = line.split(":", 1)[1].strip()
+                elif line.startswith("data:"):
+                    event["data"] = line.split(":", 1)[1].strip()
+                elif not line and event.get("event") == want:
+                    return {**event, "data": json.loads(event["data"])}
+                elif not line:
+                    event = {}
+            raise AssertionError("stream ended")
+
+        async with http.stream("GET", "/api/v1/stream") as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            lines = response.aiter_lines()
+            await asyncio.wait_for(read(lines, "hello"), 10)
+            posted = await http.post(
+                "/a2a/tasks",
+                json=new_ticket(),
+                headers={"Authorization": f"Bearer {MESH_TOKEN}"},
+            )
+            assert posted.status_code == 200
+            message = await asyncio.wait_for(read(lines, "ticket"), 10)
+        assert message["data"]["ticket"]["incident_id"] == INCIDENT
+        assert message["data"]["event"]["task_type"] == "new_ticket"
+
+        # a console that reconnects with Last-Event-ID gets what it missed
+        first_id = int(message["id"])
+        await http.post(
+            "/a2a/tasks",
+            json=seed_phases()[0],
+            headers={"Authorization": f"Bearer {MESH_TOKEN}"},
+        )
+        headers = {"Last-Event-ID": str(first_id)}
+        async with http.stream("GET", "/api/v1/stream", headers=headers) as response:
+            replayed = await asyncio.wait_for(read(response.aiter_lines(), "ticket"), 10)
+        assert int(replayed["id"]) > first_id
+        assert replayed["data"]["ticket"]["status"] == "assessing"
+
+
+async def test_approve_forwards_decision_with_authenticated_user(
+    make_io: IoFactory, orchestrator: Orchestrator
+) -> None:
+    async with make_io() as io:
+        await io.task(new_ticket())
+        await io.task(approval())
+        pending = (await io.http.get("/api/v1/approvals")).json()
+        assert [a["approval_id"] for a in pending] == ["APR-0001"]
+        assert (await io.http.get(f"/api/v1/tickets/{INCIDENT}")).json()[
+            "status"
+        ] == "waiting_approval"
+
+        alice = await io.user("alice", "operator")
+        response = await io.http.post(
+            "/api/v1/approvals/APR-0001/approve",
+            json={"notes": "tunnel looks right", "decided_by": "mallory"},
+            headers=alice,
+        )
+        assert response.status_code == 200, response.text
+        row = response.json()
+        assert row["status"] == "approved" and row["decided_by"] == "alice"
+        assert row["notes"] == "tunnel looks right"
+        sent = orchestrator.received[-1]
+        assert sent["task_type"] == "approval_decision"
+        assert sent["payload"] == {
+            "approval_id": "APR-0001",
+            "incident_id": INCIDENT,
+            "decision": "approve",
+            "decided_by": "alice",
+            "notes": "tunnel looks right",
+        }
+        assert (await io.http.get("/api/v1/approvals")).json() == []
+        again = await io.http.post("/api/v1/approvals/APR-0001/reject", headers=alice)
+        assert again.status_code == 409
+        assert "approved" in again.json()["detail"]
+
+
+async def test_reject_on_loopback_is_the_local_operator(
+    make_io: IoFactory, orchestrator: Orchestrator
+) -> None:
+    async with make_io() as io:
+        await io.task(approval())
+        response = await io.http.post(
+            "/api/v1/approvals/APR-0001/reject", json={"notes": "not during business hours"}
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["decided_by"] == "local-operator"
+        assert orchestrator.received[-1]["payload"]["decision"] == "reject"
+        everything = (await io.http.get("/api/v1/approvals", params={"status": "all"})).json()
+        assert everything[0]["status"] == "rejected"
+
+
+async def test_batch_by_ids_and_by_incident(make_io: IoFactory, orchestrator: Orchestrator) -> None:
+    async with make_io() as io:
+        for n in (1, 2, 3):
+            await io.task(approval(approval_id=f"APR-000{n}"))
+        await io.task(approval("INC-2026-0002", "APR-0009"))
+        response = await io.http.post(
+            "/api/v1/approvals/batch", json={"ids": ["APR-0001", "APR-0002", "APR-0404"]}
+        )
+        body = response.json()
+        assert body["decided"] == 2 and body["failed"] == 1
+        assert {r["approval_id"]: r.get("code") for r in body["results"] if not r["ok"]} == {
+            "APR-0404": 404
+        }
+        response = await io.http.post(
+            "/api/v1/approvals/batch", json={"incident_id": INCIDENT, "notes": "all fine"}
+        )
+        assert response.json()["decided"] == 1
+        left = (await io.http.get("/api/v1/approvals")).json()
+        assert [a["approval_id"] for a in left] == ["APR-0009"]
+        decided = [m["payload"]["approval_id"] for m in orchestrator.received]
+        assert sorted(decided) == ["APR-0001", "APR-0002", "APR-0003"]
+        assert (await io.http.post("/api/v1/approvals/batch", json={})).status_code == 422
+
+
+async def test_delegation_limits_who_decides(make_io: IoFactory) -> None:
+    async with make_io() as io:
+        await io.task(approval())
+        alice = await io.user("alice", "operator")
+        bob = await io.user("bob", "operator")
+        await io.user("vera", "viewer")
+        refused = await io.http.post(
+            "/api/v1/approvals/APR-0001/delegate", json={"to": "vera"}, headers=alice
+        )
+        assert refused.status_code == 422
+        response = await io.http.post(
+            "/api/v1/approvals/APR-0001/delegate", json={"to": "alice"}, headers=bob
+        )
+        assert response.status_code == 200
+        assert response.json()["delegated_to"] == "alice"
+        assert response.json()["delegated_by"] == "bob"
+        denied = await io.http.post("/api/v1/approvals/APR-0001/approve", headers=bob)
+        assert denied.status_code == 403
+        assert "alice" in denied.json()["detail"]
+        ok = await io.http.post("/api/v1/approvals/APR-0001/approve", headers=alice)
+        assert ok.status_code == 200 and ok.json()["decided_by"] == "alice"
+
+        # an admin may decide what was delegated to someone else
+        await io.task(approval(approval_id="APR-0002"))
+        await io.http.post("/api/v1/approvals/APR-0002/delegate", json={"to": "bob"}, headers=bob)
+        admin_headers = {"Authorization": f"Bearer {io.admin_token()}"}
+        ok = await io.http.post("/api/v1/approvals/APR-0002/reject", headers=admin_headers)
+        assert ok.status_code == 200 and ok.json()["decided_by"] == "admin"
+
+
+async def test_expiry_and_incident_end(make_io: IoFactory, orchestrator: Orchestrator) -> None:
+    async with make_io() as io:
+        await io.task(approval(approval_id="APR-OLD", expires_in_s=-1))
+        assert (await io.http.get("/api/v1/approvals")).json() == []
+        old = (await io.http.get("/api/v1/approvals/APR-OLD")).json()
+        assert old["status"] == "expired"
+        late = await io.http.post("/api/v1/approvals/APR-OLD/approve")
+        assert late.status_code == 409
+        assert orchestrator.received == []
+
+        await io.task(approval(approval_id="APR-ESC"))
+        await io.task(status(INCIDENT, "escalated", "3", "No alternate path; escalated"))
+        assert (await io.http.get("/api/v1/approvals/APR-ESC")).json()["status"] == "expired"
+
+        await io.task(approval("INC-2026-0002", "APR-CLOSE"))
+        await io.task(closed("INC-2026-0002"))
+        row = (await io.http.get("/api/v1/approvals/APR-CLOSE")).json()
+        assert row["status"] == "cancelled" and "closed" in row["outcome"]
+
+
+async def test_sweeper_expires_without_a_reader(make_io: IoFactory) -> None:
+    async with make_io(io={"expiry_sweep_s": 0.05}) as io:
+        await io.task(approval(expires_in_s=0.2))
+        engine = io.app.state.engine
+        from services.io import approvals as approvals_store
+        from tests.support import wait_for
+
+        async def expired() -> bool:
+            row = await approvals_store.get(engine, "APR-0001")
+            return row is not None and row["status"] == "expired"
+
+        await wait_for(expired, timeout=10)
+
+
+async def test_orchestrator_conflict_is_shown(
+    make_io: IoFactory, orchestrator: Orchestrator
+) -> None:
+    async with make_io() as io:
+        await io.task(approval())
+        orchestrator.mode = "conflict"
+        response = await io.http.post("/api/v1/approvals/APR-0001/approve", json={"notes": "x"})
+        assert response.status_code == 409
+        assert "no longer pending" in response.json()["detail"]
+        row = (await io.http.get("/api/v1/approvals/APR-0001")).json()
+        assert row["status"] == "cancelled"
+
+
+async def test_orchestrator_down_keeps_the_approval_pending(
+    make_io: IoFactory, orchestrator: Orchestrator
+) -> None:
+    async with make_io() as io:
+        await io.task(approval())
+        orchestrator.mode = "down"
+        response = await io.http.post("/api/v1/approvals/APR-0001/approve")
+        assert response.status_code == 503
+        assert "still pending" in response.json()["detail"]
+        assert (await io.http.get("/api/v1/approvals/APR-0001")).json()["status"] == "pending"
+        orchestrator.mode = "ok"
+        response = await io.http.post("/api/v1/approvals/APR-0001/approve")
+        assert response.status_code == 200
+
+
+async def test_roles(make_io: IoFactory) -> None:
+    async with make_io() as io:
+        await io.task(approval())
+        viewer = await io.user("vera", "viewer")
+        operator = await io.user("otto", "operator")
+        assert (await io.http.get("/api/v1/tickets", headers=viewer)).status_code == 200
+        assert (await io.http.get("/api/v1/approvals", headers=viewer)).status_code == 200
+        denied = await io.http.post("/api/v1/approvals/APR-0001/approve", headers=viewer)
+        assert denied.status_code == 403
+        lab = await io.http.post("/api/v1/lab/links/pe1-pe2/recover", headers=viewer)
+        assert lab.status_code == 403
+        assert (await io.http.get("/api/v1/users", headers=operator)).status_code == 403
+        assert (await io.http.post("/api/v1/users", json={"username": "x"})).status_code == 403
+        me = (await io.http.get("/api/v1/auth/me", headers=viewer)).json()
+        assert me == {"username": "vera", "role": "viewer", "via": "token"}
+        bad = await io.http.get("/api/v1/tickets", headers={"Authorization": "Bearer nope"})
+        assert bad.status_code == 401
+
+        # admin: list (hints only), revoke, change role
+        admin_headers = {"Authorization": f"Bearer {io.admin_token()}"}
+        users = (await io.http.get("/api/v1/users", headers=admin_headers)).json()
+        vera = next(u for u in users if u["username"] == "vera")
+        assert "token" not in json.dumps(vera["tokens"][0]).replace('"tokens"', "")
+        token_id = vera["tokens"][0]["id"]
+        deleted = await io.http.delete(f"/api/v1/tokens/{token_id}", headers=admin_headers)
+        assert deleted.status_code == 204
+        assert (await io.http.get("/api/v1/tickets", headers=viewer)).status_code == 401
+        promoted = await io.http.patch(
+            "/api/v1/users/otto", json={"role": "admin"}, headers=admin_headers
+        )
+        assert promoted.json()["role"] == "admin"
+        assert (await io.http.get("/api/v1/users", headers=operator)).status_code == 200
+
+
+async def test_no_token_is_401_when_loopback_trust_is_off(make_io: IoFactory) -> None:
+    async with make_io(io={"loopback_trust": False}) as io:
+        response = await io.http.get("/api/v1/tickets")
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert (
+            await io.http.post("/api/v1/approvals/batch", json={"ids": ["x"]})
+        ).status_code == 401
+        admin_headers = {"Authorization": f"Bearer {io.admin_token()}"}
+        assert (await io.http.get("/api/v1/tickets", headers=admin_headers)).status_code == 200
+        # the console page and its config stay reachable, so the sign-in form can show
+        assert (await io.http.get("/")).status_code == 200
+        assert (await io.http.get("/api/v1/console/config")).json()["loopback_trust"] is False
+
+
+async def test_loopback_trust_refuses_rebinding_proxies_and_other_sites(make_io: IoFactory) -> None:
+    async with make_io() as io:
+        assert (await io.http.get("/api/v1/auth/me")).json()["via"] == "loopback"
+        for headers in (
+            {"Host": "evil.example:8999"},
+            {"X-Forwarded-For": "203.0.113.9"},
+            {"Sec-Fetch-Site": "cross-site"},
+            {"Origin": "http://evil.example"},
+        ):
+            response = await io.http.get("/api/v1/auth/me", headers=headers)
+            assert response.status_code == 401, headers
+
+
+async def test_bootstrap_admin_token_file(make_io: IoFactory, tmp_path: Path) -> None:
+    async with make_io() as io:
+        path = tmp_path / "io-admin-token"
+        assert path.stat().st_mode & 0o777 == 0o600
+        me = await io.http.get(
+            "/api/v1/auth/me", headers={"Authorization": f"Bearer {io.admin_token()}"}
+        )
+        assert me.json() == {"username": "admin", "role": "admin", "via": "token"}
+    before = path.read_text()
+    async with make_io():  # users exist: no second admin, the file is left alone
+        assert path.read_text() == before
+
+
+def test_admin_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    monkeypatch.setenv("CXM_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("CXM_DATABASE_URL", raising=False)
+    assert admin.main(["create-user", "olga", "--role", "operator"]) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    assert token.startswith("cxm_")
+    assert admin.main(["create-user", "olga"]) == 1
+    assert admin.main(["set-role", "olga", "admin"]) == 0
+    assert admin.main(["list"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed[0]["role"] == "admin" and token not in json.dumps(listed)
+    assert admin.main(["revoke", str(listed[0]["tokens"][0]["id"])]) == 0
+
+
+async def test_topology_cached_and_unavailable(make_io: IoFactory) -> None:
+    async with make_io() as io:
+        topo = (await io.http.get("/api/v1/topology")).json()
+        assert topo["available"] is True
+        assert {n["id"] for n in topo["nodes"]} == {"pe1", "pe2", "pe3", "pe4", "p1", "p2"}
+        assert all(
+            0 <= n["x"] <= topo["width"] and 0 <= n["y"] <= topo["height"] for n in topo["nodes"]
+        )
+        assert len({(n["x"], n["y"]) for n in topo["nodes"]}) == 6
+        again = (await io.http.get("/api/v1/topology")).json()
+        assert again["fetched_at"] == topo["fetched_at"]
+    async with make_io(cnc_up=False) as io:
+        topo = (await io.http.get("/api/v1/topology")).json()
+        assert topo["available"] is False
+        assert "unavailable" in topo["error"]
+
+
+async def test_lab_proxy(make_io: IoFactory, network_calls: list[tuple[str, Any]]) -> None:
+    async with make_io() as io:
+        response = await io.http.post(
+            "/api/v1/lab/links/pe1-pe2/degrade", json={"delay_ms": 80, "loss_pct": 2}
+        )
+        assert response.status_code == 200 and response.json()["state"] == "applied"
+        assert network_calls[-1] == ("degrade pe1-pe2", {"delay_ms": 80, "loss_pct": 2})
+        assert (await io.http.post("/api/v1/lab/links/pe1-pe2/recover")).status_code == 200
+        assert (await io.http.post("/api/v1/lab/links/zz-yy/flap")).status_code == 404
+        assert (await io.http.post("/api/v1/lab/links/pe1-pe2/melt")).status_code == 404
+        run = await io.http.post("/api/v1/lab/scenarios/sla-degradation")
+        assert run.json() == {"scenario": "sla-degradation", "started": True}
+        assert (await io.http.get("/api/v1/lab/topology")).json()["links"]
+    async with make_io(peers_up=False) as io:
+        down = await io.http.post("/api/v1/lab/links/pe1-pe2/flap")
+        assert down.status_code == 503 and "unreachable" in down.json()["detail"]
+    async with make_io(lab_enabled=False) as io:
+        assert (await io.http.post("/api/v1/lab/links/pe1-pe2/flap")).status_code == 404
+
+
+async def test_audit_trail(make_io: IoFactory) -> None:
+    async with make_io() as io:
+        trail = (await io.http.get(f"/api/v1/tickets/{INCIDENT}/audit")).json()
+        assert trail["available"] is True
+        assert trail["events"][0]["event_type"] == "incident_created"
+    async with make_io(peers_up=False) as io:
+        trail = (await io.http.get(f"/api/v1/tickets/{INCIDENT}/audit")).json()
+        assert trail == {"available": False, "error": "audit agent unreachable: ConnectError"}
+
+
+async def test_docs_are_served_without_a_cdn(make_io: IoFactory) -> None:
+    async with make_io() as io:
+        page = (await io.http.get("/docs")).text
+        assert "/static/vendor/swagger-ui/swagger-ui-bundle.js" in page
+        assert "cdn" not in page.lower() and "https://" not in page
+        assert (await io.http.get("/redoc")).status_code == 404
+        js = await io.http.get("/static/vendor/swagger-ui/swagger-ui-bundle.js")
+        assert js.status_code == 200 and len(js.content) > 100_000
+        paths = (await io.http.get("/openapi.json")).json()["paths"]
+        for path in (
+            "/api/v1/tickets",
+            "/api/v1/tickets/{incident_id}",
+            "/api/v1/approvals",
+            "/api/v1/approvals/{approval_id}/approve",
+            "/api/v1/approvals/batch",
+            "/api/v1/stats",
+            "/api/v1/stream",
+        ):
+            assert path in paths
+        console = (await io.http.get("/")).text
+        assert "https://" not in console and "/static/app.js" in console
+
+
+async def test_unknown_incident_notifications_and_repeats(make_io: IoFactory) -> None:
+    async with make_io() as io:
+        await io.task(approval())
+        await io.task(approval())  # the same approval twice is one approval
+        everything = (await io.http.get("/api/v1/approvals", params={"status": "all"})).json()
+        assert len(everything) == 1
+        invalid = await io.http.post(
+            "/a2a/tasks",
+            json={"task_type": "approval_required", "payload": {"approval_id": "x"}},
+            headers={"Authorization": f"Bearer {MESH_TOKEN}"},
+        )
+        assert invalid.status_code == 422
+        assert "payload.incident_id" in invalid.text
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CXM_IO_LOOPBACK_TRUST", "false")
+    assert IoSettings().loopback_trust is False
