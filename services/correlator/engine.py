@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
+import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -45,6 +46,7 @@ from shared.models import (
     Severity,
     StartIncident,
     TicketClosed,
+    utcnow,
 )
 from shared.outbox import Outbox
 from shared.settings import Settings
@@ -351,7 +353,7 @@ class Correlator:
         ws: store.WriteSet,
         proactive: bool,
     ) -> Outcome:
-        alert_id = uuid.uuid4().hex
+        alert_id = _alert_id()
         link = topo.canonical(alert.link) if alert.link else None
         fp = alert.fingerprint or _derived_fingerprint(alert, link)
         disposition, incident_id, reason = self._route(
@@ -1076,6 +1078,8 @@ class Correlator:
         incident_id: str | None,
         now: datetime,
     ) -> dict[str, Any]:
+        # The outbox schedules by the wall clock, whatever clock decides correlation.
+        wall = utcnow()
         return {
             "agent": agent,
             "task_type": task_type,
@@ -1083,8 +1087,8 @@ class Correlator:
             "incident_id": incident_id,
             "idempotency_key": key,
             "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
+            "next_attempt_at": wall,
+            "created_at": wall,
             "delivered_at": None,
             "dead": False,
             "last_error": None,
@@ -1172,6 +1176,11 @@ class Correlator:
                 },
                 now,
             )
+
+
+def _alert_id() -> str:
+    """Sortable by arrival (wall-clock nanoseconds first), unique by the random tail."""
+    return f"{time.time_ns():016x}{secrets.token_hex(8)}"
 
 
 def _duration(alert: NormalizedAlert) -> float | None:

@@ -43,7 +43,9 @@ def skylight(
     }
 
 
-def alertmanager_v4(now: datetime, alerts: list[dict[str, Any]], status: str = "firing") -> dict[str, Any]:
+def alertmanager_v4(
+    now: datetime, alerts: list[dict[str, Any]], status: str = "firing"
+) -> dict[str, Any]:
     """The Alertmanager webhook (version 4) body from prometheus.io's configuration docs."""
     return {
         "version": "4",
@@ -60,20 +62,27 @@ def alertmanager_v4(now: datetime, alerts: list[dict[str, Any]], status: str = "
 
 
 def am_alert(
-    now: datetime, labels: dict[str, str], status: str = "firing", fingerprint: str = "c1e2a1b9f0d2c3e4"
+    now: datetime,
+    labels: dict[str, str],
+    status: str = "firing",
+    fingerprint: str = "c1e2a1b9f0d2c3e4",
 ) -> dict[str, Any]:
     return {
         "status": status,
         "labels": {"alertname": "LinkLatencyHigh", "severity": "critical", **labels},
         "annotations": {"summary": "Latency above SLA", "value": "92", "threshold": "50"},
         "startsAt": now.isoformat().replace("+00:00", "Z"),
-        "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else now.isoformat().replace("+00:00", "Z"),
+        "endsAt": "0001-01-01T00:00:00Z"
+        if status == "firing"
+        else now.isoformat().replace("+00:00", "Z"),
         "generatorURL": "http://prometheus.example:9090/graph?g0.expr=latency_ms+%3E+50",
         "fingerprint": fingerprint,
     }
 
 
-def datadog_default(now: datetime, title: str = "[Triggered] Link latency high on link:pe2-pe3") -> dict[str, Any]:
+def datadog_default(
+    now: datetime, title: str = "[Triggered] Link latency high on link:pe2-pe3"
+) -> dict[str, Any]:
     """Datadog's default webhook body ($EVENT_MSG, $LAST_UPDATED, ... filled in)."""
     return {
         "body": "%%%\nLatency avg > 50 ms on link:pe2-pe3\n%%%",
