@@ -82,10 +82,16 @@ function kv(obj) {
   if (!entries.length) return null;
   return h("dl", { class: "kv" }, entries.map(([k, v]) => [
     h("dt", {}, k.replaceAll("_", " ")),
-    h("dd", { class: typeof v === "object" ? "mono" : "" },
-      Array.isArray(v) && v.every((x) => typeof x !== "object") ? v.join(" → ") :
-        typeof v === "object" ? JSON.stringify(v) : String(v)),
+    h("dd", { class: typeof v === "object" ? "mono" : "" }, showValue(k, v)),
   ]));
+}
+
+function showValue(key, v) {
+  if (Array.isArray(v) && v.every((x) => typeof x !== "object")) return v.join(key === "path" ? " → " : ", ");
+  if (v && typeof v === "object" && !Array.isArray(v) && Object.values(v).every((x) => typeof x !== "object")) {
+    return Object.entries(v).map(([k, x]) => `${k} ${x}`).join(" · ");
+  }
+  return typeof v === "object" ? JSON.stringify(v) : String(v);
 }
 
 function toast(message, bad = false) {
@@ -546,7 +552,8 @@ function approvalCard(a) {
   const notes = h("input", { name: "notes", placeholder: "Notes (why)", "aria-label": "notes" });
   const delegateTo = h("input", { name: "delegate", placeholder: "username", size: 12, "aria-label": "delegate to" });
   const expires = Date.parse(a.expires_at) - Date.now();
-  card.append(
+  const ticket = state.tickets.get(a.incident_id);
+  const parts = [
     h("div", { class: "row" },
       pending && canDecide() ? h("input", { type: "checkbox", class: "pick", "aria-label": "select", value: a.approval_id }) : null,
       h("b", {}, a.action), st(a.status),
@@ -554,6 +561,10 @@ function approvalCard(a) {
       h("span", { class: "muted" }, `requested ${age(a.requested_at)} ago by ${a.source_agent || "orchestrator"}`),
       pending ? h("span", { class: expires < 60000 ? "error" : "muted" }, expires > 0 ? `expires in ${duration(expires / 1000)}` : "expiring") : null,
       a.delegated_to ? h("span", {}, `delegated to `, h("b", {}, a.delegated_to), ` by ${a.delegated_by}`) : null),
+    ticket ? h("p", { class: "context" }, sev(ticket.severity), " ", st(ticket.status), " ", ticket.summary,
+      h("span", { class: "muted mono" }, ` · ${(ticket.degraded_links || []).join(", ")}`),
+      ticket.affected_services_count ? h("span", { class: "muted" }, ` · ${ticket.affected_services_count} services`) : null,
+      ticket.highest_tier ? h("span", { class: `tier-${ticket.highest_tier}` }, ` (${ticket.highest_tier})`) : null) : null,
     kv(a.details),
     !pending ? h("p", { class: "decision" },
       a.decided_by ? [`${a.status} by `, h("b", { class: "decided-by" }, a.decided_by)] : a.status,
@@ -575,7 +586,8 @@ function approvalCard(a) {
         },
       }, "Delegate")) : null,
     pending && !canDecide() ? h("p", { class: "muted" }, "Your role (viewer) can see approvals but not decide them.") : null,
-  );
+  ];
+  card.append(...parts.filter(Boolean));
   return card;
 }
 

@@ -1,0 +1,232 @@
+"""The console in Debian's chromium: live tickets, a ticket's story, approving resumes the flow.
+
+IO runs under uvicorn on a free loopback port, beside a fake orchestrator that resumes the
+incident when approved (it reports monitoring, then closes the ticket over the mesh) and a
+fake CNC/lab/audit. The screenshots land in docs/screenshots/ for docs/console.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from services.io.app import create_app
+from services.io.settings import IoSettings
+from shared.settings import Settings
+from tests.io.fakes import (
+    INCIDENT,
+    MESH_TOKEN,
+    approval,
+    closed,
+    network_app,
+    new_ticket,
+    resuming_orchestrator,
+    seed_phases,
+    serve,
+    status,
+)
+from tests.support import ROOT, free_port
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+HAVE_CHROMIUM = Path(CHROMIUM).exists()
+SHOTS = ROOT / "docs" / "screenshots"
+TIMEOUT_MS = 15_000
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not HAVE_CHROMIUM:
+        pytest.skip("Debian's chromium is not installed (make system-deps)")
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+class Mesh:
+    """IO and its fake peers, all served in this event loop."""
+
+    def __init__(self, io_url: str, received: list[dict[str, Any]]) -> None:
+        self.io_url = io_url
+        self.received = received
+        self.http = httpx.AsyncClient(
+            base_url=io_url, headers={"Authorization": f"Bearer {MESH_TOKEN}"}, timeout=10
+        )
+
+    async def task(self, envelope: dict[str, Any]) -> None:
+        response = await self.http.post("/a2a/tasks", json=envelope)
+        assert response.status_code == 200, response.text
+
+
+@pytest.fixture
+async def mesh(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Mesh]:
+    loopback_trust = getattr(request, "param", True)
+    io_port = free_port()
+    io_url = f"http://127.0.0.1:{io_port}"
+    received: list[dict[str, Any]] = []
+    async with (
+        serve(network_app()) as network_url,
+        serve(resuming_orchestrator(io_url, received)) as orchestrator_url,
+    ):
+        settings = Settings(
+            data_dir=tmp_path,
+            mesh_token=MESH_TOKEN,
+            mesh_retries=0,
+            port=io_port,
+            orchestrator_url=orchestrator_url,
+            cnc_url=network_url,
+            lab_url=network_url,
+            audit_url=network_url,
+        )
+        app = create_app(settings, io_settings=IoSettings(loopback_trust=loopback_trust))
+        async with serve(app, io_port):
+            m = Mesh(io_url, received)
+            try:
+                yield m
+            finally:
+                await m.http.aclose()
+
+
+async def open_console(browser: Browser, url: str) -> Page:
+    page = await browser.new_page(viewport={"width": 1440, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    await page.goto(url)
+    return page
+
+
+async def test_live_ticket_topology_approval_and_close(browser: Browser, mesh: Mesh) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    # history the operator already had: one closed incident, one being monitored
+    await mesh.task(
+        new_ticket(
+            "INC-2026-0000",
+            severity="medium",
+            summary="Delay above SLA on pe4-p2",
+            degraded_links=["pe4-p2"],
+        )
+    )
+    await mesh.task(
+        status(
+            "INC-2026-0000",
+            "assessing",
+            "2",
+            "3 services affected",
+            total_affected=3,
+            services_by_tier={"gold": 1, "silver": 2},
+        )
+    )
+    await mesh.task(closed("INC-2026-0000"))
+    await mesh.task(
+        new_ticket(
+            "INC-2026-0002",
+            severity="critical",
+            summary="Packet loss 4 % on p1-pe4",
+            degraded_links=["p1-pe4"],
+            triage=None,
+        )
+    )
+    await mesh.task(
+        status("INC-2026-0002", "monitoring", "6", "On the protection tunnel; hold timer 30 s")
+    )
+    page = await open_console(browser, f"{mesh.io_url}/")
+    await expect(page.locator("#live")).to_have_class("live on")
+    await expect(page.locator("#whoami")).to_contain_text("local-operator")
+    await expect(page.locator("#tickets-card")).to_be_visible()
+
+    # a ticket appears while the page is open, with no reload
+    await mesh.task(new_ticket())
+    row = page.locator(f'tr[data-incident="{INCIDENT}"]')
+    await expect(row).to_be_visible()
+    await expect(row.locator(".status")).to_contain_text("new")
+    for phase in seed_phases():
+        await mesh.task(phase)
+    await mesh.task(approval())
+    await mesh.task(approval("INC-2026-0002", "APR-0007", action="delete_tunnel"))
+    await expect(row.locator(".status")).to_contain_text("waiting approval")
+    await expect(row).to_contain_text("15")
+    await expect(page.locator("#approval-count")).to_have_text("2")
+    await expect(page.locator('.figure[data-figure="open"] .v')).to_have_text("2")
+    await page.select_option('select[name="status"]', "all")
+    await expect(page.locator("tr.ticket")).to_have_count(3)
+    await page.fill('input[type="search"]', "pe4-p2")
+    await expect(page.locator("tr.ticket")).to_have_count(1)
+    await page.fill('input[type="search"]', "")
+    await page.screenshot(path=str(SHOTS / "console.png"))
+
+    # the ticket's page: topology with the degraded links and the protection path, timeline
+    await row.click()
+    await expect(page.locator("#topology svg")).to_be_visible()
+    await expect(page.locator("#topology line.link.degraded")).to_have_count(2)
+    await expect(page.locator("#topology line.link.protection")).to_have_count(4)
+    await expect(page.locator('#topology line[data-link="pe1-pe2"]')).to_have_class("link degraded")
+    await expect(page.locator("#timeline li")).to_have_count(5)
+    await expect(page.locator(".why")).to_contain_text("Path chosen")
+    await expect(page.locator(".why")).to_contain_text("genuine")
+    await expect(page.locator("#tiers")).to_contain_text("platinum")
+    await expect(page.locator("#audit")).to_contain_text("incident_created")
+
+    # approvals: approve in the browser; the orchestrator resumes and closes the incident
+    await page.click('a[data-nav="approvals"]')
+    card = page.locator('.approval[data-approval="APR-0001"]')
+    await expect(card).to_contain_text("steer_traffic")
+    await expect(page.locator(".approval")).to_have_count(2)
+    await card.locator('input[name="notes"]').fill("Protection path checked, go ahead")
+    await page.screenshot(path=str(SHOTS / "approvals.png"), full_page=True)
+    await card.locator("button.approve").click()
+    await expect(page.locator("#toast")).to_contain_text("Approved")
+    await expect(page.locator(".approval")).to_have_count(1)
+    await page.click("text=All")
+    decided = page.locator('.approval[data-approval="APR-0001"] .decided-by')
+    await expect(decided).to_have_text("local-operator")
+    sent = [m for m in mesh.received if m["task_type"] == "approval_decision"]
+    assert sent[0]["payload"]["decided_by"] == "local-operator"
+    assert sent[0]["payload"]["notes"] == "Protection path checked, go ahead"
+
+    await page.goto(f"{mesh.io_url}/#/ticket/{INCIDENT}")
+    await expect(page.locator(".ticket-status")).to_have_attribute("data-status", "closed")
+    await expect(page.locator('#timeline li[data-task="ticket_closed"]')).to_have_count(1)
+    await expect(page.locator("#topology line.link.protection")).to_have_count(4)
+    await expect(page.locator('.figure[data-figure="open"] .v')).to_have_text("1")
+    await page.screenshot(path=str(SHOTS / "ticket.png"), full_page=True)
+    await page.click("text=← Tickets")
+    await page.select_option('select[name="status"]', "open")
+    await expect(page.locator(f'tr[data-incident="{INCIDENT}"]')).to_have_count(0)
+
+
+@pytest.mark.parametrize("mesh", [False], indirect=True)
+async def test_sign_in_with_a_token(browser: Browser, mesh: Mesh, tmp_path: Path) -> None:
+    page = await open_console(browser, f"{mesh.io_url}/")
+    await expect(page.locator("#signin")).to_be_visible()
+    await page.fill("#token", "cxm_not-a-real-token")
+    await page.click("#signin button[type=submit]")
+    await expect(page.locator("#signin-error")).to_contain_text("not accepted")
+    token = (tmp_path / "io-admin-token").read_text().strip()
+    await page.fill("#token", token)
+    await page.click("#signin button[type=submit]")
+    await expect(page.locator("#signin")).to_be_hidden()
+    await expect(page.locator("#whoami")).to_have_text("admin · admin")
+    await expect(page.locator("#live")).to_have_class("live on")
+    await mesh.task(new_ticket())
+    await expect(page.locator(f'tr[data-incident="{INCIDENT}"]')).to_be_visible()
+    assert await page.evaluate("sessionStorage.getItem('cxm-io-token')") == token
+    await page.click("#signout")
+    await expect(page.locator("#signin")).to_be_visible()
