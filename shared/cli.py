@@ -65,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     scenario = sub.add_parser("scenario", help="play a lab scenario against a running mesh")
     scenario.add_argument("name")
     scenario.add_argument("--wait", action="store_true", help="wait until the ticket closes")
+    audit = sub.add_parser("audit", help="audit log tools: `cxm audit verify` checks the chain")
+    audit.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
 
     if args.command == "agent":
@@ -74,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         names = args.only or [n for n in AGENT_PORTS if not (args.no_lab and n == "lab")]
         return asyncio.run(supervise(names))
+    if args.command == "audit":
+        return int(importlib.import_module("services.audit.verify").main(args.args))
     if args.command == "scenario":
         from shared.scenario import run_scenario
 

@@ -194,7 +194,10 @@ async def test_lifecycle_on_all_three_channels(
             mail = smtp.messages[2]
             assert smtp.envelopes[2] == ("cxm@example.net", ["noc@example.net"])
             assert "INC-2026-0001" in mail["Subject"] and mail["X-CXM-Incident"] == "INC-2026-0001"
-            text = mail.get_payload()[0].get_payload(decode=True).decode()
+            parts = [p for p in mail.walk() if p.get_content_type() == "text/plain"]
+            raw = parts[0].get_payload(decode=True)
+            assert isinstance(raw, bytes)
+            text = raw.decode()
             for fact in (
                 "INC-2026-0001",
                 "critical",

@@ -1,0 +1,1 @@
+"""Tests of the audit agent: durable hash-chained log, verification, search, reports, ES sink."""
