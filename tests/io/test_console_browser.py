@@ -211,6 +211,13 @@ async def test_live_ticket_topology_approval_and_close(browser: Browser, mesh: M
     await page.select_option('select[name="status"]', "open")
     await expect(page.locator(f'tr[data-incident="{INCIDENT}"]')).to_have_count(0)
 
+    # the lab panel drives the lab through IO
+    await page.click('a[data-nav="lab"]')
+    await expect(page.locator('select[aria-label="link"] option')).to_have_count(7)
+    await page.click("text=Degrade")
+    await expect(page.locator("#lab-log")).to_contain_text("degrade pe1-pe2")
+    await expect(page.locator("#lab-log")).to_contain_text("applied")
+
 
 @pytest.mark.parametrize("mesh", [False], indirect=True)
 async def test_sign_in_with_a_token(browser: Browser, mesh: Mesh, tmp_path: Path) -> None:
