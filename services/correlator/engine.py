@@ -480,9 +480,9 @@ class Correlator:
             inc.alerts.append(brief)
             inc.last_alert_at = now
             ws.touched_incidents.add(inc.id)
-            if just_dampened and link is not None:
+            if link is not None and flap is not None and flap.suppressed:
                 self._dampen(inc, link, now, ws)
-                return "dampened", inc.id, "link flapping: dampened"
+                return "dampened", inc.id, f"link {link} flapping: dampened"
             if (
                 link is not None
                 and flap is not None
@@ -556,13 +556,13 @@ class Correlator:
         self, link: str | None, node: str | None, topo: TopologyView, now: datetime
     ) -> tuple[Incident | None, str]:
         if link is not None:
-            if link in self.link_index:
-                inc = self.incidents[self.link_index[link]]
-                return inc, f"link {link} already in {inc.id}"
             for end in topo.nodes_of(link):
                 if end in self.node_index:
                     inc = self.incidents[self.node_index[end]]
                     return inc, f"inhibited by node alarm on {end} ({inc.id})"
+            if link in self.link_index:
+                inc = self.incidents[self.link_index[link]]
+                return inc, f"link {link} already in {inc.id}"
         elif node is not None and node in self.node_index:
             inc = self.incidents[self.node_index[node]]
             return inc, f"node {node} already in {inc.id}"
@@ -658,13 +658,12 @@ class Correlator:
         inc.dampened_until = until
         ws.touched_incidents.add(inc.id)
         if inc.status == "open":
-            since = (flap.suppressed_since or now).isoformat()
             self._signal(
                 ws,
                 inc,
                 "dampen",
                 [link],
-                key=f"signal:{inc.id}:dampen:{link}:{since}",
+                key=f"signal:{inc.id}:dampen:{link}:{until.isoformat()}",
                 now=now,
                 until=until,
                 details={"penalty": round(flap.decayed(now, self.params))},

@@ -42,7 +42,12 @@ class CorrelatorSettings(BaseSettings):
     # RFC 2439-style flap dampening, per link. Penalties are unitless; times are scaled.
     flap_penalty: float = Field(default=1000.0, gt=0, description="added per link state change")
     flap_half_life_s: float = Field(default=60.0, gt=0)
-    flap_suppress: float = Field(default=2000.0, gt=0)
+    flap_suppress: float = Field(
+        default=1500.0,
+        gt=0,
+        description="RFC 2439 uses 2000 with one penalty per withdrawal; a link alert counts both "
+        "edges of a flap, so degrade → clear → degrade (≈2000 less decay) must cross it",
+    )
     flap_reuse: float = Field(default=750.0, gt=0)
     flap_max_suppress_s: float = Field(default=240.0, gt=0)
 

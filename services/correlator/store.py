@@ -181,7 +181,20 @@ async def apply(conn: AsyncConnection, ws: WriteSet) -> None:
         else:
             await conn.execute(silences.update().where(silences.c.id == row["id"]).values(**row))
     if ws.outbox:
-        await conn.execute(outbox_table.insert(), ws.outbox)
+        # Keys are deterministic, so a replayed step may repeat one: skip it, keep the rest.
+        await conn.execute(_insert_ignoring_duplicates(conn, outbox_table), ws.outbox)
+
+
+def _insert_ignoring_duplicates(conn: AsyncConnection, table: sa.Table) -> Any:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(table).on_conflict_do_nothing()
+    return table.insert()
 
 
 async def list_alerts(
