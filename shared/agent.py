@@ -487,6 +487,7 @@ class _MeshAuthMiddleware(BaseHTTPMiddleware):
 
 class _Metrics:
     def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
         self.tasks = Counter(
             "cxm_tasks", "A2A tasks handled", ["task_type", "outcome"], registry=registry
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +20,15 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def postgres_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real PostgreSQL server (Debian's postgresql), started once per test session."""
-    with postgres_server(tmp_path_factory.mktemp("pg")) as dsn:
-        yield dsn
+def postgres_dsn() -> Iterator[str]:
+    """A real PostgreSQL server (Debian's postgresql), started once per test session.
+
+    Its cluster lives outside pytest's temporary root, which is mode 0700 for root and so out
+    of reach of the ``postgres`` user the server runs as.
+    """
+    base = Path(tempfile.mkdtemp(prefix="cxm-pg-"))
+    try:
+        with postgres_server(base) as dsn:
+            yield dsn
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

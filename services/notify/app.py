@@ -12,10 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from fastapi import APIRouter, FastAPI, Query, Request
-from fastapi.responses import Response
-from fastapi.routing import APIRoute
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from fastapi import APIRouter, FastAPI, Query
 
 from services.notify import store
 from services.notify.service import Channels, Notifier, NotifyMetrics
@@ -90,24 +87,6 @@ def create_app(
     """The agent; ``notify_settings`` default to the environment; tests pass a mesh transport."""
     app = build_spec().create_app(settings, mesh_transport=mesh_transport)
     app.state.notify_settings = notify_settings or NotifySettings()
-    registry = CollectorRegistry()
-    app.state.notify_metrics = NotifyMetrics(registry)
-    _extend_metrics(app, registry)
+    app.state.notify_metrics = NotifyMetrics(app.state.metrics.registry)
     return app
 
-
-def _extend_metrics(app: FastAPI, registry: CollectorRegistry) -> None:
-    """Serve the notify counters on the same ``/metrics`` as the framework's."""
-    original = next(
-        r for r in app.router.routes if isinstance(r, APIRoute) and r.path == "/metrics"
-    )
-    framework_metrics = original.endpoint
-
-    async def metrics(request: Request) -> Response:
-        base: Response = await framework_metrics()
-        return Response(
-            bytes(base.body) + generate_latest(registry), media_type=CONTENT_TYPE_LATEST
-        )
-
-    app.router.routes.remove(original)
-    app.add_api_route("/metrics", metrics, methods=["GET"], tags=["ops"])

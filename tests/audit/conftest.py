@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from shared.settings import Settings
-from tests.support import postgres_server
-
-
-@pytest.fixture(scope="session")
-def postgres_dsn() -> Iterator[str]:
-    """The shared fixture, with its cluster under a directory the ``postgres`` user can reach.
-
-    As root, pytest's own temporary root (``/tmp/pytest-of-root``) is mode 0700, so the server
-    that ``tests.support.postgres_server`` runs as ``postgres`` cannot enter its data directory.
-    """
-    base = Path(tempfile.mkdtemp(prefix="cxm-audit-pg-"))
-    try:
-        with postgres_server(base) as dsn:
-            yield dsn
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 async def create_database(dsn: str) -> str:

@@ -22,8 +22,15 @@ TICKET = {
 }
 
 
+def _operator(client: httpx.AsyncClient) -> dict[str, str]:
+    """IO's own API wants an IO user token (the bootstrap admin's), not the mesh token."""
+    app = client._transport.app  # type: ignore[attr-defined]
+    token = (app.state.settings.data_dir / "io-admin-token").read_text().strip()
+    return {"Authorization": f"Bearer {token}"}
+
+
 async def tickets(client: httpx.AsyncClient) -> list[dict[str, object]]:
-    response = await client.get("/api/v1/tickets")
+    response = await client.get("/api/v1/tickets", headers=_operator(client))
     assert response.status_code == 200
     body: list[dict[str, object]] = response.json()
     return body
@@ -94,7 +101,7 @@ async def test_idempotency_key_replays_instead_of_redoing(settings: Settings) ->
         assert first.json()["replayed"] is False
         assert second.json()["replayed"] is True
         assert second.json()["task_id"] == first.json()["task_id"]
-        detail = (await client.get("/api/v1/tickets/INC-2026-0001")).json()
+        detail = (await client.get("/api/v1/tickets/INC-2026-0001", headers=_operator(client))).json()
         assert [e["task_type"] for e in detail["events"]] == ["new_ticket"]
 
 
@@ -106,7 +113,7 @@ async def test_idempotency_record_survives_a_restart(settings: Settings) -> None
     async with running(create_app(settings)) as client:
         again = await client.post("/a2a/tasks", json=envelope, headers=headers)
         assert again.json()["replayed"] is True
-        detail = (await client.get("/api/v1/tickets/INC-2026-0001")).json()
+        detail = (await client.get("/api/v1/tickets/INC-2026-0001", headers=_operator(client))).json()
         assert len(detail["events"]) == 1
 
 
@@ -129,13 +136,13 @@ async def test_io_keeps_every_event_in_order_with_the_current_view(settings: Set
             "/a2a/tasks", json={"task_type": "status_update", "payload": update}, headers=AUTH
         )
         assert r.status_code == 200
-        detail = (await client.get("/api/v1/tickets/INC-2026-0001")).json()
+        detail = (await client.get("/api/v1/tickets/INC-2026-0001", headers=_operator(client))).json()
         assert detail["status"] == "assessing"
         assert detail["phase"] == "2"
         assert detail["affected_services_count"] == 15
         assert [e["task_type"] for e in detail["events"]] == ["new_ticket", "status_update"]
         assert detail["events"][1]["payload"]["details"]["services_by_tier"]["gold"] == 5
-        assert (await client.get("/api/v1/tickets/INC-2099-9999")).status_code == 404
+        assert (await client.get("/api/v1/tickets/INC-2099-9999", headers=_operator(client))).status_code == 404
 
 
 async def test_metrics_count_tasks_by_outcome(settings: Settings) -> None:
