@@ -461,7 +461,6 @@ class Correlator:
             labels,
         )
 
-        just_dampened = False
         flap: LinkFlapState | None = None
         if link is not None:
             flap = self.flaps.setdefault(link, LinkFlapState(link=link))
@@ -469,7 +468,7 @@ class Correlator:
                 flap.firing.add(fp)
             else:
                 flap.firing.discard(fp)
-            just_dampened = flap.record(bool(flap.firing), now, self.params)
+            flap.record(bool(flap.firing), now, self.params)
             ws.touched_links.add(link)
 
         if alert.status == "resolved":

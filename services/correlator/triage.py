@@ -57,7 +57,7 @@ def classify(ev: Evidence) -> Triage:
     factors: list[tuple[float, str]] = []
     if ev.all_cleared:
         factors.append(
-            (2.5, "every alert cleared before the incident was emitted: a transient blip")
+            (3.5, "every alert cleared before the incident was emitted: a transient blip")
         )
     ratios = [v / t for v, t in ev.values if v is not None and t not in (None, 0)]
     if ratios:

@@ -18,6 +18,7 @@ def skylight(
     threshold: float = 50.0,
     metric: str = "delay-avg",
     policy: str = "sla-delay",
+    violation_ms: int = 300000,
 ) -> dict[str, Any]:
     """A Skylight (PCA) alert webhook body: identity, measurement, state and timing fields."""
     return {
@@ -37,7 +38,7 @@ def skylight(
         "endTimestamp": ms(now) if state != "raised" else None,
         "processedTimestamp": ms(now),
         "duration": "PT5M",
-        "timeInViolation": 300000,
+        "timeInViolation": violation_ms,
         "topology": ["pe1", "pe2"],
         "metadata": {"region": "west"},
     }
