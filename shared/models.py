@@ -350,7 +350,7 @@ class AuditEvent(Strict):
 
 
 class KShortestPaths(ComputePath):
-    """``k_shortest_paths``: the same constraints as ``compute_path``, up to ``k`` loopless paths."""
+    """``k_shortest_paths``: the constraints of ``compute_path``, up to ``k`` loopless paths."""
 
     k: int = Field(default=3, ge=1, le=10)
 
@@ -391,7 +391,7 @@ class UtilisationResult(Open):
 
 
 class DemandMatrix(Strict):
-    """``demand_matrix``: head-end × end-point demand from the VPN services' bandwidth."""
+    """``demand_matrix``: head-end x end-point demand from the VPN services' bandwidth."""
 
     tiers: list[Tier] = Field(default_factory=list)
     """Only services of these tiers; empty means all."""

@@ -10,6 +10,8 @@ which ones those are.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -266,3 +268,28 @@ def _first_result(data: Any, op: str) -> dict[str, Any]:
             transient=bool(result.get("cisco-crosswork-cxm:transient")),
         )
     return result
+
+
+def link_key(link: str) -> str:
+    """A link's name independent of direction: ``pe2-pe1`` and ``pe1-pe2`` are one link."""
+    ends = link.split("-")
+    return "-".join(sorted(ends)) if len(ends) == 2 else link
+
+
+@asynccontextmanager
+async def southbound_clients(app: Any) -> AsyncIterator[None]:
+    """Open ``app.state.cnc`` and ``app.state.pca`` for the app's lifetime, close them after.
+
+    Tests reach an in-process lab by setting ``app.state.southbound_transport``.
+    """
+    settings = app.state.settings
+    transport = getattr(app.state, "southbound_transport", None)
+    cnc = CncClient(settings.cnc_base, settings.cnc_token, transport=transport)
+    pca = PcaClient(settings.pca_base, settings.pca_token, transport=transport)
+    app.state.cnc = cnc
+    app.state.pca = pca
+    try:
+        yield
+    finally:
+        await cnc.aclose()
+        await pca.aclose()

@@ -7,9 +7,6 @@ escalates as the seed's error table asks ("Service Impact API failed → escalat
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import httpx
 from fastapi import FastAPI
 
@@ -17,35 +14,17 @@ from shared.agent import AgentSpec, TaskContext
 from shared.logs import get_logger
 from shared.models import TIERS, AffectedService, AssessImpact, ImpactResult
 from shared.settings import Settings
-from shared.southbound import CncClient, VpnService
+from shared.southbound import CncClient, VpnService, link_key, southbound_clients
 
 log = get_logger(__name__)
-
-
-@asynccontextmanager
-async def _southbound(app: FastAPI) -> AsyncIterator[None]:
-    """Open the CNC client for the app's lifetime and close it with the app."""
-    settings: Settings = app.state.settings
-    cnc = CncClient(settings.cnc_base, settings.cnc_token, transport=app.state.southbound_transport)
-    app.state.cnc = cnc
-    try:
-        yield
-    finally:
-        await cnc.aclose()
 
 
 spec = AgentSpec(
     name="impact",
     title="Service Impact",
     description="Affected services and SLA tiers from CNC service health",
-    resources=_southbound,
+    resources=southbound_clients,
 )
-
-
-def link_key(link: str) -> str:
-    """A link's name independent of direction: ``pe2-pe1`` and ``pe1-pe2`` are one link."""
-    ends = link.split("-")
-    return "-".join(sorted(ends)) if len(ends) == 2 else link
 
 
 def _tier(service: VpnService) -> str:

@@ -22,7 +22,7 @@ from shared.agent import AgentSpec, TaskContext
 from shared.logs import get_logger
 from shared.models import ComputePath, GetTopology, KPathsResult, KShortestPaths, PathResult
 from shared.settings import Settings
-from shared.southbound import CncClient
+from shared.southbound import CncClient, southbound_clients
 
 log = get_logger(__name__)
 
@@ -61,13 +61,9 @@ async def _southbound(app: FastAPI) -> AsyncIterator[None]:
     """Open the CNC client and the graph cache for the app's lifetime."""
     settings: Settings = app.state.settings
     path_settings: PathSettings = app.state.path_settings
-    cnc = CncClient(settings.cnc_base, settings.cnc_token, transport=app.state.southbound_transport)
-    app.state.cnc = cnc
-    app.state.graph = GraphCache(cnc, settings.scaled(path_settings.topology_ttl_s))
-    try:
+    async with southbound_clients(app):
+        app.state.graph = GraphCache(app.state.cnc, settings.scaled(path_settings.topology_ttl_s))
         yield
-    finally:
-        await cnc.aclose()
 
 
 spec = AgentSpec(

@@ -18,16 +18,10 @@ from typing import Any
 import networkx as nx
 
 from shared.models import ComputePath, PathResult
-from shared.southbound import Link, Topology
+from shared.southbound import Link, Topology, link_key
 
 TE_PREFERENCE: tuple[str, ...] = ("sr-mpls", "srv6", "rsvp-te")
 """Which tunnel technology to prefer when every node on a path supports several."""
-
-
-def link_key(link: str) -> str:
-    """A link's name independent of direction: ``pe2-pe1`` and ``pe1-pe2`` are one link."""
-    ends = link.split("-")
-    return "-".join(sorted(ends)) if len(ends) == 2 else link
 
 
 def fingerprint(topology: Topology) -> str:

@@ -6,8 +6,6 @@ bounded piece of work and returns, so nothing sleeps while an incident waits.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -25,39 +23,24 @@ from shared.models import (
     utcnow,
 )
 from shared.settings import Settings
-from shared.southbound import CncClient, LinkMetrics, PcaClient, Thresholds
+from shared.southbound import (
+    CncClient,
+    LinkMetrics,
+    PcaClient,
+    Thresholds,
+    link_key,
+    southbound_clients,
+)
 
 log = get_logger(__name__)
-
-
-@asynccontextmanager
-async def _southbound(app: FastAPI) -> AsyncIterator[None]:
-    """Open the CNC and PCA clients for the app's lifetime and close them with it."""
-    settings: Settings = app.state.settings
-    transport = app.state.southbound_transport
-    cnc = CncClient(settings.cnc_base, settings.cnc_token, transport=transport)
-    pca = PcaClient(settings.pca_base, settings.pca_token, transport=transport)
-    app.state.cnc = cnc
-    app.state.pca = pca
-    try:
-        yield
-    finally:
-        await cnc.aclose()
-        await pca.aclose()
 
 
 spec = AgentSpec(
     name="restore",
     title="Restoration Monitor",
     description="SLA recovery checks, gradual cutover and cleanup",
-    resources=_southbound,
+    resources=southbound_clients,
 )
-
-
-def link_key(link: str) -> str:
-    """A link's name independent of direction: ``pe2-pe1`` and ``pe1-pe2`` are one link."""
-    ends = link.split("-")
-    return "-".join(sorted(ends)) if len(ends) == 2 else link
 
 
 def evaluate(

@@ -13,12 +13,6 @@ from shared.southbound import VpnService
 TIME_KEYS = ("timestamp", "sample-time", "time")
 
 
-def link_key(link: str) -> str:
-    """A link's name independent of direction: ``pe2-pe1`` and ``pe1-pe2`` are one link."""
-    ends = link.split("-")
-    return "-".join(sorted(ends)) if len(ends) == 2 else link
-
-
 def parse_counter(raw: Mapping[str, Any], fallback_ts: float) -> dict[str, Any]:
     """One CNC counter record as (time, octets per direction, capacity).
 

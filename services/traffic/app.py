@@ -19,7 +19,7 @@ from fastapi import FastAPI
 
 from services.traffic import store
 from services.traffic.analytics import demand_matrix as build_demand_matrix
-from services.traffic.analytics import forecast, link_key, parse_counter, utilisation
+from services.traffic.analytics import forecast, parse_counter, utilisation
 from services.traffic.settings import TrafficSettings
 from shared.agent import AgentSpec, TaskContext
 from shared.errors import SouthboundError
@@ -35,7 +35,7 @@ from shared.models import (
     utcnow,
 )
 from shared.settings import Settings
-from shared.southbound import CncClient
+from shared.southbound import CncClient, link_key, southbound_clients
 
 log = get_logger(__name__)
 
@@ -81,22 +81,20 @@ async def _southbound(app: FastAPI) -> AsyncIterator[None]:
     """Open the CNC client and start the sampler; stop and close both on exit."""
     settings: Settings = app.state.settings
     cfg: TrafficSettings = app.state.traffic_settings
-    cnc = CncClient(settings.cnc_base, settings.cnc_token, transport=app.state.southbound_transport)
-    app.state.cnc = cnc
     app.state.sample_lock = asyncio.Lock()
     sampler = None
-    if cfg.sampler_enabled:
-        sampler = asyncio.create_task(
-            _sampler(app, settings.scaled(cfg.sample_interval_s)), name="traffic-sampler"
-        )
-    try:
-        yield
-    finally:
-        if sampler is not None:
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
-        await cnc.aclose()
+    async with southbound_clients(app):
+        if cfg.sampler_enabled:
+            sampler = asyncio.create_task(
+                _sampler(app, settings.scaled(cfg.sample_interval_s)), name="traffic-sampler"
+            )
+        try:
+            yield
+        finally:
+            if sampler is not None:
+                sampler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sampler
 
 
 spec = AgentSpec(

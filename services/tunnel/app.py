@@ -26,7 +26,7 @@ from shared.errors import SouthboundError, TaskFailed
 from shared.logs import get_logger
 from shared.models import DeleteTunnel, ProvisionTunnel, SteerTraffic, TunnelResult
 from shared.settings import Settings
-from shared.southbound import CncClient, SrPolicy, Topology
+from shared.southbound import CncClient, SrPolicy, Topology, southbound_clients
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -38,15 +38,10 @@ PROVISION_FAILED = "tunnel_provision_failed"
 @asynccontextmanager
 async def _southbound(app: FastAPI) -> AsyncIterator[None]:
     """Open the CNC client for the app's lifetime; locks serialize work per incident."""
-    settings: Settings = app.state.settings
-    cnc = CncClient(settings.cnc_base, settings.cnc_token, transport=app.state.southbound_transport)
-    app.state.cnc = cnc
     app.state.alloc_lock = asyncio.Lock()
     app.state.incident_locks = {}
-    try:
+    async with southbound_clients(app):
         yield
-    finally:
-        await cnc.aclose()
 
 
 spec = AgentSpec(
