@@ -56,6 +56,8 @@ log = get_logger(__name__)
 SOURCE_AGENT = "event_correlator"
 SEVERITY_RANK: dict[str, int] = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
 Clock = Callable[[], datetime]
+MAX_BRIEFS = 1000
+"""Alerts remembered per incident for triage; a storm beyond this adds nothing to the verdict."""
 
 
 @dataclass
@@ -298,9 +300,25 @@ class Correlator:
                     updated_at=r["updated_at"],
                     suppressed_since=r["suppressed_since"],
                     changes=r["changes"],
-                    firing=set(r["firing"]),
                 )
                 self.flaps_persisted.add(r["link"])
+            # Which alerts are firing on each link: the latest state of each recent alert.
+            a = store.alerts
+            firing_rows = await conn.execute(
+                sa.select(a.c.link, a.c.fingerprint, a.c.status)
+                .where(
+                    a.c.link.is_not(None),
+                    a.c.received_at >= now - self.stale_after,
+                    a.c.disposition.in_(("new_incident", "correlated", "dampened")),
+                )
+                .order_by(a.c.received_at, a.c.id)
+            )
+            for link, fp, status in firing_rows:
+                flap = self.flaps.setdefault(link, LinkFlapState(link=link))
+                if status == "firing":
+                    flap.firing.add(fp)
+                else:
+                    flap.firing.discard(fp)
             for r in (await conn.execute(sa.select(store.silences))).mappings().all():
                 self.silences[r["id"]] = Silence(
                     id=r["id"],
@@ -605,7 +623,8 @@ class Correlator:
         if node and not link and node not in inc.nodes:
             inc.nodes.append(node)
             self.node_index[node] = inc.id
-        inc.alerts.append(brief)
+        if len(inc.alerts) < MAX_BRIEFS:
+            inc.alerts.append(brief)
         inc.last_alert_at = now
         if SEVERITY_RANK[brief.severity] > SEVERITY_RANK[inc.severity]:
             inc.severity = brief.severity
@@ -1023,7 +1042,6 @@ class Correlator:
                         "updated_at": flap.updated_at,
                         "suppressed_since": flap.suppressed_since,
                         "changes": flap.changes,
-                        "firing": sorted(flap.firing),
                     },
                 )
             )

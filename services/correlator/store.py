@@ -88,8 +88,9 @@ link_states = sa.Table(
     sa.Column("updated_at", UtcDateTime, nullable=True),
     sa.Column("suppressed_since", UtcDateTime, nullable=True),
     sa.Column("changes", sa.Integer, nullable=False),
-    sa.Column("firing", sa.JSON, nullable=False),
 )
+"""The set of alerts firing on a link is not stored here (it would be rewritten on every alert);
+it is rebuilt on start from the recent alerts."""
 
 silences = sa.Table(
     "corr_silences",
