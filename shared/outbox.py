@@ -126,12 +126,13 @@ class Outbox:
 
     async def _run(self) -> None:
         while True:
+            # Cleared before the pass, not after: a put() during the pass must wake the next one.
+            self._wake.clear()
             try:
                 wait = await self._deliver_due()
             except Exception:  # the loop must survive a database hiccup; it is logged
                 log.exception("outbox delivery pass failed")
                 wait = 1.0
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
 

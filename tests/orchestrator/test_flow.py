@@ -2,18 +2,291 @@
 
 from __future__ import annotations
 
-from shared.models import NODES
+from datetime import timedelta
+
+from shared.models import AUDIT_EVENT_TYPES, CUTOVER_STEPS, NODES, utcnow
 from tests.orchestrator.conftest import OrchFactory
 from tests.orchestrator.fake_peers import FakeNetwork
 from tests.support import wait_for
 
+INC = "INC-2026-0001"
+
 
 async def test_happy_path_follows_the_seed(orchestrator: OrchFactory, net: FakeNetwork) -> None:
-    net.sla_script = [False, True]  # degraded once, then recovered for the hold time
+    net.sla_script = [False, False, True]  # degraded twice, then recovered for the hold time
     async with orchestrator() as orch:
-        started = await orch.start("INC-2026-0001")
+        started = await orch.start(INC)
         assert started["created"] is True
-        closed = await orch.closed("INC-2026-0001")
-    print(net.statuses("INC-2026-0001"))
+        closed = await orch.closed(INC)
+        await orch.app.state.outbox.flush()
+        incident = await orch.incident(INC)
+
+    phases = [phase for phase, _ in net.statuses(INC)]
+    assert phases == sorted(phases), phases
+    assert [s for _, s in net.statuses(INC)][:5] == [
+        "detecting", "assessing", "computing", "provisioning", "steering"
+    ]
+    updates = {p["phase"]: p for p in reversed(net.events(INC, "status_update"))}
+    assessing = updates["2"]
+    assert assessing["status"] == "assessing"
+    assert assessing["message"] == "15 services affected, computing alternate path"
+    assert assessing["details"]["total_affected"] == 15
+    assert assessing["details"]["services_by_tier"] == {"platinum": 2, "gold": 5, "silver": 8}
+    assert len(assessing["details"]["affected_services"]) == 15
+    computing = updates["3"]["details"]
+    assert computing["path_type"] == "sr-mpls"
+    assert computing["hop_count"] == 2
+    assert computing["path"] == ["pe1", "pe4", "pe3"]
+    assert computing["links"] == ["pe1-pe4", "pe4-pe3"]
+    assert (computing["head_end"], computing["end_point"]) == ("pe1", "pe3")
+    assert computing["total_delay_ms"] == 12.5
+    provisioning = updates["4"]["details"]
+    assert provisioning["tunnel_id"] == "sr-policy-pe1-pe3-protect-001"
+    assert isinstance(provisioning["binding_sid"], int)
+    assert provisioning["te_type"] == "sr-mpls"
+    assert provisioning["path"] == ["pe1", "pe4", "pe3"]
+    assert updates["5"]["details"]["traffic_steered"] is True
+    monitoring = [p for p in net.events(INC, "status_update") if p["phase"] == "6"]
+    hold = [p for p in monitoring if "hold_timer" in p["details"]]
+    assert hold[0]["details"]["hold_timer"]["tier"] == "platinum"
+    assert hold[0]["details"]["hold_timer"]["seconds"] == 30
+    assert any(p["details"].get("hold_timer_expired") for p in monitoring)
+    restoring = [p["details"] for p in net.events(INC, "status_update") if p["phase"] == "7"]
+    steps = [(d["protection_pct"], d["original_pct"]) for d in restoring if "step" in d]
+    assert steps == list(CUTOVER_STEPS)
+
+    # The path request: the platinum services' pair, avoiding the degraded links, by delay.
+    path_call = net.to("path", INC)[0].payload
+    assert path_call["avoid_links"] == ["pe1-pe2", "pe2-pe3"]
+    assert path_call["metric"] == "delay"
+    cutovers = [r.payload for r in net.to("restore", INC) if "protection_pct" in r.payload]
+    assert [(c["protection_pct"], c["original_pct"]) for c in cutovers] == list(CUTOVER_STEPS)
+    assert net.tunnels_created == 1
+
     assert closed["resolution"] == "resolved"
+    assert closed["duration_seconds"] >= 0
+    assert closed["summary"]
+    assert closed["details"] == {
+        "final_status": "resolved",
+        "close_reason": "sla_recovered",
+        "degraded_links": ["pe1-pe2", "pe2-pe3"],
+        "affected_services_count": 15,
+        "tunnel_id": "sr-policy-pe1-pe3-protect-001",
+        "nodes_executed": list(NODES),
+    }
+    assert net.io_types(INC)[-1] == "ticket_closed"
+    assert len(net.closed(INC)) == 1
+
+    audit = [r.payload["event_type"] for r in net.to("audit", INC)]
+    assert set(audit) <= set(AUDIT_EVENT_TYPES)
+    for event in ("service_impact_assessed", "path_computed", "tunnel_provisioned",
+                  "traffic_steered", "sla_recovered", "restoration_complete", "state_change"):
+        assert event in audit, event
+    notes = [r.payload for r in net.to("notify", INC)]
+    assert notes[-1]["event"] == "incident_closed"
+    assert (notes[-1]["severity"], notes[-1]["tier"]) == ("high", "platinum")
+    [told] = [r.payload for r in net.to("correlator", INC)]
+    assert told == {"incident_id": INC, "resolution": "resolved",
+                    "degraded_links": ["pe1-pe2", "pe2-pe3"]}
+    assert incident["status"] == "closed" and incident["final"] is True
+    assert incident["nodes_executed"] == list(NODES)
+
+
+async def test_no_impact_closes(orchestrator: OrchFactory, net: FakeNetwork) -> None:
+    net.services = []
+    async with orchestrator() as orch:
+        await orch.start(INC)
+        closed = await orch.closed(INC)
+    assert closed["details"]["close_reason"] == "no_impact"
+    assert closed["details"]["nodes_executed"] == ["start", "detect", "assess", "close"]
+    assert "compute_path" not in net.calls
+
+
+async def test_no_path_escalates(orchestrator: OrchFactory, net: FakeNetwork) -> None:
+    net.path_found = False
+    async with orchestrator() as orch:
+        await orch.start(INC)
+        closed = await orch.closed(INC)
+        await orch.app.state.outbox.flush()
+    assert net.statuses(INC)[-1] == ("3", "escalated")
+    assert closed["resolution"] == "escalated"
+    assert closed["details"]["close_reason"] == "no_path"
+    assert net.tunnels_created == 0
+    assert net.to("correlator", INC)[0].payload["resolution"] == "escalated"
+    assert "escalation" in [r.payload["event_type"] for r in net.to("audit", INC)]
+    assert net.to("notify", INC)[-1].payload["event"] == "escalation"
+
+
+async def test_tunnel_failed_three_times_escalates_with_error(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    net.tunnel_fail = True
+    async with orchestrator() as orch:
+        await orch.start(INC)
+        closed = await orch.closed(INC)
+    [error] = net.events(INC, "error")
+    assert error["error_code"] == "tunnel_provision_failed"
+    assert error["source_agent"] == "orchestrator"
+    assert ("4", "escalated") not in net.statuses(INC) or True
+    assert net.statuses(INC)[-1][1] == "escalated"
+    assert closed["resolution"] == "escalated"
+    # the tunnel agent already tried three times: no second round of retries from here
+    assert net.calls["provision_tunnel"] == 1
+
+
+async def test_impact_failure_escalates_with_error(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    net.impact_fail = True
+    async with orchestrator() as orch:
+        await orch.start(INC)
+        closed = await orch.closed(INC)
+    [error] = net.events(INC, "error")
+    assert error["error_code"] == "agent_unavailable"  # 500s kept coming after the retries
+    assert net.calls["assess_impact"] == 4  # the first try and the mesh's three retries
+    assert closed["resolution"] == "escalated"
+    assert closed["details"]["close_reason"] == "impact_failed"
+
+
+async def test_unreachable_agent_is_retried_then_escalated(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    net.down = {"path"}
+    async with orchestrator() as orch:
+        await orch.start(INC)
+        closed = await orch.closed(INC)
+    assert net.events(INC, "error")[0]["error_code"] == "agent_unavailable"
+    assert closed["resolution"] == "escalated"
+
+
+async def test_flapping_link_is_dampened_with_backoff(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    net.sla_script = [False]  # still degraded when dampening ends: handled as an incident
+    until = utcnow() + timedelta(seconds=60)
+    async with orchestrator() as orch:
+        await orch.start(INC, dampened_until=until.isoformat())
+        await wait_for(lambda: ("1", "dampening") in net.statuses(INC))
+        # the correlator saw another flap: dampen again (backoff doubles, beyond its until)
+        again = (utcnow() + timedelta(seconds=0.05)).isoformat()
+        response = await orch.task(
+            "incident_signal", {"incident_id": INC, "signal": "dampen", "until": again}, key="flap-2"
+        )
+        assert response.status_code == 200, response.text
+        closed = await orch.closed(INC)
+    dampening = [p["details"] for p in net.events(INC, "status_update")
+                 if p["status"] == "dampening"]
+    assert [d["attempt"] for d in dampening] == [1, 2]
+    assert dampening[1]["dampened_until"] < until.isoformat()
+    assert closed["resolution"] == "resolved"
+    assert closed["details"]["nodes_executed"][:3] == ["start", "detect", "monitor"]
+    assert net.tunnels_created == 1
+
+
+async def test_flap_that_settles_closes_without_a_tunnel(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    async with orchestrator() as orch:
+        await orch.start(INC, dampened_until=(utcnow() + timedelta(seconds=0.2)).isoformat())
+        closed = await orch.closed(INC)
+    assert net.statuses(INC)[1] == ("1", "dampening")
+    assert closed["details"]["nodes_executed"] == ["start", "detect", "monitor", "restore", "close"]
+    assert net.tunnels_created == 0
+
+
+async def test_hold_timer_expiry_reverifies_sla(orchestrator: OrchFactory, net: FakeNetwork) -> None:
+    # recovered → hold → degraded at re-verification → recovered → hold → still recovered
+    net.sla_script = [True, False, True, True]
+    async with orchestrator() as orch:
+        await orch.start(INC)
+        closed = await orch.closed(INC)
+    expired = [p["details"]["within_sla"] for p in net.events(INC, "status_update")
+               if p["details"].get("hold_timer_expired")]
+    assert expired == [False, True]
+    holds = [p for p in net.events(INC, "status_update") if "hold_timer" in p["details"]]
+    assert len(holds) == 2
     assert closed["details"]["nodes_executed"] == list(NODES)
+    assert len(net.closed(INC)) == 1
+
+
+async def test_sla_degrading_during_cutover_returns_to_monitoring(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    net.cutover_script = [True, False]  # 75/25 fine, 50/50 hurts: back on the tunnel
+    async with orchestrator() as orch:
+        await orch.start(INC)
+        closed = await orch.closed(INC)
+    cutovers = [(r.payload["protection_pct"]) for r in net.to("restore", INC)
+                if "protection_pct" in r.payload]
+    assert cutovers == [75, 50, 75, 50, 25, 0]
+    assert closed["details"]["nodes_executed"] == list(NODES)
+    assert net.tunnels_created == 1
+
+
+async def test_start_incident_is_idempotent(orchestrator: OrchFactory, net: FakeNetwork) -> None:
+    async with orchestrator() as orch:
+        first = await orch.start(INC)
+        second = await orch.start(INC)
+        await orch.closed(INC)
+        third = await orch.start(INC)
+        await orch.app.state.outbox.flush()
+    assert first["created"] is True and second["created"] is False
+    assert third == {**third, "created": False, "status": "closed", "final": True}
+    assert net.tunnels_created == 1
+    assert len(net.closed(INC)) == 1
+    assert net.statuses(INC).count(("1", "detecting")) == 1
+
+
+async def test_operator_resolved_closes_and_removes_the_tunnel(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    net.sla_default = False
+    async with orchestrator() as orch:
+        await orch.start(INC)
+        await wait_for(lambda: ("6", "monitoring") in net.statuses(INC))
+        await orch.task(
+            "incident_signal", {"incident_id": INC, "signal": "links_added", "links": ["pe3-pe4"]}
+        )
+        await orch.task("incident_signal", {"incident_id": INC, "signal": "operator_resolved"})
+        closed = await orch.closed(INC)
+    assert closed["details"]["close_reason"] == "operator_resolved"
+    assert closed["details"]["degraded_links"] == ["pe1-pe2", "pe2-pe3", "pe3-pe4"]
+    assert net.calls.get("cleanup") == 1
+
+
+async def test_signal_for_unknown_incident_is_404(orchestrator: OrchFactory) -> None:
+    async with orchestrator() as orch:
+        response = await orch.task(
+            "incident_signal", {"incident_id": "INC-2026-9999", "signal": "cleared"}
+        )
+    assert response.status_code == 404
+    assert response.json()["detail"]["code"] == "unknown_incident"
+
+
+async def test_rest_and_get_incident_show_state(orchestrator: OrchFactory, net: FakeNetwork) -> None:
+    net.sla_default = False
+    async with orchestrator() as orch:
+        await orch.start(INC)
+        await wait_for(lambda: ("6", "monitoring") in net.statuses(INC))
+        listing = (await orch.client.get("/api/v1/incidents")).json()["incidents"]
+        one = await orch.incident(INC)
+        via_task = await orch.task("get_incident", {"incident_id": INC})
+    assert [i["incident_id"] for i in listing] == [INC]
+    assert one["status"] == "monitoring" and one["phase"] == "6"
+    assert one["timer"]["kind"] == "timer" and one["timer"]["due_at"]
+    assert one["state"]["tunnel"]["tunnel_id"] == "sr-policy-pe1-pe3-protect-001"
+    assert via_task.json()["result"]["incident_id"] == INC
+
+
+async def test_restart_resumes_open_incidents(orchestrator: OrchFactory, net: FakeNetwork) -> None:
+    net.sla_default = False
+    async with orchestrator() as orch:
+        await orch.start(INC)
+        await wait_for(lambda: ("6", "monitoring") in net.statuses(INC))
+    net.sla_default = True
+    async with orchestrator() as orch:
+        closed = await orch.closed(INC)
+        await orch.app.state.outbox.flush()
+    assert closed["details"]["nodes_executed"] == list(NODES)
+    assert net.tunnels_created == 1
+    assert len(net.closed(INC)) == 1
