@@ -120,19 +120,53 @@ def start_alertmanager(binary: str, tmp: Path) -> tuple[subprocess.Popen[bytes],
     return proc, f"http://127.0.0.1:{port}"
 
 
-def start_correlator(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+async def sink(port: int) -> None:
+    """Stand-in peers (IO, orchestrator, audit, CNC): accept every request with 200 at once."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                if length:
+                    await reader.readexactly(length)
+                body = b'{"task_id": "sink", "task_type": "sink", "result": {}}'
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+
+def start_sink() -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    dead = free_port()  # nothing listens: peers and CNC are down, as in a cold lab
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.correlator_vs_alertmanager", "--sink", str(port)], cwd=ROOT
+    )
+    return proc, port
+
+
+def start_correlator(tmp: Path, peers_port: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CXM_")}
     env.update(
         CXM_DATA_DIR=str(tmp / "cxm"),
         CXM_MESH_TOKEN=TOKEN,
         CXM_CORRELATOR__PORT=str(port),
         CXM_LOG_LEVEL="WARNING",
-        CXM_LAB_URL=f"http://127.0.0.1:{dead}",
-        CXM_IO_URL=f"http://127.0.0.1:{dead}",
-        CXM_ORCHESTRATOR_URL=f"http://127.0.0.1:{dead}",
-        CXM_AUDIT_URL=f"http://127.0.0.1:{dead}",
+        CXM_LAB_URL=f"http://127.0.0.1:{peers_port}",
+        CXM_IO_URL=f"http://127.0.0.1:{peers_port}",
+        CXM_ORCHESTRATOR_URL=f"http://127.0.0.1:{peers_port}",
+        CXM_AUDIT_URL=f"http://127.0.0.1:{peers_port}",
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "shared.cli", "agent", "correlator"],
@@ -203,7 +237,11 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single", type=int, default=3000, help="single-alert POSTs")
     parser.add_argument("--batches", type=int, default=200, help="100-alert POSTs")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.sink:
+        await sink(args.sink)
+        return 0
     binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
     if binary is None:
         print(json.dumps({"error": "prometheus-alertmanager not installed"}))
@@ -211,7 +249,8 @@ async def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cxm-bench-") as tmpdir:
         tmp = Path(tmpdir)
         am_proc, am_url = start_alertmanager(binary, tmp)
-        cxm_proc, cxm_url = start_correlator(tmp)
+        sink_proc, sink_port = start_sink()
+        cxm_proc, cxm_url = start_correlator(tmp, sink_port)
         try:
             await wait_ready(f"{am_url}/-/ready", am_proc)
             await wait_ready(f"{cxm_url}/health", cxm_proc)
@@ -224,7 +263,7 @@ async def main(argv: list[str] | None = None) -> int:
                 {"Authorization": f"Bearer {TOKEN}"},
             )
         finally:
-            for proc in (am_proc, cxm_proc):
+            for proc in (am_proc, cxm_proc, sink_proc):
                 proc.terminate()
                 try:
                     proc.wait(10)

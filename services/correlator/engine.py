@@ -357,6 +357,7 @@ class Correlator:
         now = self.clock()
         ws = store.WriteSet()
         outcomes = [self._decide(alert, topo, now, ws, proactive) for alert in batch]
+        self._audit_dispositions(ws, outcomes, batch, now)
         self._snapshot(ws)
         await self._commit(ws)
         if any(o.disposition == "new_incident" for o in outcomes):
@@ -403,25 +404,44 @@ class Correlator:
                 "reason": reason,
             }
         )
-        event_type = "alert_correlated" if disposition == "correlated" else f"alert_{disposition}"
-        self._audit(
-            ws,
-            event_type,
-            incident_id,
-            f"audit:alert:{alert_id}",
-            {
-                "alert_id": alert_id,
-                "source": alert.source,
-                "link": link,
-                "node": alert.node,
-                "status": alert.status,
-                "fingerprint": fp,
-                "disposition": disposition,
-                "reason": reason,
-            },
-            now,
-        )
         return Outcome(alert_id, disposition, incident_id, reason, fp, link)
+
+    def _audit_dispositions(
+        self,
+        ws: store.WriteSet,
+        outcomes: list[Outcome],
+        batch: list[NormalizedAlert],
+        now: datetime,
+    ) -> None:
+        """One audit event per (incident, disposition) in a request, listing every alert.
+
+        Per-alert events would multiply the outbox by the batch size for no extra information.
+        """
+        groups: dict[tuple[str | None, str], list[dict[str, Any]]] = {}
+        for outcome, alert in zip(outcomes, batch, strict=True):
+            groups.setdefault((outcome.incident_id, outcome.disposition), []).append(
+                {
+                    "alert_id": outcome.id,
+                    "source": alert.source,
+                    "link": outcome.link,
+                    "node": alert.node,
+                    "status": alert.status,
+                    "fingerprint": outcome.fingerprint,
+                    "reason": outcome.reason,
+                }
+            )
+        for (incident_id, disposition), items in groups.items():
+            event_type = (
+                "alert_correlated" if disposition == "correlated" else f"alert_{disposition}"
+            )
+            self._audit(
+                ws,
+                event_type,
+                incident_id,
+                f"audit:alerts:{items[0]['alert_id']}:{disposition}",
+                {"disposition": disposition, "count": len(items), "alerts": items},
+                now,
+            )
 
     def _route(
         self,

@@ -55,7 +55,7 @@ async def test_real_alertmanager_webhook_reaches_correlator(
     serving = asyncio.create_task(server.serve())
     (tmp_path / "am.yml").write_text(CONFIG.format(port=port, token=TOKEN))
     log = (tmp_path / "am.log").open("wb")
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before the awaited work
         [
             AM,
             f"--config.file={tmp_path / 'am.yml'}",
