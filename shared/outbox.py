@@ -107,6 +107,10 @@ class Outbox:
         self._wake.set()
         return True
 
+    def wake(self) -> None:
+        """Deliver now: for senders that insert outbox rows in their own transaction."""
+        self._wake.set()
+
     async def pending(self) -> int:
         t = outbox_table
         async with self.engine.connect() as conn:
@@ -151,6 +155,7 @@ class Outbox:
             ).all()
         blocked: set[str] = set()
         next_wait = 5.0
+        progressed = False
         for row in rows:
             if row.agent in blocked:
                 continue
@@ -175,6 +180,7 @@ class Outbox:
                     error=str(exc),
                 )
                 await self._mark(row.id, dead=True, error=str(exc))
+                progressed = True
                 continue
             except MeshUnavailable as exc:
                 blocked.add(row.agent)
@@ -183,8 +189,9 @@ class Outbox:
                 next_wait = min(next_wait, delay)
                 continue
             await self._mark(row.id, delivered=True)
-        if len(rows) == self.batch:
-            return 0.0
+            progressed = True
+        if progressed and len(rows) == self.batch:
+            return 0.0  # a full batch went out: there may be more right behind it
         return next_wait
 
     async def _mark(

@@ -1103,7 +1103,7 @@ class Correlator:
                     fut.set_result(None)
             if any(ws.outbox for ws, _ in batch) and self.outbox is not None:
                 # Rows were written in our own transaction; tell the deliverer they are there.
-                self.outbox._wake.set()
+                self.outbox.wake()
 
     def _outbox_row(
         self,

@@ -154,7 +154,7 @@ class Harness:
         def arrived() -> bool:
             # shared.outbox clears its wake-up flag after a pass, so a put made during a pass
             # can wait for the idle timeout (5 s); nudging it keeps tests fast.
-            self.app.state.outbox._wake.set()
+            self.app.state.outbox.wake()
             return len(self.peers.of(agent, task_type)) >= count
 
         await wait_for(arrived, timeout=10)
