@@ -205,28 +205,32 @@ class Runner:
             "failures": 0,
             "last_error": None,
             "view": _view(values),
-            "approval_id": None,
             "approval_action": None,
             "approval_expires_at": None,
             "wait_reason": None,
         }
         if not snapshot.next:
-            fields.update(final=True, waiting=None, due_at=None)
+            fields.update(final=True, waiting=None, due_at=None, approval_id=None)
         elif snapshot.interrupts:
             value: dict[str, Any] = snapshot.interrupts[0].value
             fields.update(
                 waiting=value["kind"], due_at=parse(value["due"]), wait_reason=value.get("reason")
             )
-            if value["kind"] == "approval":
+            if value["kind"] != "approval":
+                fields["approval_id"] = None
+            else:
                 fields.update(
                     status="waiting_approval",
-                    approval_id=value["approval_id"],
                     approval_action=value["action"],
                     approval_expires_at=parse(value["due"]),
                 )
         else:
-            fields.update(waiting="run", due_at=utcnow())
+            fields.update(waiting="run", due_at=utcnow(), approval_id=None)
         await store.update(self.engine, incident_id, **fields)
+        if snapshot.next and snapshot.interrupts:
+            value = snapshot.interrupts[0].value
+            if value["kind"] == "approval":
+                await store.set_pending_approval(self.engine, incident_id, value["approval_id"])
         self._wake.set()
 
     @contextlib.asynccontextmanager

@@ -31,6 +31,7 @@ incidents = sa.Table(
     sa.Column("wait_reason", sa.String(64), nullable=True),
     sa.Column("due_at", UtcDateTime, nullable=True),
     sa.Column("approval_id", sa.String(128), nullable=True),
+    sa.Column("approval_claimed", sa.String(128), nullable=True),
     sa.Column("approval_action", sa.String(32), nullable=True),
     sa.Column("approval_expires_at", UtcDateTime, nullable=True),
     sa.Column("final", sa.Boolean, nullable=False, default=False),
@@ -112,6 +113,22 @@ async def update(engine: AsyncEngine, incident_id: str, **values: Any) -> None:
         )
 
 
+async def set_pending_approval(engine: AsyncEngine, incident_id: str, approval_id: str) -> None:
+    """Show ``approval_id`` as pending unless a decision (or the timeout) has claimed it."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            incidents.update()
+            .where(
+                incidents.c.incident_id == incident_id,
+                sa.or_(
+                    incidents.c.approval_claimed.is_(None),
+                    incidents.c.approval_claimed != approval_id,
+                ),
+            )
+            .values(approval_id=approval_id)
+        )
+
+
 async def due(engine: AsyncEngine, now: datetime) -> list[str]:
     """Open incidents whose timer is due or whose inbox holds something."""
     i = incidents
@@ -181,7 +198,7 @@ async def claim_approval(
                 incidents.c.approval_id == approval_id,
                 incidents.c.final.is_(False),
             )
-            .values(approval_id=None, updated_at=utcnow())
+            .values(approval_id=None, approval_claimed=approval_id, updated_at=utcnow())
         )
         if result.rowcount != 1:
             return False

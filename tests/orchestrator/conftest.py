@@ -26,7 +26,9 @@ class Orch:
     client: httpx.AsyncClient
     net: FakeNetwork
 
-    async def task(self, task_type: str, payload: dict[str, Any], key: str | None = None) -> httpx.Response:
+    async def task(
+        self, task_type: str, payload: dict[str, Any], key: str | None = None
+    ) -> httpx.Response:
         headers = dict(AUTH)
         if key:
             headers["Idempotency-Key"] = key
@@ -76,7 +78,9 @@ def orchestrator(settings: Settings, net: FakeNetwork) -> OrchFactory:
     async def run(settings_: Settings | None = None, **policy: Any) -> AsyncIterator[Orch]:
         orch_settings = OrchestratorSettings(**policy)
         app = create_app(
-            settings_ or settings, orchestrator_settings=orch_settings, mesh_transport=net.transport()
+            settings_ or settings,
+            orchestrator_settings=orch_settings,
+            mesh_transport=net.transport(),
         )
         async with running(app) as client:
             yield Orch(app, client, net)

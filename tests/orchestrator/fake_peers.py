@@ -14,6 +14,7 @@ which serves ``POST /a2a/tasks`` for every peer role on one port plus a small co
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from dataclasses import dataclass, field
@@ -50,7 +51,11 @@ def seed_services() -> list[dict[str, Any]]:
     """The seed's example: 15 services, 2 platinum, 5 gold, 8 silver; platinum pe1 → pe3."""
     out = []
     # silver is the most common pair overall, but the platinum pair must win
-    plan = [("platinum", 2, ("pe1", "pe3")), ("gold", 5, ("pe1", "pe3")), ("silver", 8, ("pe2", "pe5"))]
+    plan = [
+        ("platinum", 2, ("pe1", "pe3")),
+        ("gold", 5, ("pe1", "pe3")),
+        ("silver", 8, ("pe2", "pe5")),
+    ]
     for tier, count, (head, end) in plan:
         for i in range(count):
             out.append(
@@ -104,8 +109,11 @@ class FakeNetwork:
         ]
 
     def io_types(self, incident_id: str) -> list[str]:
-        return [r.task_type for r in self.received if r.agent == "io"
-                and r.payload.get("incident_id") == incident_id]
+        return [
+            r.task_type
+            for r in self.received
+            if r.agent == "io" and r.payload.get("incident_id") == incident_id
+        ]
 
     def statuses(self, incident_id: str) -> list[tuple[str, str]]:
         return [(p["phase"], p["status"]) for p in self.events(incident_id, "status_update")]
@@ -114,7 +122,8 @@ class FakeNetwork:
         return [
             r
             for r in self.received
-            if r.agent == agent and (incident_id is None or r.payload.get("incident_id") == incident_id)
+            if r.agent == agent
+            and (incident_id is None or r.payload.get("incident_id") == incident_id)
         ]
 
     def closed(self, incident_id: str) -> list[dict[str, Any]]:
@@ -159,9 +168,7 @@ class FakeNetwork:
             return status, result
         reply = {"task_id": key, "task_type": task_type, "status": "completed", "result": result}
         self._replies[(key, task_type)] = reply
-        self.received.append(
-            Received(owner, task_type, payload.model_dump(mode="json"), key)
-        )
+        self.received.append(Received(owner, task_type, payload.model_dump(mode="json"), key))
         return 200, reply
 
     def _answer(self, task_type: str, p: Any) -> tuple[int, Any]:
@@ -186,7 +193,7 @@ class FakeNetwork:
             return 200, {
                 "found": True,
                 "path": path,
-                "links": [f"{a}-{b}" for a, b in zip(path, path[1:], strict=False)],
+                "links": [f"{a}-{b}" for a, b in itertools.pairwise(path)],
                 "hop_count": len(path) - 1,
                 "total_delay_ms": 12.5,
                 "metric": p.metric,
@@ -201,7 +208,9 @@ class FakeNetwork:
                 }
             self.tunnels_created += 1
             return 200, {
-                "tunnel_id": f"sr-policy-{p.head_end}-{p.end_point}-protect-{self.tunnels_created:03d}",
+                "tunnel_id": (
+                    f"sr-policy-{p.head_end}-{p.end_point}-protect-{self.tunnels_created:03d}"
+                ),
                 "binding_sid": 24000 + self.tunnels_created,
                 "te_type": p.te_type or "sr-mpls",
                 "head_end": p.head_end,

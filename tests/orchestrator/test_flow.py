@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from shared.models import AUDIT_EVENT_TYPES, CUTOVER_STEPS, NODES, utcnow
-from tests.orchestrator.conftest import OrchFactory
+from tests.orchestrator.conftest import Orch, OrchFactory
 from tests.orchestrator.fake_peers import FakeNetwork
 from tests.support import wait_for
 
@@ -24,7 +24,11 @@ async def test_happy_path_follows_the_seed(orchestrator: OrchFactory, net: FakeN
     phases = [phase for phase, _ in net.statuses(INC)]
     assert phases == sorted(phases), phases
     assert [s for _, s in net.statuses(INC)][:5] == [
-        "detecting", "assessing", "computing", "provisioning", "steering"
+        "detecting",
+        "assessing",
+        "computing",
+        "provisioning",
+        "steering",
     ]
     updates = {p["phase"]: p for p in reversed(net.events(INC, "status_update"))}
     assessing = updates["2"]
@@ -79,15 +83,25 @@ async def test_happy_path_follows_the_seed(orchestrator: OrchFactory, net: FakeN
 
     audit = [r.payload["event_type"] for r in net.to("audit", INC)]
     assert set(audit) <= set(AUDIT_EVENT_TYPES)
-    for event in ("service_impact_assessed", "path_computed", "tunnel_provisioned",
-                  "traffic_steered", "sla_recovered", "restoration_complete", "state_change"):
+    for event in (
+        "service_impact_assessed",
+        "path_computed",
+        "tunnel_provisioned",
+        "traffic_steered",
+        "sla_recovered",
+        "restoration_complete",
+        "state_change",
+    ):
         assert event in audit, event
     notes = [r.payload for r in net.to("notify", INC)]
     assert notes[-1]["event"] == "incident_closed"
     assert (notes[-1]["severity"], notes[-1]["tier"]) == ("high", "platinum")
     [told] = [r.payload for r in net.to("correlator", INC)]
-    assert told == {"incident_id": INC, "resolution": "resolved",
-                    "degraded_links": ["pe1-pe2", "pe2-pe3"]}
+    assert told == {
+        "incident_id": INC,
+        "resolution": "resolved",
+        "degraded_links": ["pe1-pe2", "pe2-pe3"],
+    }
     assert incident["status"] == "closed" and incident["final"] is True
     assert incident["nodes_executed"] == list(NODES)
 
@@ -170,12 +184,15 @@ async def test_flapping_link_is_dampened_with_backoff(
         # the correlator saw another flap: dampen again (backoff doubles, beyond its until)
         again = (utcnow() + timedelta(seconds=0.05)).isoformat()
         response = await orch.task(
-            "incident_signal", {"incident_id": INC, "signal": "dampen", "until": again}, key="flap-2"
+            "incident_signal",
+            {"incident_id": INC, "signal": "dampen", "until": again},
+            key="flap-2",
         )
         assert response.status_code == 200, response.text
         closed = await orch.closed(INC)
-    dampening = [p["details"] for p in net.events(INC, "status_update")
-                 if p["status"] == "dampening"]
+    dampening = [
+        p["details"] for p in net.events(INC, "status_update") if p["status"] == "dampening"
+    ]
     assert [d["attempt"] for d in dampening] == [1, 2]
     assert dampening[1]["dampened_until"] < until.isoformat()
     assert closed["resolution"] == "resolved"
@@ -194,14 +211,19 @@ async def test_flap_that_settles_closes_without_a_tunnel(
     assert net.tunnels_created == 0
 
 
-async def test_hold_timer_expiry_reverifies_sla(orchestrator: OrchFactory, net: FakeNetwork) -> None:
+async def test_hold_timer_expiry_reverifies_sla(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
     # recovered → hold → degraded at re-verification → recovered → hold → still recovered
     net.sla_script = [True, False, True, True]
     async with orchestrator() as orch:
         await orch.start(INC)
         closed = await orch.closed(INC)
-    expired = [p["details"]["within_sla"] for p in net.events(INC, "status_update")
-               if p["details"].get("hold_timer_expired")]
+    expired = [
+        p["details"]["within_sla"]
+        for p in net.events(INC, "status_update")
+        if p["details"].get("hold_timer_expired")
+    ]
     assert expired == [False, True]
     holds = [p for p in net.events(INC, "status_update") if "hold_timer" in p["details"]]
     assert len(holds) == 2
@@ -216,8 +238,11 @@ async def test_sla_degrading_during_cutover_returns_to_monitoring(
     async with orchestrator() as orch:
         await orch.start(INC)
         closed = await orch.closed(INC)
-    cutovers = [(r.payload["protection_pct"]) for r in net.to("restore", INC)
-                if "protection_pct" in r.payload]
+    cutovers = [
+        (r.payload["protection_pct"])
+        for r in net.to("restore", INC)
+        if "protection_pct" in r.payload
+    ]
     assert cutovers == [75, 50, 75, 50, 25, 0]
     assert closed["details"]["nodes_executed"] == list(NODES)
     assert net.tunnels_created == 1
@@ -228,6 +253,7 @@ async def test_start_incident_is_idempotent(orchestrator: OrchFactory, net: Fake
         first = await orch.start(INC)
         second = await orch.start(INC)
         await orch.closed(INC)
+        await wait_for(lambda: _final(orch))
         third = await orch.start(INC)
         await orch.app.state.outbox.flush()
     assert first["created"] is True and second["created"] is False
@@ -263,7 +289,9 @@ async def test_signal_for_unknown_incident_is_404(orchestrator: OrchFactory) -> 
     assert response.json()["detail"]["code"] == "unknown_incident"
 
 
-async def test_rest_and_get_incident_show_state(orchestrator: OrchFactory, net: FakeNetwork) -> None:
+async def test_rest_and_get_incident_show_state(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
     net.sla_default = False
     async with orchestrator() as orch:
         await orch.start(INC)
@@ -290,3 +318,7 @@ async def test_restart_resumes_open_incidents(orchestrator: OrchFactory, net: Fa
     assert closed["details"]["nodes_executed"] == list(NODES)
     assert net.tunnels_created == 1
     assert len(net.closed(INC)) == 1
+
+
+async def _final(orch: Orch) -> bool:
+    return bool((await orch.incident(INC))["final"])

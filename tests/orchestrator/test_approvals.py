@@ -1,0 +1,180 @@
+"""Approvals: policy, approve, reject, timeout, batch, and decisions that are not pending."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from services.orchestrator.settings import OrchestratorSettings
+from shared.models import NODES
+from tests.orchestrator.conftest import Orch, OrchFactory
+from tests.orchestrator.fake_peers import FakeNetwork
+from tests.support import wait_for
+
+INC = "INC-2026-0002"
+
+
+async def pending(orch: Orch, incident_id: str, action: str) -> dict[str, Any]:
+    """The approval_required IO received for ``action``, once the row shows it pending too."""
+    request = await wait_for(
+        lambda: [
+            p for p in orch.net.events(incident_id, "approval_required") if p["action"] == action
+        ]
+    )
+    await wait_for(lambda: _pending_ids(orch, incident_id))
+    first: dict[str, Any] = request[-1]
+    return first
+
+
+async def _pending_ids(orch: Orch, incident_id: str) -> list[str]:
+    incident = await orch.incident(incident_id)
+    return [a["approval_id"] for a in incident["pending_approvals"]]
+
+
+async def decide(orch: Orch, approval: dict[str, Any], decision: str, **extra: Any) -> Any:
+    return await orch.task(
+        "approval_decision",
+        {
+            "approval_id": approval["approval_id"],
+            "incident_id": approval["incident_id"],
+            "decision": decision,
+            "decided_by": extra.pop("decided_by", "alice"),
+            **extra,
+        },
+    )
+
+
+def test_policy_rules() -> None:
+    orch = OrchestratorSettings(
+        approval_required_for="steer",
+        approval_policy=[
+            {"action": "provision", "severities": ["critical"], "require": True},
+            {"action": "steer", "tiers": ["bronze"], "require": False},
+        ],
+    )
+    assert orch.requires_approval("provision", severity="critical", tier="gold")
+    assert not orch.requires_approval("provision", severity="high", tier="gold")
+    assert orch.requires_approval("steer", severity="low", tier="gold")
+    assert not orch.requires_approval("steer", severity="low", tier="bronze")
+    assert not OrchestratorSettings().requires_approval("provision", severity="critical", tier=None)
+
+
+def test_policy_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CXM_APPROVAL_REQUIRED_FOR", "provision,steer")
+    monkeypatch.setenv("CXM_APPROVAL_POLICY", '[{"action": "cutover", "tiers": ["platinum"]}]')
+    monkeypatch.setenv("CXM_APPROVAL_TIMEOUT_S", "60")
+    orch = OrchestratorSettings()
+    assert orch.always_required() == {"provision", "steer"}
+    assert orch.requires_approval("cutover", severity="high", tier="platinum")
+    assert orch.approval_timeout_s == 60
+
+
+async def test_approve_each_step(orchestrator: OrchFactory, net: FakeNetwork) -> None:
+    async with orchestrator(approval_required_for="provision,steer") as orch:
+        await orch.start(INC)
+        provision = await pending(orch, INC, "provision")
+        assert net.tunnels_created == 0
+        assert ("4", "waiting_approval") in net.statuses(INC)
+        assert provision["details"]["path"] == ["pe1", "pe4", "pe3"]
+        assert provision["details"]["tier"] == "platinum"
+        assert provision["expires_at"]
+        incident = await orch.incident(INC)
+        assert incident["status"] == "waiting_approval"
+        assert incident["pending_approvals"][0]["action"] == "provision"
+        response = await decide(orch, provision, "approve", notes="go")
+        assert response.status_code == 200, response.text
+        steer = await pending(orch, INC, "steer")
+        assert net.tunnels_created == 1
+        assert steer["details"]["tunnel"]["tunnel_id"] == "sr-policy-pe1-pe3-protect-001"
+        assert (await decide(orch, steer, "approve", decided_by="bob")).status_code == 200
+        closed = await orch.closed(INC)
+        await orch.app.state.outbox.flush()
+    assert closed["details"]["nodes_executed"] == list(NODES)
+    decisions = [
+        r.payload["details"]["approval"]
+        for r in net.to("audit", INC)
+        if "approval" in r.payload["details"]
+    ]
+    assert [(d["action"], d["decision"], d["decided_by"]) for d in decisions] == [
+        ("provision", "approve", "alice"),
+        ("steer", "approve", "bob"),
+    ]
+
+
+async def test_reject_escalates(orchestrator: OrchFactory, net: FakeNetwork) -> None:
+    async with orchestrator(approval_required_for="provision") as orch:
+        await orch.start(INC)
+        provision = await pending(orch, INC, "provision")
+        await decide(orch, provision, "reject", decided_by="carol", notes="change freeze")
+        closed = await orch.closed(INC)
+    assert net.statuses(INC)[-1][1] == "escalated"
+    assert closed["resolution"] == "rejected"
+    assert closed["details"]["decided_by"] == "carol"
+    assert closed["details"]["notes"] == "change freeze"
+    assert net.tunnels_created == 0
+
+
+async def test_timeout_escalates_with_error(orchestrator: OrchFactory, net: FakeNetwork) -> None:
+    async with orchestrator(approval_required_for="provision", approval_timeout_s=30) as orch:
+        await orch.start(INC)
+        provision = await pending(orch, INC, "provision")
+        closed = await orch.closed(INC)
+        late = await decide(orch, provision, "approve")
+    assert net.events(INC, "error")[0]["error_code"] == "approval_timeout"
+    assert closed["resolution"] == "escalated"
+    assert late.status_code == 409
+    assert net.tunnels_created == 0
+
+
+async def test_batch_approval(orchestrator: OrchFactory, net: FakeNetwork) -> None:
+    incidents = [f"INC-2026-01{i:02d}" for i in range(3)]
+    async with orchestrator(approval_required_for="provision") as orch:
+        for incident_id in incidents:
+            await orch.start(incident_id)
+        approvals = [await pending(orch, i, "provision") for i in incidents]
+        for approval in approvals:  # the console's batch: one decision per approval
+            assert (await decide(orch, approval, "approve")).status_code == 200
+        for incident_id in incidents:
+            closed = await orch.closed(incident_id)
+            assert closed["resolution"] == "resolved"
+    assert net.tunnels_created == 3
+
+
+async def test_decision_not_pending_is_409(orchestrator: OrchFactory, net: FakeNetwork) -> None:
+    async with orchestrator(approval_required_for="provision") as orch:
+        unknown = await decide(orch, {"approval_id": "APR-nope", "incident_id": INC}, "approve")
+        await orch.start(INC)
+        provision = await pending(orch, INC, "provision")
+        first = await decide(orch, provision, "approve")
+        second = await decide(orch, provision, "reject")
+        await orch.closed(INC)
+    assert unknown.status_code == 409
+    assert unknown.json()["detail"]["code"] == "approval_not_pending"
+    assert first.status_code == 200
+    assert second.status_code == 409
+    assert net.tunnels_created == 1
+
+
+async def test_cutover_and_cleanup_can_need_approval(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    policy = [{"action": "cutover", "tiers": ["platinum"]}, {"action": "cleanup"}]
+    async with orchestrator(approval_policy=policy) as orch:
+        await orch.start(INC)
+        for step in range(4):
+            approval = await wait_for(
+                lambda n=step: (lambda found: found[n] if len(found) > n else None)(
+                    [p for p in net.events(INC, "approval_required") if p["action"] == "cutover"]
+                )
+            )
+            await wait_for(lambda a=approval: _is_pending(orch, a["approval_id"]))
+            assert (await decide(orch, approval, "approve")).status_code == 200
+        cleanup = await pending(orch, INC, "cleanup")
+        await decide(orch, cleanup, "approve")
+        closed = await orch.closed(INC)
+    assert closed["details"]["nodes_executed"] == list(NODES)
+
+
+async def _is_pending(orch: Orch, approval_id: str) -> bool:
+    return approval_id in await _pending_ids(orch, INC)
