@@ -116,8 +116,14 @@ class Mesh:
         path = self.data_dir / f"{name}.log"
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
+    @property
+    def io_token(self) -> str:
+        """The IO console's bootstrap admin token (IO's REST API does not take the mesh token)."""
+        return (self.data_dir / "io-admin-token").read_text().strip()
+
     def client(self) -> httpx.Client:
-        return httpx.Client(headers={"Authorization": f"Bearer {self.token}"}, timeout=10)
+        """An operator's client: IO's admin token (the lab's control API needs none)."""
+        return httpx.Client(headers={"Authorization": f"Bearer {self.io_token}"}, timeout=10)
 
 
 def mesh_env(

@@ -1,0 +1,177 @@
+"""The seed's SLA incident end to end on real processes: PCA alert → closed ticket.
+
+All ten agents and the lab run as `cxm agent NAME` processes on free ports, with
+CXM_TIME_SCALE shrinking the seed's timers. The test only drives the lab's control API
+(as an operator or `cxm scenario` would) and reads what the IO agent received.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from itertools import groupby
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.models import NODES
+from tests.support import Mesh, mesh
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+
+SEED_LINKS = ["pe1-pe2", "pe2-pe3"]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    env = {
+        "CXM_TIME_SCALE": "0.02",
+        # the test, not the lab's timer, decides when the links recover
+        "CXM_LAB_SCENARIO_DURATION_S": "100000",
+        # 1 s (scaled) to gather the scenario's second link into the first new_ticket
+        "CXM_CORRELATOR_GROUP_WAIT_S": "50",
+    }
+    with mesh(tmp_path_factory.mktemp("e2e"), extra_env=env) as m:
+        yield m
+
+
+def wait_until(fn: Any, timeout: float = 90.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not reached in {timeout}s; last: {last!r}")
+
+
+def tickets_for(http: httpx.Client, stack: Mesh, links: list[str]) -> list[dict[str, Any]]:
+    rows = http.get(f"{stack.url('io')}/api/v1/tickets").json()
+    return [t for t in rows if set(links) <= set(t["degraded_links"])]
+
+
+def ticket(http: httpx.Client, stack: Mesh, incident_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = http.get(f"{stack.url('io')}/api/v1/tickets/{incident_id}").json()
+    return body
+
+
+def closed_event(detail: dict[str, Any]) -> dict[str, Any] | None:
+    closed = [e for e in detail["events"] if e["task_type"] == "ticket_closed"]
+    return closed[-1]["payload"] if closed else None
+
+
+def open_incident(http: httpx.Client, stack: Mesh, scenario: str, links: list[str]) -> str:
+    lab = stack.url("lab")
+    assert http.post(f"{lab}/lab/reset").status_code < 300
+    assert http.post(f"{lab}/lab/scenarios/{scenario}").status_code < 300
+    found = wait_until(
+        lambda: [
+            t for t in tickets_for(http, stack, links) if t["status"] not in ("closed", "escalated")
+        ],
+        what=f"a ticket for {links}",
+    )
+    assert len(found) == 1, f"expected one ticket for {links}, got {found}"
+    return str(found[0]["incident_id"])
+
+
+def test_seed_incident_closes_after_recovery(stack: Mesh) -> None:
+    with stack.client() as http:
+        incident = open_incident(http, stack, "sla-degradation", SEED_LINKS)
+        assert incident.startswith("INC-20")
+
+        # protected: the tunnel is up and traffic steered, while the links are still degraded
+        def steered() -> bool:
+            detail = ticket(http, stack, incident)
+            return any(e["payload"].get("phase") == "5" for e in detail["events"])
+
+        wait_until(steered, what="traffic steered")
+        detail = ticket(http, stack, incident)
+        new = [e for e in detail["events"] if e["task_type"] == "new_ticket"]
+        assert len(new) == 1
+        assert sorted(new[0]["payload"]["degraded_links"]) == SEED_LINKS
+        assert new[0]["payload"]["source_agent"] == "event_correlator"
+        assert new[0]["payload"]["status"] == "new"
+
+        for link in SEED_LINKS:
+            assert http.post(f"{stack.url('lab')}/lab/links/{link}/recover").status_code < 300
+        closed = wait_until(
+            lambda: closed_event(ticket(http, stack, incident)), what="ticket_closed"
+        )
+
+        detail = ticket(http, stack, incident)
+        updates = [e["payload"] for e in detail["events"] if e["task_type"] == "status_update"]
+        phases = [phase for phase, _ in groupby(u["phase"] for u in updates)]
+        assert phases == ["1", "2", "3", "4", "5", "6", "7"], phases
+        by_phase = {u["phase"]: u for u in updates}
+        assert by_phase["2"]["status"] == "assessing"
+        assert by_phase["2"]["details"]["total_affected"] == 15
+        assert by_phase["2"]["details"]["services_by_tier"] == {
+            "platinum": 2,
+            "gold": 5,
+            "silver": 8,
+        }
+        assert by_phase["3"]["status"] == "computing"
+        assert by_phase["3"]["details"]["hop_count"] == 4
+        four = by_phase["4"]["details"]
+        assert by_phase["4"]["status"] == "provisioning"
+        assert isinstance(four["binding_sid"], int)
+        assert four["te_type"] in ("sr-mpls", "srv6", "rsvp-te")
+        assert four["tunnel_id"]
+        for update in updates:
+            assert update["incident_id"] == incident
+            assert update["source_agent"] == "orchestrator"
+            assert {"status", "phase", "message", "details", "updated_at"} <= set(update)
+
+        assert closed["resolution"] == "resolved"
+        assert closed["duration_seconds"] >= 0
+        d = closed["details"]
+        assert d["close_reason"] == "sla_recovered"
+        assert sorted(d["degraded_links"]) == SEED_LINKS
+        assert d["affected_services_count"] == 15
+        assert d["tunnel_id"] == four["tunnel_id"]
+        assert d["nodes_executed"] == list(NODES)
+        assert detail["status"] == "closed"
+        assert [e["task_type"] for e in detail["events"]].count("ticket_closed") == 1
+
+        # the protection tunnel is gone and the traffic is back on the original path
+        state = http.get(f"{stack.url('lab')}/lab/state").json()
+        assert not [p for p in state["sr_policies"] if p.get("path-name") == four["tunnel_id"]]
+        assert all(s["weight"] == 0 for s in state["steering"].values())
+
+
+def test_no_path_escalates(stack: Mesh) -> None:
+    with stack.client() as http:
+        incident = open_incident(http, stack, "no-path", SEED_LINKS[:1])
+        detail = wait_until(
+            lambda: (d := ticket(http, stack, incident))["status"] == "escalated" and d,
+            what="escalation",
+        )
+        statuses = [
+            e["payload"].get("status")
+            for e in detail["events"]
+            if e["task_type"] == "status_update"
+        ]
+        assert "escalated" in statuses
+        assert "provisioning" not in statuses
+        http.post(f"{stack.url('lab')}/lab/scenarios/recover-all")
+
+
+def test_no_impact_closes(stack: Mesh) -> None:
+    with stack.client() as http:
+        lab = stack.url("lab")
+        assert http.post(f"{lab}/lab/reset").status_code < 300
+        assert http.post(f"{lab}/lab/scenarios/no-impact").status_code < 300
+        state = http.get(f"{lab}/lab/state").json()
+        links = list(state["degraded_links"])
+        assert links
+        rows = wait_until(
+            lambda: [t for t in tickets_for(http, stack, links) if t["status"] == "closed"],
+            what="no-impact close",
+        )
+        closed = closed_event(ticket(http, stack, rows[0]["incident_id"]))
+        assert closed is not None
+        assert closed["details"]["close_reason"] == "no_impact"
+        assert closed["details"]["affected_services_count"] == 0
+        http.post(f"{lab}/lab/scenarios/recover-all")
