@@ -101,7 +101,9 @@ async def test_idempotency_key_replays_instead_of_redoing(settings: Settings) ->
         assert first.json()["replayed"] is False
         assert second.json()["replayed"] is True
         assert second.json()["task_id"] == first.json()["task_id"]
-        detail = (await client.get("/api/v1/tickets/INC-2026-0001", headers=_operator(client))).json()
+        detail = (
+            await client.get("/api/v1/tickets/INC-2026-0001", headers=_operator(client))
+        ).json()
         assert [e["task_type"] for e in detail["events"]] == ["new_ticket"]
 
 
@@ -113,7 +115,9 @@ async def test_idempotency_record_survives_a_restart(settings: Settings) -> None
     async with running(create_app(settings)) as client:
         again = await client.post("/a2a/tasks", json=envelope, headers=headers)
         assert again.json()["replayed"] is True
-        detail = (await client.get("/api/v1/tickets/INC-2026-0001", headers=_operator(client))).json()
+        detail = (
+            await client.get("/api/v1/tickets/INC-2026-0001", headers=_operator(client))
+        ).json()
         assert len(detail["events"]) == 1
 
 
@@ -136,13 +140,17 @@ async def test_io_keeps_every_event_in_order_with_the_current_view(settings: Set
             "/a2a/tasks", json={"task_type": "status_update", "payload": update}, headers=AUTH
         )
         assert r.status_code == 200
-        detail = (await client.get("/api/v1/tickets/INC-2026-0001", headers=_operator(client))).json()
+        detail = (
+            await client.get("/api/v1/tickets/INC-2026-0001", headers=_operator(client))
+        ).json()
         assert detail["status"] == "assessing"
         assert detail["phase"] == "2"
         assert detail["affected_services_count"] == 15
         assert [e["task_type"] for e in detail["events"]] == ["new_ticket", "status_update"]
         assert detail["events"][1]["payload"]["details"]["services_by_tier"]["gold"] == 5
-        assert (await client.get("/api/v1/tickets/INC-2099-9999", headers=_operator(client))).status_code == 404
+        assert (
+            await client.get("/api/v1/tickets/INC-2099-9999", headers=_operator(client))
+        ).status_code == 404
 
 
 async def test_metrics_count_tasks_by_outcome(settings: Settings) -> None:

@@ -64,7 +64,8 @@ def supervised(tmp_path: Path):  # type: ignore[no-untyped-def]
 def test_cxm_up_discovery_restart_and_clean_stop(supervised) -> None:  # type: ignore[no-untyped-def]
     proc, ports, env, log = supervised
     assert "11 processes healthy" in log.read_text()
-    asyncio.run(_discover_every_agent_and_send_io_a_ticket(ports, env["CXM_MESH_TOKEN"]))
+    io_token = (Path(env["CXM_DATA_DIR"]) / "io-admin-token").read_text().strip()
+    asyncio.run(_discover_every_agent_and_send_io_a_ticket(ports, env["CXM_MESH_TOKEN"], io_token))
     _kill_one_and_see_it_restarted(proc, ports, log)
 
     # SIGTERM stops everything cleanly
@@ -76,7 +77,9 @@ def test_cxm_up_discovery_restart_and_clean_stop(supervised) -> None:  # type: i
             assert sock.connect_ex(("127.0.0.1", ports[name])) != 0, f"{name} still listening"
 
 
-async def _discover_every_agent_and_send_io_a_ticket(ports: dict[str, int], token: str) -> None:
+async def _discover_every_agent_and_send_io_a_ticket(
+    ports: dict[str, int], token: str, io_token: str
+) -> None:
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
         # every agent: both card paths, the same card, one skill per task type
         for name in AGENTS:
@@ -108,7 +111,8 @@ async def _discover_every_agent_and_send_io_a_ticket(ports: dict[str, int], toke
         assert get_data_parts(tasks[-1].artifacts[0].parts) == [
             {"incident_id": "INC-2026-0042", "stored": True}
         ]
-        ticket = (await http.get(f"{io}/api/v1/tickets/INC-2026-0042")).json()
+        operator = {"Authorization": f"Bearer {io_token}"}
+        ticket = (await http.get(f"{io}/api/v1/tickets/INC-2026-0042", headers=operator)).json()
         assert ticket["degraded_links"] == ["pe1-pe2"]
         # a wrong payload over JSON-RPC fails the task with the field named
         bad = Message(
