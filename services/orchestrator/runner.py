@@ -32,6 +32,8 @@ log = get_logger(__name__)
 
 MAX_STEPS_PER_DRIVE = 200
 """Bounds one drive; a flow that still has work is simply due again."""
+REPLICA_BACKOFF_S = 0.25
+"""How long a replica that lost the advisory lock waits before looking again."""
 
 
 class Runner:
@@ -121,6 +123,8 @@ class Runner:
         lock = self._locks.setdefault(incident_id, asyncio.Lock())
         async with lock, self._advisory(incident_id) as owned:
             if not owned:
+                # Another replica runs it; come back later rather than spin on a due row.
+                await asyncio.sleep(REPLICA_BACKOFF_S)
                 return
             try:
                 for _ in range(MAX_STEPS_PER_DRIVE):
@@ -138,8 +142,6 @@ class Runner:
                     last_error=f"{type(exc).__name__}: {exc}"[:2000],
                     due_at=utcnow() + timedelta(seconds=delay),
                 )
-        if not lock.locked():
-            self._locks.pop(incident_id, None)
 
     async def _step(self, incident_id: str) -> bool:
         """Feed the graph one thing that is due; False when nothing is."""
@@ -147,6 +149,7 @@ class Runner:
         if row is None or row["final"]:
             if row is not None:
                 await store.drop_inbox(self.engine, incident_id)
+                self._locks.pop(incident_id, None)  # only spawn() drives, one task at a time
             return False
         cfg = self.config(incident_id)
         snapshot = await self.graph.aget_state(cfg)
@@ -154,7 +157,7 @@ class Runner:
         inbox_id: int | None = None
         if not snapshot.values:
             feed = initial_state(row["start"])
-        elif not snapshot.next:
+        elif _finished(snapshot):
             await self._sync(incident_id, snapshot)
             return False
         elif snapshot.interrupts:
@@ -187,7 +190,17 @@ class Runner:
                     feed = Command(resume={"kind": "timer", "due": value["due"]})
         else:
             feed = None  # a run that a crash or a restart cut short: continue it
-        await self.graph.ainvoke(feed, cfg, durability="sync")
+        async for values in self.graph.astream(feed, cfg, durability="sync", stream_mode="values"):
+            if isinstance(values, dict) and values.get("status"):
+                # progress for REST while the run goes on; the full sync follows the run
+                await store.update(
+                    self.engine,
+                    incident_id,
+                    status=values["status"],
+                    phase=values.get("phase", "0"),
+                    tier=values.get("tier"),
+                    view=_view(values),
+                )
         if inbox_id is not None:
             # Deleted only once the graph has taken it: a crash before this line delivers it
             # again, and every interrupt site ignores a decision or signal it has seen.
@@ -209,7 +222,7 @@ class Runner:
             "approval_expires_at": None,
             "wait_reason": None,
         }
-        if not snapshot.next:
+        if _finished(snapshot):
             fields.update(final=True, waiting=None, due_at=None, approval_id=None)
         elif snapshot.interrupts:
             value: dict[str, Any] = snapshot.interrupts[0].value
@@ -227,7 +240,7 @@ class Runner:
         else:
             fields.update(waiting="run", due_at=utcnow(), approval_id=None)
         await store.update(self.engine, incident_id, **fields)
-        if snapshot.next and snapshot.interrupts:
+        if not _finished(snapshot) and snapshot.interrupts:
             value = snapshot.interrupts[0].value
             if value["kind"] == "approval":
                 await store.set_pending_approval(self.engine, incident_id, value["approval_id"])
@@ -269,6 +282,12 @@ class Runner:
         out["signals"] = values.get("signals", [])
         out["next"] = list(snapshot.next)
         return out
+
+
+def _finished(snapshot: StateSnapshot) -> bool:
+    """The graph reached its end. ``next`` alone is not enough: a run cut short right after a
+    node finished leaves that node's writes pending with ``next`` empty, and must continue."""
+    return bool(snapshot.values) and not snapshot.next and not snapshot.tasks
 
 
 def _view(values: dict[str, Any]) -> dict[str, Any]:

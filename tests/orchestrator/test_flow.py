@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from shared.models import AUDIT_EVENT_TYPES, CUTOVER_STEPS, NODES, utcnow
 from tests.orchestrator.conftest import Orch, OrchFactory
@@ -296,8 +297,8 @@ async def test_rest_and_get_incident_show_state(
     async with orchestrator() as orch:
         await orch.start(INC)
         await wait_for(lambda: ("6", "monitoring") in net.statuses(INC))
+        one = await wait_for(lambda: _timer_set(orch))
         listing = (await orch.client.get("/api/v1/incidents")).json()["incidents"]
-        one = await orch.incident(INC)
         via_task = await orch.task("get_incident", {"incident_id": INC})
     assert [i["incident_id"] for i in listing] == [INC]
     assert one["status"] == "monitoring" and one["phase"] == "6"
@@ -322,3 +323,8 @@ async def test_restart_resumes_open_incidents(orchestrator: OrchFactory, net: Fa
 
 async def _final(orch: Orch) -> bool:
     return bool((await orch.incident(INC))["final"])
+
+
+async def _timer_set(orch: Orch) -> dict[str, Any] | None:
+    incident = await orch.incident(INC)
+    return incident if incident["timer"] else None
