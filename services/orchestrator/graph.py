@@ -1024,7 +1024,12 @@ async def escalate(state: IncidentState, config: RunnableConfig) -> dict[str, An
     if esc.get("error_code"):
         await fx.error(esc["error_code"], esc["message"], details)
     await fx.audit("escalation", {"message": esc["message"], **details})
-    await fx.notify("escalation", f"{fx.iid} escalated: {esc['reason']}", esc["message"], details)
+    await fx.notify(
+        "escalation",
+        f"{fx.iid} escalated: {esc['reason']}",
+        esc["message"],
+        {**details, "error_code": esc.get("error_code"), "resolution": resolution},
+    )
     await fx.put(
         "correlator",
         "incident_closed",

@@ -54,6 +54,7 @@ class Runner:
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(deps.orch.max_concurrent_runs)
         self._scheduler: asyncio.Task[None] | None = None
+        self._stopping = False
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -66,11 +67,22 @@ class Runner:
             self.spawn(row["incident_id"])
         self._scheduler = asyncio.create_task(self.scheduler(), name="orchestrator-scheduler")
 
-    async def stop(self) -> None:
-        tasks = [t for t in (self._scheduler, *self._inflight.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop scheduling, let runs in flight finish their step, then cancel what is left.
+
+        Cancelling a run is safe (the checkpoint and idempotency keys make it resumable) but
+        letting it finish avoids cutting database calls in half on a graceful shutdown.
+        """
+        self._stopping = True
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            await asyncio.gather(self._scheduler, return_exceptions=True)
+        running = list(self._inflight.values())
+        if running:
+            _, late = await asyncio.wait(running, timeout=grace_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
 
     def wake(self) -> None:
         self._wake.set()
@@ -81,7 +93,7 @@ class Runner:
     # --- scheduling ------------------------------------------------------------------------
 
     def spawn(self, incident_id: str) -> None:
-        if incident_id in self._inflight:
+        if incident_id in self._inflight or self._stopping:
             return
         task = asyncio.create_task(self._drive_slot(incident_id), name=f"drive-{incident_id}")
         self._inflight[incident_id] = task
@@ -128,7 +140,7 @@ class Runner:
                 return
             try:
                 for _ in range(MAX_STEPS_PER_DRIVE):
-                    if not await self._step(incident_id):
+                    if self._stopping or not await self._step(incident_id):
                         break
             except Exception as exc:  # a bug or a dead database: retried with backoff, logged
                 log.exception("incident run failed", incident_id=incident_id)
