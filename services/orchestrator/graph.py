@@ -1143,7 +1143,7 @@ async def approval(state: IncidentState, config: RunnableConfig) -> dict[str, An
             **escalation(
                 "approval_rejected",
                 f"{g['action']} rejected by {by}" + (f": {notes}" if notes else ""),
-                resolution="rejected",
+                rejected=True,
                 approval_id=approval_id,
                 action=g["action"],
                 decided_by=by,

@@ -109,7 +109,9 @@ async def test_reject_escalates(orchestrator: OrchFactory, net: FakeNetwork) -> 
         await decide(orch, provision, "reject", decided_by="carol", notes="change freeze")
         closed = await orch.closed(INC)
     assert net.statuses(INC)[-1][1] == "escalated"
-    assert closed["resolution"] == "rejected"
+    assert closed["resolution"] == "escalated"  # to a human, as IO shows escalations
+    assert closed["details"]["close_reason"] == "approval_rejected"
+    assert closed["details"]["rejected"] is True
     assert closed["details"]["decided_by"] == "carol"
     assert closed["details"]["notes"] == "change freeze"
     assert net.tunnels_created == 0
