@@ -137,8 +137,11 @@ class Outbox:
             except Exception:  # the loop must survive a database hiccup; it is logged
                 log.exception("outbox delivery pass failed")
                 wait = 1.0
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # lands as the wake-up fires, and stop() would then wait forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
 
     async def _deliver_due(self) -> float:
         """Deliver what is due, oldest first per peer; return seconds until the next try."""

@@ -106,7 +106,7 @@ class Runner:
 
     async def scheduler(self) -> None:
         max_sleep = self.deps.orch.scheduler_max_sleep_s
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 now = utcnow()
@@ -121,8 +121,11 @@ class Runner:
             except Exception:  # keep scheduling through a database hiccup; it is logged
                 log.exception("scheduler pass failed")
                 sleep = max_sleep
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that lands as the wake-up fires, and stop() would then wait forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), sleep)
+                async with asyncio.timeout(sleep):
+                    await self._wake.wait()
 
     async def _drive_slot(self, incident_id: str) -> None:
         async with self._slots:
