@@ -23,7 +23,8 @@ from shared.settings import Settings
 log = get_logger(__name__)
 
 trace_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace_id", default=None)
-TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 503, 504})
+"""Worth a retry. Not 502: an agent answers 502 when its southbound refused for good."""
 
 
 def current_trace_id() -> str:

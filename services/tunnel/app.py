@@ -330,21 +330,20 @@ async def steer_traffic(payload: SteerTraffic, ctx: TaskContext) -> dict[str, An
             raise TaskFailed(
                 f"tunnel {payload.tunnel_id} is {row['state']}, not up", code="tunnel_not_up"
             )
+        services, not_carried = await _carried(cnc, row, payload.service_ids)
         output = await retrying(
             lambda: cnc.steer(
                 head_end=row["head_end"],
                 end_point=row["end_point"],
                 color=row["color"],
-                services=payload.service_ids,
+                services=services,
                 protection_pct=100,
             ),
             attempts=cfg.attempts,
             backoff_s=ctx.settings.scaled(cfg.backoff_s),
             what="traffic-steer",
         )
-        await store.update(
-            ctx.engine, payload.incident_id, protection_pct=100, services=payload.service_ids
-        )
+        await store.update(ctx.engine, payload.incident_id, protection_pct=100, services=services)
     return {
         "traffic_steered": True,
         "tunnel_id": row["tunnel_id"],
@@ -353,9 +352,33 @@ async def steer_traffic(payload: SteerTraffic, ctx: TaskContext) -> dict[str, An
         "color": row["color"],
         "binding_sid": row["binding_sid"],
         "protection_pct": 100,
-        "services": payload.service_ids,
+        "services": services,
+        "not_steered": not_carried,
         "cnc": output,
     }
+
+
+async def _carried(
+    cnc: CncClient, tunnel: dict[str, Any], wanted: list[str]
+) -> tuple[list[str], list[str]]:
+    """Split the services into those this policy can carry and the rest.
+
+    A policy runs from its head-end to its end-point, so it can only carry services between
+    those two nodes; CNC refuses to steer any other. An empty request means every service
+    between the ends, which CNC resolves itself.
+    """
+    if not wanted:
+        return [], []
+    ends = {tunnel["head_end"], tunnel["end_point"]}
+    between = {s.vpn_id for s in await cnc.services() if {s.head_end, s.end_point} == ends}
+    carried = [s for s in wanted if s in between]
+    if not carried:
+        raise TaskFailed(
+            f"none of the services can ride {tunnel['tunnel_id']} "
+            f"({tunnel['head_end']} -> {tunnel['end_point']})",
+            code="no_steerable_services",
+        )
+    return carried, [s for s in wanted if s not in between]
 
 
 @spec.task(

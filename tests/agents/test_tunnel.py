@@ -183,18 +183,31 @@ async def test_steer_and_delete(agent_settings: Settings, net: FakeNetwork) -> N
             {
                 "incident_id": "INC-2026-0001",
                 "tunnel_id": tunnel["tunnel_id"],
-                "service_ids": ["vpn-001", "vpn-002"],
+                "service_ids": ["vpn-x1", "vpn-001", "vpn-x2"],
             },
         )
         assert steer.status_code == 200, steer.text
         assert steer.json()["result"]["traffic_steered"] is True
+        # a pe1 -> pe4 policy carries only pe1 <-> pe4 services; the others are reported
+        assert steer.json()["result"]["not_steered"] == ["vpn-001"]
         assert net.steers[-1] == {
             "head-end": "pe1",
             "end-point": "pe4",
             "color": tunnel["color"],
-            "services": ["vpn-001", "vpn-002"],
+            "services": ["vpn-x1", "vpn-x2"],
             "weight": 100,
         }
+        stranger = await run_task(
+            client,
+            "steer_traffic",
+            {
+                "incident_id": "INC-2026-0001",
+                "tunnel_id": tunnel["tunnel_id"],
+                "service_ids": ["vpn-001"],
+            },
+        )
+        assert stranger.status_code == 422
+        assert stranger.json()["detail"]["code"] == "no_steerable_services"
         delete = {"incident_id": "INC-2026-0001", "tunnel_id": tunnel["tunnel_id"]}
         first = await run_task(client, "delete_tunnel", delete)
         second = await run_task(client, "delete_tunnel", delete)
