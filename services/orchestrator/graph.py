@@ -563,7 +563,8 @@ async def compute(state: IncidentState, config: RunnableConfig) -> dict[str, Any
                 end_point=end_point,
             ),
         )
-    path_type = fx.orch.te_type or "sr-mpls"
+    # the TE type the path's nodes all support (the tunnel agent confirms it in phase 4)
+    path_type = fx.orch.te_type or (result.model_extra or {}).get("path_type") or "sr-mpls"
     path = {
         "path_type": path_type,
         "hop_count": result.hop_count or len(result.path) - 1,
@@ -658,12 +659,21 @@ async def provision(state: IncidentState, config: RunnableConfig) -> dict[str, A
     return update
 
 
+def _steered_ids(state: IncidentState) -> list[str]:
+    """The services on the tunnel: what steering carried, else every affected one."""
+    tunnel = state.get("tunnel") or {}
+    ids: list[str] = tunnel.get("service_ids") or (state.get("impact") or {}).get(
+        "service_ids", []
+    )
+    return ids
+
+
 async def steer(state: IncidentState, config: RunnableConfig) -> dict[str, Any]:
     fx = Effects(state, config)
     tunnel = state.get("tunnel") or {}
     ids = (state.get("impact") or {}).get("service_ids", [])
     try:
-        await fx.call(
+        steered = await fx.call(
             "tunnel",
             "steer_traffic",
             SteerTraffic(incident_id=fx.iid, tunnel_id=tunnel["tunnel_id"], service_ids=ids),
@@ -679,14 +689,23 @@ async def steer(state: IncidentState, config: RunnableConfig) -> dict[str, Any]:
                 tunnel_id=tunnel["tunnel_id"],
             ),
         )
-    details = {"traffic_steered": True, "tunnel_id": tunnel["tunnel_id"], "service_ids": ids}
+    # the policy carries only the services between its two ends; cutover moves those
+    carried = steered.get("services") or ids
+    details = {
+        "traffic_steered": True,
+        "tunnel_id": tunnel["tunnel_id"],
+        "service_ids": carried,
+        "not_steered": steered.get("not_steered", []),
+    }
     await fx.status(
         "steering", "5", f"Traffic steered onto {tunnel['tunnel_id']}, monitoring SLA", details
     )
     await fx.audit("traffic_steered", details)
-    return fx.done(
+    update = fx.done(
         nodes_executed=["steer"], steered=True, status="steering", phase="5", next="monitor"
     )
+    update["tunnel"] = {**tunnel, "service_ids": carried}
+    return update
 
 
 async def monitor(state: IncidentState, config: RunnableConfig) -> dict[str, Any]:
@@ -809,7 +828,7 @@ async def restore(state: IncidentState, config: RunnableConfig) -> dict[str, Any
     attempt, index = int(r["attempt"]), int(r["step"])
     tunnel = state.get("tunnel")
     base = fx.done(nodes_executed=["restore"], status="restoring", phase="7")
-    ids = (state.get("impact") or {}).get("service_ids", [])
+    ids = _steered_ids(state)
     if not tunnel:
         await fx.status("restoring", "7", "SLA recovered; no protection tunnel to remove", {})
         await fx.audit("restoration_complete", {"tunnel_id": None})
@@ -945,7 +964,7 @@ async def _cleanup(fx: Effects, state: IncidentState) -> None:
             head_end=tunnel.get("head_end"),
             end_point=tunnel.get("end_point"),
             color=tunnel.get("color"),
-            service_ids=(state.get("impact") or {}).get("service_ids", []),
+            service_ids=_steered_ids(state),
         ),
     )
 

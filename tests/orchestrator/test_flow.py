@@ -205,7 +205,8 @@ async def test_flap_that_settles_closes_without_a_tunnel(
     orchestrator: OrchFactory, net: FakeNetwork
 ) -> None:
     async with orchestrator() as orch:
-        await orch.start(INC, dampened_until=(utcnow() + timedelta(seconds=0.2)).isoformat())
+        # far enough ahead that a loaded machine still starts the incident inside the window
+        await orch.start(INC, dampened_until=(utcnow() + timedelta(seconds=1.5)).isoformat())
         closed = await orch.closed(INC)
     assert net.statuses(INC)[1] == ("1", "dampening")
     assert closed["details"]["nodes_executed"] == ["start", "detect", "monitor", "restore", "close"]
