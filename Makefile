@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: run test lint fmt system-deps bench clean compose-config
+.PHONY: run test lint fmt system-deps bench clean compose-config screenshots
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -38,3 +38,6 @@ compose-config: system-deps
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
+
+screenshots: $(STAMP) system-deps  ## refresh docs/screenshots/ from the browser tests
+	CXM_SCREENSHOT_DIR=docs/screenshots $(PY) -m pytest -q tests/io/test_console_browser.py

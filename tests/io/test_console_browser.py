@@ -2,11 +2,15 @@
 
 IO runs under uvicorn on a free loopback port, beside a fake orchestrator that resumes the
 incident when approved (it reports monitoring, then closes the ticket over the mesh) and a
-fake CNC/lab/audit. The screenshots land in docs/screenshots/ for docs/console.md.
+fake CNC/lab/audit. The screenshots land in $CXM_SCREENSHOT_DIR (`make screenshots` points it
+at docs/screenshots/ for docs/console.md), else in a temporary directory, so a plain test run
+leaves the work tree as it was.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +34,7 @@ from tests.io.fakes import (
     serve,
     status,
 )
-from tests.support import ROOT, free_port
+from tests.support import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -46,7 +50,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 HAVE_CHROMIUM = Path(CHROMIUM).exists()
-SHOTS = ROOT / "docs" / "screenshots"
+SHOTS = Path(os.environ.get("CXM_SCREENSHOT_DIR") or tempfile.mkdtemp(prefix="cxm-shots-"))
+SHOTS.mkdir(parents=True, exist_ok=True)
 TIMEOUT_MS = 15_000
 
 
@@ -114,7 +119,6 @@ async def open_console(browser: Browser, url: str) -> Page:
 
 
 async def test_live_ticket_topology_approval_and_close(browser: Browser, mesh: Mesh) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
     # history the operator already had: one closed incident, one being monitored
     await mesh.task(
         new_ticket(
