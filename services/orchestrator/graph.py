@@ -662,9 +662,7 @@ async def provision(state: IncidentState, config: RunnableConfig) -> dict[str, A
 def _steered_ids(state: IncidentState) -> list[str]:
     """The services on the tunnel: what steering carried, else every affected one."""
     tunnel = state.get("tunnel") or {}
-    ids: list[str] = tunnel.get("service_ids") or (state.get("impact") or {}).get(
-        "service_ids", []
-    )
+    ids: list[str] = tunnel.get("service_ids") or (state.get("impact") or {}).get("service_ids", [])
     return ids
 
 
