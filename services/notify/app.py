@@ -89,4 +89,3 @@ def create_app(
     app.state.notify_settings = notify_settings or NotifySettings()
     app.state.notify_metrics = NotifyMetrics(app.state.metrics.registry)
     return app
-
