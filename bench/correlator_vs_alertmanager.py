@@ -1,34 +1,41 @@
 """Correlator vs the real Prometheus Alertmanager, side by side on the same load.
 
-Starts Debian's ``prometheus-alertmanager`` and the correlator (``python -m shared.cli agent
-correlator``) on free loopback ports with temporary data directories, then drives both with the
-same bounded async httpx load: single-alert POSTs, and 100-alert batches (Alertmanager's
-``/api/v2/alerts`` vs the correlator's ``/api/v1/alerts``). Every alert is distinct (a unique
-``instance`` label) on one of 50 links, so neither side can shortcut by deduplicating. Prints
-the rates and the correlator/Alertmanager ratios as JSON.
+Starts Debian's ``prometheus-alertmanager`` and the correlator exactly as users run it
+(``python -m shared.cli agent correlator``, its peers IO, orchestrator and audit stood in by a
+cheap server answering 200 so the outbox delivers) on loopback ports with temporary data
+directories, then drives both with the same load generator: ``wrk`` (2 threads, a Lua script
+building the POST bodies, fixed duration) when installed, else a bounded async httpx client.
+Two loads: single-alert POSTs and 100-alert batches (Alertmanager's ``/api/v2/alerts`` vs the
+correlator's ``/api/v1/alerts``). Every alert is distinct (a unique ``instance`` label) on one
+of 50 links, so neither side can shortcut by deduplicating: the correlator correlates each one
+into its link's incident. Prints both rates, the correlator/Alertmanager ratios, the
+correlator's disposition mix and its outbox backlog as JSON.
 
-    python -m bench.correlator_vs_alertmanager [--single 3000] [--batches 200] [--concurrency 32]
+    python -m bench.correlator_vs_alertmanager [--duration 10] [--connections 32]
+        [--batch-connections 16] [--client auto|wrk|httpx]
 
 The correlator answers only after each alert is persisted (SQLite, WAL) with its disposition;
-Alertmanager keeps alerts in memory. The client is one Python process on the same machine, so
-both rates are bounded by it as well; the ratio is the figure to read.
+Alertmanager keeps alerts in memory. Everything shares the machine's cores: the load
+generator, the server under test, and (for the correlator) the stand-in peers.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
+import re
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +44,56 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-mesh-token"
 LINKS = [f"n{i}-n{i + 1}" for i in range(50)]
+BATCH = 100
+WRK_THREADS = 2
+
+# One Lua state per wrk thread: each builds its own distinct alerts (thread id + counter), so
+# no two alerts in a run share labels. ``done`` prints the summary as one JSON line.
+WRK_SCRIPT = r"""
+local next_tid = 0
+function setup(thread)
+  thread:set("tid", next_tid)
+  next_tid = next_tid + 1
+end
+
+function init(args)
+  kind, size, prefix = args[1], tonumber(args[2]), args[3]
+  headers = {["Content-Type"] = "application/json"}
+  if args[4] and args[4] ~= "" then headers["Authorization"] = "Bearer " .. args[4] end
+  n = 0
+end
+
+local function alert(i)
+  local a = i % 50
+  local link = "n" .. a .. "-n" .. (a + 1)
+  local instance = prefix .. "-" .. tid .. "-" .. i
+  if kind == "am" then
+    return '{"labels":{"alertname":"BenchLatency","link":"' .. link .. '","instance":"'
+      .. instance .. '","severity":"high"},"annotations":{"summary":"latency above SLA",'
+      .. '"value":"92","threshold":"50"}}'
+  end
+  return '{"source":"bench","link":"' .. link .. '","severity":"high","metric":"BenchLatency",'
+    .. '"value":92,"threshold":50,"labels":{"instance":"' .. instance .. '"}}'
+end
+
+function request()
+  local parts = {}
+  for k = 1, size do
+    n = n + 1
+    parts[k] = alert(n)
+  end
+  return wrk.format("POST", nil, headers, "[" .. table.concat(parts, ",") .. "]")
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK {"requests":%d,"duration_us":%d,"connect":%d,"read":%d,"write":%d,"status":%d,'
+      .. '"timeout":%d,"p50_ms":%.2f,"p99_ms":%.2f}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
 
 
 def free_port() -> int:
@@ -45,20 +102,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def am_alert(i: int) -> dict[str, Any]:
+def am_alert(tag: str, i: int) -> dict[str, Any]:
     return {
         "labels": {
             "alertname": "BenchLatency",
             "link": LINKS[i % len(LINKS)],
-            "instance": f"probe-{i}",
+            "instance": f"{tag}-{i}",
             "severity": "high",
         },
         "annotations": {"summary": "latency above SLA", "value": "92", "threshold": "50"},
-        "startsAt": datetime.now(UTC).isoformat(),
     }
 
 
-def cxm_alert(i: int) -> dict[str, Any]:
+def cxm_alert(tag: str, i: int) -> dict[str, Any]:
     return {
         "source": "bench",
         "link": LINKS[i % len(LINKS)],
@@ -66,36 +122,84 @@ def cxm_alert(i: int) -> dict[str, Any]:
         "metric": "BenchLatency",
         "value": 92,
         "threshold": 50,
-        "labels": {"instance": f"probe-{i}"},
+        "labels": {"instance": f"{tag}-{i}"},
     }
 
 
-async def load(
+# --- load generators ------------------------------------------------------------------------
+
+
+def run_wrk(
+    script: Path,
     url: str,
-    make: Callable[[int], list[dict[str, Any]]],
     *,
-    requests: int,
-    concurrency: int,
-    headers: dict[str, str],
-    counter: itertools.count[int],
-) -> tuple[float, int]:
-    """Send ``requests`` POSTs with ``concurrency`` workers; return (seconds, failures)."""
-    todo = iter(range(requests))
-    failures = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    kind: str,
+    size: int,
+    tag: str,
+    connections: int,
+    duration: float,
+    token: str,
+) -> dict[str, Any]:
+    """One fixed-duration wrk run; the Lua ``done`` hook's JSON summary."""
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{WRK_THREADS}",
+            f"-c{connections}",
+            f"-d{duration:g}s",
+            "--timeout",
+            "30s",
+            "-s",
+            str(script),
+            url,
+            "--",
+            kind,
+            str(size),
+            tag,
+            token,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = re.search(r"^WRK (\{.*\})$", out, re.M)
+    if match is None:
+        raise RuntimeError(f"wrk printed no summary:\n{out}")
+    stats: dict[str, Any] = json.loads(match.group(1))
+    return stats
+
+
+async def run_httpx(
+    url: str,
+    make: Callable[[str, int], dict[str, Any]],
+    *,
+    size: int,
+    tag: str,
+    connections: int,
+    duration: float,
+    token: str,
+) -> dict[str, Any]:
+    """The fallback: ``connections`` async workers posting for ``duration`` seconds."""
+    counter = itertools.count()
+    requests = failures = 0
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(limits=limits, timeout=30, headers=headers) as client:
+        started = time.perf_counter()
+        deadline = started + duration
 
         async def worker() -> None:
-            nonlocal failures
-            for _ in todo:
-                body = make(next(counter))
+            nonlocal requests, failures
+            while time.perf_counter() < deadline:
+                body = [make(tag, next(counter)) for _ in range(size)]
                 r = await client.post(url, json=body)
+                requests += 1
                 if r.status_code >= 300:
                     failures += 1
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return time.perf_counter() - started, failures
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        elapsed = time.perf_counter() - started
+    return {"requests": requests, "duration_us": int(elapsed * 1e6), "status": failures}
 
 
 def start_alertmanager(binary: str, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -193,55 +297,134 @@ async def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 6
     raise RuntimeError(f"{url} not ready in {timeout}s")
 
 
+def _py_spy() -> str:
+    """py-spy from PATH or next to this interpreter (the virtualenv's bin)."""
+    return shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+
+
+def correlator_db(tmp: Path) -> dict[str, Any]:
+    """The correlator's disposition counts and its undelivered outbox rows, read from SQLite."""
+    path = tmp / "cxm" / "correlator.db"
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        mix = dict(db.execute("SELECT disposition, count(*) FROM corr_alerts GROUP BY 1"))
+        backlog = db.execute(
+            "SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND dead = 0"
+        ).fetchone()[0]
+    return {"dispositions": mix, "outbox_pending": backlog}
+
+
+def _diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in sorted(after.items()) if v - before.get(k, 0)}
+
+
+async def drain(tmp: Path, timeout: float = 120) -> float:
+    """Wait until the correlator's outbox delivered everything; return the seconds it took."""
+    started = time.perf_counter()
+    for _ in range(int(timeout / 0.2)):
+        if not correlator_db(tmp)["outbox_pending"]:
+            break
+        await asyncio.sleep(0.2)
+    return round(time.perf_counter() - started, 1)
+
+
 async def measure(
     name: str,
     url: str,
-    make_one: Callable[[int], dict[str, Any]],
+    kind: str,
     args: argparse.Namespace,
-    headers: dict[str, str],
+    token: str,
+    tmp: Path,
+    pid: int | None = None,
 ) -> dict[str, Any]:
-    counter = itertools.count()
-    await load(
-        url,
-        lambda i: [make_one(i)],
-        requests=200,
-        concurrency=args.concurrency,
-        headers=headers,
-        counter=counter,
-    )  # warm-up
-    single_s, single_fail = await load(
-        url,
-        lambda i: [make_one(i)],
-        requests=args.single,
-        concurrency=args.concurrency,
-        headers=headers,
-        counter=counter,
-    )
-    batch_s, batch_fail = await load(
-        url,
-        lambda i: [make_one(i * 100 + k) for k in range(100)],
-        requests=args.batches,
-        concurrency=min(args.concurrency, 8),
-        headers=headers,
-        counter=counter,
-    )
-    return {
-        "single_posts_per_s": round(args.single / single_s, 1),
-        "batch_alerts_per_s": round(args.batches * 100 / batch_s, 1),
-        "failures": single_fail + batch_fail,
-    }
+    """Warm-up, then single-alert POSTs, then 100-alert batches, each for ``args.duration``."""
+
+    async def run(tag: str, size: int, connections: int, duration: float) -> dict[str, Any]:
+        if args.client == "wrk":
+            script = tmp / "bench.lua"
+            script.write_text(WRK_SCRIPT)
+            return await asyncio.to_thread(
+                run_wrk,
+                script,
+                url,
+                kind=kind,
+                size=size,
+                tag=tag,
+                connections=connections,
+                duration=duration,
+                token=token,
+            )
+        make = am_alert if kind == "am" else cxm_alert
+        return await run_httpx(
+            url,
+            make,
+            size=size,
+            tag=tag,
+            connections=connections,
+            duration=duration,
+            token=token,
+        )
+
+    def profile(phase: str) -> subprocess.Popen[bytes] | None:
+        if not args.py_spy or pid is None:
+            return None
+        out = Path(args.py_spy) / f"{name}-{phase}.txt"  # collapsed stacks, for flamegraph.pl
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return subprocess.Popen(
+            [
+                *(_py_spy(), "record", "--format", "raw", "-p", str(pid), "-o", str(out)),
+                *("-d", f"{int(args.duration)}"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    await run("warm", 1, args.connections, 2)
+    await run("warmb", BATCH, args.batch_connections, 2)
+    if kind == "cxm":
+        await asyncio.sleep(1)  # requests still in flight when wrk stopped
+        await drain(tmp)
+    result: dict[str, Any] = {}
+    for phase, size, connections in (
+        ("single", 1, args.connections),
+        ("batch", BATCH, args.batch_connections),
+    ):
+        before = correlator_db(tmp)["dispositions"] if kind == "cxm" else {}
+        spy = profile(phase)
+        stats = await run(phase, size, connections, args.duration)
+        if spy is not None:
+            spy.wait()
+        seconds = stats["duration_us"] / 1e6
+        entry: dict[str, Any] = {
+            "posts_per_s": round(stats["requests"] / seconds, 1),
+            "alerts_per_s": round(stats["requests"] * size / seconds, 1),
+            "connections": connections,
+            "errors": sum(stats.get(k, 0) for k in ("connect", "read", "write", "status")),
+        }
+        if "p50_ms" in stats:
+            entry["latency_ms"] = {"p50": stats["p50_ms"], "p99": stats["p99_ms"]}
+        if kind == "cxm":
+            db = correlator_db(tmp)
+            entry["dispositions"] = _diff(db["dispositions"], before)
+            entry["outbox_pending_at_end"] = db["outbox_pending"]
+            entry["outbox_drain_s"] = await drain(tmp)
+        result[phase] = entry
+    return result
 
 
 async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--single", type=int, default=3000, help="single-alert POSTs")
-    parser.add_argument("--batches", type=int, default=200, help="100-alert POSTs")
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per load")
+    parser.add_argument("--connections", type=int, default=32, help="for single-alert POSTs")
+    parser.add_argument("--batch-connections", type=int, default=16, help="for 100-alert POSTs")
+    parser.add_argument("--client", choices=("auto", "wrk", "httpx"), default="auto")
+    parser.add_argument("--py-spy", metavar="DIR", help="record the correlator's flame graphs")
     parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.sink:
         await sink(args.sink)
         return 0
+    if args.client == "auto":
+        args.client = "wrk" if shutil.which("wrk") else "httpx"
     binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
     if binary is None:
         print(json.dumps({"error": "prometheus-alertmanager not installed"}))
@@ -254,13 +437,9 @@ async def main(argv: list[str] | None = None) -> int:
         try:
             await wait_ready(f"{am_url}/-/ready", am_proc)
             await wait_ready(f"{cxm_url}/health", cxm_proc)
-            am = await measure("alertmanager", f"{am_url}/api/v2/alerts", am_alert, args, {})
+            am = await measure("alertmanager", f"{am_url}/api/v2/alerts", "am", args, "", tmp)
             cxm = await measure(
-                "correlator",
-                f"{cxm_url}/api/v1/alerts",
-                cxm_alert,
-                args,
-                {"Authorization": f"Bearer {TOKEN}"},
+                "correlator", f"{cxm_url}/api/v1/alerts", "cxm", args, TOKEN, tmp, cxm_proc.pid
             )
         finally:
             for proc in (am_proc, cxm_proc, sink_proc):
@@ -272,18 +451,18 @@ async def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "correlator_vs_alertmanager",
         "params": {
-            "single_posts": args.single,
-            "batches": args.batches,
-            "batch_size": 100,
-            "concurrency": args.concurrency,
+            "client": args.client,
+            "threads": WRK_THREADS if args.client == "wrk" else 1,
+            "duration_s": args.duration,
+            "batch_size": BATCH,
             "links": len(LINKS),
             "cpus": os.cpu_count(),
         },
         "alertmanager": am,
         "correlator": cxm,
         "ratio": {
-            "single": round(cxm["single_posts_per_s"] / am["single_posts_per_s"], 3),
-            "batch": round(cxm["batch_alerts_per_s"] / am["batch_alerts_per_s"], 3),
+            "single": round(cxm["single"]["posts_per_s"] / am["single"]["posts_per_s"], 3),
+            "batch": round(cxm["batch"]["alerts_per_s"] / am["batch"]["alerts_per_s"], 3),
         },
     }
     print(json.dumps(result, indent=2))

@@ -17,9 +17,10 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import httpx
+import orjson
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from fastapi.responses import Response
+from pydantic import TypeAdapter, ValidationError
 
 from services.correlator import store
 from services.correlator.engine import Correlator, WriteFailed
@@ -77,7 +78,8 @@ router = APIRouter(prefix="/api/v1", tags=["ingestion"])
 spec.include_router(router)
 
 
-def get_correlator(request: Request) -> Correlator:
+async def get_correlator(request: Request) -> Correlator:
+    # async: FastAPI would run a plain function in its thread pool, a thread hop per request
     correlator: Correlator = request.app.state.correlator
     return correlator
 
@@ -117,30 +119,38 @@ def authorize(request: Request, source: str, body: bytes) -> None:
 
 async def _accept(
     correlator: Correlator, alerts: list[NormalizedAlert], *, proactive: bool = False
-) -> JSONResponse:
+) -> Response:
     try:
         outcomes = await correlator.ingest(alerts, proactive=proactive)
     except WriteFailed as exc:
         raise HTTPException(503, f"alerts not stored, retry: {exc}") from None
-    return JSONResponse(
-        {"accepted": len(outcomes), "alerts": [o.as_dict() for o in outcomes]}, status_code=202
-    )
+    # orjson writes the Outcome dataclasses as they are, several times faster than json.
+    body = orjson.dumps({"accepted": len(outcomes), "alerts": outcomes})
+    return Response(body, status_code=202, media_type="application/json")
 
 
 def _json(body: bytes) -> Any:
     if not body.strip():
         raise HTTPException(400, "empty body: expected JSON")
     try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:  # what orjson refuses and json takes (NaN, huge integers) is still accepted
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HTTPException(400, f"malformed JSON: {exc}") from None
+
+
+ALERT_LIST = TypeAdapter(list[NormalizedAlert])
+"""Validates a whole request's alerts in one call into pydantic-core."""
 
 
 # --- ingestion --------------------------------------------------------------------------------
 
 
 @router.post("/tickets/webhook/{source}", status_code=202)
-async def webhook(source: str, request: Request, correlator: CorrelatorDep) -> JSONResponse:
+async def webhook(source: str, request: Request, correlator: CorrelatorDep) -> Response:
     """A source's native webhook: pca, cnc, alertmanager, datadog, or generic (mapped)."""
     if source not in SOURCES:
         raise HTTPException(404, f"unknown source {source!r}; use one of {', '.join(SOURCES)}")
@@ -160,7 +170,7 @@ async def webhook(source: str, request: Request, correlator: CorrelatorDep) -> J
 
 
 @router.post("/tickets/upload-csv", status_code=202)
-async def upload_csv(request: Request, correlator: CorrelatorDep) -> JSONResponse:
+async def upload_csv(request: Request, correlator: CorrelatorDep) -> Response:
     """A CSV file (multipart field ``file``, or the raw body as text/csv); all rows or none."""
     raw = await request.body()
     authorize(request, "csv", raw)
@@ -186,7 +196,7 @@ async def upload_csv(request: Request, correlator: CorrelatorDep) -> JSONRespons
 
 
 @router.post("/alerts", status_code=202)
-async def post_alerts(request: Request, correlator: CorrelatorDep) -> JSONResponse:
+async def post_alerts(request: Request, correlator: CorrelatorDep) -> Response:
     """Normalized alerts: one object, a list, or ``{"alerts": [...]}``."""
     raw = await request.body()
     authorize(request, "rest", raw)
@@ -199,19 +209,18 @@ async def post_alerts(request: Request, correlator: CorrelatorDep) -> JSONRespon
     items = items if isinstance(items, list) else [items]
     if not items:
         raise HTTPException(422, "no alerts in the body")
-    alerts = []
-    for i, item in enumerate(items):
-        try:
-            alerts.append(NormalizedAlert.model_validate(item))
-        except ValidationError as exc:
-            err = exc.errors(include_url=False)[0]
-            field = ".".join(str(p) for p in err["loc"]) or "alert"
-            raise HTTPException(422, f"alerts[{i}].{field}: {err['msg']}") from None
+    try:
+        alerts = ALERT_LIST.validate_python(items)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        index, *path = err["loc"]
+        field = ".".join(str(p) for p in path) or "alert"
+        raise HTTPException(422, f"alerts[{index}].{field}: {err['msg']}") from None
     return await _accept(correlator, alerts)
 
 
 @router.post("/tickets/demo/ticket", status_code=202)
-async def demo_ticket(request: Request, correlator: CorrelatorDep) -> JSONResponse:
+async def demo_ticket(request: Request, correlator: CorrelatorDep) -> Response:
     """The seed's demo: PCA-style delay alerts on pe1-pe2 and pe2-pe3 (or the links given)."""
     raw = await request.body()
     authorize(request, "demo", raw)

@@ -357,7 +357,6 @@ class Correlator:
         now = self.clock()
         ws = store.WriteSet()
         outcomes = [self._decide(alert, topo, now, ws, proactive) for alert in batch]
-        self._audit_dispositions(ws, outcomes, batch, now)
         self._snapshot(ws)
         await self._commit(ws)
         if any(o.disposition == "new_incident" for o in outcomes):
@@ -404,32 +403,32 @@ class Correlator:
                 "reason": reason,
             }
         )
-        return Outcome(alert_id, disposition, incident_id, reason, fp, link)
-
-    def _audit_dispositions(
-        self,
-        ws: store.WriteSet,
-        outcomes: list[Outcome],
-        batch: list[NormalizedAlert],
-        now: datetime,
-    ) -> None:
-        """One audit event per (incident, disposition) in a request, listing every alert.
-
-        Per-alert events would multiply the outbox by the batch size for no extra information.
-        """
-        groups: dict[tuple[str | None, str], list[dict[str, Any]]] = {}
-        for outcome, alert in zip(outcomes, batch, strict=True):
-            groups.setdefault((outcome.incident_id, outcome.disposition), []).append(
+        ws.dispositions.append(
+            (
+                incident_id,
+                disposition,
                 {
-                    "alert_id": outcome.id,
+                    "alert_id": alert_id,
                     "source": alert.source,
-                    "link": outcome.link,
+                    "link": link,
                     "node": alert.node,
                     "status": alert.status,
-                    "fingerprint": outcome.fingerprint,
-                    "reason": outcome.reason,
-                }
+                    "fingerprint": fp,
+                    "reason": reason,
+                },
             )
+        )
+        return Outcome(alert_id, disposition, incident_id, reason, fp, link)
+
+    def _audit_dispositions(self, ws: store.WriteSet, now: datetime) -> None:
+        """One audit event per (incident, disposition) in a write, listing every alert.
+
+        A write is a group commit of concurrent requests: per-alert (or per-request) events
+        would multiply the outbox by the load for no extra information.
+        """
+        groups: dict[tuple[str | None, str], list[dict[str, Any]]] = {}
+        for incident_id, disposition, item in ws.dispositions:
+            groups.setdefault((incident_id, disposition), []).append(item)
         for (incident_id, disposition), items in groups.items():
             event_type = (
                 "alert_correlated" if disposition == "correlated" else f"alert_{disposition}"
@@ -1084,10 +1083,11 @@ class Correlator:
             if not self._queue:
                 continue
             batch, self._queue = self._queue, []
+            ws = store.WriteSet.merge([ws for ws, _ in batch])
+            self._audit_dispositions(ws, self.clock())
             try:
                 async with self.engine.begin() as conn:
-                    for ws, _ in batch:
-                        await store.apply(conn, ws)
+                    await store.apply(conn, ws)
             except Exception as exc:  # every waiter gets the error; memory is rebuilt below
                 log.exception("correlator write failed; reloading state from the database")
                 for _, fut in batch:
@@ -1101,7 +1101,7 @@ class Correlator:
             for _, fut in batch:
                 if not fut.done():
                     fut.set_result(None)
-            if any(ws.outbox for ws, _ in batch) and self.outbox is not None:
+            if ws.outbox and self.outbox is not None:
                 # Rows were written in our own transaction; tell the deliverer they are there.
                 self.outbox.wake()
 

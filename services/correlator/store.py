@@ -133,6 +133,8 @@ class WriteSet:
     sequences: list[tuple[bool, int, int]] = field(default_factory=list)
     silences: list[tuple[bool, dict[str, Any]]] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
+    dispositions: list[tuple[str | None, str, dict[str, Any]]] = field(default_factory=list)
+    """(incident_id, disposition, alert summary): audited grouped when the write set is written."""
     touched_incidents: set[str] = field(default_factory=set)
     touched_links: set[str] = field(default_factory=set)
 
@@ -145,45 +147,79 @@ class WriteSet:
             or self.sequences
             or self.silences
             or self.outbox
+            or self.dispositions
         )
+
+    @classmethod
+    def merge(cls, sets: list[WriteSet]) -> WriteSet:
+        """One write set for a group commit, in decision order.
+
+        Rows written whole (incidents, link states, sequences, silences) keep only their last
+        snapshot, inserted if any step inserted it; appended rows (alerts, outbox) are
+        concatenated. Applying the merge equals applying the sets one after another.
+        """
+        if len(sets) == 1:
+            return sets[0]
+        out = cls()
+        incidents_: dict[str, tuple[bool, dict[str, Any]]] = {}
+        links_: dict[str, tuple[bool, dict[str, Any]]] = {}
+        silences_: dict[str, tuple[bool, dict[str, Any]]] = {}
+        years: dict[int, tuple[bool, int, int]] = {}
+        for ws in sets:
+            out.alerts += ws.alerts
+            out.alert_updates += ws.alert_updates
+            out.outbox += ws.outbox
+            out.dispositions += ws.dispositions
+            _keep_last(incidents_, ws.incidents, "incident_id")
+            _keep_last(links_, ws.links, "link")
+            _keep_last(silences_, ws.silences, "id")
+            for insert, year, last in ws.sequences:
+                first = years.get(year, (insert, year, last))
+                years[year] = (first[0] or insert, year, last)
+        out.incidents = list(incidents_.values())
+        out.links = list(links_.values())
+        out.silences = list(silences_.values())
+        out.sequences = list(years.values())
+        return out
+
+
+def _keep_last(
+    into: dict[str, tuple[bool, dict[str, Any]]], rows: list[tuple[bool, dict[str, Any]]], key: str
+) -> None:
+    for insert, row in rows:
+        before = into.get(row[key])
+        into[row[key]] = (insert or (before is not None and before[0]), row)
 
 
 async def apply(conn: AsyncConnection, ws: WriteSet) -> None:
+    """Write ``ws``: one statement per table and kind (executemany), whatever its size."""
     if ws.alerts:
         await conn.execute(alerts.insert(), ws.alerts)
     for incident_id, values in ws.alert_updates:
         await conn.execute(
             alerts.update().where(alerts.c.incident_id == incident_id).values(**values)
         )
-    for year_insert, year, last in ws.sequences:
-        if year_insert:
-            await conn.execute(sequences.insert().values(year=year, last=last))
-        else:
-            await conn.execute(sequences.update().where(sequences.c.year == year).values(last=last))
-    for insert, row in ws.incidents:
-        if insert:
-            await conn.execute(incidents.insert().values(**row))
-        else:
-            await conn.execute(
-                incidents.update()
-                .where(incidents.c.incident_id == row["incident_id"])
-                .values(**row)
-            )
-    for insert, row in ws.links:
-        if insert:
-            await conn.execute(link_states.insert().values(**row))
-        else:
-            await conn.execute(
-                link_states.update().where(link_states.c.link == row["link"]).values(**row)
-            )
-    for insert, row in ws.silences:
-        if insert:
-            await conn.execute(silences.insert().values(**row))
-        else:
-            await conn.execute(silences.update().where(silences.c.id == row["id"]).values(**row))
+    await _upsert(
+        conn, sequences, "year", [({"year": y, "last": n}, i) for i, y, n in ws.sequences]
+    )
+    await _upsert(conn, incidents, "incident_id", [(row, i) for i, row in ws.incidents])
+    await _upsert(conn, link_states, "link", [(row, i) for i, row in ws.links])
+    await _upsert(conn, silences, "id", [(row, i) for i, row in ws.silences])
     if ws.outbox:
         # Keys are deterministic, so a replayed step may repeat one: skip it, keep the rest.
         await conn.execute(_insert_ignoring_duplicates(conn, outbox_table), ws.outbox)
+
+
+async def _upsert(
+    conn: AsyncConnection, table: sa.Table, key: str, rows: list[tuple[dict[str, Any], bool]]
+) -> None:
+    """Insert the new rows, update the known ones by ``key``: at most two statements."""
+    new = [row for row, insert in rows if insert]
+    known = [{**row, "_key": row[key]} for row, insert in rows if not insert]
+    if new:
+        await conn.execute(table.insert(), new)
+    if known:
+        await conn.execute(table.update().where(table.c[key] == sa.bindparam("_key")), known)
 
 
 def _insert_ignoring_duplicates(conn: AsyncConnection, table: sa.Table) -> Any:
