@@ -124,10 +124,10 @@ async def _follow(
     limit: float,
     stdout: TextIO,
 ) -> int:
-    """Poll IO until the scenario's ticket reaches a final status; print each change."""
+    """Poll IO until the scenario's ticket reaches a final status; print every event it got."""
     interval = min(2.0, max(0.05, settings.scaled(1.0)))
     deadline = time.monotonic() + limit
-    seen: dict[str, tuple[Any, ...]] = {}
+    printed: dict[str, int] = {}
     while time.monotonic() < deadline:
         mine = [
             t
@@ -135,16 +135,12 @@ async def _follow(
             if t["incident_id"] not in known and links & set(t.get("degraded_links") or [])
         ]
         for ticket in sorted(mine, key=lambda t: str(t.get("created_at"))):
-            state = (ticket.get("status"), ticket.get("phase"), ticket.get("message"))
-            if seen.get(ticket["incident_id"]) != state:
-                seen[ticket["incident_id"]] = state
-                phase = f" (phase {ticket['phase']})" if ticket.get("phase") else ""
-                text = ticket.get("message") or ticket.get("summary") or ""
-                print(
-                    f"{ticket['incident_id']} {ticket.get('status')}{phase}: {text}",
-                    file=stdout,
-                    flush=True,
-                )
+            incident = ticket["incident_id"]
+            url = f"{settings.url_of('io')}/api/v1/tickets/{incident}"
+            events = (await http.get(url, headers=headers)).json().get("events", [])
+            for event in events[printed.get(incident, 0) :]:
+                print(f"{incident} {_describe(event)}", file=stdout, flush=True)
+            printed[incident] = len(events)
         final = [t for t in mine if t.get("status") in FINAL_STATUSES]
         if mine and len(final) == len(mine):
             return 0 if all(t.get("status") == "closed" for t in final) else 1
@@ -152,6 +148,16 @@ async def _follow(
     raise ScenarioFailed(
         f"no closed or escalated ticket for {', '.join(sorted(links))} within {limit:.0f}s"
     )
+
+
+def _describe(event: dict[str, Any]) -> str:
+    """One line per notification: what it is, the status and phase, and its message."""
+    payload = event.get("payload") or {}
+    kind = event.get("task_type", "?")
+    status = payload.get("status") or payload.get("resolution") or ""
+    phase = f" (phase {payload['phase']})" if payload.get("phase") else ""
+    text = payload.get("message") or payload.get("summary") or payload.get("action") or ""
+    return f"{kind} {status}{phase}: {text}".replace("  ", " ")
 
 
 def _detail(response: httpx.Response) -> str:

@@ -102,8 +102,8 @@ async def test_scenario_wait_follows_the_ticket_to_closed(settings: Settings) ->
         await player
     text = out.getvalue()
     assert code == 0, text
-    assert "INC-2026-0001 assessing (phase 2): 15 services" in text
-    assert "INC-2026-0001 closed" in text
+    assert "INC-2026-0001 status_update assessing (phase 2): 15 services" in text
+    assert "INC-2026-0001 ticket_closed resolved" in text
 
 
 async def test_scenario_reports_a_missing_lab_in_one_line(settings: Settings) -> None:
