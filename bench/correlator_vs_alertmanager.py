@@ -411,6 +411,14 @@ async def measure(
     return result
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per load")
@@ -431,23 +439,24 @@ async def main(argv: list[str] | None = None) -> int:
         return 1
     with tempfile.TemporaryDirectory(prefix="cxm-bench-") as tmpdir:
         tmp = Path(tmpdir)
+        # One server at a time: an idle Alertmanager holding a run's alerts still burns CPU
+        # (its dispatcher and GC), which the correlator should not have to share, and back.
         am_proc, am_url = start_alertmanager(binary, tmp)
+        try:
+            await wait_ready(f"{am_url}/-/ready", am_proc)
+            am = await measure("alertmanager", f"{am_url}/api/v2/alerts", "am", args, "", tmp)
+        finally:
+            stop(am_proc)
         sink_proc, sink_port = start_sink()
         cxm_proc, cxm_url = start_correlator(tmp, sink_port)
         try:
-            await wait_ready(f"{am_url}/-/ready", am_proc)
             await wait_ready(f"{cxm_url}/health", cxm_proc)
-            am = await measure("alertmanager", f"{am_url}/api/v2/alerts", "am", args, "", tmp)
             cxm = await measure(
                 "correlator", f"{cxm_url}/api/v1/alerts", "cxm", args, TOKEN, tmp, cxm_proc.pid
             )
         finally:
-            for proc in (am_proc, cxm_proc, sink_proc):
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop(cxm_proc)
+            stop(sink_proc)
     result = {
         "benchmark": "correlator_vs_alertmanager",
         "params": {
