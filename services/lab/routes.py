@@ -8,6 +8,7 @@ additions). They need ``Authorization: Bearer <CXM_LAB_TOKEN>`` when a token is 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -262,53 +263,49 @@ def _soft_fault(network: LabNetwork, operation: str, item: Any) -> dict[str, Any
     )
 
 
+async def _policy_operation(
+    request: Request,
+    lab: Lab,
+    operation: str,
+    apply: Callable[[dict[str, Any]], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Run a COE SR-policy operation item by item: one result per policy, as COE answers."""
+    network = lab.network
+    injected(network, operation)
+    results = []
+    for item in _policy_items(await _input(request)):
+        if (soft := _soft_fault(network, operation, item)) is not None:
+            results.append(soft)
+        elif not isinstance(item, dict):
+            results.append(_result(item, "failure", "each sr-policy must be an object"))
+        else:
+            try:
+                results.append(apply(item))
+            except PolicyError as exc:
+                results.append(_result(item, "failure", str(exc)))
+    return results
+
+
 @cnc.post(f"{SR_OPS}:sr-policy-create")
 async def sr_policy_create(request: Request, lab: LabDep) -> JSONResponse:
     """COE ``sr-policy-create`` with explicit hops, validated as a PCE would."""
-    network = lab.network
-    injected(network, "sr-policy-create")
-    results = []
-    for item in _policy_items(await _input(request)):
-        if (soft := _soft_fault(network, "sr-policy-create", item)) is not None:
-            results.append(soft)
-            continue
-        if not isinstance(item, dict):
-            results.append(_result(item, "failure", "each sr-policy must be an object"))
-            continue
-        try:
-            record, message = network.create_policy(item)
-        except PolicyError as exc:
-            results.append(_result(item, "failure", str(exc)))
-            continue
-        results.append(
-            _result(
-                item,
-                "success",
-                message,
-                **{"binding-sid": record.binding_sid, "hops": record.nodes},
-            )
-        )
+
+    def create(item: dict[str, Any]) -> dict[str, Any]:
+        record, message = lab.network.create_policy(item)
+        extra = {"binding-sid": record.binding_sid, "hops": record.nodes}
+        return _result(item, "success", message, **extra)
+
+    results = await _policy_operation(request, lab, "sr-policy-create", create)
     return yang({"output": {"results": results}})
 
 
 @cnc.post(f"{SR_OPS}:sr-policy-delete")
 async def sr_policy_delete(request: Request, lab: LabDep) -> JSONResponse:
-    network = lab.network
-    injected(network, "sr-policy-delete")
-    results = []
-    for item in _policy_items(await _input(request)):
-        if (soft := _soft_fault(network, "sr-policy-delete", item)) is not None:
-            results.append(soft)
-            continue
-        if not isinstance(item, dict):
-            results.append(_result(item, "failure", "each sr-policy must be an object"))
-            continue
-        try:
-            _, message = network.delete_policy(item)
-        except PolicyError as exc:
-            results.append(_result(item, "failure", str(exc)))
-            continue
-        results.append(_result(item, "success", message))
+    def delete(item: dict[str, Any]) -> dict[str, Any]:
+        _, message = lab.network.delete_policy(item)
+        return _result(item, "success", message)
+
+    results = await _policy_operation(request, lab, "sr-policy-delete", delete)
     lab.evaluate()  # traffic steered onto the deleted policy went back to its own path
     return yang({"output": {"results": results}})
 
