@@ -1,0 +1,38 @@
+"""The group commit's merge: one write set that equals applying the steps one after another."""
+
+from __future__ import annotations
+
+from services.correlator.store import WriteSet
+
+
+def test_merge_keeps_last_snapshot_inserted_if_any_step_inserted() -> None:
+    first = WriteSet(
+        alerts=[{"id": "a1"}],
+        incidents=[(True, {"incident_id": "INC-1", "severity": "medium"})],
+        links=[(False, {"link": "pe1-pe2", "penalty": 0.0})],
+        sequences=[(True, 2026, 1)],
+        outbox=[{"idempotency_key": "k1"}],
+        dispositions=[("INC-1", "new_incident", {"alert_id": "a1"})],
+    )
+    second = WriteSet(
+        alerts=[{"id": "a2"}],
+        incidents=[
+            (False, {"incident_id": "INC-1", "severity": "high"}),
+            (True, {"incident_id": "INC-2", "severity": "low"}),
+        ],
+        links=[(False, {"link": "pe1-pe2", "penalty": 1000.0})],
+        sequences=[(False, 2026, 2)],
+        outbox=[{"idempotency_key": "k2"}],
+        dispositions=[("INC-1", "correlated", {"alert_id": "a2"})],
+    )
+    merged = WriteSet.merge([first, second])
+    assert [a["id"] for a in merged.alerts] == ["a1", "a2"]
+    assert merged.incidents == [
+        (True, {"incident_id": "INC-1", "severity": "high"}),
+        (True, {"incident_id": "INC-2", "severity": "low"}),
+    ]
+    assert merged.links == [(False, {"link": "pe1-pe2", "penalty": 1000.0})]
+    assert merged.sequences == [(True, 2026, 2)]
+    assert [o["idempotency_key"] for o in merged.outbox] == ["k1", "k2"]
+    assert [d[2]["alert_id"] for d in merged.dispositions] == ["a1", "a2"]
+    assert WriteSet.merge([first]) is first
