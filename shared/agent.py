@@ -61,7 +61,7 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared import __version__
 from shared.db import Migration, UtcDateTime, create_tables, make_engine, migrate
@@ -470,19 +470,29 @@ class _EnvelopeExecutor(AgentExecutor):
         await updater.cancel()
 
 
-class _MeshAuthMiddleware(BaseHTTPMiddleware):
-    """Mesh endpoints need the bearer token when one is configured; cards and health do not."""
+class _MeshAuthMiddleware:
+    """Mesh endpoints need the bearer token when one is configured; cards and health do not.
 
-    def __init__(self, app: Any, token: str | None):
-        super().__init__(app)
+    Plain ASGI rather than ``BaseHTTPMiddleware``: it sits in front of every request, and the
+    latter costs an extra task and stream per call.
+    """
+
+    def __init__(self, app: ASGIApp, token: str | None):
+        self.app = app
         self.expected = f"Bearer {token}".encode() if token else None
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        if self.expected and request.url.path.startswith(PROTECTED_PREFIXES):
-            given = request.headers.get("authorization", "").encode()
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.expected
+            and scope["type"] == "http"
+            and scope["path"].startswith(PROTECTED_PREFIXES)
+        ):
+            given = dict(scope["headers"]).get(b"authorization", b"")
             if not hmac.compare_digest(given, self.expected):
-                return _problem(401, "missing or wrong mesh bearer token (CXM_MESH_TOKEN)")
-        return await call_next(request)
+                response = _problem(401, "missing or wrong mesh bearer token (CXM_MESH_TOKEN)")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _Metrics:

@@ -234,6 +234,9 @@ class ComputePath(Strict):
     min_bandwidth_mbps: float | None = None
     srlg_disjoint: bool = False
     """Also avoid every link that shares an SRLG with an avoided link (a common fate)."""
+    te_type: TeType | None = None
+    """Every node must support this TE type; unset: the cheapest path on which every node
+    shares one TE type (ties: sr-mpls, srv6, rsvp-te), since a tunnel is one technology."""
 
 
 class PathResult(Open):

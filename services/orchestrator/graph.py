@@ -537,6 +537,7 @@ async def compute(state: IncidentState, config: RunnableConfig) -> dict[str, Any
                 end_point=end_point,
                 avoid_links=state["degraded_links"],
                 metric="delay",
+                te_type=fx.orch.te_type,
             ),
         )
         result = PathResult.model_validate(raw)
@@ -613,7 +614,7 @@ async def provision(state: IncidentState, config: RunnableConfig) -> dict[str, A
                 head_end=path["head_end"],
                 end_point=path["end_point"],
                 path=path["path"],
-                te_type=fx.orch.te_type,
+                te_type=fx.orch.te_type or path.get("path_type"),
             ),
         )
         tunnel = TunnelResult.model_validate(raw)

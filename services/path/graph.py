@@ -66,14 +66,29 @@ class KnowledgeGraph:
         problem = self._endpoints_problem(request)
         if problem:
             return PathResult(found=False, metric=request.metric, reason=problem)
-        weight = self._weight(request)
-        try:
-            nodes = nx.dijkstra_path(self.graph, request.head_end, request.end_point, weight=weight)
-        except nx.NetworkXNoPath:
+        # one constrained Dijkstra per TE type; the cheapest wins, preference breaks ties
+        best: tuple[float, int, list[str], str] | None = None
+        for rank, te_type in enumerate(self._te_candidates(request)):
+            weight = self._weight(request, te_type)
+            try:
+                cost, nodes = nx.single_source_dijkstra(
+                    self.graph, request.head_end, request.end_point, weight=weight
+                )
+            except nx.NetworkXNoPath:
+                continue
+            if best is None or (cost, rank) < best[:2]:
+                best = (cost, rank, nodes, te_type)
+        if best is None:
             return PathResult(
                 found=False, metric=request.metric, reason=self._no_path_reason(request)
             )
-        return self._result(nodes, request)
+        return self._result(best[2], request, te_type=best[3])
+
+    def _te_candidates(self, request: ComputePath) -> list[str]:
+        """TE types to try, preferred first: the requested one, else those both ends support."""
+        if request.te_type:
+            return [request.te_type]
+        return self.te_types([request.head_end, request.end_point])
 
     def k_shortest(self, request: ComputePath, k: int) -> list[PathResult]:
         """Up to ``k`` loopless paths, best first (Yen's algorithm)."""
@@ -140,9 +155,15 @@ class KnowledgeGraph:
 
         return eligible
 
-    def _weight(self, request: ComputePath) -> Callable[[str, str, dict[str, Any]], float | None]:
+    def _weight(
+        self, request: ComputePath, te_type: str | None = None
+    ) -> Callable[[str, str, dict[str, Any]], float | None]:
         eligible = self._eligible(request)
         avoid_nodes = set(request.avoid_nodes)
+        if te_type is not None:  # a tunnel is one technology end to end
+            avoid_nodes |= {
+                n for n, caps in self.graph.nodes(data="te_capabilities") if te_type not in caps
+            }
         cost = _COST[request.metric]
 
         def weight(u: str, v: str, data: dict[str, Any]) -> float | None:
@@ -153,7 +174,9 @@ class KnowledgeGraph:
 
         return weight
 
-    def _result(self, nodes: list[str], request: ComputePath) -> PathResult:
+    def _result(
+        self, nodes: list[str], request: ComputePath, te_type: str | None = None
+    ) -> PathResult:
         eligible = self._eligible(request)
         cost = _COST[request.metric]
         chosen: list[Link] = []
@@ -170,7 +193,7 @@ class KnowledgeGraph:
             total_metric=round(sum(cost(link) for link in chosen), 3),
             metric=request.metric,
             te_types=te_types,
-            path_type=te_types[0] if te_types else None,
+            path_type=te_type or (te_types[0] if te_types else None),
             min_capacity_mbps=min(link.capacity_mbps for link in chosen),
             srlgs=sorted({s for link in chosen for s in link.srlgs}),
         )
@@ -185,6 +208,12 @@ class KnowledgeGraph:
             parts.append("SRLG-disjoint from them")
         if request.min_bandwidth_mbps is not None:
             parts.append(f"with at least {request.min_bandwidth_mbps:g} Mbps")
+        tried = self._te_candidates(request)
+        parts.append(
+            f"with every node supporting {' or '.join(tried)}"
+            if tried
+            else "as no TE type is common to both ends"
+        )
         return " ".join(parts[:1]) + (" " + "; ".join(parts[1:]) if parts[1:] else "")
 
 

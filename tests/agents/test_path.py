@@ -54,7 +54,21 @@ async def test_te_metric_chooses_a_different_path(
     assert te["total_metric"] == 10
     assert te["total_delay_ms"] == 20
     assert te["path_type"] == "rsvp-te"
-    assert hops["hop_count"] == 3 and hops["path"] == ["pe1", "p4", "pe4"]
+    # pe1-p4-pe4 has fewer hops, but p4 runs no TE at all: no tunnel can cross it
+    assert hops["hop_count"] == 4 and hops["path"] == ["pe1", "p1", "p2", "pe4"]
+    assert hops["path_type"] == "sr-mpls"
+
+
+async def test_a_path_is_one_te_technology_end_to_end(
+    agent_settings: Settings, net: FakeNetwork
+) -> None:
+    async with running(create_app(agent_settings)) as client:
+        srv6 = await _compute(client, metric="te", te_type="srv6")
+        none = await _compute(client, avoid_nodes=["p1"], te_type="srv6")
+    # te metric alone prefers rsvp-te via p3; srv6 must avoid p3 (rsvp-te only)
+    assert srv6["path"] == ["pe1", "p1", "p2", "pe4"] and srv6["path_type"] == "srv6"
+    assert "srv6" in srv6["te_types"]
+    assert none["found"] is False and "srv6" in none["reason"]
 
 
 async def test_avoided_nodes_srlgs_and_bandwidth(
