@@ -137,7 +137,8 @@ async def supervise(names: Sequence[str], *, health_timeout_s: float = 90.0) -> 
                 file=sys.stderr,
             )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), backoff)
+                async with asyncio.timeout(backoff):
+                    await stopping.wait()
 
     began = time.monotonic()
     runners = [asyncio.create_task(keep_alive(c)) for c in children.values()]

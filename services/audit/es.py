@@ -103,8 +103,9 @@ class ElasticsearchSink:
                 wait = 1.0
             if wait:
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                with contextlib.suppress(TimeoutError):  # not wait_for: see shared/outbox.py
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
 
     async def flush_once(self) -> int:
         """Send one batch of the backlog; return how many documents Elasticsearch took."""

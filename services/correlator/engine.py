@@ -772,8 +772,11 @@ class Correlator:
 
     async def _ticker(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # lands as the wake-up fires, and shutdown would then wait on this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ticker_wake.wait(), self._next_wait())
+                async with asyncio.timeout(self._next_wait()):
+                    await self._ticker_wake.wait()
             self._ticker_wake.clear()
             try:
                 await self.tick()

@@ -105,7 +105,8 @@ async def stream(
             yield {"event": "hello", "data": json.dumps({"resumed": last is not None})}
             while not broadcaster.closed:
                 try:
-                    message = await asyncio.wait_for(queue.get(), timeout=1.0)
+                    async with asyncio.timeout(1.0):  # not wait_for: see shared/outbox.py
+                        message = await queue.get()
                 except TimeoutError:
                     if not broadcaster.is_subscribed(queue) and queue.empty():
                         return  # dropped as too slow: end, the console reconnects
