@@ -49,7 +49,10 @@ def test_approve_through_io_resumes_the_flow(stack: Mesh) -> None:
         incident = open_incident(http, stack, "sla-degradation", SEED_LINKS)
         [first] = wait_until(lambda: pending(http, stack, incident), what="provision approval")
         assert first["action"] == "provision"
-        assert ticket(http, stack, incident)["status"] == "waiting_approval"
+        wait_until(
+            lambda: ticket(http, stack, incident)["status"] == "waiting_approval",
+            what="ticket shown as waiting for approval",
+        )
         assert policies(http, stack) == []  # nothing provisioned before a human said so
 
         decided = http.post(
