@@ -30,8 +30,10 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: $(STAMP) system-deps
-	$(PY) -m bench
+bench: $(STAMP) system-deps  ## every benchmark, each printing JSON
+	$(PY) -m bench.correlator_vs_alertmanager
+	$(PY) -m bench.closed_loop
+	$(PY) -m bench.orchestrator_scale
 
 compose-config: system-deps
 	docker-compose -f deploy/docker-compose.yml config -q
