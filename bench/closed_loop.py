@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,14 +27,30 @@ import httpx
 import networkx as nx
 
 from services.lab.topology import LabTopology, build_topology
+from shared.models import TIERS
 from tests.support import Mesh, mesh
 
 
 def candidate_links(topo: LabTopology) -> list[str]:
-    """Links that carry services and have a way around them, pairwise node- and SRLG-disjoint."""
+    """Links that carry services and have a way around them, pairwise node- and SRLG-disjoint.
+
+    "A way around" is what the protection tunnel needs: between the ends the orchestrator
+    will protect, a path on which every node supports one TE type, so that each incident of
+    the benchmark can reach steering (the lab assigns TE capabilities at random, and some
+    service ends share none).
+    """
     graph = nx.Graph()
     for link in topo.links.values():
         graph.add_edge(link.source, link.destination, id=link.link_id)
+    caps = {node_id: set(node.te_capabilities) for node_id, node in topo.nodes.items()}
+
+    def tunnel_exists(head: str, end: str) -> bool:
+        for te in caps[head] & caps[end]:
+            view = nx.subgraph_view(graph, filter_node=lambda n, te=te: te in caps[n])
+            if nx.has_path(view, head, end):
+                return True
+        return False
+
     used_nodes: set[str] = set()
     used_srlgs: set[int] = set()
     chosen: list[str] = []
@@ -45,7 +62,11 @@ def candidate_links(topo: LabTopology) -> list[str]:
         if not services:
             continue
         graph.remove_edge(link.source, link.destination)
-        routable = all(nx.has_path(graph, s.head_end, s.end_point) for s in services)
+        # the orchestrator protects the most common ends among the highest-tier services
+        best = min(TIERS.index(s.sla_tier) for s in services)
+        top = [s for s in services if TIERS.index(s.sla_tier) == best]
+        (head, end), _ = Counter((s.head_end, s.end_point) for s in top).most_common(1)[0]
+        routable = tunnel_exists(head, end)
         graph.add_edge(link.source, link.destination, id=link.link_id)
         if not routable:
             continue
@@ -71,6 +92,7 @@ def run_round(m: Mesh, links: list[str], io_token: str, timeout_s: float) -> dic
                     json={"delay_ms": 120, "duration_s": 100000},
                 ).raise_for_status()
         latencies: dict[str, float] = {}
+        not_steered: dict[str, str] = {}
         pending = set(links)
         while pending and time.monotonic() - started < timeout_s:
             for link in sorted(pending):
@@ -93,8 +115,12 @@ def run_round(m: Mesh, links: list[str], io_token: str, timeout_s: float) -> dic
                     for e in ticket.json()["events"]
                     if e["task_type"] == "status_update" and e["payload"].get("phase") == "5"
                 ]
+                detail = ticket.json()
                 if steered:
                     latencies[link] = _ts(steered[0]["received_at"]) - _ts(first["received_at"])
+                    pending.discard(link)
+                elif detail["status"] in ("escalated", "closed"):  # e.g. no TE-capable path
+                    not_steered[link] = str(detail.get("message") or detail["status"])[:200]
                     pending.discard(link)
             time.sleep(0.2)
         for link in links:
@@ -103,6 +129,8 @@ def run_round(m: Mesh, links: list[str], io_token: str, timeout_s: float) -> dic
     return {
         "incidents": len(links),
         "steered": len(values),
+        "not_steered": not_steered,
+        "timed_out": sorted(pending),
         "p50_ms": round(statistics.median(values), 1) if values else None,
         "p99_ms": round(values[min(len(values) - 1, int(0.99 * len(values)))], 1)
         if values
