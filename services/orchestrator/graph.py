@@ -339,6 +339,11 @@ def escalation(
     }
 
 
+def peer_failed(exc: MeshError, code: str, what: str, **details: Any) -> dict[str, Any]:
+    """Escalate because a peer call failed; the error names the peer's own code when it gave one."""
+    return escalation(code, f"{what}: {exc}", error_code=failure_code(exc, code), **details)
+
+
 def gate(
     fx: Effects,
     *,
@@ -458,10 +463,10 @@ async def assess(state: IncidentState, config: RunnableConfig) -> dict[str, Any]
     except MeshError as exc:
         return fx.done(
             nodes_executed=["assess"],
-            **escalation(
+            **peer_failed(
+                exc,
                 "impact_failed",
-                f"Service impact assessment failed: {exc}",
-                error_code=failure_code(exc, "impact_failed"),
+                "Service impact assessment failed",
                 agent="impact",
             ),
         )
@@ -544,10 +549,10 @@ async def compute(state: IncidentState, config: RunnableConfig) -> dict[str, Any
     except MeshError as exc:
         return fx.done(
             nodes_executed=["compute"],
-            **escalation(
+            **peer_failed(
+                exc,
                 "path_failed",
-                f"Path computation failed: {exc}",
-                error_code=failure_code(exc, "path_failed"),
+                "Path computation failed",
                 agent="path",
             ),
         )
@@ -619,13 +624,12 @@ async def provision(state: IncidentState, config: RunnableConfig) -> dict[str, A
         )
         tunnel = TunnelResult.model_validate(raw)
     except MeshError as exc:
-        code = failure_code(exc, "tunnel_provision_failed")
         return fx.done(
             nodes_executed=["provision"],
-            **escalation(
+            **peer_failed(
+                exc,
                 "tunnel_provision_failed",
-                f"Protection tunnel provisioning failed: {exc}",
-                error_code=code,
+                "Protection tunnel provisioning failed",
                 agent="tunnel",
                 path=path.get("path"),
             ),
@@ -680,10 +684,10 @@ async def steer(state: IncidentState, config: RunnableConfig) -> dict[str, Any]:
     except MeshError as exc:
         return fx.done(
             nodes_executed=["steer"],
-            **escalation(
+            **peer_failed(
+                exc,
                 "steer_failed",
-                f"Steering traffic onto {tunnel['tunnel_id']} failed: {exc}",
-                error_code=failure_code(exc, "steer_failed"),
+                f"Steering traffic onto {tunnel['tunnel_id']} failed",
                 agent="tunnel",
                 tunnel_id=tunnel["tunnel_id"],
             ),
@@ -728,10 +732,10 @@ async def monitor(state: IncidentState, config: RunnableConfig) -> dict[str, Any
     except MeshError as exc:
         return {
             **base,
-            **escalation(
+            **peer_failed(
+                exc,
                 "sla_check_failed",
-                f"SLA recovery check failed: {exc}",
-                error_code=failure_code(exc, "sla_check_failed"),
+                "SLA recovery check failed",
                 agent="restore",
             ),
         }
@@ -871,10 +875,10 @@ async def restore(state: IncidentState, config: RunnableConfig) -> dict[str, Any
         except MeshError as exc:
             return {
                 **base,
-                **escalation(
+                **peer_failed(
+                    exc,
                     "cutover_failed",
-                    f"Cutover step {protection}/{original} failed: {exc}",
-                    error_code=failure_code(exc, "cutover_failed"),
+                    f"Cutover step {protection}/{original} failed",
                     agent="restore",
                     tunnel_id=tunnel["tunnel_id"],
                 ),
@@ -929,10 +933,10 @@ async def restore(state: IncidentState, config: RunnableConfig) -> dict[str, Any
         except MeshError as exc:
             return {
                 **base,
-                **escalation(
+                **peer_failed(
+                    exc,
                     "cleanup_failed",
-                    f"Removing tunnel {tunnel['tunnel_id']} failed: {exc}",
-                    error_code=failure_code(exc, "cleanup_failed"),
+                    f"Removing tunnel {tunnel['tunnel_id']} failed",
                     agent="restore",
                     tunnel_id=tunnel["tunnel_id"],
                 ),
