@@ -547,11 +547,5 @@ def get_engine(request: Request) -> AsyncEngine:
     return engine
 
 
-def get_mesh(request: Request) -> MeshClient:
-    mesh: MeshClient = request.app.state.mesh
-    return mesh
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
-MeshDep = Annotated[MeshClient, Depends(get_mesh)]

@@ -131,14 +131,6 @@ class MeshClient:
             return result
         raise MeshUnavailable(agent, task_type, f"gave up after {attempts} attempts: {last}")
 
-    async def notify_io(self, task_type: str, payload: BaseModel | dict[str, Any]) -> None:
-        """Tell the IO agent; a disabled IO agent is not an error (seed: IO_AGENT_ENABLED)."""
-        if not self.settings.io_enabled:
-            return
-        data = payload if isinstance(payload, dict) else payload.model_dump(mode="json")
-        incident = data.get("incident_id")
-        await self.send("io", task_type, payload, incident_id=incident if incident else None)
-
 
 def _detail(response: httpx.Response) -> str:
     try:
