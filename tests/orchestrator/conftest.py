@@ -50,10 +50,18 @@ class Orch:
         return result
 
     async def closed(self, incident_id: str, timeout: float = 20.0) -> dict[str, Any]:
-        """Wait for the incident's ticket_closed at IO (through the outbox)."""
+        """Wait for the incident's ticket_closed at IO and for its row to be final.
+
+        The close node queues ticket_closed before the run ends; the row turns final when the
+        runner syncs it from the checkpoint just after, so a test waits on both.
+        """
         events = await wait_for(lambda: self.net.closed(incident_id), timeout=timeout)
+        await wait_for(lambda: self._final(incident_id), timeout=timeout)
         first: dict[str, Any] = events[0]
         return first
+
+    async def _final(self, incident_id: str) -> bool:
+        return bool((await self.incident(incident_id))["final"])
 
     async def incident(self, incident_id: str) -> dict[str, Any]:
         response = await self.client.get(f"/api/v1/incidents/{incident_id}")
