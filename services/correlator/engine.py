@@ -139,6 +139,17 @@ class Incident:
         return f"Network alarm on {', '.join(self.nodes)}"
 
 
+@dataclass(frozen=True)
+class RecentClose:
+    incident_id: str
+    closed_at: datetime
+    resolution: str
+
+
+CONFIRMED = frozenset({"resolved", "escalated"})
+"""Resolutions that prove an incident was real: the loop ran, or a person took it over."""
+
+
 @dataclass
 class DedupEntry:
     status: str
@@ -195,7 +206,8 @@ class Correlator:
         self.incidents: dict[str, Incident] = {}
         self.link_index: dict[str, str] = {}
         self.node_index: dict[str, str] = {}
-        self.recent_fp: dict[str, tuple[str, datetime]] = {}
+        self.recent: dict[str, RecentClose] = {}
+        """Per link, its last incident closed within the window: what a new alert recurs after."""
         self.dedup: dict[str, DedupEntry] = {}
         self.flaps: dict[str, LinkFlapState] = {}
         self.flaps_persisted: set[str] = set()
@@ -235,10 +247,7 @@ class Correlator:
                         sa.select(store.incidents).where(
                             sa.or_(
                                 store.incidents.c.status != "closed",
-                                sa.and_(
-                                    store.incidents.c.resolution == "false_positive",
-                                    store.incidents.c.closed_at >= now - self.window,
-                                ),
+                                store.incidents.c.closed_at >= now - self.window,
                             )
                         )
                     )
@@ -265,8 +274,7 @@ class Correlator:
                     persisted=True,
                 )
                 if inc.status == "closed":
-                    for link in inc.links:
-                        self.recent_fp[link] = (inc.id, inc.closed_at or now)
+                    self._remember_close(inc, inc.closed_at or now)
                     continue
                 self.incidents[inc.id] = inc
                 for link in inc.links:
@@ -545,16 +553,21 @@ class Correlator:
                 f"link {link} flapping (penalty {flap.decayed(now, self.params):.0f})",
             )
 
-        if link is not None and link not in self.link_index and link in self.recent_fp:
-            fp_incident, closed_at = self.recent_fp[link]
-            if now - closed_at <= self.window:
-                verdict = classify(self._evidence([brief], [link], now))
-                if (
-                    verdict.classification == "false_positive"
-                    and verdict.confidence >= self.config.auto_close_confidence
-                ):
-                    entry.incident_id = fp_incident
-                    return "false_positive", fp_incident, "; ".join(verdict.reasons)
+        recent = self.recent.get(link) if link is not None else None
+        if (
+            link is not None
+            and link not in self.link_index
+            and recent is not None
+            and recent.resolution == "false_positive"
+            and now - recent.closed_at <= self.window
+        ):
+            verdict = classify(self._evidence([brief], [link], now))
+            if (
+                verdict.classification == "false_positive"
+                and verdict.confidence >= self.config.auto_close_confidence
+            ):
+                entry.incident_id = recent.incident_id
+                return "false_positive", recent.incident_id, "; ".join(verdict.reasons)
 
         inc, why = self._find_related(link, alert.node, topo, now)
         if inc is not None:
@@ -767,8 +780,8 @@ class Correlator:
     def _prune(self, now: datetime) -> None:
         for fp in [fp for fp, e in self.dedup.items() if now - e.last_seen >= self.dedup_window]:
             del self.dedup[fp]
-        for link in [k for k, (_, at) in self.recent_fp.items() if now - at > self.window]:
-            del self.recent_fp[link]
+        for link in [k for k, r in self.recent.items() if now - r.closed_at > self.window]:
+            del self.recent[link]
 
     async def _ticker(self) -> None:
         while True:
@@ -813,7 +826,17 @@ class Correlator:
             and f.decayed(now, self.params) >= self.params.penalty * 0.25
         )
         link_alerts = [n for n in links if n in self.flaps]
+        recurs_after = sorted(
+            {
+                r.incident_id
+                for n in links
+                if (r := self.recent.get(n)) is not None
+                and r.resolution in CONFIRMED
+                and now - r.closed_at <= self.window
+            }
+        )
         return Evidence(
+            recurs_after=recurs_after,
             values=[(b.value, b.threshold) for b in firing],
             durations_s=[b.duration_s for b in firing if b.duration_s is not None],
             fingerprints=len({b.fingerprint for b in firing}),
@@ -937,8 +960,7 @@ class Correlator:
             )
             ws.alert_updates.append((inc.id, {"disposition": "false_positive"}))
             self._forget(inc)
-            for link in inc.links:
-                self.recent_fp[link] = (inc.id, now)
+            self._remember_close(inc, now)
             return
         inc.status = "open"
         start = StartIncident(
@@ -961,6 +983,10 @@ class Correlator:
                 now,
             )
         )
+
+    def _remember_close(self, inc: Incident, closed_at: datetime) -> None:
+        for link in inc.links:
+            self.recent[link] = RecentClose(inc.id, closed_at, inc.resolution or "resolved")
 
     def _forget(self, inc: Incident) -> None:
         for link in inc.links:
@@ -989,6 +1015,7 @@ class Correlator:
         inc.closed_at = now
         ws.touched_incidents.add(inc.id)
         self._forget(inc)
+        self._remember_close(inc, now)
         self._audit(
             ws,
             "incident_closed",

@@ -51,6 +51,8 @@ class Evidence:
     flap_changes: int = 0
     maintenance_recent: list[str] = field(default_factory=list)
     severity: str = "medium"
+    recurs_after: list[str] = field(default_factory=list)
+    """Incidents on the same links, closed as real (resolved or escalated) within the window."""
 
 
 def classify(ev: Evidence) -> Triage:
@@ -76,7 +78,11 @@ def classify(ev: Evidence) -> Triage:
             factors.append((1.0, f"violation lasted only {longest:.0f}s"))
         elif longest >= 300:
             factors.append((-1.0, f"violation sustained for {longest:.0f}s"))
-    if ev.flap_changes >= 2:
+    if ev.recurs_after:
+        # The state changes of a real incident's raise and clear are not a flap: a link that
+        # degrades again soon after one is more likely sick than noisy.
+        factors.append((-1.5, f"recurs soon after confirmed incident {', '.join(ev.recurs_after)}"))
+    elif ev.flap_changes >= 2:
         factors.append((1.0, f"link flapped recently ({ev.flap_changes} state changes)"))
     if ev.sources >= 2:
         factors.append((-1.5, f"corroborated by {ev.sources} sources"))

@@ -9,6 +9,7 @@ import httpx
 import respx
 
 from services.correlator.triage import Evidence, classify
+from tests.correlator.conftest import AUTH
 from tests.correlator.payloads import skylight
 
 LLM = "http://llm.test/v1"
@@ -128,3 +129,40 @@ async def test_llm_failure_keeps_the_classifier(harness: Any) -> None:
             (start,) = await h.delivered("orchestrator", "start_incident")
         assert start["triage"]["method"] == "classifier"
         assert any("LLM refinement unavailable" in r for r in start["triage"]["reasons"])
+
+
+async def test_recurrence_after_a_confirmed_incident_is_not_a_flap(harness: Any) -> None:
+    """Raise, clear and raise again look like a flap; after a resolved incident they are not.
+
+    The same weak second alert would otherwise score +1 for "flapped recently" and close
+    automatically (p ≈ 0.88); a link that degrades again soon after a real incident is sick.
+    """
+    weak: dict[str, Any] = {"triggered": 60.0, "violation_ms": 20000}
+    async with harness() as h:
+        r = await h.post("/api/v1/tickets/webhook/pca", skylight(h.clock.now, "pe1-pe4", **weak))
+        first = r.json()["alerts"][0]["incident_id"]
+        await h.elapse(3.1)
+        (started,) = await h.delivered("orchestrator", "start_incident")
+        assert started["incident_id"] == first
+        h.clock.advance(20)
+        await h.post(
+            "/api/v1/tickets/webhook/pca",
+            skylight(h.clock.now, "pe1-pe4", state="cleared", **weak),
+        )
+        closed = {"incident_id": first, "resolution": "resolved", "degraded_links": ["pe1-pe4"]}
+        r = await h.client.post(
+            "/a2a/tasks", json={"task_type": "incident_closed", "payload": closed}, headers=AUTH
+        )
+        assert r.json()["result"]["closed"] is True
+
+        h.clock.advance(150)  # penalty ≈ 1300 after this raise: below suppress, still history
+        r = await h.post("/api/v1/tickets/webhook/pca", skylight(h.clock.now, "pe1-pe4", **weak))
+        again = r.json()["alerts"][0]
+        assert again["disposition"] == "new_incident" and again["incident_id"] != first
+        await h.elapse(3.1)
+        starts = await h.delivered("orchestrator", "start_incident", count=2)
+        assert starts[1]["incident_id"] == again["incident_id"]
+        triage = starts[1]["triage"]
+        assert triage["classification"] != "false_positive"
+        assert any(f"confirmed incident {first}" in reason for reason in triage["reasons"])
+        assert not any("flapped" in reason for reason in triage["reasons"])

@@ -25,9 +25,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         "CXM_TIME_SCALE": "0.02",
         "CXM_LAB_SCENARIO_DURATION_S": "100000",
         "CXM_CORRELATOR_GROUP_WAIT_S": "50",
-        # scenarios replayed back to back on the same links look like a flapping link to the
-        # triage, which would close them as false positives; triage has its own tests
-        "CXM_CORRELATOR_AUTO_CLOSE_CONFIDENCE": "1.0",
         "CXM_APPROVAL_REQUIRED_FOR": "provision,steer",
         "CXM_APPROVAL_TIMEOUT_S": "100000",
     }

@@ -31,9 +31,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         "CXM_LAB_SCENARIO_DURATION_S": "100000",
         # 1 s (scaled) to gather the scenario's second link into the first new_ticket
         "CXM_CORRELATOR_GROUP_WAIT_S": "50",
-        # scenarios replayed back to back on the same links look like a flapping link to the
-        # triage, which would close them as false positives; triage has its own tests
-        "CXM_CORRELATOR_AUTO_CLOSE_CONFIDENCE": "1.0",
     }
     with mesh(tmp_path_factory.mktemp("e2e"), extra_env=env) as m:
         yield m

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from services.lab.app import create_app
@@ -177,7 +179,7 @@ async def test_faults_fail_the_next_calls(lab: LabHarness) -> None:
         "/lab/faults", json={"operation": "sr-policy-create", "status": 200, "transient": True}
     )
     hops = [{"step": 1, "hop": {"node-id": n}} for n in ("p1", "p2", "pe4")]
-    args = {
+    args: dict[str, Any] = {
         "head_end": "pe1",
         "end_point": "pe4",
         "color": 1,

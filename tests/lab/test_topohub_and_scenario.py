@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections import Counter
+from typing import Any
 
 import httpx
 import pytest
@@ -83,7 +84,7 @@ async def test_scenario_wait_follows_the_ticket_to_closed(settings: Settings) ->
 
     async def mesh_plays_along(io_client: httpx.AsyncClient) -> None:
         """What the mesh would do: open a ticket for the links, then close it."""
-        tasks = [
+        tasks: list[tuple[str, dict[str, Any]]] = [
             ("new_ticket", {"severity": "high", "summary": "SLA", "degraded_links": ["pe1-pe2"]}),
             ("status_update", {"status": "assessing", "phase": "2", "message": "15 services"}),
             ("ticket_closed", {"resolution": "resolved", "duration_seconds": 1, "summary": "ok"}),
