@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.orchestrator import store
 from services.orchestrator.graph import Deps, initial_state, parse
 from shared.logs import get_logger
-from shared.models import utcnow
+from shared.models import AuditEvent, ErrorNotice, utcnow
 
 log = get_logger(__name__)
 
@@ -149,14 +149,50 @@ class Runner:
                 log.exception("incident run failed", incident_id=incident_id)
                 row = await store.get(self.engine, incident_id)
                 failures = (row or {}).get("failures", 0) + 1
-                delay = min(60.0, 0.5 * 2 ** min(failures, 7))
+                delay = self.deps.settings.scaled(min(60.0, 0.5 * 2 ** min(failures, 7)))
+                last_error = f"{type(exc).__name__}: {exc}"[:2000]
                 await store.update(
                     self.engine,
                     incident_id,
                     failures=failures,
-                    last_error=f"{type(exc).__name__}: {exc}"[:2000],
+                    last_error=last_error,
                     due_at=utcnow() + timedelta(seconds=delay),
                 )
+                if failures == self.deps.orch.report_failures_after:
+                    await self._report_failing(incident_id, failures, last_error)
+
+    async def _report_failing(self, incident_id: str, failures: int, last_error: str) -> None:
+        """Tell people once that an incident's run keeps failing, so it is not silently stuck.
+
+        Queued by key, not from inside the graph: the graph is what fails.
+        """
+        details = {"failures": failures, "last_error": last_error, "retrying": True}
+        message = f"the incident's run failed {failures} times in a row; still retrying"
+        outbox = self.deps.outbox
+        if self.deps.settings.io_enabled:
+            notice = ErrorNotice(
+                incident_id=incident_id,
+                error_code="incident_run_failing",
+                message=message,
+                details=details,
+                source_agent="orchestrator",
+            )
+            await outbox.put(
+                "io", "error", notice, key=f"{incident_id}:run-failing:io", incident_id=incident_id
+            )
+        event = AuditEvent(
+            event_type="error",
+            incident_id=incident_id,
+            source_agent="orchestrator",
+            details={"error_code": "incident_run_failing", "message": message, **details},
+        )
+        await outbox.put(
+            "audit",
+            "audit_event",
+            event,
+            key=f"{incident_id}:run-failing:audit",
+            incident_id=incident_id,
+        )
 
     async def _step(self, incident_id: str) -> bool:
         """Feed the graph one thing that is due; False when nothing is."""

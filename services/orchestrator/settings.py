@@ -63,6 +63,12 @@ class OrchestratorSettings(BaseSettings):
         description="SQLite checkpoint file (default: <data_dir>/orchestrator-graph.db)",
     )
     max_concurrent_runs: int = Field(default=8, ge=1)
+    report_failures_after: int = Field(
+        default=5,
+        ge=1,
+        description="consecutive failed runs (a bug, a dead database) after which IO and audit "
+        "hear an `incident_run_failing` error; the run keeps retrying with capped backoff",
+    )
     scheduler_max_sleep_s: float = Field(
         default=1.0, gt=0, description="longest scheduler nap (unscaled): bounds replica lag"
     )

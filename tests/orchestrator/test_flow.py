@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from services.orchestrator import store
 from shared.models import AUDIT_EVENT_TYPES, CUTOVER_STEPS, NODES, utcnow
 from tests.orchestrator.conftest import Orch, OrchFactory
 from tests.orchestrator.fake_peers import FakeNetwork
@@ -329,3 +330,41 @@ async def _final(orch: Orch) -> bool:
 async def _timer_set(orch: Orch) -> dict[str, Any] | None:
     incident = await orch.incident(INC)
     return incident if incident["timer"] else None
+
+
+async def test_a_run_that_keeps_failing_is_reported_once_and_retried(
+    orchestrator: OrchFactory, net: FakeNetwork, monkeypatch: Any
+) -> None:
+    """A bug or a dead database is not a peer failure: retry, but tell people it is stuck."""
+    async with orchestrator(report_failures_after=3) as orch:
+        graph = orch.app.state.runner.graph
+        real_astream = graph.astream
+        broken = {"on": True}
+
+        def astream(*args: Any, **kwargs: Any) -> Any:
+            if broken["on"]:
+                raise RuntimeError("checkpoint store unreachable")
+            return real_astream(*args, **kwargs)
+
+        monkeypatch.setattr(graph, "astream", astream)
+        await orch.start(INC)
+        [notice] = await wait_for(lambda: net.events(INC, "error"))
+        assert notice["error_code"] == "incident_run_failing"
+        assert notice["details"]["failures"] == 3
+        assert "checkpoint store unreachable" in notice["details"]["last_error"]
+        row = await orch.incident(INC)
+        assert row["status"] == "new" and row["final"] is False
+        assert "checkpoint store unreachable" in row["last_error"]
+        await wait_for(lambda: row_failures(orch, at_least=5))
+        broken["on"] = False  # the database is back: the same incident carries on and closes
+        closed = await orch.closed(INC)
+        await orch.app.state.outbox.flush()
+    assert closed["resolution"] == "resolved"
+    assert len(net.events(INC, "error")) == 1  # reported once, not on every retry
+    audit = [r.payload for r in net.to("audit", INC) if r.payload["event_type"] == "error"]
+    assert [a["details"]["error_code"] for a in audit] == ["incident_run_failing"]
+
+
+async def row_failures(orch: Orch, at_least: int) -> bool:
+    row = await store.get(orch.app.state.runner.engine, INC)
+    return row is not None and row["failures"] >= at_least
