@@ -273,6 +273,18 @@ class TunnelResult(Open):
     state: str
 
 
+class RerouteTunnel(Strict):
+    """Orchestrator → tunnel: move a live protection tunnel onto a new explicit path.
+
+    The policy keeps its head-end, end-point, color and binding SID (CNC ``sr-policy-modify``),
+    so the traffic already steered onto it follows the new path without being moved.
+    """
+
+    incident_id: str
+    tunnel_id: str
+    path: list[str] = Field(min_length=2)
+
+
 class SteerTraffic(Strict):
     incident_id: str
     tunnel_id: str

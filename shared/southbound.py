@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import httpx
 from pydantic import BaseModel, Field
@@ -76,6 +76,34 @@ class SrPolicy(BaseModel):
     hops: list[str] = Field(default_factory=list)
     state: str = "up"
     model_config = {"populate_by_name": True}
+
+
+class ExplicitPolicy(TypedDict):
+    """What create and modify send for one explicit-path policy."""
+
+    head_end: str
+    end_point: str
+    color: int
+    path_name: str
+    binding_sid: int
+    hops: list[dict[str, Any]]
+    description: str
+    te_type: str
+
+
+def _explicit(policy: ExplicitPolicy) -> dict[str, Any]:
+    """The COE policy entry, with the lab's ``cisco-crosswork-cxm:te-type`` augmentation."""
+    return {
+        "head-end": policy["head_end"],
+        "end-point": policy["end_point"],
+        "color": policy["color"],
+        "path-name": policy["path_name"],
+        "description": policy["description"],
+        "binding-sid": policy["binding_sid"],
+        "profile-id": 0,
+        "cisco-crosswork-cxm:te-type": policy["te_type"],
+        "sr-policy-path": {"explicit": {"hops": policy["hops"]}},
+    }
 
 
 class LinkMetrics(BaseModel):
@@ -157,53 +185,31 @@ class CncClient(_Client):
         )
         return [SrPolicy.model_validate(p) for p in data["sr-policies"]["sr-policy"]]
 
-    async def create_sr_policy(
-        self,
-        *,
-        head_end: str,
-        end_point: str,
-        color: int,
-        path_name: str,
-        binding_sid: int,
-        hops: list[dict[str, Any]],
-        description: str,
-        te_type: str,
-    ) -> dict[str, Any]:
+    async def create_sr_policy(self, **policy: Unpack[ExplicitPolicy]) -> dict[str, Any]:
         """``sr-policy-create`` with an explicit path; returns the per-policy result."""
-        body = {
-            "input": {
-                "sr-policies": [
-                    {
-                        "head-end": head_end,
-                        "end-point": end_point,
-                        "color": color,
-                        "path-name": path_name,
-                        "description": description,
-                        "binding-sid": binding_sid,
-                        "profile-id": 0,
-                        "cisco-crosswork-cxm:te-type": te_type,
-                        "sr-policy-path": {"explicit": {"hops": hops}},
-                    }
-                ]
-            }
-        }
-        data = await self._call(
-            "POST", f"{SR_OPS}:sr-policy-create", json=body, headers={"Content-Type": YANG_JSON}
-        )
-        return _first_result(data, "sr-policy-create")
+        return await self._sr_operation("sr-policy-create", _explicit(policy))
+
+    async def modify_sr_policy(self, **policy: Unpack[ExplicitPolicy]) -> dict[str, Any]:
+        """``sr-policy-modify``: a new explicit path for the policy with this key.
+
+        CNC keeps the policy's binding SID, so traffic steered onto it follows the new path
+        without being moved.
+        """
+        return await self._sr_operation("sr-policy-modify", _explicit(policy))
 
     async def delete_sr_policy(
         self, *, head_end: str, end_point: str, color: int
     ) -> dict[str, Any]:
-        body = {
-            "input": {
-                "sr-policies": [{"head-end": head_end, "end-point": end_point, "color": color}]
-            }
-        }
+        policy = {"head-end": head_end, "end-point": end_point, "color": color}
+        return await self._sr_operation("sr-policy-delete", policy)
+
+    async def _sr_operation(self, op: str, policy: dict[str, Any]) -> dict[str, Any]:
+        """One policy through a COE SR-policy operation; a ``failure`` result raises."""
+        body = {"input": {"sr-policies": [policy]}}
         data = await self._call(
-            "POST", f"{SR_OPS}:sr-policy-delete", json=body, headers={"Content-Type": YANG_JSON}
+            "POST", f"{SR_OPS}:{op}", json=body, headers={"Content-Type": YANG_JSON}
         )
-        return _first_result(data, "sr-policy-delete")
+        return _first_result(data, op)
 
     async def steer(
         self, *, head_end: str, end_point: str, color: int, services: list[str], protection_pct: int

@@ -23,6 +23,7 @@ Operation = Literal[
     "services",
     "sr-policies",
     "sr-policy-create",
+    "sr-policy-modify",
     "sr-policy-delete",
     "traffic-steer",
     "link-counters",
@@ -118,6 +119,14 @@ class PolicyError(ValueError):
 
 class SteerError(ValueError):
     """A steering request that cannot apply (unknown policy or service, bad weight)."""
+
+
+def policy_key(item: dict[str, Any], operation: str) -> PolicyKey:
+    """The (head-end, end-point, color) an operation names; COE identifies policies by it."""
+    try:
+        return (str(item["head-end"]), str(item["end-point"]), int(item["color"]))
+    except (KeyError, TypeError, ValueError):
+        raise PolicyError(f"{operation} needs head-end, end-point and an integer color") from None
 
 
 class LabNetwork:
@@ -293,7 +302,7 @@ class LabNetwork:
         return str(candidate)
 
     def validate_policy(self, item: dict[str, Any]) -> SrPolicyRecord:
-        """Check a ``sr-policy-create`` entry the way a PCE would; PolicyError says why not."""
+        """Check a create/modify entry the way a PCE would; PolicyError says why not."""
         head, end = item.get("head-end"), item.get("end-point")
         color, bsid = item.get("color"), item.get("binding-sid")
         for name, value in (("head-end", head), ("end-point", end)):
@@ -366,12 +375,42 @@ class LabNetwork:
         self.policies[record.key] = record
         return record, "policy created"
 
+    def modify_policy(self, item: dict[str, Any]) -> tuple[SrPolicyRecord, str]:
+        """Put an existing policy on a new explicit path.
+
+        The key, binding SID and TE type stay, so whatever is steered onto the policy moves
+        with it instead of being un-steered; what the request leaves out is kept as it was.
+        """
+        key = policy_key(item, "modify")
+        existing = self.policies.get(key)
+        if existing is None:
+            raise PolicyError(
+                f"no policy {key[0]} → {key[1]} color {key[2]} to modify (use sr-policy-create)"
+            )
+        kept = {
+            "binding-sid": existing.binding_sid,
+            "te-type": existing.te_type,
+            "path-name": existing.path_name,
+            "description": existing.description,
+        }
+        record = self.validate_policy({**kept, **item})
+        for name, old, new in (
+            ("binding-sid", existing.binding_sid, record.binding_sid),
+            ("te-type", existing.te_type, record.te_type),
+        ):
+            if new != old:
+                raise PolicyError(f"{name} cannot change from {old} to {new}: delete and create")
+        if existing.same_as(record):
+            return existing, "policy already has this path; nothing changed"
+        self._accumulate()
+        record.created_at = existing.created_at
+        self.policies[key] = record
+        self._rates = None  # the steered traffic now crosses the new path's links
+        return record, "policy modified"
+
     def delete_policy(self, item: dict[str, Any]) -> tuple[bool, str]:
         """Remove a policy and whatever was steered onto it; absent is not an error."""
-        try:
-            key = (str(item["head-end"]), str(item["end-point"]), int(item["color"]))
-        except (KeyError, TypeError, ValueError):
-            raise PolicyError("delete needs head-end, end-point and an integer color") from None
+        key = policy_key(item, "delete")
         if key not in self.policies:
             return False, "no such policy; nothing to delete"
         self._accumulate()

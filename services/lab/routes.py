@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
@@ -26,6 +26,7 @@ from services.lab.controller import (
 from services.lab.network import (
     OPERATIONS,
     LabNetwork,
+    Operation,
     PolicyError,
     SrPolicyRecord,
     SteerError,
@@ -268,7 +269,7 @@ async def _policy_operation(
     lab: Lab,
     operation: str,
     apply: Callable[[dict[str, Any]], dict[str, Any]],
-) -> list[dict[str, Any]]:
+) -> JSONResponse:
     """Run a COE SR-policy operation item by item: one result per policy, as COE answers."""
     network = lab.network
     injected(network, operation)
@@ -283,20 +284,37 @@ async def _policy_operation(
                 results.append(apply(item))
             except PolicyError as exc:
                 results.append(_result(item, "failure", str(exc)))
-    return results
+    lab.evaluate()  # steered traffic follows a modified path or goes home from a deleted one
+    return yang({"output": {"results": results}})
+
+
+def _installing(
+    install: Callable[[dict[str, Any]], tuple[SrPolicyRecord, str]],
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Create and modify succeed alike: the result says which binding SID and nodes CNC holds."""
+
+    def apply(item: dict[str, Any]) -> dict[str, Any]:
+        record, message = install(item)
+        extra = {"binding-sid": record.binding_sid, "hops": record.nodes}
+        return _result(item, "success", message, **extra)
+
+    return apply
 
 
 @cnc.post(f"{SR_OPS}:sr-policy-create")
 async def sr_policy_create(request: Request, lab: LabDep) -> JSONResponse:
     """COE ``sr-policy-create`` with explicit hops, validated as a PCE would."""
+    return await _policy_operation(
+        request, lab, "sr-policy-create", _installing(lab.network.create_policy)
+    )
 
-    def create(item: dict[str, Any]) -> dict[str, Any]:
-        record, message = lab.network.create_policy(item)
-        extra = {"binding-sid": record.binding_sid, "hops": record.nodes}
-        return _result(item, "success", message, **extra)
 
-    results = await _policy_operation(request, lab, "sr-policy-create", create)
-    return yang({"output": {"results": results}})
+@cnc.post(f"{SR_OPS}:sr-policy-modify")
+async def sr_policy_modify(request: Request, lab: LabDep) -> JSONResponse:
+    """COE ``sr-policy-modify``: a new explicit path under the same key and binding SID."""
+    return await _policy_operation(
+        request, lab, "sr-policy-modify", _installing(lab.network.modify_policy)
+    )
 
 
 @cnc.post(f"{SR_OPS}:sr-policy-delete")
@@ -305,9 +323,7 @@ async def sr_policy_delete(request: Request, lab: LabDep) -> JSONResponse:
         _, message = lab.network.delete_policy(item)
         return _result(item, "success", message)
 
-    results = await _policy_operation(request, lab, "sr-policy-delete", delete)
-    lab.evaluate()  # traffic steered onto the deleted policy went back to its own path
-    return yang({"output": {"results": results}})
+    return await _policy_operation(request, lab, "sr-policy-delete", delete)
 
 
 @cnc.post(f"{OPTIMIZATION}/cisco-crosswork-cxm:traffic-steer")
@@ -468,24 +484,14 @@ class ScenarioRequest(BaseModel):
 
 class FaultRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    operation: Literal[
-        "topology",
-        "services",
-        "sr-policies",
-        "sr-policy-create",
-        "sr-policy-delete",
-        "traffic-steer",
-        "link-counters",
-        "metrics",
-        "policies",
-    ]
+    operation: Operation
     count: int = Field(default=1, ge=1, le=10_000)
     status: int = Field(
         default=503,
         ge=200,
         le=599,
-        description="HTTP status of the failed calls; below 400, sr-policy-create/delete "
-        "answer 200 with state failure instead",
+        description="HTTP status of the failed calls; below 400, sr-policy-create/-modify/"
+        "-delete answer 200 with state failure instead",
     )
     transient: bool = True
     message: str | None = None

@@ -5,6 +5,11 @@ called, and each attempt first asks CNC whether a policy with that path-name alr
 so neither a retried task nor a replayed orchestrator node ever creates a second tunnel.
 Transient CNC failures are retried with exponential backoff; after the last attempt the task
 fails with ``tunnel_provision_failed`` (502), which the orchestrator escalates.
+
+``reroute_tunnel`` moves a live tunnel onto a new explicit path with CNC ``sr-policy-modify``
+rather than a second tunnel: the policy keeps its key and binding SID, so the traffic already
+steered onto it follows without being moved. It retries the same way and fails with
+``tunnel_reroute_failed`` (502).
 """
 
 from __future__ import annotations
@@ -24,15 +29,28 @@ from services.tunnel.settings import TunnelSettings
 from shared.agent import AgentSpec, TaskContext
 from shared.errors import SouthboundError, TaskFailed
 from shared.logs import get_logger
-from shared.models import DeleteTunnel, ProvisionTunnel, SteerTraffic, TunnelResult
+from shared.models import (
+    DeleteTunnel,
+    ProvisionTunnel,
+    RerouteTunnel,
+    SteerTraffic,
+    TunnelResult,
+)
 from shared.settings import Settings
-from shared.southbound import CncClient, SrPolicy, Topology, southbound_clients
+from shared.southbound import (
+    CncClient,
+    ExplicitPolicy,
+    SrPolicy,
+    Topology,
+    southbound_clients,
+)
 
 log = get_logger(__name__)
 T = TypeVar("T")
 
 TE_PREFERENCE: tuple[str, ...] = ("sr-mpls", "srv6", "rsvp-te")
 PROVISION_FAILED = "tunnel_provision_failed"
+REROUTE_FAILED = "tunnel_reroute_failed"
 
 
 @asynccontextmanager
@@ -152,6 +170,20 @@ def _result(row: dict[str, Any]) -> TunnelResult:
     )
 
 
+def _policy(row: dict[str, Any]) -> ExplicitPolicy:
+    """The CNC policy a tunnel row stands for; create and modify send the same one."""
+    return ExplicitPolicy(
+        head_end=row["head_end"],
+        end_point=row["end_point"],
+        color=row["color"],
+        path_name=row["tunnel_id"],
+        binding_sid=row["binding_sid"],
+        hops=row["hops"],
+        description=f"CXM protection tunnel for {row['incident_id']}",
+        te_type=row["te_type"],
+    )
+
+
 def _find(policies: list[SrPolicy], tunnel_id: str) -> SrPolicy | None:
     return next((p for p in policies if p.path_name == tunnel_id), None)
 
@@ -167,6 +199,14 @@ def _incident_lock(ctx: TaskContext, incident_id: str) -> asyncio.Lock:
 def _tunnel_settings(ctx: TaskContext) -> TunnelSettings:
     settings: TunnelSettings = ctx.state.tunnel_settings
     return settings
+
+
+async def _retried(ctx: TaskContext, op: Callable[[], Awaitable[T]], what: str) -> T:
+    """:func:`retrying` with the agent's attempts and (time-scaled) backoff."""
+    cfg = _tunnel_settings(ctx)
+    return await retrying(
+        op, attempts=cfg.attempts, backoff_s=ctx.settings.scaled(cfg.backoff_s), what=what
+    )
 
 
 @spec.task(
@@ -193,11 +233,8 @@ async def _plan(payload: ProvisionTunnel, ctx: TaskContext) -> dict[str, Any]:
     cnc: CncClient = ctx.state.cnc
     cfg = _tunnel_settings(ctx)
     try:
-        topology, policies = await retrying(
-            lambda: asyncio.gather(cnc.topology(), cnc.sr_policies()),
-            attempts=cfg.attempts,
-            backoff_s=ctx.settings.scaled(cfg.backoff_s),
-            what="topology",
+        topology, policies = await _retried(
+            ctx, lambda: asyncio.gather(cnc.topology(), cnc.sr_policies()), "topology"
         )
     except SouthboundError as exc:
         raise TaskFailed(
@@ -245,7 +282,6 @@ async def _plan(payload: ProvisionTunnel, ctx: TaskContext) -> dict[str, Any]:
 async def _create(row: dict[str, Any], ctx: TaskContext) -> TunnelResult:
     """Create the policy in CNC unless it already exists there under this path-name."""
     cnc: CncClient = ctx.state.cnc
-    cfg = _tunnel_settings(ctx)
     attempts = 0
 
     async def attempt() -> dict[str, Any]:
@@ -259,24 +295,10 @@ async def _create(row: dict[str, Any], ctx: TaskContext) -> TunnelResult:
                 row["binding_sid"] = existing.binding_sid
             row["color"] = existing.color
             return {"state": "success", "message": "adopted the existing policy"}
-        return await cnc.create_sr_policy(
-            head_end=row["head_end"],
-            end_point=row["end_point"],
-            color=row["color"],
-            path_name=row["tunnel_id"],
-            binding_sid=row["binding_sid"],
-            hops=row["hops"],
-            description=f"CXM protection tunnel for {row['incident_id']}",
-            te_type=row["te_type"],
-        )
+        return await cnc.create_sr_policy(**_policy(row))
 
     try:
-        outcome = await retrying(
-            attempt,
-            attempts=cfg.attempts,
-            backoff_s=ctx.settings.scaled(cfg.backoff_s),
-            what="sr-policy-create",
-        )
+        outcome = await _retried(ctx, attempt, "sr-policy-create")
     except SouthboundError as exc:
         await store.update(
             ctx.engine, row["incident_id"], state="failed", attempts=attempts, last_error=str(exc)
@@ -323,7 +345,6 @@ async def _known(ctx: TaskContext, incident_id: str, tunnel_id: str) -> dict[str
 )
 async def steer_traffic(payload: SteerTraffic, ctx: TaskContext) -> dict[str, Any]:
     cnc: CncClient = ctx.state.cnc
-    cfg = _tunnel_settings(ctx)
     async with _incident_lock(ctx, payload.incident_id):
         row = await _known(ctx, payload.incident_id, payload.tunnel_id)
         if row["state"] != "up":
@@ -331,7 +352,8 @@ async def steer_traffic(payload: SteerTraffic, ctx: TaskContext) -> dict[str, An
                 f"tunnel {payload.tunnel_id} is {row['state']}, not up", code="tunnel_not_up"
             )
         services, not_carried = await _carried(cnc, row, payload.service_ids)
-        output = await retrying(
+        output = await _retried(
+            ctx,
             lambda: cnc.steer(
                 head_end=row["head_end"],
                 end_point=row["end_point"],
@@ -339,9 +361,7 @@ async def steer_traffic(payload: SteerTraffic, ctx: TaskContext) -> dict[str, An
                 services=services,
                 protection_pct=100,
             ),
-            attempts=cfg.attempts,
-            backoff_s=ctx.settings.scaled(cfg.backoff_s),
-            what="traffic-steer",
+            "traffic-steer",
         )
         await store.update(ctx.engine, payload.incident_id, protection_pct=100, services=services)
     return {
@@ -382,6 +402,77 @@ async def _carried(
 
 
 @spec.task(
+    "reroute_tunnel",
+    RerouteTunnel,
+    "Move a live protection tunnel onto a new explicit path; its binding SID, color and "
+    "steered traffic stay (CNC sr-policy-modify)",
+    tags=["tunnel", "sr-policy", "cnc"],
+)
+async def reroute_tunnel(payload: RerouteTunnel, ctx: TaskContext) -> dict[str, Any]:
+    """Answer the tunnel as ``provision_tunnel`` does, plus ``rerouted`` and ``previous_path``.
+
+    A replay finds the tunnel on the requested path already and answers without calling CNC;
+    its ``previous_path`` is then that same path, since this call moved nothing.
+    """
+    cnc: CncClient = ctx.state.cnc
+    async with _incident_lock(ctx, payload.incident_id):
+        row = await _known(ctx, payload.incident_id, payload.tunnel_id)
+        if row["state"] != "up":
+            raise TaskFailed(
+                f"tunnel {payload.tunnel_id} is {row['state']}: only a live tunnel is rerouted",
+                code="tunnel_not_up",
+                status=409,
+            )
+        ends = (row["head_end"], row["end_point"])
+        if (payload.path[0], payload.path[-1]) != ends:
+            raise TaskFailed(
+                f"the new path must run {ends[0]} -> {ends[1]} like {payload.tunnel_id}",
+                code="bad_path",
+            )
+        previous = list(row["path"])
+        if payload.path == previous:
+            log.info("tunnel already on this path", tunnel_id=payload.tunnel_id)
+            return _rerouted(row, previous)
+        try:
+            topology = await _retried(ctx, cnc.topology, "topology")
+        except SouthboundError as exc:
+            raise TaskFailed(
+                f"CNC topology unavailable: {exc}", code=REROUTE_FAILED, status=502
+            ) from exc
+        # The policy keeps its TE type, so every node of the new path must support it.
+        te_type = choose_te_type(topology, payload.path, row["te_type"])
+        moved = {
+            **row,
+            "path": list(payload.path),
+            "hops": explicit_hops(topology, payload.path, te_type),
+        }
+        try:
+            await _retried(ctx, lambda: cnc.modify_sr_policy(**_policy(moved)), "sr-policy-modify")
+        except SouthboundError as exc:
+            await store.update(ctx.engine, payload.incident_id, last_error=str(exc))
+            log.error("tunnel reroute failed", tunnel_id=payload.tunnel_id, error=str(exc))
+            raise TaskFailed(
+                f"rerouting {payload.tunnel_id} onto {' -> '.join(payload.path)} failed: {exc}",
+                code=REROUTE_FAILED,
+                status=502,
+            ) from exc
+        await store.update(
+            ctx.engine, payload.incident_id, path=moved["path"], hops=moved["hops"], last_error=None
+        )
+    log.info(
+        "tunnel rerouted",
+        tunnel_id=payload.tunnel_id,
+        previous_path=previous,
+        path=payload.path,
+    )
+    return _rerouted(moved, previous)
+
+
+def _rerouted(row: dict[str, Any], previous: list[str]) -> dict[str, Any]:
+    return {**_result(row).model_dump(), "rerouted": True, "previous_path": previous}
+
+
+@spec.task(
     "delete_tunnel",
     DeleteTunnel,
     "Remove the protection tunnel (idempotent: an absent tunnel is already deleted)",
@@ -389,20 +480,17 @@ async def _carried(
 )
 async def delete_tunnel(payload: DeleteTunnel, ctx: TaskContext) -> dict[str, Any]:
     cnc: CncClient = ctx.state.cnc
-    cfg = _tunnel_settings(ctx)
-    backoff = ctx.settings.scaled(cfg.backoff_s)
     async with _incident_lock(ctx, payload.incident_id):
         row = await store.by_tunnel(ctx.engine, payload.tunnel_id)
         if row is not None and row["state"] == "deleted":
             return {"deleted": True, "tunnel_id": payload.tunnel_id, "already_absent": True}
-        policies = await retrying(
-            cnc.sr_policies, attempts=cfg.attempts, backoff_s=backoff, what="sr-policies"
-        )
+        policies = await _retried(ctx, cnc.sr_policies, "sr-policies")
         policy = _find(policies, payload.tunnel_id)
         if policy is not None:
             if row is not None and row["protection_pct"]:
                 # Never delete a policy that still carries traffic: move it back first.
-                await retrying(
+                await _retried(
+                    ctx,
                     lambda: cnc.steer(
                         head_end=policy.head_end,
                         end_point=policy.end_point,
@@ -410,17 +498,14 @@ async def delete_tunnel(payload: DeleteTunnel, ctx: TaskContext) -> dict[str, An
                         services=list(row["services"]),
                         protection_pct=0,
                     ),
-                    attempts=cfg.attempts,
-                    backoff_s=backoff,
-                    what="traffic-steer",
+                    "traffic-steer",
                 )
-            await retrying(
+            await _retried(
+                ctx,
                 lambda: cnc.delete_sr_policy(
                     head_end=policy.head_end, end_point=policy.end_point, color=policy.color
                 ),
-                attempts=cfg.attempts,
-                backoff_s=backoff,
-                what="sr-policy-delete",
+                "sr-policy-delete",
             )
         if row is not None:
             await store.update(ctx.engine, row["incident_id"], state="deleted", protection_pct=0)

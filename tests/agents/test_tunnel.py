@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
+import pytest
+
+from services.lab.app import create_app as lab_app
+from services.lab.settings import LabSettings
 from services.tunnel.app import create_app
 from services.tunnel.settings import TunnelSettings
 from shared.settings import Settings
@@ -234,3 +241,125 @@ async def test_steering_an_unknown_tunnel_is_404(
         )
     assert response.status_code == 404
     assert response.json()["detail"]["code"] == "unknown_tunnel"
+
+
+# --- reroute_tunnel, against the in-process lab ------------------------------------------------
+
+AROUND_P1_P2 = ["pe1", "p1", "p3", "p4", "p2", "pe4"]
+
+
+@dataclass
+class OnLab:
+    lab: httpx.AsyncClient
+    tunnel: httpx.AsyncClient
+
+    async def policy(self) -> dict[str, Any]:
+        """The one SR policy CNC (the lab) holds."""
+        (policy,) = (await self.lab.get("/lab/state")).json()["sr_policies"]
+        return dict(policy)
+
+    async def provision_and_steer(self, **kw: Any) -> dict[str, Any]:
+        tunnel = await run_task(self.tunnel, "provision_tunnel", _provision(**kw))
+        assert tunnel.status_code == 200, tunnel.text
+        result: dict[str, Any] = tunnel.json()["result"]
+        steer = {"incident_id": "INC-2026-0001", "tunnel_id": result["tunnel_id"]}
+        assert (await run_task(self.tunnel, "steer_traffic", steer)).status_code == 200
+        return result
+
+    async def reroute(self, tunnel_id: str, path: list[str]) -> httpx.Response:
+        payload = {"incident_id": "INC-2026-0001", "tunnel_id": tunnel_id, "path": path}
+        return await run_task(self.tunnel, "reroute_tunnel", payload)
+
+
+@pytest.fixture
+async def on_lab(agent_settings: Settings) -> AsyncIterator[OnLab]:
+    """The tunnel agent with its CNC calls going to the lab over ASGI."""
+    lab = lab_app(agent_settings, LabSettings(push_alerts=False))
+    transport = httpx.ASGITransport(app=lab)
+    async with (
+        running(lab) as lab_client,
+        running(create_app(agent_settings, southbound_transport=transport)) as tunnel,
+    ):
+        yield OnLab(lab_client, tunnel)
+
+
+async def test_reroute_moves_the_live_tunnel_and_keeps_its_traffic(on_lab: OnLab) -> None:
+    tunnel = await on_lab.provision_and_steer()
+    before = await on_lab.policy()
+    assert before["hops"] == PROTECT
+
+    response = await on_lab.reroute(tunnel["tunnel_id"], AROUND_P1_P2)
+    assert response.status_code == 200, response.text
+    result = response.json()["result"]
+    assert result["rerouted"] is True and result["previous_path"] == PROTECT
+    assert result["path"] == AROUND_P1_P2 and result["state"] == "up"
+    same = ("tunnel_id", "binding_sid", "color", "te_type", "head_end", "end_point")
+    assert {k: result[k] for k in same} == {k: tunnel[k] for k in same}
+    after = await on_lab.policy()
+    assert after["hops"] == AROUND_P1_P2
+    assert (after["binding-sid"], after["color"]) == (before["binding-sid"], before["color"])
+    steering = (await on_lab.lab.get("/lab/state")).json()["steering"]
+    assert len(steering) == 15 and {s["color"] for s in steering.values()} == {tunnel["color"]}
+    # the agent remembers the new path: provisioning again answers with it
+    again = await run_task(on_lab.tunnel, "provision_tunnel", _provision())
+    assert again.json()["result"]["path"] == AROUND_P1_P2
+
+
+async def test_a_replayed_reroute_changes_nothing(on_lab: OnLab) -> None:
+    tunnel = await on_lab.provision_and_steer()
+    first = await on_lab.reroute(tunnel["tunnel_id"], AROUND_P1_P2)
+    assert first.status_code == 200, first.text
+    # were CNC called again, this fault would fail the replay
+    await on_lab.lab.post("/lab/faults", json={"operation": "topology", "status": 400})
+    replay = await on_lab.reroute(tunnel["tunnel_id"], AROUND_P1_P2)
+    assert replay.status_code == 200, replay.text
+    assert replay.json()["result"]["path"] == AROUND_P1_P2
+    assert replay.json()["result"]["previous_path"] == AROUND_P1_P2
+    assert len((await on_lab.lab.get("/lab/faults")).json()) == 1
+    assert (await on_lab.policy())["hops"] == AROUND_P1_P2
+
+
+async def test_rerouting_what_cannot_be_rerouted_is_a_4xx(on_lab: OnLab) -> None:
+    unknown = await on_lab.reroute("sr-policy-pe1-pe4-protect-404", AROUND_P1_P2)
+    assert unknown.status_code == 404
+    assert unknown.json()["detail"]["code"] == "unknown_tunnel"
+    assert "sr-policy-pe1-pe4-protect-404" in unknown.json()["detail"]["message"]
+    tunnel = await on_lab.provision_and_steer(te_type="srv6")
+    # p3 and p4 carry sr-mpls only: a srv6 tunnel cannot go round that way
+    mismatch = await on_lab.reroute(tunnel["tunnel_id"], AROUND_P1_P2)
+    assert mismatch.status_code == 422
+    assert mismatch.json()["detail"]["code"] == "te_unsupported"
+    assert "p3 does not support srv6" in mismatch.json()["detail"]["message"]
+    elsewhere = await on_lab.reroute(tunnel["tunnel_id"], ["pe1", "p1", "p2", "pe3"])
+    assert elsewhere.status_code == 422 and elsewhere.json()["detail"]["code"] == "bad_path"
+    assert (await on_lab.policy())["hops"] == PROTECT
+    delete = {"incident_id": "INC-2026-0001", "tunnel_id": tunnel["tunnel_id"]}
+    assert (await run_task(on_lab.tunnel, "delete_tunnel", delete)).status_code == 200
+    deleted = await on_lab.reroute(tunnel["tunnel_id"], ["pe1", "p1", "p2", "pe3", "pe4"])
+    assert deleted.status_code == 409
+    assert deleted.json()["detail"]["code"] == "tunnel_not_up"
+    assert "is deleted" in deleted.json()["detail"]["message"]
+
+
+async def test_a_transient_reroute_failure_is_retried(on_lab: OnLab) -> None:
+    tunnel = await on_lab.provision_and_steer()
+    await on_lab.lab.post("/lab/faults", json={"operation": "sr-policy-modify", "status": 503})
+    response = await on_lab.reroute(tunnel["tunnel_id"], AROUND_P1_P2)
+    assert response.status_code == 200, response.text
+    assert (await on_lab.lab.get("/lab/faults")).json() == []
+    assert (await on_lab.policy())["hops"] == AROUND_P1_P2
+
+
+async def test_three_reroute_failures_give_up_with_502(on_lab: OnLab) -> None:
+    tunnel = await on_lab.provision_and_steer()
+    fault = {"operation": "sr-policy-modify", "status": 200, "count": 3}
+    await on_lab.lab.post("/lab/faults", json=fault)
+    failed = await on_lab.reroute(tunnel["tunnel_id"], AROUND_P1_P2)
+    assert failed.status_code == 502
+    assert failed.json()["detail"]["code"] == "tunnel_reroute_failed"
+    assert "injected fault on sr-policy-modify" in failed.json()["detail"]["message"]
+    assert (await on_lab.lab.get("/lab/faults")).json() == []  # all three attempts were made
+    assert (await on_lab.policy())["hops"] == PROTECT
+    # the tunnel is still live on its old path, so the reroute can be tried again
+    retried = await on_lab.reroute(tunnel["tunnel_id"], AROUND_P1_P2)
+    assert retried.status_code == 200 and retried.json()["result"]["previous_path"] == PROTECT

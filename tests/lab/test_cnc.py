@@ -26,17 +26,22 @@ def _index(node: str) -> int:
     return int(node[2:]) if node.startswith("pe") else 10 + int(node[1:])
 
 
+def explicit(*nodes: str, color: int = 100, bsid: int = 24001) -> dict[str, Any]:
+    """The client arguments of an sr-mpls policy along ``nodes`` (create and modify alike)."""
+    return {
+        "head_end": nodes[0],
+        "end_point": nodes[-1],
+        "color": color,
+        "path_name": f"protect-{color}",
+        "binding_sid": bsid,
+        "hops": hops(*nodes[1:]),
+        "description": "test",
+        "te_type": "sr-mpls",
+    }
+
+
 async def create(lab: LabHarness, *nodes: str, color: int = 100, bsid: int = 24001) -> Any:
-    return await lab.cnc.create_sr_policy(
-        head_end=nodes[0],
-        end_point=nodes[-1],
-        color=color,
-        path_name=f"protect-{color}",
-        binding_sid=bsid,
-        hops=hops(*nodes[1:]),
-        description="test",
-        te_type="sr-mpls",
-    )
+    return await lab.cnc.create_sr_policy(**explicit(*nodes, color=color, bsid=bsid))
 
 
 async def test_topology_has_te_attributes(lab: LabHarness) -> None:
@@ -163,6 +168,78 @@ async def test_binding_sid_and_key_must_be_unique(lab: LabHarness) -> None:
         await create(lab, "pe1", "p1", "p2", "pe3", "pe4", color=100, bsid=24001)
 
 
+AROUND_P1_P2 = ("pe1", "p1", "p3", "p4", "p2", "pe4")
+
+
+async def test_modify_moves_the_path_and_keeps_binding_sid_color_and_steering(
+    lab: LabHarness,
+) -> None:
+    await create(lab, "pe1", "p1", "p2", "pe4")
+    await lab.cnc.steer(head_end="pe1", end_point="pe4", color=100, services=[], protection_pct=100)
+    before = await lab.cnc.link_counters()
+    assert before["p1-p3"]["rate-mbps"] == 0 and before["p1-p2"]["rate-mbps"] > 0
+
+    result = await lab.cnc.modify_sr_policy(**explicit(*AROUND_P1_P2))
+    assert result["state"] == "success" and result["message"] == "policy modified"
+    assert result["binding-sid"] == 24001 and result["hops"] == list(AROUND_P1_P2)
+    (policy,) = await lab.cnc.sr_policies()
+    assert policy.hops == list(AROUND_P1_P2)
+    assert (policy.color, policy.binding_sid, policy.te_type) == (100, 24001, "sr-mpls")
+    state = (await lab.client.get("/lab/state")).json()
+    assert state["sr_policies"][0]["links"] == ["pe1-p1", "p1-p3", "p3-p4", "p2-p4", "p2-pe4"]
+    # the steered services stayed on the policy and their traffic now crosses the new path
+    assert len(state["steering"]) == 15
+    assert {(v["color"], v["weight"]) for v in state["steering"].values()} == {(100, 100)}
+    after = await lab.cnc.link_counters()
+    assert after["p1-p3"]["rate-mbps"] == before["p1-p2"]["rate-mbps"]
+    assert after["p1-p2"]["rate-mbps"] == 0
+    # the same modify again (a replayed reroute) succeeds and changes nothing
+    again = await lab.cnc.modify_sr_policy(**explicit(*AROUND_P1_P2))
+    assert "nothing changed" in again["message"]
+    assert [p.hops for p in await lab.cnc.sr_policies()] == [list(AROUND_P1_P2)]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"color": 200}, "no policy pe1 → pe4 color 200 to modify"),
+        ({"binding_sid": 24002}, "binding-sid cannot change from 24001 to 24002"),
+        (
+            {"te_type": "srv6", "hops": hops("p1", "p2", "pe4")},
+            "te-type cannot change from sr-mpls to srv6",
+        ),
+        ({"hops": hops("p2", "pe4")}, "no link between pe1 and p2"),
+    ],
+)
+async def test_a_refused_modify_fails_and_keeps_the_policy(
+    lab: LabHarness, change: dict[str, Any], message: str
+) -> None:
+    await create(lab, "pe1", "p1", "p2", "pe4")
+    with pytest.raises(SouthboundError, match=message) as info:
+        await lab.cnc.modify_sr_policy(**{**explicit(*AROUND_P1_P2), **change})
+    assert not info.value.transient
+    (policy,) = await lab.cnc.sr_policies()
+    assert (policy.hops, policy.binding_sid) == (["pe1", "p1", "p2", "pe4"], 24001)
+
+
+async def test_modify_faults_are_injected_like_create_and_delete(lab: LabHarness) -> None:
+    await create(lab, "pe1", "p1", "p2", "pe4")
+    await lab.client.post("/lab/faults", json={"operation": "sr-policy-modify", "status": 503})
+    with pytest.raises(SouthboundError, match="HTTP 503") as failed:
+        await lab.cnc.modify_sr_policy(**explicit(*AROUND_P1_P2))
+    assert failed.value.transient
+    await lab.client.post(
+        "/lab/faults", json={"operation": "sr-policy-modify", "status": 200, "transient": True}
+    )
+    with pytest.raises(SouthboundError, match="injected fault on sr-policy-modify") as soft:
+        await lab.cnc.modify_sr_policy(**explicit(*AROUND_P1_P2))
+    assert soft.value.transient
+    assert [p.hops for p in await lab.cnc.sr_policies()] == [["pe1", "p1", "p2", "pe4"]]
+    assert (await lab.cnc.modify_sr_policy(**explicit(*AROUND_P1_P2)))["state"] == "success"
+    assert [p.hops for p in await lab.cnc.sr_policies()] == [list(AROUND_P1_P2)]
+    assert (await lab.client.get("/lab/faults")).json() == []
+
+
 async def test_a_down_link_refuses_the_policy_and_downs_existing_ones(lab: LabHarness) -> None:
     await create(lab, "pe1", "p1", "p2", "pe4")
     response = await lab.client.post("/lab/links/p1-p2/degrade", json={"down": True})
@@ -249,6 +326,7 @@ async def test_malformed_operation_bodies_are_400(lab: LabHarness) -> None:
     base = "/crosswork/nbi/optimization/v3/restconf/operations"
     for path, body in [
         (f"{base}/cisco-crosswork-optimization-engine-sr-policy-operations:sr-policy-create", {}),
+        (f"{base}/cisco-crosswork-optimization-engine-sr-policy-operations:sr-policy-modify", {}),
         (
             f"{base}/cisco-crosswork-optimization-engine-sr-policy-operations:sr-policy-delete",
             {"input": {"sr-policies": []}},
