@@ -60,6 +60,7 @@ from shared.models import (
     Notify,
     PathResult,
     ProvisionTunnel,
+    RerouteTunnel,
     SlaResult,
     StatusUpdate,
     SteerTraffic,
@@ -69,6 +70,7 @@ from shared.models import (
 )
 from shared.outbox import Outbox
 from shared.settings import Settings
+from shared.southbound import link_key
 
 log = get_logger(__name__)
 
@@ -123,6 +125,7 @@ class IncidentState(TypedDict, total=False):
     path: dict[str, Any] | None
     tunnel: dict[str, Any] | None
     steered: bool
+    reroutes: int
     monitor: dict[str, Any] | None
     restore: dict[str, Any]
     cleaned: bool
@@ -610,6 +613,15 @@ async def compute(state: IncidentState, config: RunnableConfig) -> dict[str, Any
 async def provision(state: IncidentState, config: RunnableConfig) -> dict[str, Any]:
     fx = Effects(state, config)
     path = state.get("path") or {}
+    if crossed := _crossed(path, state["degraded_links"]):
+        # A link of the computed path degraded while the step waited (for an approval).
+        await fx.status(
+            "computing",
+            "3",
+            f"Computed path now crosses degraded {', '.join(crossed)}; computing again",
+            {"crossed": crossed, "path": path.get("path")},
+        )
+        return fx.done(next="compute")
     try:
         raw = await fx.call(
             "tunnel",
@@ -674,6 +686,8 @@ def _steered_ids(state: IncidentState) -> list[str]:
 async def steer(state: IncidentState, config: RunnableConfig) -> dict[str, Any]:
     fx = Effects(state, config)
     tunnel = state.get("tunnel") or {}
+    if _crossed(state.get("path"), state["degraded_links"]):
+        return fx.done(next="reroute")  # never steer traffic onto a path that degraded
     ids = (state.get("impact") or {}).get("service_ids", [])
     try:
         steered = await fx.call(
@@ -722,6 +736,8 @@ async def monitor(state: IncidentState, config: RunnableConfig) -> dict[str, Any
     hold_until = m.get("hold_until")
     reverify = bool(hold_until) and parse(cast(str, hold_until)) <= now
     base = fx.done(nodes_executed=["monitor"], status="monitoring", phase="6")
+    if state.get("steered") and not state.get("cleaned") and _crossed(state.get("path"), links):
+        return {**base, "next": "reroute"}  # e.g. back from a cutover on a tunnel that degraded
     try:
         raw = await fx.call(
             "restore",
@@ -954,6 +970,126 @@ async def restore(state: IncidentState, config: RunnableConfig) -> dict[str, Any
     )
     await fx.audit("restoration_complete", {"tunnel_id": tunnel["tunnel_id"]})
     return {**base, "cleaned": True, "close_reason": "sla_recovered", "next": "close"}
+
+
+def _crossed(path: dict[str, Any] | None, links: list[str]) -> list[str]:
+    """The links of ``links`` that the protection path uses (names compared undirected)."""
+    used = {link_key(link) for link in (path or {}).get("links") or []}
+    return [link for link in links if link_key(link) in used]
+
+
+async def reroute(state: IncidentState, config: RunnableConfig) -> dict[str, Any]:
+    """Move the live tunnel off links that degraded after it was built.
+
+    CNC modifies the policy's explicit path in place (same color and binding SID), so traffic
+    already steered stays on the tunnel and follows the new path; nothing is torn down.
+    """
+    fx = Effects(state, config)
+    tunnel = state.get("tunnel") or {}
+    old = state.get("path") or {}
+    degraded = state["degraded_links"]
+    crossed = _crossed(old, degraded)
+    then = "monitor" if state.get("steered") else "steer"
+    base = fx.done(nodes_executed=["reroute"])
+    if not crossed or not tunnel or state.get("cleaned"):
+        return {**base, "next": then}
+    tid = tunnel["tunnel_id"]
+    n = int(state.get("reroutes") or 0) + 1
+    try:
+        raw = await fx.call(
+            "path",
+            "compute_path",
+            ComputePath(
+                incident_id=fx.iid,
+                head_end=tunnel["head_end"],
+                end_point=tunnel["end_point"],
+                avoid_links=degraded,
+                metric="delay",
+                te_type=tunnel.get("te_type"),
+            ),
+        )
+        result = PathResult.model_validate(raw)
+    except MeshError as exc:
+        return {
+            **base,
+            **peer_failed(exc, "path_failed", "Re-route path computation failed", agent="path"),
+        }
+    if not result.found or len(result.path) < 2:
+        return {
+            **base,
+            **escalation(
+                "no_path",
+                f"Tunnel {tid} crosses degraded {', '.join(crossed)} and no other path "
+                f"avoids {', '.join(degraded)}: {result.reason or 'none found'}",
+                error_code="no_path",
+                tunnel_id=tid,
+                crossed=crossed,
+            ),
+        }
+    gated = gate(
+        fx,
+        action="provision",
+        key=f"reroute:{n}",
+        then="reroute",
+        phase=state.get("phase", "6"),
+        details={**_context(state), "tunnel_id": tid, "new_path": result.path, "crossed": crossed},
+    )
+    if gated["next"] == "approval":
+        return {**base, **gated}
+    try:
+        raw = await fx.call(
+            "tunnel",
+            "reroute_tunnel",
+            RerouteTunnel(incident_id=fx.iid, tunnel_id=tid, path=result.path),
+        )
+        moved = TunnelResult.model_validate(raw)
+    except MeshError as exc:
+        return {
+            **base,
+            **peer_failed(
+                exc,
+                "tunnel_reroute_failed",
+                f"Re-routing tunnel {tid} failed",
+                agent="tunnel",
+                tunnel_id=tid,
+            ),
+        }
+    path = {
+        **old,
+        "path": moved.path,
+        "links": result.links,
+        "hop_count": result.hop_count or len(result.path) - 1,
+        "total_delay_ms": result.total_delay_ms,
+    }
+    details = {
+        "reroute": n,
+        "tunnel_id": tid,
+        "path": moved.path,
+        "links": result.links,
+        "previous_path": old.get("path"),
+        "avoided": crossed,
+        "total_delay_ms": result.total_delay_ms,
+    }
+    phase = "6" if state.get("steered") else "4"
+    status = "monitoring" if state.get("steered") else "provisioning"
+    await fx.status(
+        status,
+        phase,
+        f"Tunnel {tid} re-routed onto {' → '.join(moved.path)}, avoiding {', '.join(crossed)}",
+        details,
+    )
+    await fx.audit("path_computed", {**path, "avoid_links": degraded, "reroute": n})
+    await fx.audit("tunnel_provisioned", {**moved.model_dump(mode="json"), "reroute": n})
+    return {
+        **base,
+        "status": status,
+        "phase": phase,
+        "path": path,
+        "tunnel": {**tunnel, "path": moved.path},
+        "reroutes": n,
+        "monitor": None,  # the SLA is judged afresh on the new path: the hold timer restarts
+        "next": then,
+    }
 
 
 async def _cleanup(fx: Effects, state: IncidentState) -> None:
@@ -1204,7 +1340,10 @@ async def _signal(
     changes: dict[str, Any] = {"signals": [record]}
     await fx.audit("state_change", {"signal": record, "waiting_for": waiting_for})
     if signal == "links_added":
-        changes["degraded_links"] = list(value.get("links") or [])
+        added = list(value.get("links") or [])
+        changes["degraded_links"] = added
+        if waiting_for in ("sla_poll", "hold_timer") and _crossed(state.get("path"), added):
+            return "reroute", changes  # traffic is on the tunnel: move it off at once
         return None, changes
     if signal == "operator_resolved":
         changes["close_reason"] = "operator_resolved"
@@ -1234,6 +1373,7 @@ NODE_FUNCS: dict[str, Node] = {
     "compute": compute,
     "provision": provision,
     "steer": steer,
+    "reroute": reroute,
     "monitor": monitor,
     "restore": restore,
     "close": close,

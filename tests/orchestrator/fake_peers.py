@@ -33,6 +33,7 @@ TASKS: dict[str, tuple[str, type[BaseModel]]] = {
     "compute_path": ("path", m.ComputePath),
     "provision_tunnel": ("tunnel", m.ProvisionTunnel),
     "steer_traffic": ("tunnel", m.SteerTraffic),
+    "reroute_tunnel": ("tunnel", m.RerouteTunnel),
     "check_sla": ("restore", m.CheckSla),
     "cutover_step": ("restore", m.CutoverStep),
     "cleanup": ("restore", m.Cleanup),
@@ -95,6 +96,7 @@ class FakeNetwork:
     received: list[Received] = field(default_factory=list)
     calls: dict[str, int] = field(default_factory=dict)
     tunnels_created: int = 0
+    tunnels_rerouted: int = 0
     _replies: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     # --- what tests read ---------------------------------------------------------------
@@ -189,7 +191,19 @@ class FakeNetwork:
         if task_type == "compute_path":
             if not self.path_found:
                 return 200, {"found": False, "reason": "no path avoiding the degraded links"}
-            path = [p.head_end, "pe4", p.end_point]
+            # via pe4, else via pe5: the first whose links avoid every degraded link
+            avoid = {"-".join(sorted(link.split("-"))) for link in p.avoid_links}
+            paths = ([p.head_end, via, p.end_point] for via in ("pe4", "pe5"))
+            path = next(
+                (
+                    c
+                    for c in paths
+                    if not {"-".join(sorted(pair)) for pair in itertools.pairwise(c)} & avoid
+                ),
+                None,
+            )
+            if path is None:
+                return 200, {"found": False, "reason": "every candidate crosses a degraded link"}
             return 200, {
                 "found": True,
                 "path": path,
@@ -218,6 +232,19 @@ class FakeNetwork:
                 "color": 100 + self.tunnels_created,
                 "path": p.path,
                 "state": "up",
+            }
+        if task_type == "reroute_tunnel":
+            self.tunnels_rerouted += 1
+            return 200, {
+                "tunnel_id": p.tunnel_id,
+                "binding_sid": 24001,
+                "te_type": "sr-mpls",
+                "head_end": p.path[0],
+                "end_point": p.path[-1],
+                "color": 101,
+                "path": p.path,
+                "state": "up",
+                "rerouted": True,
             }
         if task_type == "steer_traffic":
             return 200, {"tunnel_id": p.tunnel_id, "traffic_steered": True}

@@ -180,3 +180,20 @@ async def test_cutover_and_cleanup_can_need_approval(
 
 async def _is_pending(orch: Orch, approval_id: str) -> bool:
     return approval_id in await _pending_ids(orch, INC)
+
+
+async def test_path_degrading_while_provision_waits_for_approval_is_recomputed(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    async with orchestrator(approval_required_for="provision") as orch:
+        await orch.start(INC)
+        approval = await pending(orch, INC, "provision")
+        assert approval["details"]["path"] == ["pe1", "pe4", "pe3"]
+        signal = {"incident_id": INC, "signal": "links_added", "links": ["pe4-pe3"]}
+        assert (await orch.task("incident_signal", signal)).status_code == 200
+        response = await decide(orch, approval, "approve")
+        assert response.status_code == 200, response.text
+        closed = await orch.closed(INC)
+    [provisioned] = [r.payload for r in net.to("tunnel", INC) if r.task_type == "provision_tunnel"]
+    assert provisioned["path"] == ["pe1", "pe5", "pe3"]
+    assert closed["resolution"] == "resolved"

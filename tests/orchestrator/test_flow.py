@@ -368,3 +368,97 @@ async def test_a_run_that_keeps_failing_is_reported_once_and_retried(
 async def row_failures(orch: Orch, at_least: int) -> bool:
     row = await store.get(orch.app.state.runner.engine, INC)
     return row is not None and row["failures"] >= at_least
+
+
+async def test_link_on_the_tunnel_degrading_reroutes_it_in_place(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    """pe1-pe4 (on the protection path) degrades while traffic is on the tunnel."""
+    net.sla_default = False
+    async with orchestrator() as orch:
+        await orch.start(INC)
+        await wait_for(lambda: ("6", "monitoring") in net.statuses(INC))
+        signal = {"incident_id": INC, "signal": "links_added", "links": ["pe4-pe1"]}
+        response = await orch.task("incident_signal", signal)
+        assert response.status_code == 200, response.text
+        [moved] = await wait_for(lambda: [r.payload for r in net.to("tunnel", INC)][2:])
+        net.sla_default = True
+        closed = await orch.closed(INC)
+        await orch.app.state.outbox.flush()
+    assert [r.task_type for r in net.to("tunnel", INC)] == [
+        "provision_tunnel",
+        "steer_traffic",
+        "reroute_tunnel",
+    ]
+    assert moved == {
+        "incident_id": INC,
+        "tunnel_id": "sr-policy-pe1-pe3-protect-001",
+        "path": ["pe1", "pe5", "pe3"],
+    }
+    second_path = net.to("path", INC)[1].payload
+    assert second_path["avoid_links"] == ["pe1-pe2", "pe2-pe3", "pe4-pe1"]
+    assert (second_path["head_end"], second_path["end_point"]) == ("pe1", "pe3")
+    [note] = [p for p in net.events(INC, "status_update") if "reroute" in p["details"]]
+    assert note["phase"] == "6"
+    assert note["details"]["previous_path"] == ["pe1", "pe4", "pe3"]
+    assert note["details"]["avoided"] == ["pe4-pe1"]
+    assert net.tunnels_created == 1 and net.tunnels_rerouted == 1
+    # the hold timer ran on the new path, then cutover and cleanup of the one tunnel
+    assert closed["resolution"] == "resolved"
+    assert "reroute" in closed["details"]["nodes_executed"]
+    assert net.calls.get("cleanup") == 1
+    rerouted = [
+        r.payload["details"]
+        for r in net.to("audit", INC)
+        if r.payload["event_type"] == "tunnel_provisioned"
+    ]
+    assert [d.get("reroute") for d in rerouted] == [None, 1]
+
+
+async def test_link_off_the_tunnel_does_not_reroute(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    net.sla_script = [False, False]
+    async with orchestrator() as orch:
+        await orch.start(INC)
+        await wait_for(lambda: ("6", "monitoring") in net.statuses(INC))
+        await orch.task(
+            "incident_signal", {"incident_id": INC, "signal": "links_added", "links": ["pe3-pe6"]}
+        )
+        closed = await orch.closed(INC)
+    assert net.tunnels_rerouted == 0
+    assert "reroute" not in closed["details"]["nodes_executed"]
+    assert closed["details"]["degraded_links"] == ["pe1-pe2", "pe2-pe3", "pe3-pe6"]
+
+
+async def test_no_way_around_a_degraded_tunnel_escalates(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    net.sla_default = False
+    async with orchestrator() as orch:
+        await orch.start(INC)
+        await wait_for(lambda: ("6", "monitoring") in net.statuses(INC))
+        signal = {"incident_id": INC, "signal": "links_added", "links": ["pe1-pe4", "pe5-pe3"]}
+        await orch.task("incident_signal", signal)
+        closed = await orch.closed(INC)
+    assert closed["resolution"] == "escalated"
+    [error] = net.events(INC, "error")
+    assert error["error_code"] == "no_path"
+    assert "sr-policy-pe1-pe3-protect-001" in error["message"]
+    assert net.tunnels_rerouted == 0
+
+
+async def test_tunnel_link_degrading_during_cutover_is_rerouted_back_in_monitoring(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    net.sla_script = [True, True]  # recovered, hold timer passes, cutover starts
+    net.cutover_script = [True, False]  # the second step finds the SLA degraded again
+    async with orchestrator() as orch:
+        await orch.start(INC)
+        await wait_for(lambda: net.to("restore", INC)[2:] and net.to("restore", INC)[2])
+        signal = {"incident_id": INC, "signal": "links_added", "links": ["pe4-pe3"]}
+        await orch.task("incident_signal", signal)
+        closed = await orch.closed(INC)
+    tunnel_calls = [r.task_type for r in net.to("tunnel", INC)]
+    assert tunnel_calls == ["provision_tunnel", "steer_traffic", "reroute_tunnel"]
+    assert closed["resolution"] == "resolved"
