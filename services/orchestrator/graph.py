@@ -126,6 +126,8 @@ class IncidentState(TypedDict, total=False):
     tunnel: dict[str, Any] | None
     steered: bool
     reroutes: int
+    tunnel_degraded: Annotated[list[str], merge_unique]
+    """Links of a protection path that went out of SLA: avoided by every later re-route."""
     monitor: dict[str, Any] | None
     restore: dict[str, Any]
     cleaned: bool
@@ -736,13 +738,19 @@ async def monitor(state: IncidentState, config: RunnableConfig) -> dict[str, Any
     hold_until = m.get("hold_until")
     reverify = bool(hold_until) and parse(cast(str, hold_until)) <= now
     base = fx.done(nodes_executed=["monitor"], status="monitoring", phase="6")
-    if state.get("steered") and not state.get("cleaned") and _crossed(state.get("path"), links):
+    protecting = bool(state.get("steered")) and not state.get("cleaned")
+    if protecting and _crossed(state.get("path"), _avoid(state)):
         return {**base, "next": "reroute"}  # e.g. back from a cutover on a tunnel that degraded
+    # The tunnel's own links are checked too: a link on the protection path may degrade
+    # without the correlator relating it to this incident (no shared node or SRLG).
+    tunnel_links = list((state.get("path") or {}).get("links") or []) if protecting else []
     try:
         raw = await fx.call(
             "restore",
             "check_sla",
-            CheckSla(incident_id=fx.iid, links=links, tier=cast(Any, tier)),
+            CheckSla(
+                incident_id=fx.iid, links=merge_unique(links, tunnel_links), tier=cast(Any, tier)
+            ),
         )
         sla = SlaResult.model_validate(raw)
     except MeshError as exc:
@@ -756,21 +764,31 @@ async def monitor(state: IncidentState, config: RunnableConfig) -> dict[str, Any
             ),
         }
     m["checks"] = checks + 1
+    within = all(sla.links.get(link, {}).get("within_sla", sla.within_sla) for link in links)
     metrics: dict[str, Any] = {
-        "within_sla": sla.within_sla,
-        "links": sla.links,
+        "within_sla": within,
+        "links": {link: sla.links[link] for link in links if link in sla.links},
         "check": checks + 1,
     }
+    bad = [n for n in tunnel_links if sla.links.get(n, {}).get("within_sla") is False]
+    if bad:
+        await fx.status(
+            "monitoring",
+            "6",
+            f"Protection path out of SLA on {', '.join(bad)}; re-routing the tunnel",
+            {"tunnel_degraded": bad, "tunnel_links": {n: sla.links[n] for n in bad}},
+        )
+        return {**base, "monitor": m, "tunnel_degraded": bad, "next": "reroute"}
     hold_s = HOLD_TIMER_S.get(tier, HOLD_TIMER_S["bronze"])
     if reverify:
         await fx.status(
             "monitoring",
             "6",
             "Hold timer expired, SLA re-verified: "
-            + ("still recovered, restoring" if sla.within_sla else "degraded again, monitoring"),
+            + ("still recovered, restoring" if within else "degraded again, monitoring"),
             {"hold_timer_expired": True, "tier": tier, **metrics},
         )
-        if sla.within_sla:
+        if within:
             await fx.audit("sla_recovered", {"tier": tier, "hold_seconds": hold_s, **metrics})
             m["hold_until"] = None
             return {**base, "monitor": m, "next": "restore"}
@@ -788,7 +806,7 @@ async def monitor(state: IncidentState, config: RunnableConfig) -> dict[str, Any
             "next": "wait",
             "wait": {"reason": "hold_timer", "due": hold_until, "then": "monitor"},
         }
-    if sla.within_sla:
+    if within:
         due = now + fx.scaled(hold_s)
         m["hold_until"] = iso(due)
         m["last_within"] = True
@@ -972,6 +990,11 @@ async def restore(state: IncidentState, config: RunnableConfig) -> dict[str, Any
     return {**base, "cleaned": True, "close_reason": "sla_recovered", "next": "close"}
 
 
+def _avoid(state: IncidentState) -> list[str]:
+    """Every link a protection path must avoid: the incident's and the tunnel's bad ones."""
+    return merge_unique(state["degraded_links"], state.get("tunnel_degraded"))
+
+
 def _crossed(path: dict[str, Any] | None, links: list[str]) -> list[str]:
     """The links of ``links`` that the protection path uses (names compared undirected)."""
     used = {link_key(link) for link in (path or {}).get("links") or []}
@@ -987,7 +1010,7 @@ async def reroute(state: IncidentState, config: RunnableConfig) -> dict[str, Any
     fx = Effects(state, config)
     tunnel = state.get("tunnel") or {}
     old = state.get("path") or {}
-    degraded = state["degraded_links"]
+    degraded = _avoid(state)
     crossed = _crossed(old, degraded)
     then = "monitor" if state.get("steered") else "steer"
     base = fx.done(nodes_executed=["reroute"])

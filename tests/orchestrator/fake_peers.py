@@ -48,6 +48,14 @@ TASKS: dict[str, tuple[str, type[BaseModel]]] = {
 PORT_AGENTS = {port: name for name, port in AGENT_PORTS.items()}
 
 
+def _key(link: str) -> str:
+    return "-".join(sorted(link.split("-")))
+
+
+def _links(path: list[str]) -> list[str]:
+    return [_key(f"{a}-{b}") for a, b in itertools.pairwise(path)]
+
+
 def seed_services() -> list[dict[str, Any]]:
     """The seed's example: 15 services, 2 platinum, 5 gold, 8 silver; platinum pe1 → pe3."""
     out = []
@@ -97,6 +105,9 @@ class FakeNetwork:
     calls: dict[str, int] = field(default_factory=dict)
     tunnels_created: int = 0
     tunnels_rerouted: int = 0
+    bad_links: set[str] = field(default_factory=set)
+    """Links ("a-b", sorted) that check_sla reports out of SLA whatever the script says."""
+    protection_links: set[str] = field(default_factory=set)
     _replies: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     # --- what tests read ---------------------------------------------------------------
@@ -192,18 +203,12 @@ class FakeNetwork:
             if not self.path_found:
                 return 200, {"found": False, "reason": "no path avoiding the degraded links"}
             # via pe4, else via pe5: the first whose links avoid every degraded link
-            avoid = {"-".join(sorted(link.split("-"))) for link in p.avoid_links}
+            avoid = {_key(link) for link in p.avoid_links}
             paths = ([p.head_end, via, p.end_point] for via in ("pe4", "pe5"))
-            path = next(
-                (
-                    c
-                    for c in paths
-                    if not {"-".join(sorted(pair)) for pair in itertools.pairwise(c)} & avoid
-                ),
-                None,
-            )
+            path = next((c for c in paths if not set(_links(c)) & avoid), None)
             if path is None:
                 return 200, {"found": False, "reason": "every candidate crosses a degraded link"}
+            self.protection_links.update(_links(path))
             return 200, {
                 "found": True,
                 "path": path,
@@ -249,11 +254,15 @@ class FakeNetwork:
         if task_type == "steer_traffic":
             return 200, {"tunnel_id": p.tunnel_id, "traffic_steered": True}
         if task_type == "check_sla":
+            # the script speaks for the incident's links; protection paths stay healthy
+            # unless a test marks one of their links bad
             within = self.sla_script.pop(0) if self.sla_script else self.sla_default
-            return 200, {
-                "within_sla": within,
-                "links": {link: {"delay_ms": 5.0 if within else 80.0} for link in p.links},
-            }
+            links = {}
+            for link in p.links:
+                key = _key(link)
+                ok = key not in self.bad_links and (key in self.protection_links or within)
+                links[link] = {"within_sla": ok, "delay_ms": 5.0 if ok else 80.0}
+            return 200, {"within_sla": all(v["within_sla"] for v in links.values()), "links": links}
         if task_type == "cutover_step":
             within = self.cutover_script.pop(0) if self.cutover_script else True
             return 200, {
@@ -297,7 +306,7 @@ def create_app(net: FakeNetwork | None = None) -> FastAPI:
     @app.post("/control")
     async def control(request: Request) -> dict[str, Any]:
         for name, value in (await request.json()).items():
-            if name == "down":
+            if name in ("down", "bad_links", "protection_links"):
                 value = set(value)
             setattr(network, name, value)
         return {"ok": True}

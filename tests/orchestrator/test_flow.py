@@ -271,8 +271,7 @@ async def test_operator_resolved_closes_and_removes_the_tunnel(
 ) -> None:
     net.sla_default = False
     async with orchestrator() as orch:
-        await orch.start(INC)
-        await wait_for(lambda: ("6", "monitoring") in net.statuses(INC))
+        await steered_and_monitoring(orch)
         await orch.task(
             "incident_signal", {"incident_id": INC, "signal": "links_added", "links": ["pe3-pe4"]}
         )
@@ -297,8 +296,7 @@ async def test_rest_and_get_incident_show_state(
 ) -> None:
     net.sla_default = False
     async with orchestrator() as orch:
-        await orch.start(INC)
-        await wait_for(lambda: ("6", "monitoring") in net.statuses(INC))
+        await steered_and_monitoring(orch)
         one = await wait_for(lambda: _timer_set(orch))
         listing = (await orch.client.get("/api/v1/incidents")).json()["incidents"]
         via_task = await orch.task("get_incident", {"incident_id": INC})
@@ -312,8 +310,7 @@ async def test_rest_and_get_incident_show_state(
 async def test_restart_resumes_open_incidents(orchestrator: OrchFactory, net: FakeNetwork) -> None:
     net.sla_default = False
     async with orchestrator() as orch:
-        await orch.start(INC)
-        await wait_for(lambda: ("6", "monitoring") in net.statuses(INC))
+        await steered_and_monitoring(orch)
     net.sla_default = True
     async with orchestrator() as orch:
         closed = await orch.closed(INC)
@@ -321,6 +318,11 @@ async def test_restart_resumes_open_incidents(orchestrator: OrchFactory, net: Fa
     assert closed["details"]["nodes_executed"] == list(NODES)
     assert net.tunnels_created == 1
     assert len(net.closed(INC)) == 1
+
+
+async def steered_and_monitoring(orch: Orch) -> None:
+    await orch.start(INC)
+    await wait_for(lambda: ("6", "monitoring") in orch.net.statuses(INC))
 
 
 async def _final(orch: Orch) -> bool:
@@ -376,8 +378,7 @@ async def test_link_on_the_tunnel_degrading_reroutes_it_in_place(
     """pe1-pe4 (on the protection path) degrades while traffic is on the tunnel."""
     net.sla_default = False
     async with orchestrator() as orch:
-        await orch.start(INC)
-        await wait_for(lambda: ("6", "monitoring") in net.statuses(INC))
+        await steered_and_monitoring(orch)
         signal = {"incident_id": INC, "signal": "links_added", "links": ["pe4-pe1"]}
         response = await orch.task("incident_signal", signal)
         assert response.status_code == 200, response.text
@@ -420,8 +421,7 @@ async def test_link_off_the_tunnel_does_not_reroute(
 ) -> None:
     net.sla_script = [False, False]
     async with orchestrator() as orch:
-        await orch.start(INC)
-        await wait_for(lambda: ("6", "monitoring") in net.statuses(INC))
+        await steered_and_monitoring(orch)
         await orch.task(
             "incident_signal", {"incident_id": INC, "signal": "links_added", "links": ["pe3-pe6"]}
         )
@@ -436,8 +436,7 @@ async def test_no_way_around_a_degraded_tunnel_escalates(
 ) -> None:
     net.sla_default = False
     async with orchestrator() as orch:
-        await orch.start(INC)
-        await wait_for(lambda: ("6", "monitoring") in net.statuses(INC))
+        await steered_and_monitoring(orch)
         signal = {"incident_id": INC, "signal": "links_added", "links": ["pe1-pe4", "pe5-pe3"]}
         await orch.task("incident_signal", signal)
         closed = await orch.closed(INC)
@@ -462,3 +461,28 @@ async def test_tunnel_link_degrading_during_cutover_is_rerouted_back_in_monitori
     tunnel_calls = [r.task_type for r in net.to("tunnel", INC)]
     assert tunnel_calls == ["provision_tunnel", "steer_traffic", "reroute_tunnel"]
     assert closed["resolution"] == "resolved"
+
+
+async def test_protection_path_out_of_sla_is_rerouted_without_a_signal(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    """A tunnel link degrades that the correlator does not relate to the incident."""
+    net.sla_default = False
+    async with orchestrator() as orch:
+        await steered_and_monitoring(orch)
+        net.bad_links = {"pe3-pe4"}  # on pe1 → pe4 → pe3
+        [moved] = await wait_for(
+            lambda: [r.payload for r in net.to("tunnel", INC) if r.task_type == "reroute_tunnel"]
+        )
+        net.sla_default = True
+        closed = await orch.closed(INC)
+    assert moved["path"] == ["pe1", "pe5", "pe3"]
+    assert net.to("path", INC)[1].payload["avoid_links"] == ["pe1-pe2", "pe2-pe3", "pe4-pe3"]
+    [note] = [p for p in net.events(INC, "status_update") if "tunnel_degraded" in p["details"]]
+    assert note["details"]["tunnel_degraded"] == ["pe4-pe3"]
+    checks = [r.payload["links"] for r in net.to("restore", INC) if r.task_type == "check_sla"]
+    assert ["pe1-pe2", "pe2-pe3", "pe1-pe4", "pe4-pe3"] in checks
+    assert closed["resolution"] == "resolved"
+    # the tunnel's links are its own business, not the incident's
+    assert closed["details"]["degraded_links"] == ["pe1-pe2", "pe2-pe3"]
+    assert net.tunnels_created == 1 and net.tunnels_rerouted == 1
