@@ -96,7 +96,13 @@ def _resources(orch: OrchestratorSettings) -> Any:
         settings: Settings = app.state.settings
         async with AsyncExitStack() as stack:
             saver, pool = await stack.enter_async_context(_checkpointer(settings, orch))
-            deps = Deps(settings=settings, orch=orch, mesh=app.state.mesh, outbox=app.state.outbox)
+            deps = Deps(
+                settings=settings,
+                orch=orch,
+                mesh=app.state.mesh,
+                outbox=app.state.outbox,
+                engine=app.state.engine,
+            )
             runner = Runner(
                 graph=build_graph(saver), engine=app.state.engine, deps=deps, pg_pool=pool
             )

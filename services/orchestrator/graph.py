@@ -36,7 +36,9 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import interrupt
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.orchestrator import store
 from services.orchestrator.settings import OrchestratorSettings
 from shared.errors import MeshError, MeshUnavailable
 from shared.logs import get_logger
@@ -150,6 +152,7 @@ class Deps:
     orch: OrchestratorSettings
     mesh: MeshClient
     outbox: Outbox
+    engine: AsyncEngine
 
 
 def initial_state(start: dict[str, Any]) -> IncidentState:
@@ -1263,6 +1266,9 @@ async def approval(state: IncidentState, config: RunnableConfig) -> dict[str, An
     fx = Effects(state, config)
     g = dict(state.get("gate") or {})
     approval_id = g["approval_id"]
+    # Pending before anyone hears of it: an operator who approves the moment the request
+    # shows up must not get "not pending" because the run has not reached its interrupt yet.
+    await store.set_pending_approval(fx.deps.engine, fx.iid, approval_id)
     await fx.io(
         "approval_required",
         ApprovalRequired(

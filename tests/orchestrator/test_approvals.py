@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -197,3 +198,27 @@ async def test_path_degrading_while_provision_waits_for_approval_is_recomputed(
     [provisioned] = [r.payload for r in net.to("tunnel", INC) if r.task_type == "provision_tunnel"]
     assert provisioned["path"] == ["pe1", "pe5", "pe3"]
     assert closed["resolution"] == "resolved"
+
+
+async def test_an_approval_decided_the_moment_it_is_requested_is_taken(
+    orchestrator: OrchFactory, net: FakeNetwork, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IO hears of the approval before the run's interrupt is indexed; approving then works."""
+    async with orchestrator(approval_required_for="provision") as orch:
+        runner = orch.app.state.runner
+        real_sync = runner._sync
+        indexed = asyncio.Event()
+
+        async def slow_sync(incident_id: str, snapshot: Any) -> None:
+            await indexed.wait()  # the row sync after the run lags behind IO
+            await real_sync(incident_id, snapshot)
+
+        monkeypatch.setattr(runner, "_sync", slow_sync)
+        await orch.start(INC)
+        [request] = await wait_for(lambda: net.events(INC, "approval_required"))
+        response = await decide(orch, request, "approve")
+        indexed.set()
+        assert response.status_code == 200, response.text
+        closed = await orch.closed(INC)
+    assert closed["resolution"] == "resolved"
+    assert net.tunnels_created == 1
