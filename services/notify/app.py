@@ -44,17 +44,21 @@ async def _resources(app: FastAPI) -> AsyncIterator[None]:
     notify_settings: NotifySettings = app.state.notify_settings
     settings: Settings = app.state.settings
     channels = Channels.from_settings(notify_settings)
-    app.state.notifier = Notifier(
+    notifier = Notifier(
         settings=notify_settings,
         engine=app.state.engine,
         outbox=app.state.outbox,
         channels=channels,
         metrics=app.state.notify_metrics,
         console_url=notify_settings.console_url or settings.io_url,
+        scaled=settings.scaled,
     )
+    app.state.notifier = notifier
+    notifier.start()
     try:
         yield
     finally:
+        await notifier.stop()
         await channels.aclose()
 
 

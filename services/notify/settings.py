@@ -43,6 +43,13 @@ class NotifySettings(BaseSettings):
         default=0.5, ge=0, description="first retry delay, doubled each time"
     )
     notify_backoff_max_s: float = Field(default=10.0, ge=0)
+    notify_redelivery_backoff_s: float = Field(
+        default=5.0, gt=0, description="first redelivery delay of a channel still failing"
+    )
+    notify_redelivery_backoff_max_s: float = Field(default=300.0, gt=0)
+    notify_redelivery_max_age_s: float = Field(
+        default=86400.0, gt=0, description="a delivery still failing after this is abandoned"
+    )
     notify_timeout_s: float = Field(default=10.0, gt=0, description="per HTTP/SMTP request")
     console_url: str | None = Field(
         default=None, description="the IO console's public URL for links (defaults to io_url)"

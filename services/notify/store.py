@@ -2,6 +2,8 @@
 
 The delivery log is keyed by (idempotency key, channel): a notify that is retried with the
 same key after a crash finds the channels that already went out and does not send them again.
+It is also the redelivery queue: a ``retrying`` row keeps its ``Notify`` payload and the time
+of its next attempt, so it survives a restart.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import Migration, UtcDateTime, create_tables
@@ -32,8 +35,12 @@ deliveries = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.Column("sent_at", UtcDateTime, nullable=True),
+    sa.Column("next_attempt_at", UtcDateTime, nullable=True),
+    sa.Column("payload", sa.JSON, nullable=True),
     sa.UniqueConstraint("dedup_key", "channel", name="uq_notify_deliveries_key_channel"),
+    sa.Index("ix_notify_deliveries_status", "status", "channel"),
 )
+REDELIVERY_COLUMNS = ("next_attempt_at", "payload")
 
 snow_incidents = sa.Table(
     "notify_servicenow_incidents",
@@ -49,68 +56,129 @@ snow_incidents = sa.Table(
     sa.Column("updated_at", UtcDateTime, nullable=False),
 )
 
+
+def _add_redelivery_columns(conn: Connection) -> None:
+    """Logs created before redelivery get its columns; a new log already has them."""
+    present = {c["name"] for c in sa.inspect(conn).get_columns("notify_deliveries")}
+    for name in REDELIVERY_COLUMNS:
+        if name not in present:
+            sql_type = deliveries.c[name].type.compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE notify_deliveries ADD COLUMN {name} {sql_type}"))
+    for index in deliveries.indexes:
+        index.create(conn, checkfirst=True)
+
+
 MIGRATIONS = (
     Migration(1, "delivery log", create_tables(meta, "notify_deliveries")),
     Migration(2, "servicenow mapping", create_tables(meta, "notify_servicenow_incidents")),
+    Migration(3, "delivery log: redelivery of failed channels", _add_redelivery_columns),
 )
 
 
 async def claim(
     engine: AsyncEngine, *, key: str, channel: str, incident_id: str | None, event: str
-) -> dict[str, Any] | None:
-    """Open the log row of (key, channel); return the existing row when one was already there."""
+) -> dict[str, Any]:
+    """The log row of (key, channel): the one already there, or a new ``pending`` one."""
     now = utcnow()
+    where = (deliveries.c.dedup_key == key, deliveries.c.channel == channel)
     async with engine.begin() as conn:
-        row = (
+        row = (await conn.execute(sa.select(deliveries).where(*where))).first()
+        if row is None:
             await conn.execute(
-                sa.select(deliveries).where(
-                    deliveries.c.dedup_key == key, deliveries.c.channel == channel
+                deliveries.insert().values(
+                    dedup_key=key,
+                    channel=channel,
+                    incident_id=incident_id,
+                    event=event,
+                    status="pending",
+                    attempts=0,
+                    created_at=now,
+                    updated_at=now,
                 )
             )
-        ).first()
-        if row is not None:
-            return dict(row._mapping)
-        await conn.execute(
-            deliveries.insert().values(
-                dedup_key=key,
-                channel=channel,
-                incident_id=incident_id,
-                event=event,
-                status="pending",
-                attempts=0,
-                created_at=now,
-                updated_at=now,
-            )
-        )
-    return None
+            row = (await conn.execute(sa.select(deliveries).where(*where))).one()
+    return dict(row._mapping)
 
 
 async def finish(
     engine: AsyncEngine,
+    row_id: int,
     *,
-    key: str,
-    channel: str,
     status: str,
     attempts: int,
     error: str | None,
-    external_id: str | None,
+    external_id: str | None = None,
+    next_attempt_at: datetime | None = None,
+    payload: dict[str, Any] | None = None,
 ) -> None:
+    """Record an outcome; ``retrying`` also keeps what its redelivery needs."""
     now = utcnow()
     values: dict[str, Any] = {
         "status": status,
         "attempts": attempts,
         "error": error[:2000] if error else None,
         "external_id": external_id,
+        "next_attempt_at": next_attempt_at,
         "updated_at": now,
     }
     if status == "sent":
         values["sent_at"] = now
+    if payload is not None:
+        values["payload"] = payload
     async with engine.begin() as conn:
-        await conn.execute(
-            deliveries.update()
-            .where(deliveries.c.dedup_key == key, deliveries.c.channel == channel)
-            .values(**values)
+        await conn.execute(deliveries.update().where(deliveries.c.id == row_id).values(**values))
+
+
+def _pair(incident_id: str | None, channel: str) -> sa.ColumnElement[bool]:
+    t = deliveries
+    return sa.and_(
+        t.c.status == "retrying",
+        t.c.channel == channel,
+        t.c.incident_id.is_not_distinct_from(incident_id),
+    )
+
+
+async def waiting_before(
+    engine: AsyncEngine, row_id: int, incident_id: str | None, channel: str
+) -> int | None:
+    """The id of an older delivery of this (incident, channel) still waiting for redelivery."""
+    t = deliveries
+    async with engine.connect() as conn:
+        found: int | None = await conn.scalar(
+            sa.select(sa.func.min(t.c.id)).where(_pair(incident_id, channel), t.c.id < row_id)
         )
+    return found
+
+
+async def retrying_pairs(engine: AsyncEngine) -> list[tuple[str | None, str]]:
+    """Every (incident, channel) with deliveries waiting for redelivery."""
+    t = deliveries
+    query = sa.select(t.c.incident_id, t.c.channel).where(t.c.status == "retrying").distinct()
+    async with engine.connect() as conn:
+        return [(r.incident_id, r.channel) for r in await conn.execute(query)]
+
+
+async def next_retrying(
+    engine: AsyncEngine, incident_id: str | None, channel: str
+) -> dict[str, Any] | None:
+    """The oldest waiting delivery of the pair: the only one that may go next."""
+    t = deliveries
+    query = sa.select(t).where(_pair(incident_id, channel)).order_by(t.c.id).limit(1)
+    async with engine.connect() as conn:
+        row = (await conn.execute(query)).first()
+    return dict(row._mapping) if row else None
+
+
+async def backlog(engine: AsyncEngine) -> dict[str, int]:
+    """Deliveries waiting for redelivery, per channel."""
+    t = deliveries
+    query = (
+        sa.select(t.c.channel, sa.func.count())
+        .where(t.c.status == "retrying")
+        .group_by(t.c.channel)
+    )
+    async with engine.connect() as conn:
+        return {channel: int(n) for channel, n in await conn.execute(query)}
 
 
 async def list_deliveries(
@@ -122,7 +190,8 @@ async def list_deliveries(
     limit: int,
 ) -> list[dict[str, Any]]:
     t = deliveries
-    query = sa.select(t).order_by(t.c.id).limit(limit)
+    columns = [c for c in t.c if c.name != "payload"]
+    query = sa.select(*columns).order_by(t.c.id).limit(limit)
     if incident_id:
         query = query.where(t.c.incident_id == incident_id)
     if channel:

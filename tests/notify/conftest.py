@@ -93,27 +93,38 @@ def webex() -> Iterator[FakeWebex]:
 
 @dataclass
 class Mailbox:
+    """A real SMTP server (aiosmtpd); ``stop`` and ``start`` take it down and back on its port."""
+
     host: str
     port: int
     messages: list[Message] = field(default_factory=list)
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
+    controller: Controller | None = None
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
         self.messages.append(message_from_bytes(envelope.content))
         return "250 Message accepted for delivery"
 
+    def start(self) -> None:
+        self.controller = Controller(self, hostname=self.host, port=self.port)
+        self.controller.start()
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
 
 @pytest.fixture
 def smtp() -> Iterator[Mailbox]:
     """A real SMTP server (aiosmtpd) on a free loopback port."""
     box = Mailbox(host="127.0.0.1", port=free_port())
-    controller = Controller(box, hostname=box.host, port=box.port)
-    controller.start()
+    box.start()
     try:
         yield box
     finally:
-        controller.stop()
+        box.stop()
 
 
 @dataclass
