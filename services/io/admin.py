@@ -8,6 +8,8 @@ the first operator, or recover after losing every admin token, without the API:
     python -m services.io.admin list
     python -m services.io.admin revoke 3
     python -m services.io.admin set-role alice admin
+
+What it does is recorded as done by ``cli`` (``created_by``, ``revoked_by``, ``updated_by``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from services.io import approvals, auth, store
 from shared.db import make_engine, migrate
 from shared.settings import Settings, load_settings
 
+ACTOR = "cli"
+
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     engine = make_engine(settings.db_url("io"))
@@ -31,21 +35,25 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             if await auth.get_user(engine, args.username) is not None:
                 print(f"user {args.username!r} exists", file=sys.stderr)
                 return 1
-            await auth.create_user(engine, username=args.username, role=args.role)
-            issued = await auth.issue_token(engine, username=args.username, label=args.label)
+            await auth.create_user(engine, username=args.username, role=args.role, actor=ACTOR)
+            issued = await auth.issue_token(
+                engine, username=args.username, label=args.label, actor=ACTOR
+            )
             print(f"created {args.username} ({args.role}); token (shown once):\n{issued['token']}")
         elif args.command == "token":
             if await auth.get_user(engine, args.username) is None:
                 print(f"no user {args.username!r}", file=sys.stderr)
                 return 1
-            issued = await auth.issue_token(engine, username=args.username, label=args.label)
+            issued = await auth.issue_token(
+                engine, username=args.username, label=args.label, actor=ACTOR
+            )
             print(issued["token"])
         elif args.command == "revoke":
-            if not await auth.revoke_token(engine, args.token_id):
+            if not await auth.revoke_token(engine, args.token_id, actor=ACTOR):
                 print(f"no active token {args.token_id}", file=sys.stderr)
                 return 1
         elif args.command == "set-role":
-            if not await auth.set_user(engine, args.username, role=args.role):
+            if not await auth.set_user(engine, args.username, role=args.role, actor=ACTOR):
                 print(f"no user {args.username!r}", file=sys.stderr)
                 return 1
         elif args.command == "list":

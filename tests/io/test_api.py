@@ -367,7 +367,10 @@ def test_admin_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any)
     assert admin.main(["list"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert listed[0]["role"] == "admin" and token not in json.dumps(listed)
+    assert listed[0]["created_by"] == listed[0]["updated_by"] == "cli"
     assert admin.main(["revoke", str(listed[0]["tokens"][0]["id"])]) == 0
+    assert admin.main(["list"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["tokens"][0]["revoked_by"] == "cli"
 
 
 async def test_topology_cached_and_unavailable(make_io: IoFactory) -> None:

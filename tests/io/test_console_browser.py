@@ -1,4 +1,5 @@
-"""The console in Debian's chromium: live tickets, a ticket's story, approving resumes the flow.
+"""The console in Debian's chromium: live tickets, a ticket's story, approving resumes the flow,
+signing in with a token, and an admin managing users and tokens.
 
 IO runs under uvicorn on a free loopback port, beside a fake orchestrator that resumes the
 incident when approved (it reports monitoring, then closes the ticket over the mesh) and a
@@ -241,3 +242,53 @@ async def test_sign_in_with_a_token(browser: Browser, mesh: Mesh, tmp_path: Path
     assert await page.evaluate("sessionStorage.getItem('cxm-io-token')") == token
     await page.click("#signout")
     await expect(page.locator("#signin")).to_be_visible()
+
+
+@pytest.mark.parametrize("mesh", [False], indirect=True)
+async def test_admin_issues_and_revokes_a_token(
+    browser: Browser, mesh: Mesh, tmp_path: Path
+) -> None:
+    page = await open_console(browser, f"{mesh.io_url}/")
+    await expect(page.locator("#signin")).to_contain_text("var/io-admin-token")
+    await page.fill("#token", (tmp_path / "io-admin-token").read_text().strip())
+    await page.click("#signin button[type=submit]")
+    await page.click('a[data-nav="users"]')
+    await expect(page.locator('tr[data-user="admin"]')).to_contain_text("(you)")
+
+    # the API's validation error is shown next to the form, as text
+    form = page.locator("#new-user")
+    await form.locator('input[name="username"]').fill("<b>al</b>")
+    await form.locator('button[type="submit"]').click()
+    await expect(page.locator("#new-user-error")).to_contain_text("username '<b>al</b>' is not")
+    await form.locator('input[name="username"]').fill("alice")
+    await form.locator('select[name="role"]').select_option("operator")
+    await form.locator('button[type="submit"]').click()
+    alice = page.locator('tr[data-user="alice"]')
+    await expect(alice.locator('select[name="role"]')).to_have_value("operator")
+    await expect(page.locator("#new-user-error")).to_be_hidden()
+
+    await alice.locator('input[name="label"]').fill("laptop")
+    await alice.locator("button.issue").click()
+    secret = page.locator(".secret")
+    await expect(secret).to_contain_text("(laptop)")
+    await expect(secret).to_contain_text("This token will not be shown again.")
+    token = await page.locator("#issued-token").input_value()
+    laptop = alice.locator("tr[data-token]", has_text="laptop")
+    await expect(laptop).to_contain_text("active")
+    await page.screenshot(path=str(SHOTS / "users.png"), full_page=True)
+
+    async with httpx.AsyncClient(
+        base_url=mesh.io_url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    ) as http:
+        me = (await http.get("/api/v1/auth/me")).json()
+        assert me == {"username": "alice", "role": "operator", "via": "token"}
+        assert (await http.post("/api/v1/lab/links/pe1-pe2/recover")).status_code == 200
+        assert (await http.get("/api/v1/users")).status_code == 403
+
+        await laptop.locator("button", has_text="Revoke").click()
+        await laptop.locator("button.confirm-yes").click()
+        await expect(laptop.locator(".token-state")).to_contain_text("revoked")
+        await expect(laptop.locator(".token-state")).to_contain_text("by admin")
+        await expect(secret).to_have_count(0)
+        assert token not in await page.content()
+        assert (await http.get("/api/v1/auth/me")).status_code == 401

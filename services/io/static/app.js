@@ -1,14 +1,20 @@
-/* IO console: tickets live over SSE, a ticket's story, approvals and the lab. Plain JS, no CDN.
+/* IO console: tickets live over SSE, a ticket's story, approvals, the lab, and (for admins)
+ * users and tokens. Plain JS, no CDN.
  *
  * Auth: a token from the sign-in form is kept in sessionStorage and sent as
  * "Authorization: Bearer". On loopback IO may trust token-less requests as the local operator,
  * in which case the form never shows. The stream is read with fetch() rather than EventSource
  * because EventSource cannot send an Authorization header.
+ *
+ * Everything from the API reaches the page through h() (text nodes and setAttribute), never
+ * innerHTML. A token just issued lives only in state.issued until it is dismissed or the page
+ * is left; it is never stored.
  */
 "use strict";
 
 const TOKEN_KEY = "cxm-io-token";
 const TIERS = ["platinum", "gold", "silver", "bronze"];
+const ROLES = ["viewer", "operator", "admin"];
 const STATUSES = ["new", "detecting", "dampening", "assessing", "computing", "provisioning",
   "steering", "monitoring", "restoring", "waiting_approval", "escalated", "closed"];
 
@@ -25,6 +31,8 @@ const state = {
   approvalFilter: "pending",
   lastEventId: null,
   streamAbort: null,
+  users: [],
+  issued: null,
 };
 
 // --- small helpers ---------------------------------------------------------------------------
@@ -103,8 +111,19 @@ function toast(message, bad = false) {
   toast.timer = setTimeout(() => { el.hidden = true; }, bad ? 8000 : 4000);
 }
 
+// FastAPI's validation errors are a list of {loc, msg}: "field: message" reads better.
+function detailText(detail) {
+  if (typeof detail === "string") return detail;
+  if (!Array.isArray(detail)) return JSON.stringify(detail);
+  return detail.map((e) => {
+    if (!e || !e.msg) return JSON.stringify(e);
+    const field = (e.loc || []).filter((l) => l !== "body").join(".");
+    return field && !e.msg.startsWith(field) ? `${field}: ${e.msg}` : e.msg;
+  }).join("; ");
+}
+
 class ApiError extends Error {
-  constructor(status, detail) { super(typeof detail === "string" ? detail : JSON.stringify(detail)); this.status = status; }
+  constructor(status, detail) { super(detailText(detail)); this.status = status; }
 }
 
 async function api(path, options = {}) {
@@ -114,7 +133,7 @@ async function api(path, options = {}) {
   const response = await fetch(path, {
     ...options, headers, body: options.body === undefined ? undefined : JSON.stringify(options.body),
   });
-  if (response.status === 401) { showSignIn("Your token was not accepted; sign in again."); throw new ApiError(401, "sign in"); }
+  if (response.status === 401) { refused(); throw new ApiError(401, "sign in"); }
   const text = await response.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = { detail: text }; }
@@ -127,10 +146,19 @@ async function api(path, options = {}) {
 function showSignIn(message) {
   stopStream();
   document.getElementById("signin").hidden = false;
+  document.getElementById("signin-cancel").hidden = !(state.me && state.me.via === "loopback" && !state.token);
   const err = document.getElementById("signin-error");
   err.hidden = !message;
   err.textContent = message || "";
   document.getElementById("token").focus();
+}
+
+// A refused token is forgotten (it was wrong, revoked, or its user disabled) and the form shows.
+function refused() {
+  const had = Boolean(state.token);
+  sessionStorage.removeItem(TOKEN_KEY);
+  state.token = null;
+  showSignIn(had ? "Your token was not accepted; sign in again." : null);
 }
 
 document.getElementById("signin-form").addEventListener("submit", async (event) => {
@@ -141,6 +169,13 @@ document.getElementById("signin-form").addEventListener("submit", async (event) 
   sessionStorage.setItem(TOKEN_KEY, token);
   document.getElementById("signin").hidden = true;
   await boot();
+});
+
+// on loopback the console opens as the local operator; an admin signs in with a token on top
+document.getElementById("signin-open").addEventListener("click", () => showSignIn());
+document.getElementById("signin-cancel").addEventListener("click", () => {
+  document.getElementById("signin").hidden = true;
+  stream();
 });
 
 document.getElementById("signout").addEventListener("click", () => {
@@ -175,7 +210,7 @@ async function stream() {
       if (state.token) headers.Authorization = `Bearer ${state.token}`;
       if (state.lastEventId) headers["Last-Event-ID"] = state.lastEventId;
       const response = await fetch("/api/v1/stream", { headers, signal: controller.signal, cache: "no-store" });
-      if (response.status === 401) { showSignIn("Your token was not accepted; sign in again."); return; }
+      if (response.status === 401) { refused(); return; }
       if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = "";
@@ -674,6 +709,174 @@ async function renderLab() {
   }
 }
 
+// --- users and tokens (admins) ---------------------------------------------------------------
+
+const isAdmin = () => Boolean(state.me && state.me.role === "admin");
+
+// A button that asks before it acts: "Revoke" → "Revoke token #3 of alice? [Yes, revoke] [Cancel]".
+function confirmButton(label, question, action, cls = "") {
+  const box = h("span", { class: "confirm" });
+  function reset() { box.replaceChildren(h("button", { class: cls, onclick: ask }, label)); }
+  function ask() {
+    box.replaceChildren(h("span", { class: "muted" }, question, " "),
+      h("button", { class: "reject confirm-yes", onclick: (e) => { e.target.disabled = true; action(); } }, `Yes, ${label.toLowerCase()}`),
+      h("button", { class: "confirm-no", onclick: reset }, "Cancel"));
+  }
+  reset();
+  return box;
+}
+
+let usersAsked = 0;
+async function refreshUsers() {
+  const asked = ++usersAsked;
+  let users;
+  try { users = await api("/api/v1/users"); } catch (err) {
+    const card = document.getElementById("users-card");
+    if (card) card.replaceChildren(h("div", { class: "error" }, `Users unavailable: ${err.message}`));
+    return;
+  }
+  if (asked !== usersAsked) return;  // a later answer is on its way; an older one must not win
+  state.users = users;
+  renderUserTable();
+}
+
+// Send one change, say how it went, and show the list as it now is.
+async function userAction(request, done) {
+  try { done(await request()); } catch (err) { toast(err.message, true); }
+  await refreshUsers();
+}
+
+function showIssued(out) {
+  state.issued = { username: out.username, id: out.id, label: out.label, token: out.token };
+  renderIssued();
+}
+
+function renderIssued() {
+  const box = document.getElementById("issued");
+  if (!box) return;
+  const it = state.issued;
+  if (!it) { box.replaceChildren(); return; }
+  const field = h("input", { id: "issued-token", class: "mono", readonly: true, value: it.token, "aria-label": "the new token", onfocus: (e) => e.target.select() });
+  const copy = async () => {
+    field.select();
+    try { await navigator.clipboard.writeText(it.token); toast("Token copied to the clipboard."); } catch {
+      const ok = document.execCommand("copy");  // plain http off loopback has no clipboard API
+      toast(ok ? "Token copied." : "Select the token and copy it (Ctrl+C).", !ok);
+    }
+  };
+  box.replaceChildren(h("div", { class: "card secret", role: "status" },
+    h("h3", {}, `New token #${it.id} for `, h("b", {}, it.username), it.label ? ` (${it.label})` : ""),
+    h("div", { class: "row" }, field, h("button", { class: "primary", id: "copy-token", onclick: copy }, "Copy")),
+    h("p", { class: "warn" }, h("b", {}, "This token will not be shown again."),
+      ` Copy it now and hand it to ${it.username} over a safe channel; IO keeps only its SHA-256.`,
+      " If it is lost, issue another and revoke this one."),
+    h("button", { id: "issued-done", onclick: () => { state.issued = null; renderIssued(); } }, "Done, I have copied it")));
+}
+
+function createUserForm() {
+  const error = h("p", { class: "error", id: "new-user-error", role: "alert", hidden: true });
+  const submit = h("button", { type: "submit", class: "primary" }, "Create user");
+  const form = h("form", { class: "card", id: "new-user" },
+    h("h3", {}, "Create a user"),
+    h("div", { class: "row" },
+      h("input", { name: "username", placeholder: "username", "aria-label": "username", maxlength: 64, required: true, autocomplete: "off" }),
+      h("select", { name: "role", "aria-label": "role" }, ROLES.map((r) => h("option", { value: r, selected: r === "operator" }, r))),
+      h("input", { name: "label", placeholder: "token label (optional)", "aria-label": "token label", maxlength: 100 }),
+      submit),
+    error,
+    h("p", { class: "hint" }, "The user's first token is issued with it and shown once, above."));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    const body = { username: String(data.get("username")).trim(), role: data.get("role"), token_label: String(data.get("label")).trim() };
+    error.hidden = true;
+    submit.disabled = true;
+    try {
+      const out = await api("/api/v1/users", { method: "POST", body });
+      form.reset();
+      showIssued(out);
+      toast(`Created ${out.username} (${out.role})`);
+      await refreshUsers();
+    } catch (err) {
+      error.textContent = err.message;  // shown next to the form: "user 'alice' already exists"
+      error.hidden = false;
+    } finally { submit.disabled = false; }
+  });
+  return form;
+}
+
+function tokenList(u) {
+  if (!u.tokens.length) return h("span", { class: "muted" }, "no token");
+  return h("table", { class: "tokens" }, h("tbody", {}, u.tokens.map((t) => h("tr", { class: t.revoked ? "revoked" : "", "data-token": t.id },
+    h("td", { class: "mono" }, `#${t.id}`),
+    h("td", {}, t.label || h("span", { class: "muted" }, "no label"), h("div", { class: "muted mono" }, t.hint)),
+    h("td", { class: "muted" },
+      h("div", { title: time(t.created_at) }, `issued ${age(t.created_at)} ago`, t.created_by ? ` by ${t.created_by}` : ""),
+      h("div", { title: time(t.last_used_at) }, t.last_used_at ? `last used ${age(t.last_used_at)} ago` : "never used")),
+    h("td", { class: "token-state" }, t.revoked
+      ? [badge("st-revoked", "revoked"), h("div", { class: "muted", title: time(t.revoked_at) }, `${age(t.revoked_at)} ago`, t.revoked_by ? ` by ${t.revoked_by}` : "")]
+      : [badge("st-active", "active"), " ", confirmButton("Revoke", `Revoke token #${t.id} of ${u.username}? It stops working at once.`, () => userAction(
+        () => api(`/api/v1/tokens/${encodeURIComponent(t.id)}`, { method: "DELETE" }),
+        () => {
+          toast(`Revoked token #${t.id} of ${u.username}`);
+          if (state.issued && state.issued.id === t.id) { state.issued = null; renderIssued(); }
+        }))])))));
+}
+
+function userRow(u) {
+  const self = u.username === state.me.username;
+  const path = `/api/v1/users/${encodeURIComponent(u.username)}`;
+  const change = (body, said) => userAction(() => api(path, { method: "PATCH", body }), () => toast(said));
+  const label = h("input", { name: "label", placeholder: "label, e.g. laptop", "aria-label": `label for a new token of ${u.username}`, maxlength: 100, size: 16 });
+  return h("tr", { class: `user${u.disabled ? " disabled" : ""}`, "data-user": u.username },
+    h("td", {}, h("b", { class: "username" }, u.username), self ? h("span", { class: "muted" }, " (you)") : null,
+      u.disabled ? h("div", {}, badge("st-disabled", "disabled")) : null),
+    h("td", {}, h("select", {
+      name: "role", "aria-label": `role of ${u.username}`, disabled: self, title: self ? "another admin can change your role" : null,
+      onchange: (e) => change({ role: e.target.value }, `${u.username} is now ${e.target.value}`),
+    }, ROLES.map((r) => h("option", { value: r, selected: r === u.role }, r)))),
+    h("td", { title: time(u.created_at) }, `${age(u.created_at)} ago`, u.created_by ? h("div", { class: "muted" }, `by ${u.created_by}`) : null),
+    h("td", {}, tokenList(u)),
+    h("td", {},
+      h("div", { class: "row" }, label, h("button", {
+        class: "issue",
+        onclick: () => userAction(() => api(`${path}/tokens`, { method: "POST", body: { label: label.value.trim() } }), showIssued),
+      }, "Issue token")),
+      self ? null : h("div", { class: "row", style: "margin-top:6px" }, u.disabled
+        ? h("button", { onclick: () => change({ disabled: false }, `${u.username} enabled`) }, "Enable")
+        : confirmButton("Disable", `Disable ${u.username}? All their tokens stop working.`, () => change({ disabled: true }, `${u.username} disabled`)))));
+}
+
+function renderUserTable() {
+  const card = document.getElementById("users-card");
+  if (!card || currentRoute().name !== "users") return;
+  card.replaceChildren(h("h3", {}, `Users (${state.users.length})`),
+    h("table", { id: "users" },
+      h("thead", {}, h("tr", {}, ["User", "Role", "Created", "Tokens", "Actions"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, state.users.map(userRow))));
+}
+
+async function renderUsers() {
+  const view = document.getElementById("view");
+  if (!isAdmin()) {
+    view.replaceChildren(h("div", { class: "card" }, h("h2", {}, "Users"),
+      h("p", {}, "Only an admin manages users and tokens."),
+      h("p", { class: "hint" }, "Sign in with an admin token: the first one is in ", h("code", {}, "var/io-admin-token"), " on the machine running CXM.")));
+    return;
+  }
+  view.replaceChildren(
+    h("div", { class: "card" }, h("h2", {}, "Users and tokens"),
+      h("p", { class: "muted" }, "Everyone signs in with an API token. Create the user with a role — ",
+        h("b", {}, "viewer"), " reads, ", h("b", {}, "operator"), " also decides approvals and drives the lab, ",
+        h("b", {}, "admin"), " also manages this page — then copy the token shown once and hand it over; they paste it into the sign-in form",
+        " or send it as ", h("code", {}, "Authorization: Bearer"), ". Revoke a token to cut it off at once; disable a user to stop all their tokens.")),
+    h("div", { id: "issued" }),
+    createUserForm(),
+    h("div", { class: "card", id: "users-card" }, h("div", { class: "muted" }, "Loading…")));
+  renderIssued();
+  await refreshUsers();
+}
+
 // --- routing and boot ------------------------------------------------------------------------
 
 function currentRoute() {
@@ -682,6 +885,7 @@ function currentRoute() {
   if (m) return { name: "ticket", id: decodeURIComponent(m[1]) };
   if (hash.startsWith("#/approvals")) return { name: "approvals" };
   if (hash.startsWith("#/lab")) return { name: "lab" };
+  if (hash.startsWith("#/users")) return { name: "users" };
   return { name: "tickets" };
 }
 
@@ -691,10 +895,12 @@ async function route() {
     a.classList.toggle("active", a.dataset.nav === (r.name === "ticket" ? "tickets" : r.name));
   });
   if (r.name !== "ticket") state.detail = null;
+  if (r.name !== "users") state.issued = null;  // a new token is shown once, on this visit only
   if (r.name === "tickets") renderTickets();
   else if (r.name === "ticket") await showTicket(r.id);
   else if (r.name === "approvals") { renderApprovals(); await loadApprovals(); renderApprovals(); }
   else if (r.name === "lab") await renderLab();
+  else if (r.name === "users") await renderUsers();
 }
 
 async function boot() {
@@ -702,6 +908,10 @@ async function boot() {
     state.config = await (await fetch("/api/v1/console/config")).json();
   } catch { state.config = {}; }
   document.getElementById("nav-lab").hidden = !state.config.lab_enabled;
+  if (state.config.loopback_trust === false) {
+    document.getElementById("signin-loopback").replaceChildren(h("b", {}, "No token on the machine itself:"),
+      " not here — this IO runs with CXM_IO_LOOPBACK_TRUST=false, so every browser signs in with a token.");
+  }
   try {
     state.me = await api("/api/v1/auth/me");
   } catch (err) {
@@ -711,6 +921,8 @@ async function boot() {
   document.getElementById("signin").hidden = true;
   document.getElementById("whoami").textContent = `${state.me.username} · ${state.me.role}${state.me.via === "loopback" ? " (loopback)" : ""}`;
   document.getElementById("signout").hidden = !state.token;
+  document.getElementById("signin-open").hidden = state.me.via !== "loopback";
+  document.getElementById("nav-users").hidden = !isAdmin();
   stream();
   const [tickets] = await Promise.all([api("/api/v1/tickets?limit=1000"), loadApprovals(), loadStats()]);
   for (const t of tickets) {
