@@ -1113,9 +1113,10 @@ class Correlator:
             if not self._queue:
                 continue
             batch, self._queue = self._queue, []
-            ws = store.WriteSet.merge([ws for ws, _ in batch])
-            self._audit_dispositions(ws, self.clock())
             try:
+                # Inside the try: if this loop died, every later request would wait forever.
+                ws = store.WriteSet.merge([ws for ws, _ in batch])
+                self._audit_dispositions(ws, self.clock())
                 async with self.engine.begin() as conn:
                     await store.apply(conn, ws)
             except Exception as exc:  # every waiter gets the error; memory is rebuilt below

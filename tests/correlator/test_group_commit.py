@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from services.correlator.store import WriteSet
+from tests.correlator.payloads import skylight
 
 
 def test_merge_keeps_last_snapshot_inserted_if_any_step_inserted() -> None:
@@ -36,3 +41,25 @@ def test_merge_keeps_last_snapshot_inserted_if_any_step_inserted() -> None:
     assert [o["idempotency_key"] for o in merged.outbox] == ["k1", "k2"]
     assert [d[2]["alert_id"] for d in merged.dispositions] == ["a1", "a2"]
     assert WriteSet.merge([first]) is first
+
+
+async def test_a_write_that_fails_before_the_database_does_not_stop_the_writer(
+    harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug while merging answers that request with 503; the next request is still served."""
+    real_merge = WriteSet.merge
+    calls = {"n": 0}
+
+    def merge_once_broken(sets: list[WriteSet]) -> WriteSet:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("merge bug")
+        return real_merge(sets)
+
+    monkeypatch.setattr(WriteSet, "merge", staticmethod(merge_once_broken))
+    async with harness() as h:
+        failed = await h.post("/api/v1/tickets/webhook/pca", skylight(h.clock.now, "pe1-pe2"))
+        assert failed.status_code == 503, failed.text
+        ok = await h.post("/api/v1/tickets/webhook/pca", skylight(h.clock.now, "pe1-pe2"))
+        assert ok.status_code == 202, ok.text
+        assert ok.json()["alerts"][0]["disposition"] == "new_incident"

@@ -157,6 +157,54 @@ def test_seed_incident_closes_after_recovery(stack: Mesh) -> None:
         assert all(s["weight"] == 0 for s in state["steering"].values())
 
 
+def test_tunnel_moved_off_a_protection_link_that_degrades(stack: Mesh) -> None:
+    """Runs right after the seed test, before no-path re-degrades the seed links: replayed
+    within a second of that, they would rightly look like a flapping link and be dampened.
+
+    p2-pe4 carries the tunnel and shares no node or SRLG with the seed links: the correlator
+    opens its own incident for it, and the seed incident's monitoring re-routes the tunnel."""
+    lab = stack.url("lab")
+    with stack.client() as http:
+        incident = open_incident(http, stack, "sla-degradation", SEED_LINKS)
+
+        def updates() -> list[dict[str, Any]]:
+            detail = ticket(http, stack, incident)
+            return [e["payload"] for e in detail["events"] if e["task_type"] == "status_update"]
+
+        wait_until(lambda: any(u["phase"] == "6" for u in updates()), what="monitoring")
+        tunnel = next(u["details"] for u in updates() if u["phase"] == "4")
+        assert tunnel["path"] == ["pe1", "p1", "p2", "pe4"]
+        assert http.post(f"{lab}/lab/links/p2-pe4/degrade").status_code < 300
+
+        moved = wait_until(
+            lambda: [u["details"] for u in updates() if "reroute" in u["details"]],
+            what="tunnel re-routed",
+        )[0]
+        assert moved["tunnel_id"] == tunnel["tunnel_id"]
+        assert moved["previous_path"] == ["pe1", "p1", "p2", "pe4"]
+        assert moved["path"][0] == "pe1" and moved["path"][-1] == "pe4"
+        assert moved["avoided"] == ["p2-pe4"]
+        assert "p2-pe4" not in {
+            "-".join(sorted(pair)) for pair in zip(moved["path"], moved["path"][1:], strict=False)
+        }
+        # the same policy in CNC, same binding SID, now on the new hops
+        state = http.get(f"{lab}/lab/state").json()
+        [policy] = [p for p in state["sr_policies"] if p.get("path-name") == tunnel["tunnel_id"]]
+        assert policy["binding-sid"] == tunnel["binding_sid"]
+        assert policy["hops"][-len(moved["path"]) + 1 :] == moved["path"][1:]
+        assert "p2-pe4" not in {"-".join(sorted(link.split("-"))) for link in policy["links"]}
+
+        for link in [*SEED_LINKS, "p2-pe4"]:
+            assert http.post(f"{lab}/lab/links/{link}/recover").status_code < 300
+        closed = wait_until(
+            lambda: closed_event(ticket(http, stack, incident)), what="ticket_closed"
+        )
+        assert closed["resolution"] == "resolved", [u["message"] for u in updates()]
+        assert sorted(closed["details"]["degraded_links"]) == SEED_LINKS
+        state = http.get(f"{lab}/lab/state").json()
+        assert not [p for p in state["sr_policies"] if p.get("path-name") == tunnel["tunnel_id"]]
+
+
 def test_no_path_escalates(stack: Mesh) -> None:
     with stack.client() as http:
         incident = open_incident(http, stack, "no-path", SEED_LINKS[:1])
