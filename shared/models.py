@@ -232,6 +232,10 @@ class ComputePath(Strict):
     avoid_nodes: list[str] = Field(default_factory=list)
     metric: Literal["delay", "te", "igp", "hops"] = "delay"
     min_bandwidth_mbps: float | None = None
+    """Headroom every link must have for the traffic the path will carry: capacity up to the
+    reservable share, less what the services already on the link use (TE bandwidth accounting)."""
+    carrying: list[str] = Field(default_factory=list)
+    """Service ids the path is for: their current load is not counted against it (they move)."""
     srlg_disjoint: bool = False
     """Also avoid every link that shares an SRLG with an avoided link (a common fate)."""
     te_type: TeType | None = None
