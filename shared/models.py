@@ -212,6 +212,7 @@ class AffectedService(Open):
     head_end: str
     end_point: str
     path: list[str] = Field(default_factory=list)
+    bandwidth_mbps: float | None = None
 
 
 class ImpactResult(Open):

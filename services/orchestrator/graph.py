@@ -513,7 +513,14 @@ async def assess(state: IncidentState, config: RunnableConfig) -> dict[str, Any]
     top = [s for s in services if s.tier == tier] or services
     pairs = Counter((s.head_end, s.end_point) for s in top)
     (head_end, end_point), _ = pairs.most_common(1)[0]
-    summary.update(head_end=head_end, end_point=end_point)
+    # what a tunnel between these ends will carry: the bandwidth its path must have room for
+    carried = [s for s in services if (s.head_end, s.end_point) == (head_end, end_point)]
+    summary.update(
+        head_end=head_end,
+        end_point=end_point,
+        carried_ids=[s.service_id for s in carried],
+        carried_mbps=round(sum(s.bandwidth_mbps or 0.0 for s in carried), 3),
+    )
     await fx.status(
         "assessing",
         "2",
@@ -551,6 +558,7 @@ async def compute(state: IncidentState, config: RunnableConfig) -> dict[str, Any
                 avoid_links=state["degraded_links"],
                 metric="delay",
                 te_type=fx.orch.te_type,
+                **_bandwidth(fx, impact, impact.get("carried_ids") or []),
             ),
         )
         result = PathResult.model_validate(raw)
@@ -993,6 +1001,14 @@ async def restore(state: IncidentState, config: RunnableConfig) -> dict[str, Any
     return {**base, "cleaned": True, "close_reason": "sla_recovered", "next": "close"}
 
 
+def _bandwidth(fx: Effects, impact: dict[str, Any], carrying: list[str]) -> dict[str, Any]:
+    """Ask for a path with room for the carried services' traffic (none: any path will do)."""
+    mbps = impact.get("carried_mbps")
+    if not fx.orch.reserve_bandwidth or not mbps:
+        return {}
+    return {"min_bandwidth_mbps": mbps, "carrying": carrying}
+
+
 def _avoid(state: IncidentState) -> list[str]:
     """Every link a protection path must avoid: the incident's and the tunnel's bad ones."""
     return merge_unique(state["degraded_links"], state.get("tunnel_degraded"))
@@ -1032,6 +1048,7 @@ async def reroute(state: IncidentState, config: RunnableConfig) -> dict[str, Any
                 avoid_links=degraded,
                 metric="delay",
                 te_type=tunnel.get("te_type"),
+                **_bandwidth(fx, state.get("impact") or {}, _steered_ids(state)),
             ),
         )
         result = PathResult.model_validate(raw)

@@ -63,6 +63,10 @@ class OrchestratorSettings(BaseSettings):
         description="SQLite checkpoint file (default: <data_dir>/orchestrator-graph.db)",
     )
     max_concurrent_runs: int = Field(default=8, ge=1)
+    reserve_bandwidth: bool = Field(
+        default=True,
+        description="ask path computation for headroom for the services a tunnel will carry",
+    )
     report_failures_after: int = Field(
         default=5,
         ge=1,

@@ -76,6 +76,7 @@ def seed_services() -> list[dict[str, Any]]:
                     "head_end": head,
                     "end_point": end,
                     "path": [head, "pe2", end],
+                    "bandwidth_mbps": {"platinum": 500.0, "gold": 300.0, "silver": 200.0}[tier],
                 }
             )
     return out
@@ -252,7 +253,14 @@ class FakeNetwork:
                 "rerouted": True,
             }
         if task_type == "steer_traffic":
-            return 200, {"tunnel_id": p.tunnel_id, "traffic_steered": True}
+            # like the tunnel agent: the policy carries the services between its two ends
+            ends = tuple(p.tunnel_id.removeprefix("sr-policy-").split("-")[:2])
+            carried = [
+                s["service_id"]
+                for s in self.services
+                if s["service_id"] in p.service_ids and (s["head_end"], s["end_point"]) == ends
+            ]
+            return 200, {"tunnel_id": p.tunnel_id, "traffic_steered": True, "services": carried}
         if task_type == "check_sla":
             # the script speaks for the incident's links; protection paths stay healthy
             # unless a test marks one of their links bad

@@ -65,6 +65,11 @@ async def test_happy_path_follows_the_seed(orchestrator: OrchFactory, net: FakeN
     path_call = net.to("path", INC)[0].payload
     assert path_call["avoid_links"] == ["pe1-pe2", "pe2-pe3"]
     assert path_call["metric"] == "delay"
+    # room for what the tunnel will carry: the 2 platinum and 5 gold services pe1 → pe3
+    assert path_call["min_bandwidth_mbps"] == 2 * 500 + 5 * 300
+    assert sorted(path_call["carrying"]) == sorted(
+        [f"vpn-platinum-{i}" for i in (1, 2)] + [f"vpn-gold-{i}" for i in range(1, 6)]
+    )
     cutovers = [r.payload for r in net.to("restore", INC) if "protection_pct" in r.payload]
     assert [(c["protection_pct"], c["original_pct"]) for c in cutovers] == list(CUTOVER_STEPS)
     assert net.tunnels_created == 1
@@ -398,6 +403,7 @@ async def test_link_on_the_tunnel_degrading_reroutes_it_in_place(
     }
     second_path = net.to("path", INC)[1].payload
     assert second_path["avoid_links"] == ["pe1-pe2", "pe2-pe3", "pe4-pe1"]
+    assert second_path["min_bandwidth_mbps"] == 2500 and len(second_path["carrying"]) == 7
     assert (second_path["head_end"], second_path["end_point"]) == ("pe1", "pe3")
     [note] = [p for p in net.events(INC, "status_update") if "reroute" in p["details"]]
     assert note["phase"] == "6"
@@ -486,3 +492,13 @@ async def test_protection_path_out_of_sla_is_rerouted_without_a_signal(
     # the tunnel's links are its own business, not the incident's
     assert closed["details"]["degraded_links"] == ["pe1-pe2", "pe2-pe3"]
     assert net.tunnels_created == 1 and net.tunnels_rerouted == 1
+
+
+async def test_bandwidth_reservation_can_be_turned_off(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    async with orchestrator(reserve_bandwidth=False) as orch:
+        await orch.start(INC)
+        await orch.closed(INC)
+    path_call = net.to("path", INC)[0].payload
+    assert path_call["min_bandwidth_mbps"] is None and path_call["carrying"] == []
