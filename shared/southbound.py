@@ -53,6 +53,13 @@ class Topology(BaseModel):
     links: list[Link]
 
 
+class Steering(BaseModel):
+    """The lab's ``cisco-crosswork-cxm:steering`` leaf: which policy carries how much of it."""
+
+    color: int
+    weight: int = Field(ge=0, le=100)  # percent of the service's traffic on the policy
+
+
 class VpnService(BaseModel):
     vpn_id: str = Field(alias="vpn-id")
     name: str
@@ -63,6 +70,8 @@ class VpnService(BaseModel):
     path: list[str] = Field(default_factory=list)  # links crossed, in order
     bandwidth_mbps: float = Field(default=100, alias="bandwidth-mbps")
     oper_status: str = Field(default="up", alias="oper-status")
+    steering: Steering | None = Field(default=None, alias="cisco-crosswork-cxm:steering")
+    """Set only on a steered service, and only by the lab (CNC has no such leaf)."""
     model_config = {"populate_by_name": True}
 
 
@@ -73,7 +82,7 @@ class SrPolicy(BaseModel):
     path_name: str = Field(alias="path-name")
     binding_sid: int | None = Field(default=None, alias="binding-sid")
     te_type: str | None = Field(default=None, alias="te-type")
-    hops: list[str] = Field(default_factory=list)
+    hops: list[str] = Field(default_factory=list)  # node ids, head-end to end-point
     state: str = "up"
     model_config = {"populate_by_name": True}
 

@@ -1,8 +1,10 @@
 """Path Computation agent: a topology knowledge graph from CNC and constrained shortest paths.
 
 The graph is cached for a short TTL (scaled by ``CXM_TIME_SCALE``); after that CNC is asked
-again and the graph is rebuilt only if the topology changed. "No path" is an answer, not an
-error: ``found=False`` with a reason, so the orchestrator can branch to escalation.
+again and the graph is rebuilt only if the topology changed. A request for bandwidth also
+reads CNC's services and SR policies, every time (steering changes all the time), to know each
+link's load. "No path" is an answer, not an error: ``found=False`` with a reason, so the
+orchestrator can branch to escalation.
 """
 
 from __future__ import annotations
@@ -56,6 +58,22 @@ class GraphCache:
             return self._graph
 
 
+async def _graph_for(request: ComputePath, ctx: TaskContext) -> KnowledgeGraph:
+    """The cached graph, with every link's current load when the request asks for bandwidth."""
+    cache: GraphCache = ctx.state.graph
+    graph = await cache.get()
+    if request.min_bandwidth_mbps is None:
+        return graph
+    settings: PathSettings = ctx.state.path_settings
+    services, policies = await asyncio.gather(cache.cnc.services(), cache.cnc.sr_policies())
+    return graph.reserve(
+        services,
+        policies,
+        carrying=request.carrying,
+        reservable_share=settings.reservable_share,
+    )
+
+
 @asynccontextmanager
 async def _southbound(app: FastAPI) -> AsyncIterator[None]:
     """Open the CNC client and the graph cache for the app's lifetime."""
@@ -81,8 +99,7 @@ spec = AgentSpec(
     tags=["path", "dijkstra"],
 )
 async def compute_path(payload: ComputePath, ctx: TaskContext) -> PathResult:
-    cache: GraphCache = ctx.state.graph
-    graph = await cache.get()
+    graph = await _graph_for(payload, ctx)
     result = graph.shortest(payload)
     log.info(
         "path computed",
@@ -101,8 +118,7 @@ async def compute_path(payload: ComputePath, ctx: TaskContext) -> PathResult:
     tags=["path"],
 )
 async def k_shortest_paths(payload: KShortestPaths, ctx: TaskContext) -> KPathsResult:
-    cache: GraphCache = ctx.state.graph
-    graph = await cache.get()
+    graph = await _graph_for(payload, ctx)
     return KPathsResult(paths=graph.k_shortest(payload, payload.k))
 
 

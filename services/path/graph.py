@@ -4,13 +4,19 @@ Nodes carry their TE capabilities, SIDs and loopbacks; each node pair holds ever
 link between them (``links``), so a constraint that rules out one member of a bundle still
 leaves the others usable. Queries never copy the graph: a weight function hides what the
 constraints exclude and picks the cheapest eligible parallel link.
+
+Bandwidth is TE accounting, not raw capacity: ``reserve`` gives a view of the graph with the
+load the services put on each link now, and a path for N Mbps only uses links with N Mbps of
+headroom below their reservable share.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice, pairwise
 from typing import Any
@@ -18,7 +24,7 @@ from typing import Any
 import networkx as nx
 
 from shared.models import ComputePath, PathResult
-from shared.southbound import Link, Topology, link_key
+from shared.southbound import Link, SrPolicy, Topology, VpnService, link_key
 
 TE_PREFERENCE: tuple[str, ...] = ("sr-mpls", "srv6", "rsvp-te")
 """Which tunnel technology to prefer when every node on a path supports several."""
@@ -35,6 +41,10 @@ class KnowledgeGraph:
     graph: nx.Graph
     digest: str
     links: dict[str, Link] = field(default_factory=dict)
+    load_mbps: dict[str, float] = field(default_factory=dict)
+    """What the services use of each link (by ``link_key``); empty until ``reserve``."""
+    reservable_share: float = 1.0
+    """The share of a link's capacity paths may reserve; without ``reserve``, all of it."""
 
     @classmethod
     def build(cls, topology: Topology) -> KnowledgeGraph:
@@ -58,6 +68,44 @@ class KnowledgeGraph:
             else:
                 graph.add_edge(link.source, link.destination, links=[link])
         return cls(graph=graph, digest=fingerprint(topology), links=links)
+
+    def reserve(
+        self,
+        services: Iterable[VpnService],
+        policies: Iterable[SrPolicy],
+        *,
+        carrying: Iterable[str] = (),
+        reservable_share: float,
+    ) -> KnowledgeGraph:
+        """This graph (not copied) with each link's load, for TE bandwidth accounting.
+
+        A service steered onto a policy with weight w puts w % of its bandwidth on the
+        policy's links and the rest on its own path; ``carrying`` services move with the new
+        path, so they count nowhere. A policy hop over parallel links spreads over them (ECMP).
+        """
+        on_policy = {(p.head_end, p.end_point, p.color): p.hops for p in policies}
+        moving = set(carrying)
+        load: defaultdict[str, float] = defaultdict(float)
+        for service in services:
+            if service.vpn_id in moving:
+                continue
+            hops: list[str] = []
+            share = 0.0
+            if service.steering is not None:
+                key = (service.head_end, service.end_point, service.steering.color)
+                hops = on_policy.get(key, [])
+                share = service.steering.weight / 100 if hops else 0.0
+            for bundle in self._bundles(hops):
+                for link in bundle:
+                    load[link_key(link.link_id)] += service.bandwidth_mbps * share / len(bundle)
+            for name in service.path:
+                load[link_key(name)] += service.bandwidth_mbps * (1 - share)
+        return dataclasses.replace(self, load_mbps=dict(load), reservable_share=reservable_share)
+
+    def headroom(self, link: Link) -> float:
+        """Mbps a new path may still reserve on ``link``."""
+        reservable = link.capacity_mbps * self.reservable_share
+        return round(reservable - self.load_mbps.get(link_key(link.link_id), 0.0), 6)
 
     # --- queries -------------------------------------------------------------------------
 
@@ -151,7 +199,7 @@ class KnowledgeGraph:
                 return False
             if srlgs and srlgs.intersection(link.srlgs):
                 return False
-            return min_bw is None or link.capacity_mbps >= min_bw
+            return min_bw is None or self.headroom(link) >= min_bw
 
         return eligible
 
@@ -179,11 +227,14 @@ class KnowledgeGraph:
     ) -> PathResult:
         eligible = self._eligible(request)
         cost = _COST[request.metric]
-        chosen: list[Link] = []
-        for u, v in pairwise(nodes):
-            candidates = [link for link in self.graph.edges[u, v]["links"] if eligible(link)]
-            chosen.append(min(candidates, key=cost))
+        chosen = [
+            min((link for link in bundle if eligible(link)), key=cost)
+            for bundle in self._bundles(nodes)
+        ]
         te_types = self.te_types(nodes)
+        bandwidth: dict[str, Any] = {}
+        if request.min_bandwidth_mbps is not None:
+            bandwidth["min_headroom_mbps"] = min(self.headroom(link) for link in chosen)
         return PathResult(
             found=True,
             path=nodes,
@@ -196,7 +247,13 @@ class KnowledgeGraph:
             path_type=te_type or (te_types[0] if te_types else None),
             min_capacity_mbps=min(link.capacity_mbps for link in chosen),
             srlgs=sorted({s for link in chosen for s in link.srlgs}),
+            **bandwidth,
         )
+
+    def _bundles(self, nodes: list[str]) -> Iterator[list[Link]]:
+        """The parallel links joining each pair of consecutive nodes (none if not adjacent)."""
+        for u, v in pairwise(nodes):
+            yield self.graph.get_edge_data(u, v, default={}).get("links", [])
 
     def _no_path_reason(self, request: ComputePath) -> str:
         parts = [f"no path from {request.head_end} to {request.end_point}"]
@@ -207,14 +264,31 @@ class KnowledgeGraph:
         if request.srlg_disjoint:
             parts.append("SRLG-disjoint from them")
         if request.min_bandwidth_mbps is not None:
-            parts.append(f"with at least {request.min_bandwidth_mbps:g} Mbps")
+            parts.append(
+                f"with at least {request.min_bandwidth_mbps:g} Mbps of headroom "
+                f"(reservable {self.reservable_share * 100:g} % of capacity)"
+            )
         tried = self._te_candidates(request)
         parts.append(
             f"with every node supporting {' or '.join(tried)}"
             if tried
             else "as no TE type is common to both ends"
         )
-        return " ".join(parts[:1]) + (" " + "; ".join(parts[1:]) if parts[1:] else "")
+        reason = " ".join(parts[:1]) + (" " + "; ".join(parts[1:]) if parts[1:] else "")
+        return reason + self._bandwidth_hint(request)
+
+    def _bandwidth_hint(self, request: ComputePath) -> str:
+        """When only the bandwidth rules every path out, say so and how much the best one has."""
+        if request.min_bandwidth_mbps is None:
+            return ""
+        unbounded = self.shortest(request.model_copy(update={"min_bandwidth_mbps": None}))
+        if not unbounded.found:
+            return ""
+        room, tightest = min((self.headroom(self.links[name]), name) for name in unbounded.links)
+        return (
+            f" — bandwidth is the constraint: {' → '.join(unbounded.path)} would do"
+            f" but has {room:g} Mbps of headroom on {tightest}"
+        )
 
 
 def _pair_key(link: Link) -> str:

@@ -14,3 +14,9 @@ class PathSettings(BaseSettings):
         gt=0,
         description="seconds the knowledge graph is trusted before CNC is asked again (scaled)",
     )
+    reservable_share: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="share of a link's capacity paths may reserve (queues build above it)",
+    )

@@ -1,0 +1,242 @@
+"""Path Computation: TE bandwidth accounting (headroom, not raw capacity).
+
+On a synthetic graph first, then against the in-process lab, where the corridor's 15
+services (4,100 Mbps) need a way round pe1-pe2 and pe2-pe3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from services.lab.app import create_app as lab_app
+from services.lab.settings import LabSettings
+from services.path.app import create_app as path_app
+from services.path.graph import KnowledgeGraph
+from shared.models import ComputePath
+from shared.settings import Settings
+from shared.southbound import CncClient, Link, Node, SrPolicy, Topology, VpnService
+from tests.agents.fakes import FakeNetwork, run_task
+from tests.support import running
+
+# --- the knowledge graph -------------------------------------------------------------------
+#
+#   a --1ms-- b --1ms-- d      every link 10,000 Mbps, so 8,000 reservable
+#    \                 /
+#     ---5ms-- c --5ms-
+
+
+def _graph() -> KnowledgeGraph:
+    nodes = [Node(node_id=n, te_capabilities=["sr-mpls"]) for n in "abcd"]
+    ends = [("a", "b", 1.0), ("b", "d", 1.0), ("a", "c", 5.0), ("c", "d", 5.0)]
+    links = [Link(link_id=f"{u}-{v}", source=u, destination=v, delay_ms=ms) for u, v, ms in ends]
+    return KnowledgeGraph.build(Topology(nodes=nodes, links=links))
+
+
+def _service(vpn_id: str, mbps: float, path: list[str], **steering: int) -> VpnService:
+    return VpnService.model_validate(
+        {
+            "vpn-id": vpn_id,
+            "name": vpn_id,
+            "service-type": "l3vpn",
+            "sla-tier": "gold",
+            "head-end": "a",
+            "end-point": "d",
+            "path": path,
+            "bandwidth-mbps": mbps,
+            **({"cisco-crosswork-cxm:steering": steering} if steering else {}),
+        }
+    )
+
+
+def _policy(color: int, *hops: str) -> SrPolicy:
+    return SrPolicy(head_end="a", end_point="d", color=color, path_name="p", hops=list(hops))
+
+
+BUSY = _service("busy", 7000, ["a-b"])  # a-b: 10,000 Mbps of capacity, 1,000 of headroom
+
+
+def _ask(mbps: float, **overrides: Any) -> ComputePath:
+    return ComputePath(
+        incident_id="INC-1", head_end="a", end_point="d", min_bandwidth_mbps=mbps, **overrides
+    )
+
+
+def test_a_link_with_capacity_but_no_headroom_is_avoided() -> None:
+    graph = _graph().reserve([BUSY], [], reservable_share=0.8)
+    fits = graph.shortest(_ask(1000))
+    detour = graph.shortest(_ask(1500))
+    assert fits.path == ["a", "b", "d"]
+    assert fits.model_dump()["min_headroom_mbps"] == 1000
+    assert detour.path == ["a", "c", "d"]
+    assert detour.model_dump()["min_headroom_mbps"] == 8000
+    assert detour.model_dump()["min_capacity_mbps"] == 10000
+
+
+def test_services_the_path_carries_do_not_count_against_it() -> None:
+    graph = _graph().reserve([BUSY], [], carrying=["busy"], reservable_share=0.8)
+    result = graph.shortest(_ask(7500))
+    assert result.path == ["a", "b", "d"]
+    assert result.model_dump()["min_headroom_mbps"] == 8000
+
+
+def test_a_steered_service_loads_the_policy_in_proportion_to_its_weight() -> None:
+    services = [
+        _service("steered", 1000, ["a-b", "b-d"], color=7, weight=75),
+        _service("stale", 400, ["a-b"], color=9, weight=100),  # no such policy: stays home
+    ]
+    graph = _graph().reserve(services, [_policy(7, "a", "c", "d")], reservable_share=0.8)
+    assert graph.load_mbps == {"a-c": 750, "c-d": 750, "a-b": 650, "b-d": 250}
+    around = ["a-b"]
+    assert graph.shortest(_ask(7200, avoid_links=around)).path == ["a", "c", "d"]
+    assert graph.shortest(_ask(7300, avoid_links=around)).found is False  # a-c: 7,250 left
+
+
+def test_a_policy_hop_over_parallel_links_spreads_over_them() -> None:
+    graph = _graph()
+    twin = Link(link_id="a-b-2", source="a", destination="b")
+    graph.graph.edges["a", "b"]["links"].append(twin)
+    graph.links[twin.link_id] = twin
+    steered = _service("s", 1000, [], color=7, weight=100)
+    loaded = graph.reserve([steered], [_policy(7, "a", "b", "d")], reservable_share=1)
+    assert loaded.load_mbps == {"a-b": 500, "a-b-2": 500, "b-d": 1000}
+
+
+def test_no_path_says_bandwidth_is_the_constraint() -> None:
+    graph = _graph().reserve([BUSY], [], reservable_share=0.8)
+    short = graph.shortest(_ask(8500))
+    cut = graph.shortest(_ask(8500, avoid_links=["a-b", "a-c"]))
+    assert short.found is False and short.reason is not None
+    assert "at least 8500 Mbps of headroom (reservable 80 % of capacity)" in short.reason
+    assert "bandwidth is the constraint: a → b → d would do" in short.reason
+    assert "1000 Mbps of headroom on a-b" in short.reason
+    assert cut.reason is not None and "bandwidth is the constraint" not in cut.reason
+
+
+def test_without_bandwidth_nothing_is_reserved() -> None:
+    graph = _graph()
+    assert graph.load_mbps == {}
+    result = graph.shortest(ComputePath(incident_id="INC-1", head_end="a", end_point="d"))
+    assert result.path == ["a", "b", "d"]
+    assert "min_headroom_mbps" not in result.model_dump()
+
+
+# --- the agent over the fake CNC -----------------------------------------------------------
+
+
+async def test_services_are_read_only_when_bandwidth_is_asked_and_a_failure_is_an_error(
+    agent_settings: Settings, net: FakeNetwork
+) -> None:
+    request = {"incident_id": "INC-1", "head_end": "pe1", "end_point": "pe4"}
+    net.services_status = 503
+    async with running(path_app(agent_settings)) as client:
+        plain = await run_task(client, "compute_path", request)
+        loaded = await run_task(client, "compute_path", {**request, "min_bandwidth_mbps": 100})
+        k = await run_task(
+            client, "k_shortest_paths", {**request, "min_bandwidth_mbps": 100, "k": 2}
+        )
+    assert plain.status_code == 200 and plain.json()["result"]["found"] is True
+    assert loaded.status_code == 503 and loaded.json()["detail"]["code"] == "southbound"
+    assert k.status_code == 503
+
+
+# --- against the lab -----------------------------------------------------------------------
+
+CORRIDOR = [f"vpn-{n:03d}" for n in range(1, 16)]  # 2 platinum, 5 gold, 8 silver: 4,100 Mbps
+DEGRADED = ["pe1-pe2", "pe2-pe3"]
+AROUND = ["pe1", "p1", "p2", "pe4"]
+
+
+@pytest.fixture
+def lab_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"cnc_url": "http://lab", "pca_url": "http://lab"})
+
+
+@asynccontextmanager
+async def lab_path(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, CncClient]]:
+    """The path agent on the lab's default topology, and a CNC client to change the lab."""
+    lab = lab_app(settings, LabSettings(push_alerts=False))
+    transport = httpx.ASGITransport(app=lab)
+    cnc = CncClient("http://lab", transport=transport)
+    async with running(lab), running(path_app(settings, southbound_transport=transport)) as path:
+        try:
+            yield path, cnc
+        finally:
+            await cnc.aclose()
+
+
+async def _path(client: httpx.AsyncClient, **payload: Any) -> dict[str, Any]:
+    body = {"incident_id": "INC-1", "head_end": "pe1", "end_point": "pe4", **payload}
+    response = await run_task(client, "compute_path", body)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()["result"]
+    return result
+
+
+async def test_the_corridor_does_not_fit_the_thin_way_round(lab_settings: Settings) -> None:
+    """Without p1-p2 the only way round crosses the 2,500 Mbps p1-p3 and p2-p4 links."""
+    avoid = [*DEGRADED, "p1-p2"]
+    async with lab_path(lab_settings) as (path, _):
+        corridor = await _path(path, avoid_links=avoid, min_bandwidth_mbps=4100, carrying=CORRIDOR)
+        medium = await _path(path, avoid_links=avoid, min_bandwidth_mbps=1500, carrying=CORRIDOR)
+        small = await _path(path, avoid_links=avoid, min_bandwidth_mbps=500, carrying=CORRIDOR)
+    assert corridor["found"] is False
+    assert "at least 4100 Mbps of headroom (reservable 80 % of capacity)" in corridor["reason"]
+    # p1-p3 has 2,000 reservable; p2-p4 has 2,000 less the datacenter and campus services' 1,400
+    assert "pe1 → p1 → p3 → p4 → p2 → pe4 would do" in corridor["reason"]
+    assert "600 Mbps of headroom on p2-p4" in corridor["reason"]
+    assert medium["found"] is False  # the capacity would do, the headroom does not
+    assert small["path"] == ["pe1", "p1", "p3", "p4", "p2", "pe4"]
+    assert small["min_headroom_mbps"] == 600
+
+
+async def test_the_corridor_fits_the_protection_corridor(lab_settings: Settings) -> None:
+    async with lab_path(lab_settings) as (path, _):
+        result = await _path(path, avoid_links=DEGRADED, min_bandwidth_mbps=4100, carrying=CORRIDOR)
+    assert result["path"] == AROUND
+    assert result["min_headroom_mbps"] == 6600  # p2-pe4 carries datacenter and campus: 1,400
+
+
+async def test_steered_load_counts_unless_the_path_carries_it(lab_settings: Settings) -> None:
+    """A re-route of a live tunnel: its services are on the policy and move with it."""
+    async with lab_path(lab_settings) as (path, cnc):
+        await cnc.create_sr_policy(
+            head_end="pe1",
+            end_point="pe4",
+            color=100,
+            path_name="protect",
+            binding_sid=24001,
+            hops=[{"step": i, "hop": {"node-id": n}} for i, n in enumerate(AROUND[1:], 1)],
+            description="INC-1",
+            te_type="sr-mpls",
+        )
+
+        async def steer(pct: int) -> None:
+            await cnc.steer(
+                head_end="pe1", end_point="pe4", color=100, services=CORRIDOR, protection_pct=pct
+            )
+
+        await steer(100)
+        moving = await _path(path, avoid_links=DEGRADED, min_bandwidth_mbps=4100, carrying=CORRIDOR)
+        staying = await _path(path, avoid_links=DEGRADED, min_bandwidth_mbps=4100)
+        off_p2_pe4 = [*DEGRADED, "p2-pe4"]
+        rerouted = await _path(
+            path, avoid_links=off_p2_pe4, min_bandwidth_mbps=4100, carrying=CORRIDOR
+        )
+        await steer(50)
+        services = {s.vpn_id: s for s in await cnc.services()}
+        half = await _path(path, avoid_links=DEGRADED, min_bandwidth_mbps=1000)
+    assert moving["path"] == AROUND and moving["min_headroom_mbps"] == 6600
+    assert staying["found"] is False  # pe1-p1 and p1-p2 have 8,000 - 4,100 = 3,900 left
+    assert "2500 Mbps of headroom on p2-pe4" in staying["reason"]  # and its own 1,400 on it
+    assert rerouted["path"] == ["pe1", "p1", "p2", "pe3", "pe4"]
+    assert rerouted["min_headroom_mbps"] == 7100  # pe3-pe4 keeps the metro services' 900
+    steering = services["vpn-001"].steering
+    assert steering is not None and (steering.color, steering.weight) == (100, 50)
+    assert services["vpn-016"].steering is None
+    assert half["path"] == AROUND
+    assert half["min_headroom_mbps"] == 8000 - 1400 - 2050  # p2-pe4: its own + half the corridor
