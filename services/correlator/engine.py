@@ -541,11 +541,23 @@ class Correlator:
 
         # Firing.
         if link is not None and flap is not None and flap.suppressed:
-            inc = self._open_for(link, None)
+            # A flapping link still belongs with its neighbours: two related links flapping
+            # together are one dampened incident, not two that would each build a tunnel.
+            inc = self._open_for(link, None) or self._find_related(link, None, topo, now)[0]
             if inc is None:
                 inc = self._new_incident([link], [], alert.severity, now, ws, proactive)
-            self._join(inc, link, None, brief, now, ws, topo)
+            added = self._join(inc, link, None, brief, now, ws, topo)
             entry.incident_id = inc.id
+            if added and inc.status == "open":
+                self._signal(
+                    ws,
+                    inc,
+                    "links_added",
+                    added,
+                    key=f"signal:{inc.id}:links_added:{alert_id}",
+                    now=now,
+                    details={"reason": f"flapping link {link} related"},
+                )
             self._dampen(inc, link, now, ws)
             return (
                 "dampened",

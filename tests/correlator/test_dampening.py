@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from tests.correlator.conftest import AUTH
 from tests.correlator.payloads import skylight
 
 
@@ -91,3 +92,33 @@ def test_penalty_math_follows_rfc2439() -> None:
     assert not s.reusable(t0 + timedelta(seconds=900), p)
     later = t0 + timedelta(seconds=900 * 1.5)
     assert s.reusable(later, p)
+
+
+async def test_related_links_flapping_again_share_one_dampened_incident(harness: Any) -> None:
+    """After their incident closed, two links with a common node flap on: one incident."""
+    async with harness() as h:
+        first = await _pca(h, "pe1-pe2")
+        await _pca(h, "pe2-pe3")
+        await h.elapse(3.1)
+        await h.delivered("orchestrator", "start_incident")
+        h.clock.advance(1)
+        await _pca(h, "pe1-pe2", "cleared")
+        await _pca(h, "pe2-pe3", "cleared")
+        closed = {
+            "incident_id": first["incident_id"],
+            "resolution": "escalated",
+            "degraded_links": ["pe1-pe2", "pe2-pe3"],
+        }
+        r = await h.client.post(
+            "/a2a/tasks", json={"task_type": "incident_closed", "payload": closed}, headers=AUTH
+        )
+        assert r.json()["result"]["closed"] is True
+        h.clock.advance(1)
+        again = [await _pca(h, "pe1-pe2"), await _pca(h, "pe2-pe3")]
+        assert [a["disposition"] for a in again] == ["dampened", "dampened"]
+        assert again[0]["incident_id"] != first["incident_id"]
+        assert again[1]["incident_id"] == again[0]["incident_id"]
+        await h.elapse(3.1)
+        (_, start) = await h.delivered("orchestrator", "start_incident", 2)
+        assert sorted(start["degraded_links"]) == ["pe1-pe2", "pe2-pe3"]
+        assert start["dampened_until"]
