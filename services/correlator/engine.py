@@ -546,18 +546,8 @@ class Correlator:
             inc = self._open_for(link, None) or self._find_related(link, None, topo, now)[0]
             if inc is None:
                 inc = self._new_incident([link], [], alert.severity, now, ws, proactive)
-            added = self._join(inc, link, None, brief, now, ws, topo)
+            self._attach(inc, link, None, brief, alert_id, f"flapping {link}", now, ws, topo)
             entry.incident_id = inc.id
-            if added and inc.status == "open":
-                self._signal(
-                    ws,
-                    inc,
-                    "links_added",
-                    added,
-                    key=f"signal:{inc.id}:links_added:{alert_id}",
-                    now=now,
-                    details={"reason": f"flapping link {link} related"},
-                )
             self._dampen(inc, link, now, ws)
             return (
                 "dampened",
@@ -583,18 +573,8 @@ class Correlator:
 
         inc, why = self._find_related(link, alert.node, topo, now)
         if inc is not None:
-            added = self._join(inc, link, alert.node, brief, now, ws, topo)
+            self._attach(inc, link, alert.node, brief, alert_id, why, now, ws, topo)
             entry.incident_id = inc.id
-            if added and inc.status == "open":
-                self._signal(
-                    ws,
-                    inc,
-                    "links_added",
-                    added,
-                    key=f"signal:{inc.id}:links_added:{alert_id}",
-                    now=now,
-                    details={"reason": why},
-                )
             return "correlated", inc.id, why
 
         links = [link] if link else topo.links_of_node(alert.node or "")
@@ -606,6 +586,31 @@ class Correlator:
         inc.alerts.append(brief)
         entry.incident_id = inc.id
         return "new_incident", inc.id, "opened; emitted after the group wait"
+
+    def _attach(
+        self,
+        inc: Incident,
+        link: str | None,
+        node: str | None,
+        brief: AlertBrief,
+        alert_id: str,
+        why: str,
+        now: datetime,
+        ws: store.WriteSet,
+        topo: TopologyView,
+    ) -> None:
+        """Join the alert to ``inc``; an incident already handed over hears of its new links."""
+        added = self._join(inc, link, node, brief, now, ws, topo)
+        if added and inc.status == "open":
+            self._signal(
+                ws,
+                inc,
+                "links_added",
+                added,
+                key=f"signal:{inc.id}:links_added:{alert_id}",
+                now=now,
+                details={"reason": why},
+            )
 
     def _open_for(self, link: str | None, node: str | None) -> Incident | None:
         inc_id = self.link_index.get(link) if link else None
