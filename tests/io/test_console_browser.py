@@ -26,6 +26,7 @@ from shared.settings import Settings
 from tests.io.fakes import (
     INCIDENT,
     MESH_TOKEN,
+    TUNNEL_PATH,
     approval,
     closed,
     network_app,
@@ -222,6 +223,22 @@ async def test_live_ticket_topology_approval_and_close(browser: Browser, mesh: M
     await page.click("text=Degrade")
     await expect(page.locator("#lab-log")).to_contain_text("degrade pe1-pe2")
     await expect(page.locator("#lab-log")).to_contain_text("applied")
+
+    # a tunnel re-routed in place: the map follows its newest path, not the first one
+    other, tunnel = "INC-2026-0002", "sr-policy-pe1-pe3-protect-002"
+    moved = ["pe1", "pe2", "p1", "pe4", "p2", "pe3"]
+    for update in (
+        status(other, "provisioning", "4", "Tunnel up", tunnel_id=tunnel, path=TUNNEL_PATH),
+        status(other, "monitoring", "6", "Re-routed", tunnel_id=tunnel, path=moved, reroute=1),
+        status(other, "restoring", "7", "Cutover 75/25", tunnel_id=tunnel, step=1),
+    ):
+        await mesh.task(update)
+    await page.goto(f"{mesh.io_url}/#/ticket/{other}")
+    await expect(page.locator("#topology line.link.protection")).to_have_count(5)
+    await expect(page.locator('#topology line[data-link="pe2-p1"]')).to_have_class(
+        "link protection"
+    )
+    await expect(page.locator(".why")).to_contain_text("Re-routes")
 
 
 @pytest.mark.parametrize("mesh", [False], indirect=True)

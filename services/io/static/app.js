@@ -382,7 +382,9 @@ function drawTopology(ticket) {
   }
   const events = ticket.events || [];
   const degraded = new Set((ticket.degraded_links || []).map(linkKey));
-  const tunnel = lastDetails(events, (e) => e.task_type === "status_update" && (e.payload.phase === "4" || (e.payload.details || {}).tunnel_id));
+  // the tunnel's newest path: provisioning, or a re-route; later updates that only name it
+  // (steering, cutover) do not move it
+  const tunnel = lastDetails(events, (e) => e.task_type === "status_update" && (e.payload.details || {}).tunnel_id && Array.isArray((e.payload.details || {}).path));
   const computed = lastDetails(events, (e) => e.task_type === "status_update" && e.payload.phase === "3");
   const pathEdges = (nodes) => {
     const out = new Set();
@@ -453,8 +455,10 @@ function whyPanel(ticket) {
   const su = (test) => events.filter((e) => e.task_type === "status_update" && test(e.payload));
   add("Impact", su((p) => p.phase === "2").map((e) => item(e, e.payload.details)));
   add("Path chosen", su((p) => p.phase === "3" || p.status === "computing").map((e) => item(e, e.payload.details)));
+  const rerouted = (p) => Boolean((p.details || {}).reroute || (p.details || {}).tunnel_degraded);
   add("Protection tunnel", su((p) => p.phase === "4" || p.status === "provisioning" || p.status === "steering").map((e) => item(e, e.payload.details)));
-  add("Recovery checks", su((p) => ["monitoring", "restoring", "dampening"].includes(p.status) || ["6", "7"].includes(p.phase)).map((e) => item(e, e.payload.details)));
+  add("Re-routes", su(rerouted).map((e) => item(e, e.payload.details)));
+  add("Recovery checks", su((p) => !rerouted(p) && (["monitoring", "restoring", "dampening"].includes(p.status) || ["6", "7"].includes(p.phase))).map((e) => item(e, e.payload.details)));
   add("Escalation", su((p) => p.status === "escalated").map((e) => item(e, e.payload.details)));
   add("Approvals", (ticket.approvals || []).map((a) => h("div", {}, `${a.action}: `, st(a.status),
     a.decided_by ? ` by ${a.decided_by}` : "", a.notes ? ` — “${a.notes}”` : "")));
