@@ -24,7 +24,7 @@ from shared.agent import AgentSpec, TaskContext
 from shared.logs import get_logger
 from shared.models import ComputePath, GetTopology, KPathsResult, KShortestPaths, PathResult
 from shared.settings import Settings
-from shared.southbound import CncClient, southbound_clients
+from shared.southbound import CncClient, SrPolicy, VpnService, southbound_clients
 
 log = get_logger(__name__)
 
@@ -38,7 +38,9 @@ class GraphCache:
         self._graph: KnowledgeGraph | None = None
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
+        self._load: asyncio.Future[tuple[list[VpnService], list[SrPolicy]]] | None = None
         self.builds = 0
+        self.load_reads = 0
 
     async def get(self, *, refresh: bool = False) -> KnowledgeGraph:
         async with self._lock:
@@ -57,6 +59,26 @@ class GraphCache:
                 )
             return self._graph
 
+    async def load(self) -> tuple[list[VpnService], list[SrPolicy]]:
+        """Services and SR policies as CNC has them now, for bandwidth accounting.
+
+        Never cached: steering changes all the time. Requests that arrive while a read is
+        under way share it (a burst of incidents reads once), so what they see is at most one
+        read old.
+        """
+        if self._load is None:
+            self.load_reads += 1
+            self._load = asyncio.ensure_future(
+                asyncio.gather(self.cnc.services(), self.cnc.sr_policies())
+            )
+            self._load.add_done_callback(self._loaded)
+        services, policies = await asyncio.shield(self._load)
+        return services, policies
+
+    def _loaded(self, done: asyncio.Future[Any]) -> None:
+        if self._load is done:
+            self._load = None
+
 
 async def _graph_for(request: ComputePath, ctx: TaskContext) -> KnowledgeGraph:
     """The cached graph, with every link's current load when the request asks for bandwidth."""
@@ -65,7 +87,7 @@ async def _graph_for(request: ComputePath, ctx: TaskContext) -> KnowledgeGraph:
     if request.min_bandwidth_mbps is None:
         return graph
     settings: PathSettings = ctx.state.path_settings
-    services, policies = await asyncio.gather(cache.cnc.services(), cache.cnc.sr_policies())
+    services, policies = await cache.load()
     return graph.reserve(
         services,
         policies,

@@ -6,6 +6,7 @@ services (4,100 Mbps) need a way round pe1-pe2 and pe2-pe3.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -240,3 +241,18 @@ async def test_steered_load_counts_unless_the_path_carries_it(lab_settings: Sett
     assert services["vpn-016"].steering is None
     assert half["path"] == AROUND
     assert half["min_headroom_mbps"] == 8000 - 1400 - 2050  # p2-pe4: its own + half the corridor
+
+
+async def test_a_burst_of_requests_shares_one_read_of_the_load(lab_settings: Settings) -> None:
+    lab = lab_app(lab_settings, LabSettings(push_alerts=False))
+    app = path_app(lab_settings, southbound_transport=httpx.ASGITransport(app=lab))
+    ask = {"avoid_links": DEGRADED, "min_bandwidth_mbps": 4100, "carrying": CORRIDOR}
+    async with running(lab), running(app) as path:
+        results = await asyncio.gather(*(_path(path, **ask) for _ in range(5)))
+        cache = app.state.graph
+        assert 1 <= cache.load_reads < 5
+        assert all(r["path"] == AROUND for r in results)
+        # the next request reads again: the load is never kept beyond a read in flight
+        before = cache.load_reads
+        await _path(path, **ask)
+        assert cache.load_reads == before + 1
