@@ -146,6 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--counts", default="1,10,100")
     parser.add_argument("--time-scale", default="0.02")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="CXM_NAME=VALUE",
+        help="extra setting for every process, e.g. CXM_RESERVE_BANDWIDTH=false (repeatable)",
+    )
     args = parser.parse_args(argv)
     counts = [int(c) for c in args.counts.split(",")]
     topo = build_topology(args.topology)
@@ -160,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "CXM_LAB_TOPOLOGY": args.topology,
         "CXM_TIME_SCALE": args.time_scale,
         "CXM_LOG_LEVEL": "WARNING",
+        **dict(item.split("=", 1) for item in args.env),
     }
     results = []
     with (
@@ -180,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                 "links": len(topo.links),
                 "services": len(topo.services),
                 "time_scale": float(args.time_scale),
+                "env": dict(item.split("=", 1) for item in args.env),
                 "results": results,
             },
             indent=2,
