@@ -699,7 +699,7 @@ def _steered_ids(state: IncidentState) -> list[str]:
 async def steer(state: IncidentState, config: RunnableConfig) -> dict[str, Any]:
     fx = Effects(state, config)
     tunnel = state.get("tunnel") or {}
-    if _crossed(state.get("path"), state["degraded_links"]):
+    if _crossed(state.get("path"), _avoid(state)):
         return fx.done(next="reroute")  # never steer traffic onto a path that degraded
     ids = (state.get("impact") or {}).get("service_ids", [])
     try:

@@ -196,10 +196,16 @@ async def test_live_ticket_topology_approval_and_close(browser: Browser, mesh: M
     await expect(card).to_contain_text("steer_traffic")
     await expect(page.locator(".approval")).to_have_count(2)
     await card.locator('input[name="notes"]').fill("Protection path checked, go ahead")
+    # a new approval arrives while the operator types: the list re-renders, the note stays
+    await mesh.task(approval("INC-2026-0002", "APR-0008", action="cutover"))
+    await expect(page.locator(".approval")).to_have_count(3)
+    await expect(card.locator('input[name="notes"]')).to_have_value(
+        "Protection path checked, go ahead"
+    )
     await page.screenshot(path=str(SHOTS / "approvals.png"), full_page=True)
     await card.locator("button.approve").click()
     await expect(page.locator("#toast")).to_contain_text("Approved")
-    await expect(page.locator(".approval")).to_have_count(1)
+    await expect(page.locator(".approval")).to_have_count(2)
     await page.click("text=All")
     decided = page.locator('.approval[data-approval="APR-0001"] .decided-by')
     await expect(decided).to_have_text("local-operator")

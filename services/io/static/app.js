@@ -33,6 +33,7 @@ const state = {
   streamAbort: null,
   users: [],
   issued: null,
+  drafts: new Map(),
 };
 
 // --- small helpers ---------------------------------------------------------------------------
@@ -50,6 +51,30 @@ function h(tag, attrs, ...children) {
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
   return el;
+}
+
+// What an operator types or ticks survives the live re-renders (an approval arriving, one
+// decided elsewhere): the value lives in state.drafts under a key, not only in the element.
+function draftInput(key, attrs) {
+  const el = h("input", { ...attrs, "data-draft": key });
+  if (el.type === "checkbox") {
+    el.checked = state.drafts.get(key) === true;
+    el.addEventListener("change", () => state.drafts.set(key, el.checked));
+  } else {
+    el.value = state.drafts.get(key) || "";
+    el.addEventListener("input", () => state.drafts.set(key, el.value));
+  }
+  return el;
+}
+
+function replaceKeepingFocus(container, ...children) {
+  const key = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.draft : null;
+  container.replaceChildren(...children);
+  const again = key ? [...container.querySelectorAll("[data-draft]")].find((el) => el.dataset.draft === key) : null;
+  if (again) {
+    again.focus();
+    if (again.type !== "checkbox") again.setSelectionRange(again.value.length, again.value.length);
+  }
 }
 
 function svg(tag, attrs, ...children) {
@@ -577,6 +602,7 @@ async function decide(a, decision, notes, card) {
   try {
     const row = await api(`/api/v1/approvals/${encodeURIComponent(a.approval_id)}/${decision}`, { method: "POST", body: { notes } });
     state.approvals.set(row.approval_id, row);
+    for (const what of ["notes", "delegate", "pick"]) state.drafts.delete(`${what}:${a.approval_id}`);
     toast(`${decision === "approve" ? "Approved" : "Rejected"}: ${a.action} (${a.incident_id})`);
   } catch (err) {
     toast(err.status === 409 ? `Not pending any more: ${err.message}` : err.status === 503 ? `Still pending — ${err.message}` : err.message, true);
@@ -588,13 +614,13 @@ async function decide(a, decision, notes, card) {
 function approvalCard(a) {
   const pending = a.status === "pending";
   const card = h("div", { class: `card approval${pending ? "" : " decided"}`, "data-approval": a.approval_id });
-  const notes = h("input", { name: "notes", placeholder: "Notes (why)", "aria-label": "notes" });
-  const delegateTo = h("input", { name: "delegate", placeholder: "username", size: 12, "aria-label": "delegate to" });
+  const notes = draftInput(`notes:${a.approval_id}`, { name: "notes", placeholder: "Notes (why)", "aria-label": "notes" });
+  const delegateTo = draftInput(`delegate:${a.approval_id}`, { name: "delegate", placeholder: "username", size: 12, "aria-label": "delegate to" });
   const expires = Date.parse(a.expires_at) - Date.now();
   const ticket = state.tickets.get(a.incident_id);
   const parts = [
     h("div", { class: "row" },
-      pending && canDecide() ? h("input", { type: "checkbox", class: "pick", "aria-label": "select", value: a.approval_id }) : null,
+      pending && canDecide() ? draftInput(`pick:${a.approval_id}`, { type: "checkbox", class: "pick", "aria-label": "select", value: a.approval_id }) : null,
       h("b", {}, a.action), st(a.status),
       h("a", { href: `#/ticket/${encodeURIComponent(a.incident_id)}` }, a.incident_id),
       h("span", { class: "muted" }, `requested ${age(a.requested_at)} ago by ${a.source_agent || "orchestrator"}`),
@@ -619,6 +645,7 @@ function approvalCard(a) {
           try {
             const row = await api(`/api/v1/approvals/${encodeURIComponent(a.approval_id)}/delegate`, { method: "POST", body: { to: delegateTo.value.trim() } });
             state.approvals.set(row.approval_id, row);
+            state.drafts.delete(`delegate:${a.approval_id}`);
             toast(`Delegated to ${row.delegated_to}`);
             renderApprovals();
           } catch (err) { toast(err.message, true); }
@@ -636,7 +663,7 @@ function renderApprovals() {
   const list = [...state.approvals.values()]
     .filter((a) => state.approvalFilter === "all" || a.status === "pending")
     .sort((a, b) => Date.parse(b.requested_at) - Date.parse(a.requested_at));
-  const batchNotes = h("input", { placeholder: "Notes for the batch", "aria-label": "batch notes" });
+  const batchNotes = draftInput("batch-notes", { placeholder: "Notes for the batch", "aria-label": "batch notes" });
   const tabs = h("div", { class: "row" },
     ["pending", "all"].map((f) => h("button", {
       class: state.approvalFilter === f ? "primary" : "",
@@ -651,13 +678,15 @@ function renderApprovals() {
           if (!ids.length) { toast("Tick the approvals to approve together.", true); return; }
           try {
             const out = await api("/api/v1/approvals/batch", { method: "POST", body: { ids, notes: batchNotes.value } });
+            for (const id of ids) state.drafts.delete(`pick:${id}`);
+            state.drafts.delete("batch-notes");
             toast(`Batch: ${out.decided} approved, ${out.failed} failed`, out.failed > 0);
           } catch (err) { toast(err.message, true); }
           await loadApprovals();
           renderApprovals();
         },
       }, "Approve selected")] : null);
-  document.getElementById("view").replaceChildren(
+  replaceKeepingFocus(document.getElementById("view"),
     h("div", { class: "card" }, h("h2", {}, "Approvals"), tabs),
     list.length ? h("div", { id: "approvals" }, list.map(approvalCard))
       : h("div", { class: "empty" }, state.approvalFilter === "pending" ? "Nothing waits for a decision." : "No approvals yet."),
