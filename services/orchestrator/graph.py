@@ -1151,19 +1151,27 @@ async def _cleanup(fx: Effects, state: IncidentState) -> None:
     )
 
 
+async def _remove_tunnel(fx: Effects, state: IncidentState) -> bool:
+    """Best-effort removal on the way out: a failure is reported, never blocks the close."""
+    tunnel = state.get("tunnel") or {}
+    try:
+        await _cleanup(fx, state)
+    except MeshError as exc:
+        await fx.error(
+            failure_code(exc, "cleanup_failed"),
+            f"Tunnel {tunnel.get('tunnel_id')} could not be removed: {exc}",
+            {"tunnel_id": tunnel.get("tunnel_id")},
+        )
+        return False
+    return True
+
+
 async def close(state: IncidentState, config: RunnableConfig) -> dict[str, Any]:
     fx = Effects(state, config)
     reason = state.get("close_reason") or "sla_recovered"
     tunnel = state.get("tunnel") or {}
     if tunnel and not state.get("cleaned") and reason == "operator_resolved":
-        try:
-            await _cleanup(fx, state)
-        except MeshError as exc:
-            await fx.error(
-                failure_code(exc, "cleanup_failed"),
-                f"Tunnel {tunnel.get('tunnel_id')} could not be removed: {exc}",
-                {"tunnel_id": tunnel.get("tunnel_id")},
-            )
+        await _remove_tunnel(fx, state)
     nodes = merge_unique(state.get("nodes_executed"), ["close"])
     impact = state.get("impact") or {}
     duration = (utcnow() - parse(state["created_at"])).total_seconds()
@@ -1221,6 +1229,14 @@ async def escalate(state: IncidentState, config: RunnableConfig) -> dict[str, An
         "tunnel_id": (state.get("tunnel") or {}).get("tunnel_id"),
         **(esc.get("details") or {}),
     }
+    if state.get("tunnel") and not state.get("cleaned"):
+        if state.get("steered"):
+            # It carries the protected traffic: taking it away is the operator's call.
+            details["tunnel"] = "left up: it carries the protected services"
+        else:
+            # Built but never used (steering failed or was rejected): nothing to leave behind.
+            removed = await _remove_tunnel(fx, state)
+            details["tunnel"] = "removed: never carried traffic" if removed else "removal failed"
     await fx.status("escalated", state.get("phase") or "0", esc["message"], details)
     if esc.get("error_code"):
         await fx.error(esc["error_code"], esc["message"], details)

@@ -222,3 +222,30 @@ async def test_an_approval_decided_the_moment_it_is_requested_is_taken(
         closed = await orch.closed(INC)
     assert closed["resolution"] == "resolved"
     assert net.tunnels_created == 1
+
+
+async def test_rejected_steer_removes_the_unused_tunnel(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    async with orchestrator(approval_required_for="steer") as orch:
+        await orch.start(INC)
+        steer = await pending(orch, INC, "steer")
+        await decide(orch, steer, "reject", decided_by="carol", notes="wrong window")
+        closed = await orch.closed(INC)
+    assert closed["resolution"] == "escalated"
+    assert closed["details"]["tunnel"] == "removed: never carried traffic"
+    [cleanup] = [r.payload for r in net.to("restore", INC) if r.task_type == "cleanup"]
+    assert cleanup["tunnel_id"] == closed["details"]["tunnel_id"]
+    assert not [r for r in net.to("tunnel", INC) if r.task_type == "steer_traffic"]
+
+
+async def test_escalation_after_steering_leaves_the_tunnel_carrying_traffic(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    net.sla_default = False
+    async with orchestrator(monitor_timeout_s=1) as orch:
+        await orch.start(INC)
+        closed = await orch.closed(INC)
+    assert closed["details"]["close_reason"] == "sla_not_recovered"
+    assert closed["details"]["tunnel"] == "left up: it carries the protected services"
+    assert not [r for r in net.to("restore", INC) if r.task_type == "cleanup"]
