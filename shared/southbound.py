@@ -123,6 +123,14 @@ class LinkMetrics(BaseModel):
     timestamp: str
     model_config = {"populate_by_name": True}
 
+    def within(self, limits: Thresholds) -> bool:
+        """Below every threshold: reaching one is already a violation (as restore judges it)."""
+        return (
+            self.delay_ms < limits.delay_ms
+            and self.jitter_ms < limits.jitter_ms
+            and self.loss_pct < limits.loss_pct
+        )
+
 
 class Thresholds(BaseModel):
     """SLA thresholds from the PCA alert policy: above any of these the link is degraded."""

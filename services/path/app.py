@@ -24,7 +24,7 @@ from shared.agent import AgentSpec, TaskContext
 from shared.logs import get_logger
 from shared.models import ComputePath, GetTopology, KPathsResult, KShortestPaths, PathResult
 from shared.settings import Settings
-from shared.southbound import CncClient, SrPolicy, VpnService, southbound_clients
+from shared.southbound import CncClient, PcaClient, SrPolicy, VpnService, southbound_clients
 
 log = get_logger(__name__)
 
@@ -32,15 +32,18 @@ log = get_logger(__name__)
 class GraphCache:
     """The knowledge graph, refreshed from CNC at most once per TTL and rebuilt on change."""
 
-    def __init__(self, cnc: CncClient, ttl_s: float):
+    def __init__(self, cnc: CncClient, pca: PcaClient, ttl_s: float):
         self.cnc = cnc
+        self.pca = pca
         self.ttl_s = ttl_s
         self._graph: KnowledgeGraph | None = None
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
         self._load: asyncio.Future[tuple[list[VpnService], list[SrPolicy]]] | None = None
+        self._sla: asyncio.Future[list[str]] | None = None
         self.builds = 0
         self.load_reads = 0
+        self.sla_reads = 0
 
     async def get(self, *, refresh: bool = False) -> KnowledgeGraph:
         async with self._lock:
@@ -79,14 +82,38 @@ class GraphCache:
         if self._load is done:
             self._load = None
 
+    async def out_of_sla(self, links: list[str]) -> list[str]:
+        """Links PCA measures beyond a threshold now: a protection path must not use them,
+        whichever incident they belong to (concurrent incidents each avoid only their own).
+
+        Read like the load: never kept, one read shared by the requests that wait for it.
+        """
+        if self._sla is None:
+            self.sla_reads += 1
+            self._sla = asyncio.ensure_future(self._read_sla(links))
+            self._sla.add_done_callback(self._sla_read)
+        bad: list[str] = await asyncio.shield(self._sla)
+        return bad
+
+    async def _read_sla(self, links: list[str]) -> list[str]:
+        metrics, limits = await asyncio.gather(self.pca.link_metrics(links), self.pca.thresholds())
+        return [name for name, m in metrics.items() if not m.within(limits)]
+
+    def _sla_read(self, done: asyncio.Future[Any]) -> None:
+        if self._sla is done:
+            self._sla = None
+
 
 async def _graph_for(request: ComputePath, ctx: TaskContext) -> KnowledgeGraph:
-    """The cached graph, with every link's current load when the request asks for bandwidth."""
+    """The cached graph, without the links out of SLA now, and with every link's current load
+    when the request asks for bandwidth."""
     cache: GraphCache = ctx.state.graph
+    settings: PathSettings = ctx.state.path_settings
     graph = await cache.get()
+    if settings.avoid_out_of_sla:
+        graph = graph.degraded(await cache.out_of_sla(list(graph.links)))
     if request.min_bandwidth_mbps is None:
         return graph
-    settings: PathSettings = ctx.state.path_settings
     services, policies = await cache.load()
     return graph.reserve(
         services,
@@ -102,7 +129,9 @@ async def _southbound(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     path_settings: PathSettings = app.state.path_settings
     async with southbound_clients(app):
-        app.state.graph = GraphCache(app.state.cnc, settings.scaled(path_settings.topology_ttl_s))
+        app.state.graph = GraphCache(
+            app.state.cnc, app.state.pca, settings.scaled(path_settings.topology_ttl_s)
+        )
         yield
 
 

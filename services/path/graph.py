@@ -45,6 +45,8 @@ class KnowledgeGraph:
     """What the services use of each link (by ``link_key``); empty until ``reserve``."""
     reservable_share: float = 1.0
     """The share of a link's capacity paths may reserve; without ``reserve``, all of it."""
+    out_of_sla: frozenset[str] = frozenset()
+    """Links (by ``link_key``) that PCA measures beyond a threshold now: no path uses them."""
 
     @classmethod
     def build(cls, topology: Topology) -> KnowledgeGraph:
@@ -101,6 +103,10 @@ class KnowledgeGraph:
             for name in service.path:
                 load[link_key(name)] += service.bandwidth_mbps * (1 - share)
         return dataclasses.replace(self, load_mbps=dict(load), reservable_share=reservable_share)
+
+    def degraded(self, links: Iterable[str]) -> KnowledgeGraph:
+        """This graph (not copied) with ``links`` out of bounds: up, but out of SLA."""
+        return dataclasses.replace(self, out_of_sla=frozenset(link_key(n) for n in links))
 
     def headroom(self, link: Link) -> float:
         """Mbps a new path may still reserve on ``link``."""
@@ -193,7 +199,7 @@ class KnowledgeGraph:
         min_bw = request.min_bandwidth_mbps
 
         def eligible(link: Link) -> bool:
-            if link.oper_status.lower() != "up":
+            if link.oper_status.lower() != "up" or link_key(link.link_id) in self.out_of_sla:
                 return False
             if link_key(link.link_id) in avoided or _pair_key(link) in avoided:
                 return False
@@ -263,6 +269,8 @@ class KnowledgeGraph:
             parts.append(f"avoiding nodes {', '.join(request.avoid_nodes)}")
         if request.srlg_disjoint:
             parts.append("SRLG-disjoint from them")
+        if self.out_of_sla:
+            parts.append(f"nor over the {len(self.out_of_sla)} link(s) PCA measures out of SLA")
         if request.min_bandwidth_mbps is not None:
             parts.append(
                 f"with at least {request.min_bandwidth_mbps:g} Mbps of headroom "

@@ -14,6 +14,10 @@ class PathSettings(BaseSettings):
         gt=0,
         description="seconds the knowledge graph is trusted before CNC is asked again (scaled)",
     )
+    avoid_out_of_sla: bool = Field(
+        default=True,
+        description="leave out every link PCA measures out of SLA now, not only the request's",
+    )
     reservable_share: float = Field(
         default=0.8,
         gt=0,
