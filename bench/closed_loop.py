@@ -93,6 +93,7 @@ def run_round(m: Mesh, links: list[str], io_token: str, timeout_s: float) -> dic
                 ).raise_for_status()
         latencies: dict[str, float] = {}
         not_steered: dict[str, str] = {}
+        incidents: dict[str, str] = {}
         pending = set(links)
         while pending and time.monotonic() - started < timeout_s:
             for link in sorted(pending):
@@ -105,6 +106,7 @@ def run_round(m: Mesh, links: list[str], io_token: str, timeout_s: float) -> dic
                 if not raised:
                     continue
                 first = min(raised, key=lambda a: a["received_at"])
+                incidents[link] = first["incident_id"]
                 ticket = http.get(
                     f"{m.url('io')}/api/v1/tickets/{first['incident_id']}", headers=io_auth
                 )
@@ -123,6 +125,17 @@ def run_round(m: Mesh, links: list[str], io_token: str, timeout_s: float) -> dic
                     not_steered[link] = str(detail.get("message") or detail["status"])[:200]
                     pending.discard(link)
             time.sleep(0.2)
+        # tunnels moved off a link that went bad (seen by the end of the round)
+        rerouted = sum(
+            any(
+                e["task_type"] == "status_update"
+                and "reroute" in (e["payload"].get("details") or {})
+                for e in http.get(
+                    f"{m.url('io')}/api/v1/tickets/{incident}", headers=io_auth
+                ).json()["events"]
+            )
+            for incident in set(incidents.values())
+        )
         for link in links:
             http.post(f"{m.url('lab')}/lab/links/{link}/recover")
     values = sorted(v * 1000 for v in latencies.values())
@@ -130,6 +143,7 @@ def run_round(m: Mesh, links: list[str], io_token: str, timeout_s: float) -> dic
         "incidents": len(links),
         "steered": len(values),
         "not_steered": not_steered,
+        "rerouted": rerouted,
         "timed_out": sorted(pending),
         "p50_ms": round(statistics.median(values), 1) if values else None,
         "p99_ms": round(values[min(len(values) - 1, int(0.99 * len(values)))], 1)
