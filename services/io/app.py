@@ -85,6 +85,7 @@ spec = AgentSpec(
     description="Operator console: tickets, their timelines, approvals, REST for ticketing tools",
     migrations=(*store.MIGRATIONS, *approvals.MIGRATIONS, *auth.MIGRATIONS),
     resources=_resources,
+    outbox=True,
 )
 for _router in (tickets.router, approvals.router, stream.router, auth.router, peers.router):
     spec.include_router(_router)

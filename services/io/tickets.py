@@ -5,11 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, Field
 
 from services.io import approvals, store
-from services.io.auth import ViewerDep
+from services.io.auth import OperatorDep, ViewerDep
 from services.io.topology import TopologyCache
 from shared.agent import EngineDep
+from shared.errors import MeshRejected, MeshUnavailable
+from shared.logs import get_logger
+from shared.models import AuditEvent, DeleteTunnel
+
+log = get_logger(__name__)
 
 router = APIRouter(prefix="/api/v1", tags=["tickets"])
 
@@ -55,3 +61,90 @@ async def topology(request: Request, _user: ViewerDep, refresh: bool = False) ->
     """CNC's topology with a layout, cached; ``available: false`` and why when unreachable."""
     cache: TopologyCache = request.app.state.topology
     return await cache.get(refresh=refresh)
+
+
+class RemoveTunnelBody(BaseModel):
+    notes: str = Field(default="", max_length=2000)
+
+
+def _left_up(ticket: dict[str, Any]) -> str | None:
+    """The tunnel an escalation left carrying traffic, unless it was removed since."""
+    tunnel_id: str | None = None
+    for event in ticket["events"]:
+        details = event["payload"].get("details") or {}
+        if event["task_type"] == "ticket_closed" and str(details.get("tunnel", "")).startswith(
+            "left up"
+        ):
+            tunnel_id = details.get("tunnel_id")
+        elif event["task_type"] == "tunnel_removed":
+            tunnel_id = None
+    return tunnel_id
+
+
+@router.post("/tickets/{incident_id}/tunnel/remove")
+async def remove_tunnel(
+    incident_id: str, request: Request, user: OperatorDep, body: RemoveTunnelBody | None = None
+) -> dict[str, Any]:
+    """Take down the tunnel an escalation left carrying the protected traffic.
+
+    The flow has ended, so this is the operator's call: the tunnel agent moves the traffic back
+    and deletes the policy, the ticket records who did it, and audit hears of it.
+    """
+    app = request.app
+    ticket = await store.get_ticket(app.state.engine, incident_id)
+    if ticket is None:
+        raise HTTPException(404, f"no ticket {incident_id!r}")
+    tunnel_id = _left_up(ticket)
+    if tunnel_id is None:
+        raise HTTPException(
+            409,
+            f"{incident_id} has no tunnel left up (only an escalation after traffic was "
+            "steered leaves one, and it is removed once)",
+        )
+    try:
+        answer = await app.state.mesh.send(
+            "tunnel",
+            "delete_tunnel",
+            DeleteTunnel(incident_id=incident_id, tunnel_id=tunnel_id),
+            incident_id=incident_id,
+            idempotency_key=f"io-remove-tunnel-{incident_id}-{tunnel_id}",
+            timeout=app.state.io_settings.peer_timeout_s,
+        )
+    except MeshUnavailable as exc:
+        raise HTTPException(
+            503, f"the tunnel agent is unreachable; nothing changed ({exc})"
+        ) from None
+    except MeshRejected as exc:
+        raise HTTPException(502, f"the tunnel agent refused to remove {tunnel_id}: {exc}") from None
+    notes = (body or RemoveTunnelBody()).notes
+    payload = {
+        "incident_id": incident_id,
+        "tunnel_id": tunnel_id,
+        "removed_by": user.username,
+        "notes": notes,
+        "already_absent": bool(answer.get("already_absent")),
+    }
+    view, event = await store.record(
+        app.state.engine,
+        incident_id=incident_id,
+        task_type="tunnel_removed",
+        payload=payload,
+        changes={},
+    )
+    app.state.broadcaster.publish("ticket", {"ticket": view, "event": event})
+    await app.state.outbox.put(
+        "audit",
+        "audit_event",
+        AuditEvent(
+            event_type="state_change",
+            incident_id=incident_id,
+            source_agent="io",
+            details={"action": "tunnel_removed", **payload},
+        ),
+        key=f"io-audit-tunnel-removed-{incident_id}-{tunnel_id}",
+        incident_id=incident_id,
+    )
+    log.info(
+        "tunnel removed by operator", incident_id=incident_id, tunnel_id=tunnel_id, by=user.username
+    )
+    return payload

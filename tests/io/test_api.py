@@ -22,6 +22,7 @@ from tests.io.fakes import (
     Orchestrator,
     approval,
     closed,
+    envelope,
     new_ticket,
     seed_phases,
     serve,
@@ -461,3 +462,70 @@ async def test_unknown_incident_notifications_and_repeats(make_io: IoFactory) ->
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CXM_IO_LOOPBACK_TRUST", "false")
     assert IoSettings().loopback_trust is False
+
+
+def _escalated(tunnel: str) -> dict[str, Any]:
+    """ticket_closed for an escalation after steering: the tunnel was left carrying traffic."""
+    return envelope(
+        "ticket_closed",
+        {
+            "incident_id": INCIDENT,
+            "resolution": "escalated",
+            "duration_seconds": 90,
+            "summary": "Incident escalated to an operator: SLA not recovered",
+            "details": {
+                "final_status": "escalated",
+                "close_reason": "sla_not_recovered",
+                "tunnel_id": "sr-policy-pe1-pe4-protect-001",
+                "tunnel": tunnel,
+            },
+            "source_agent": "orchestrator",
+        },
+    )
+
+
+async def test_operator_removes_a_tunnel_an_escalation_left_up(
+    make_io: IoFactory, orchestrator: Orchestrator
+) -> None:
+    async with make_io() as io:
+        await io.task(new_ticket())
+        await io.task(_escalated("left up: it carries the protected services"))
+        url = f"/api/v1/tickets/{INCIDENT}/tunnel/remove"
+        viewer = await io.user("vic", "viewer")
+        assert (await io.http.post(url, headers=viewer)).status_code == 403
+        orchestrator.mode = "down"
+        down = await io.http.post(url)
+        assert down.status_code == 503 and "nothing changed" in down.json()["detail"]
+        orchestrator.mode = "ok"
+        alice = await io.user("alice", "operator")
+        done = await io.http.post(url, json={"notes": "customer moved"}, headers=alice)
+        assert done.status_code == 200, done.text
+        assert done.json()["removed_by"] == "alice"
+        [sent] = [m for m in orchestrator.received if m["task_type"] == "delete_tunnel"]
+        assert sent["payload"] == {
+            "incident_id": INCIDENT,
+            "tunnel_id": "sr-policy-pe1-pe4-protect-001",
+        }
+        events = (await io.http.get(f"/api/v1/tickets/{INCIDENT}")).json()["events"]
+        [removed] = [e["payload"] for e in events if e["task_type"] == "tunnel_removed"]
+        assert removed["notes"] == "customer moved" and removed["removed_by"] == "alice"
+        await io.app.state.outbox.flush()
+        [audited] = [m for m in orchestrator.received if m["task_type"] == "audit_event"]
+        assert audited["payload"]["details"]["action"] == "tunnel_removed"
+        assert audited["payload"]["details"]["removed_by"] == "alice"
+        again = await io.http.post(url, headers=alice)
+        assert again.status_code == 409 and "no tunnel left up" in again.json()["detail"]
+
+
+async def test_no_tunnel_to_remove_is_409_and_changes_nothing(
+    make_io: IoFactory, orchestrator: Orchestrator
+) -> None:
+    async with make_io() as io:
+        await io.task(new_ticket())
+        await io.task(_escalated("removed: never carried traffic"))
+        response = await io.http.post(f"/api/v1/tickets/{INCIDENT}/tunnel/remove")
+        assert response.status_code == 409
+        assert (
+            await io.http.post("/api/v1/tickets/INC-2026-9999/tunnel/remove")
+        ).status_code == 404
+    assert not [m for m in orchestrator.received if m["task_type"] == "delete_tunnel"]

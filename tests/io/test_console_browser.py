@@ -29,6 +29,7 @@ from tests.io.fakes import (
     TUNNEL_PATH,
     approval,
     closed,
+    envelope,
     network_app,
     new_ticket,
     resuming_orchestrator,
@@ -100,6 +101,7 @@ async def mesh(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[
             mesh_retries=0,
             port=io_port,
             orchestrator_url=orchestrator_url,
+            tunnel_url=orchestrator_url,  # the same recording fake: delete_tunnel lands there
             cnc_url=network_url,
             lab_url=network_url,
             audit_url=network_url,
@@ -245,6 +247,34 @@ async def test_live_ticket_topology_approval_and_close(browser: Browser, mesh: M
         "link protection"
     )
     await expect(page.locator(".why")).to_contain_text("Re-routes")
+
+    # escalated with the tunnel still carrying traffic: an operator removes it from the page
+    await mesh.task(
+        envelope(
+            "ticket_closed",
+            {
+                "incident_id": other,
+                "resolution": "escalated",
+                "duration_seconds": 90,
+                "summary": "Incident escalated to an operator: SLA not recovered",
+                "details": {"tunnel_id": tunnel, "tunnel": "left up: it carries the services"},
+                "source_agent": "orchestrator",
+            },
+        )
+    )
+    box = page.locator("#tunnel-left-up")
+    await expect(box).to_contain_text(tunnel)
+    await box.locator('input[name="remove-notes"]').fill("customer moved to the new PE")
+    await box.locator("#remove-tunnel").click()
+    await expect(box.locator("#remove-tunnel")).to_contain_text("Confirm")
+    await box.locator("#remove-tunnel").click()
+    await expect(page.locator("#toast")).to_contain_text("removed")
+    await expect(page.locator('#timeline li[data-task="tunnel_removed"]')).to_contain_text(
+        "local-operator"
+    )
+    await expect(page.locator("#tunnel-left-up")).to_have_count(0)
+    [removed] = [m for m in mesh.received if m["task_type"] == "delete_tunnel"]
+    assert removed["payload"] == {"incident_id": other, "tunnel_id": tunnel}
 
 
 @pytest.mark.parametrize("mesh", [False], indirect=True)

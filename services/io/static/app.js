@@ -502,6 +502,7 @@ function timeline(ticket) {
       : e.task_type === "ticket_closed" ? [st("closed"), ` ${p.resolution} — ${p.summary}`]
       : e.task_type === "error" ? [badge("sev-critical", "error"), ` ${p.error_code}: ${p.message}`]
       : e.task_type === "approval_required" ? [st("waiting_approval"), ` approval needed: ${p.action}`]
+      : e.task_type === "tunnel_removed" ? [`tunnel ${p.tunnel_id} removed by `, h("b", {}, p.removed_by), p.notes ? ` — “${p.notes}”` : ""]
       : [e.task_type];
     const { incident_id, ...rest } = p;
     return h("li", { class: `t-${e.task_type}`, "data-task": e.task_type },
@@ -546,12 +547,54 @@ async function showTicket(id) {
   }
 }
 
+// The tunnel an escalation left carrying the protected traffic, unless removed since.
+function leftUpTunnel(t) {
+  let id = null;
+  for (const e of t.events || []) {
+    const d = (e.payload || {}).details || {};
+    if (e.task_type === "ticket_closed" && String(d.tunnel || "").startsWith("left up")) id = d.tunnel_id || null;
+    else if (e.task_type === "tunnel_removed") id = null;
+  }
+  return id;
+}
+
+function removeTunnelBox(t, tunnelId) {
+  const box = h("div", { class: "notice", id: "tunnel-left-up" },
+    `Tunnel ${tunnelId} was left up carrying the protected services when this incident escalated. `);
+  if (!canDecide()) {
+    box.append(h("span", { class: "muted" }, "An operator can remove it here."));
+    return box;
+  }
+  const notes = draftInput(`remove-notes:${t.incident_id}`, { name: "remove-notes", placeholder: "Notes (why)", "aria-label": "removal notes" });
+  const go = h("button", {
+    class: "reject", id: "remove-tunnel",
+    onclick: async () => {
+      if (go.dataset.armed !== "1") { // one more click: it moves customer traffic
+        go.dataset.armed = "1";
+        go.textContent = `Confirm: move the traffic back and delete ${tunnelId}`;
+        return;
+      }
+      go.disabled = true;
+      try {
+        await api(`/api/v1/tickets/${encodeURIComponent(t.incident_id)}/tunnel/remove`, { method: "POST", body: { notes: notes.value } });
+        state.drafts.delete(`remove-notes:${t.incident_id}`);
+        toast(`Tunnel ${tunnelId} removed`);
+      } catch (err) {
+        toast(err.message, true);
+        go.disabled = false;
+      }
+    },
+  }, "Remove tunnel");
+  box.append(notes, " ", go);
+  return box;
+}
+
 function renderTicket() {
   const t = state.detail;
   if (!t || currentRoute().name !== "ticket") return;
   const auditBox = document.getElementById("audit");
   const pending = (t.approvals || []).filter((a) => a.status === "pending");
-  document.getElementById("view").replaceChildren(
+  replaceKeepingFocus(document.getElementById("view"),
     h("div", { class: "card" },
       h("div", { class: "ticket-head" },
         h("a", { href: "#/" }, "← Tickets"),
@@ -563,7 +606,8 @@ function renderTicket() {
       t.message && t.message !== t.summary ? h("p", { class: "muted" }, t.message) : null,
       h("div", { class: "row" }, h("span", { class: "muted" }, "Degraded links:"), h("span", { class: "mono" }, (t.degraded_links || []).join(", ") || "—"),
         h("span", { class: "muted" }, "Affected services:"), h("b", {}, t.affected_services_count ?? "—")),
-      pending.length ? h("p", {}, h("a", { href: "#/approvals" }, `${pending.length} approval(s) waiting`), " — ", pending.map((a) => a.action).join(", ")) : null),
+      pending.length ? h("p", {}, h("a", { href: "#/approvals" }, `${pending.length} approval(s) waiting`), " — ", pending.map((a) => a.action).join(", ")) : null,
+      leftUpTunnel(t) ? removeTunnelBox(t, leftUpTunnel(t)) : null),
     h("div", { class: "grid" },
       h("div", {},
         h("div", { class: "card" }, h("h3", {}, "Topology"), drawTopology(t)),
