@@ -109,6 +109,8 @@ class FakeNetwork:
     bad_links: set[str] = field(default_factory=set)
     """Links ("a-b", sorted) that check_sla reports out of SLA whatever the script says."""
     protection_links: set[str] = field(default_factory=set)
+    degraded_links: set[str] = field(default_factory=set)
+    """Every link some incident asked a path to avoid: the SLA script speaks for those."""
     _replies: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     # --- what tests read ---------------------------------------------------------------
@@ -204,7 +206,9 @@ class FakeNetwork:
             if not self.path_found:
                 return 200, {"found": False, "reason": "no path avoiding the degraded links"}
             # via pe4, else via pe5: the first whose links avoid every degraded link
-            avoid = {_key(link) for link in p.avoid_links}
+            # like the path agent, which leaves out every link out of SLA, not only these
+            self.degraded_links.update(_key(link) for link in p.avoid_links)
+            avoid = self.degraded_links
             paths = ([p.head_end, via, p.end_point] for via in ("pe4", "pe5"))
             path = next((c for c in paths if not set(_links(c)) & avoid), None)
             if path is None:
@@ -262,13 +266,14 @@ class FakeNetwork:
             ]
             return 200, {"tunnel_id": p.tunnel_id, "traffic_steered": True, "services": carried}
         if task_type == "check_sla":
-            # the script speaks for the incident's links; protection paths stay healthy
-            # unless a test marks one of their links bad
+            # the script speaks for every incident's degraded links; protection paths stay
+            # healthy unless a test marks one of their links bad
             within = self.sla_script.pop(0) if self.sla_script else self.sla_default
             links = {}
             for link in p.links:
                 key = _key(link)
-                ok = key not in self.bad_links and (key in self.protection_links or within)
+                spare = key in self.protection_links and key not in self.degraded_links
+                ok = key not in self.bad_links and (spare or within)
                 links[link] = {"within_sla": ok, "delay_ms": 5.0 if ok else 80.0}
             return 200, {"within_sla": all(v["within_sla"] for v in links.values()), "links": links}
         if task_type == "cutover_step":
@@ -314,7 +319,7 @@ def create_app(net: FakeNetwork | None = None) -> FastAPI:
     @app.post("/control")
     async def control(request: Request) -> dict[str, Any]:
         for name, value in (await request.json()).items():
-            if name in ("down", "bad_links", "protection_links"):
+            if name in ("down", "bad_links", "protection_links", "degraded_links"):
                 value = set(value)
             setattr(network, name, value)
         return {"ok": True}
