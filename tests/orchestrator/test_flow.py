@@ -330,6 +330,10 @@ async def steered_and_monitoring(orch: Orch) -> None:
     await wait_for(lambda: ("6", "monitoring") in orch.net.statuses(INC))
 
 
+async def _has_link(orch: Orch, link: str) -> bool:
+    return link in (await orch.incident(INC))["degraded_links"]
+
+
 async def _final(orch: Orch) -> bool:
     return bool((await orch.incident(INC))["final"])
 
@@ -425,12 +429,14 @@ async def test_link_on_the_tunnel_degrading_reroutes_it_in_place(
 async def test_link_off_the_tunnel_does_not_reroute(
     orchestrator: OrchFactory, net: FakeNetwork
 ) -> None:
-    net.sla_script = [False, False]
+    net.sla_default = False  # degraded until the signal has been taken
     async with orchestrator() as orch:
         await steered_and_monitoring(orch)
         await orch.task(
             "incident_signal", {"incident_id": INC, "signal": "links_added", "links": ["pe3-pe6"]}
         )
+        await wait_for(lambda: _has_link(orch, "pe3-pe6"))
+        net.sla_default = True
         closed = await orch.closed(INC)
     assert net.tunnels_rerouted == 0
     assert "reroute" not in closed["details"]["nodes_executed"]
@@ -460,9 +466,12 @@ async def test_tunnel_link_degrading_during_cutover_is_rerouted_back_in_monitori
     net.cutover_script = [True, False]  # the second step finds the SLA degraded again
     async with orchestrator() as orch:
         await orch.start(INC)
-        await wait_for(lambda: net.to("restore", INC)[2:] and net.to("restore", INC)[2])
+        await wait_for(lambda: [r for r in net.to("restore", INC) if r.task_type == "cutover_step"])
+        net.sla_default = False  # back in monitoring, the SLA stays degraded until re-routed
         signal = {"incident_id": INC, "signal": "links_added", "links": ["pe4-pe3"]}
         await orch.task("incident_signal", signal)
+        await wait_for(lambda: net.tunnels_rerouted)
+        net.sla_default = True
         closed = await orch.closed(INC)
     tunnel_calls = [r.task_type for r in net.to("tunnel", INC)]
     assert tunnel_calls == ["provision_tunnel", "steer_traffic", "reroute_tunnel"]
