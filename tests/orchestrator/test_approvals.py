@@ -17,20 +17,26 @@ INC = "INC-2026-0002"
 
 
 async def pending(orch: Orch, incident_id: str, action: str) -> dict[str, Any]:
-    """The approval_required IO received for ``action``, once the row shows it pending too."""
+    """The approval_required IO received for ``action``, once the run has parked on it.
+
+    The row shows the approval pending before IO hears of it (so an instant decision is taken);
+    its status and action follow when the run reaches the interrupt.
+    """
     request = await wait_for(
         lambda: [
             p for p in orch.net.events(incident_id, "approval_required") if p["action"] == action
         ]
     )
-    await wait_for(lambda: _pending_ids(orch, incident_id))
+    await wait_for(lambda: _parked_on(orch, incident_id, action))
     first: dict[str, Any] = request[-1]
     return first
 
 
-async def _pending_ids(orch: Orch, incident_id: str) -> list[str]:
+async def _parked_on(orch: Orch, incident_id: str, action: str) -> bool:
     incident = await orch.incident(incident_id)
-    return [a["approval_id"] for a in incident["pending_approvals"]]
+    return incident["status"] == "waiting_approval" and any(
+        a["action"] == action for a in incident["pending_approvals"]
+    )
 
 
 async def decide(orch: Orch, approval: dict[str, Any], decision: str, **extra: Any) -> Any:
@@ -180,7 +186,8 @@ async def test_cutover_and_cleanup_can_need_approval(
 
 
 async def _is_pending(orch: Orch, approval_id: str) -> bool:
-    return approval_id in await _pending_ids(orch, INC)
+    incident = await orch.incident(INC)
+    return approval_id in [a["approval_id"] for a in incident["pending_approvals"]]
 
 
 async def test_path_degrading_while_provision_waits_for_approval_is_recomputed(
