@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 from fastapi import FastAPI
@@ -27,6 +27,28 @@ from shared.settings import Settings
 from shared.southbound import CncClient, PcaClient, SrPolicy, VpnService, southbound_clients
 
 log = get_logger(__name__)
+T = TypeVar("T")
+
+
+class SharedRead(Generic[T]):
+    """A read that is never cached, where callers that arrive while one is under way share it
+    (a burst of incidents reads once, and each sees a result at most one read old)."""
+
+    def __init__(self, read: Callable[[], Awaitable[T]]):
+        self._read = read
+        self._inflight: asyncio.Future[T] | None = None
+        self.reads = 0
+
+    async def __call__(self) -> T:
+        if self._inflight is None:
+            self.reads += 1
+            self._inflight = asyncio.ensure_future(self._read())
+            self._inflight.add_done_callback(self._done)
+        return await asyncio.shield(self._inflight)
+
+    def _done(self, finished: asyncio.Future[T]) -> None:
+        if self._inflight is finished:
+            self._inflight = None
 
 
 class GraphCache:
@@ -39,11 +61,21 @@ class GraphCache:
         self._graph: KnowledgeGraph | None = None
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
-        self._load: asyncio.Future[tuple[list[VpnService], list[SrPolicy]]] | None = None
-        self._sla: asyncio.Future[list[str]] | None = None
         self.builds = 0
-        self.load_reads = 0
-        self.sla_reads = 0
+        self.load = SharedRead(self._read_load)
+        """Services and SR policies as CNC has them now, for bandwidth accounting (steering
+        changes all the time, so never kept)."""
+        self.out_of_sla = SharedRead(self._read_sla)
+        """Links PCA measures beyond a threshold now: no protection path may use them, whichever
+        incident they belong to (concurrent incidents each avoid only their own)."""
+
+    @property
+    def load_reads(self) -> int:
+        return self.load.reads
+
+    @property
+    def sla_reads(self) -> int:
+        return self.out_of_sla.reads
 
     async def get(self, *, refresh: bool = False) -> KnowledgeGraph:
         async with self._lock:
@@ -62,46 +94,14 @@ class GraphCache:
                 )
             return self._graph
 
-    async def load(self) -> tuple[list[VpnService], list[SrPolicy]]:
-        """Services and SR policies as CNC has them now, for bandwidth accounting.
-
-        Never cached: steering changes all the time. Requests that arrive while a read is
-        under way share it (a burst of incidents reads once), so what they see is at most one
-        read old.
-        """
-        if self._load is None:
-            self.load_reads += 1
-            self._load = asyncio.ensure_future(
-                asyncio.gather(self.cnc.services(), self.cnc.sr_policies())
-            )
-            self._load.add_done_callback(self._loaded)
-        services, policies = await asyncio.shield(self._load)
+    async def _read_load(self) -> tuple[list[VpnService], list[SrPolicy]]:
+        services, policies = await asyncio.gather(self.cnc.services(), self.cnc.sr_policies())
         return services, policies
 
-    def _loaded(self, done: asyncio.Future[Any]) -> None:
-        if self._load is done:
-            self._load = None
-
-    async def out_of_sla(self, links: list[str]) -> list[str]:
-        """Links PCA measures beyond a threshold now: a protection path must not use them,
-        whichever incident they belong to (concurrent incidents each avoid only their own).
-
-        Read like the load: never kept, one read shared by the requests that wait for it.
-        """
-        if self._sla is None:
-            self.sla_reads += 1
-            self._sla = asyncio.ensure_future(self._read_sla(links))
-            self._sla.add_done_callback(self._sla_read)
-        bad: list[str] = await asyncio.shield(self._sla)
-        return bad
-
-    async def _read_sla(self, links: list[str]) -> list[str]:
+    async def _read_sla(self) -> list[str]:
+        links = list((await self.get()).links)
         metrics, limits = await asyncio.gather(self.pca.link_metrics(links), self.pca.thresholds())
         return [name for name, m in metrics.items() if not m.within(limits)]
-
-    def _sla_read(self, done: asyncio.Future[Any]) -> None:
-        if self._sla is done:
-            self._sla = None
 
 
 async def _graph_for(request: ComputePath, ctx: TaskContext) -> KnowledgeGraph:
@@ -111,7 +111,7 @@ async def _graph_for(request: ComputePath, ctx: TaskContext) -> KnowledgeGraph:
     settings: PathSettings = ctx.state.path_settings
     graph = await cache.get()
     if settings.avoid_out_of_sla:
-        graph = graph.degraded(await cache.out_of_sla(list(graph.links)))
+        graph = graph.degraded(await cache.out_of_sla())
     if request.min_bandwidth_mbps is None:
         return graph
     services, policies = await cache.load()

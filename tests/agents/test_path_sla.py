@@ -6,8 +6,6 @@ incident's tunnel was routed over another's degraded link and had to be moved ri
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 
 from services.lab.app import create_app as lab_app
@@ -15,8 +13,7 @@ from services.lab.settings import LabSettings
 from services.path.app import create_app as path_app
 from services.path.settings import PathSettings
 from shared.settings import Settings
-from tests.agents.fakes import run_task
-from tests.agents.test_path_bandwidth import _ask, _graph
+from tests.agents.test_path_bandwidth import _ask, _graph, _path
 from tests.support import running
 
 
@@ -27,14 +24,6 @@ def test_a_link_out_of_sla_is_left_out_and_the_reason_says_so() -> None:
     none = graph.degraded(["a-b", "c-d"]).shortest(_ask(100))
     assert none.found is False
     assert "nor over the 2 link(s) PCA measures out of SLA" in (none.reason or "")
-
-
-async def _compute(path: httpx.AsyncClient, **payload: Any) -> dict[str, Any]:
-    body = {"incident_id": "INC-7", "head_end": "pe1", "end_point": "pe4", **payload}
-    response = await run_task(path, "compute_path", body)
-    assert response.status_code == 200, response.text
-    result: dict[str, Any] = response.json()["result"]
-    return result
 
 
 async def test_another_incidents_degraded_link_is_avoided_on_the_lab(settings: Settings) -> None:
@@ -49,12 +38,12 @@ async def test_another_incidents_degraded_link_is_avoided_on_the_lab(settings: S
     )
     avoid = {"avoid_links": ["pe1-pe2", "pe2-pe3"]}
     async with running(lab) as control, running(on) as path, running(off) as blind:
-        assert (await _compute(path, **avoid))["path"] == ["pe1", "p1", "p2", "pe4"]
+        assert (await _path(path, **avoid))["path"] == ["pe1", "p1", "p2", "pe4"]
         # p1-p2 degrades (another incident's link: this request does not name it)
         response = await control.post("/lab/links/p1-p2/degrade", json={})
         assert response.status_code < 300, response.text
-        around = await _compute(path, **avoid)
+        around = await _path(path, **avoid)
         assert "p1-p2" not in around["links"]
         assert around["path"][0] == "pe1" and around["path"][-1] == "pe4"
-        assert (await _compute(blind, **avoid))["path"] == ["pe1", "p1", "p2", "pe4"]
+        assert (await _path(blind, **avoid))["path"] == ["pe1", "p1", "p2", "pe4"]
         assert on.state.graph.sla_reads >= 2
