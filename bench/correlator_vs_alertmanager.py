@@ -1,7 +1,7 @@
 """Correlator vs the real Prometheus Alertmanager, side by side on the same load.
 
 Starts Debian's ``prometheus-alertmanager`` and the correlator exactly as users run it
-(``python -m shared.cli agent correlator``, its peers IO, orchestrator and audit stood in by a
+(``python -m cxm.cli agent correlator``, its peers IO, orchestrator and audit stood in by a
 cheap server answering 200 so the outbox delivers) on loopback ports with temporary data
 directories, then drives both with the same load generator: ``wrk`` (2 threads, a Lua script
 building the POST bodies, fixed duration) when installed, else a bounded async httpx client.
@@ -273,7 +273,7 @@ def start_correlator(tmp: Path, peers_port: int) -> tuple[subprocess.Popen[bytes
         CXM_AUDIT_URL=f"http://127.0.0.1:{peers_port}",
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "agent", "correlator"],
+        [sys.executable, "-m", "cxm.cli", "agent", "correlator"],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,

@@ -5,7 +5,7 @@ memory, and the time to resume them all after a restart".
 
 Starts the fake peers (``tests/orchestrator/fake_peers.py``, one process playing impact, path,
 tunnel, restore, notify, audit, IO and correlator) with the SLA never recovering, and the
-orchestrator as a real process (``python -m shared.cli agent orchestrator``, SQLite under a
+orchestrator as a real process (``python -m cxm.cli agent orchestrator``, SQLite under a
 temporary ``CXM_DATA_DIR``, free loopback ports, ``CXM_TIME_SCALE=1``). The approval policy
 asks for a human before ``provision`` on ``critical`` incidents only; a share
 (``--approval-share``) of the incidents is critical, so those park on an approval that expires

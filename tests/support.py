@@ -83,7 +83,7 @@ class Mesh:
     def start(self, name: str) -> None:
         log = open(self.data_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "agent", name],
+            [sys.executable, "-m", "cxm.cli", "agent", name],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

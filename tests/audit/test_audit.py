@@ -63,7 +63,7 @@ async def cli_verify(settings: Settings) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "shared.cli",
+        "cxm.cli",
         "audit",
         "verify",
         cwd=ROOT,
@@ -242,7 +242,13 @@ async def test_reports(db_settings: Settings) -> None:
         params = {"period_start": "2026-03-01T00:00:00Z", "period_end": "2026-03-02T00:00:00Z"}
         sla = (await client.get("/api/v1/audit/reports/sla", params=params)).json()
         rows = {r["tier"]: r for r in sla["rows"]}
-        assert rows["platinum"] | {} == rows["platinum"]
+        # Every tier row carries the same figures, and the period's "all" row adds them up.
+        assert set(rows) == {"platinum", "gold", "silver", "all"}
+        assert rows["platinum"]["restored"] == 2 and rows["platinum"]["escalated"] == 0
+        assert rows["platinum"]["median_ttr_s"] == 900 and rows["platinum"]["max_ttr_s"] == 1200
+        assert rows["platinum"]["target_s"] == sla["targets_s"]["platinum"]
+        assert rows["all"]["incidents"] == 4 and rows["all"]["restored"] == 2
+        assert rows["all"]["escalated"] == 1 and rows["all"]["open"] == 1
         assert rows["platinum"]["incidents"] == 2 and rows["platinum"]["mttr_s"] == 900
         assert rows["platinum"]["within_target"] == 1
         assert rows["platinum"]["sla_compliance_pct"] == 50.0

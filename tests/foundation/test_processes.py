@@ -27,7 +27,7 @@ pytestmark = pytest.mark.xdist_group("processes")
 
 def _children(pid: int, name: str) -> list[int]:
     out = subprocess.run(
-        ["pgrep", "-P", str(pid), "-f", f"shared.cli agent {name}$"], capture_output=True, text=True
+        ["pgrep", "-P", str(pid), "-f", f"cxm.cli agent {name}$"], capture_output=True, text=True
     )
     return [int(p) for p in out.stdout.split()]
 
@@ -38,7 +38,7 @@ def supervised(tmp_path: Path):  # type: ignore[no-untyped-def]
     env = mesh_env(tmp_path, ports)
     log = open(tmp_path / "up.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "up"],
+        [sys.executable, "-m", "cxm.cli", "up"],
         env=env,
         cwd=ROOT,
         stdout=log,
@@ -153,7 +153,7 @@ def test_a_port_in_use_is_one_line_not_a_traceback(tmp_path: Path) -> None:
         env = mesh_env(tmp_path, {"io": port})
         for argv in (["agent", "io"], ["up", "--only", "io"]):
             out = subprocess.run(
-                [sys.executable, "-m", "shared.cli", *argv],
+                [sys.executable, "-m", "cxm.cli", *argv],
                 env=env,
                 cwd=ROOT,
                 capture_output=True,

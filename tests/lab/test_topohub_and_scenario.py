@@ -14,7 +14,7 @@ from services.io.app import create_app as create_io
 from services.lab.app import create_app as create_lab
 from services.lab.settings import LabSettings
 from services.lab.topology import build_topology
-from shared.scenario import run_scenario
+from cxm.scenario import run_scenario
 from shared.settings import Settings
 from tests.support import running
 

@@ -5,22 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import socket
 import sys
 from collections.abc import Sequence
 
+from cxm.scenario import run_scenario
+from cxm.supervisor import port_free, supervise
 from shared.settings import AGENT_PORTS, load_settings
-
-
-def port_free(host: str, port: int) -> bool:
-    """True when nothing listens on ``host:port`` (so a server of ours may bind it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def run_agent(name: str) -> int:
@@ -72,15 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "agent":
         return run_agent(args.name)
     if args.command == "up":
-        from shared.supervisor import supervise
-
         names = args.only or [n for n in AGENT_PORTS if not (args.no_lab and n == "lab")]
         return asyncio.run(supervise(names))
     if args.command == "audit":
         return int(importlib.import_module("services.audit.verify").main(args.args))
     if args.command == "scenario":
-        from shared.scenario import run_scenario
-
         return asyncio.run(run_scenario(load_settings(), args.name, wait=args.wait))
     return 2
 

@@ -13,6 +13,7 @@ import contextlib
 import os
 import secrets
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -40,6 +41,17 @@ def ensure_mesh_token(settings: Settings) -> str:
     return token
 
 
+def port_free(host: str, port: int) -> bool:
+    """True when nothing listens on ``host:port`` (so a server of ours may bind it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 class Child:
     """One supervised process and the task pumping its output."""
 
@@ -54,7 +66,7 @@ class Child:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "shared.cli",
+            "cxm.cli",
             "agent",
             self.name,
             stdout=asyncio.subprocess.PIPE,
@@ -93,8 +105,6 @@ async def wait_healthy(url: str, deadline: float) -> bool:
 
 
 async def supervise(names: Sequence[str], *, health_timeout_s: float = 90.0) -> int:
-    from shared.cli import port_free
-
     settings = load_settings()
     ports = {n: load_settings(n).port or AGENT_PORTS[n] for n in names}
     busy = [f"{n} ({ports[n]})" for n in names if not port_free(settings.host, ports[n])]
