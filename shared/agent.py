@@ -2,14 +2,15 @@
 
     spec = AgentSpec("io", "IO Agent", "Operator console and ticket views")
 
-    @spec.task("new_ticket", NewTicket, "Record a new incident ticket")
-    async def new_ticket(payload: NewTicket, ctx: TaskContext) -> dict[str, Any]: ...
+    @spec.serve(NEW_TICKET)                       # shared.contracts: io/new_ticket
+    async def new_ticket(request: NewTicket, ctx: TaskContext) -> TicketStored: ...
 
     app = spec.create_app(load_settings("io"))
 
-From that one declaration the app serves ``POST /a2a/tasks`` (the envelope), both agent-card
-paths with one skill per task type, the A2A 1.0 JSON-RPC binding through a2a-sdk (a data part
-``{task_type, payload}`` reaches the same handler), ``/health`` and ``/metrics``. The lifespan
+From each contract the app serves ``POST /a2a/tasks`` (the envelope), both agent-card paths
+with one skill per contract (its description and tags), the A2A 1.0 JSON-RPC binding through
+a2a-sdk (a data part ``{task_type, payload}`` reaches the same handler), ``/health`` and
+``/metrics``. The lifespan
 owns the database engine, the mesh client and whatever the agent adds.
 """
 
@@ -20,10 +21,10 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import sqlalchemy as sa
@@ -64,6 +65,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared import __version__
+from shared.contracts import Contract
 from shared.db import Migration, UtcDateTime, create_tables, make_engine, migrate
 from shared.errors import MeshError, SouthboundError, TaskFailed
 from shared.logs import get_logger
@@ -78,7 +80,9 @@ JSONRPC_PATH = "/a2a/jsonrpc"
 TASKS_PATH = "/a2a/tasks"
 PROTECTED_PREFIXES = (TASKS_PATH, JSONRPC_PATH)
 
-Handler = Callable[[Any, "TaskContext"], Awaitable[Mapping[str, Any] | BaseModel | None]]
+Req = TypeVar("Req", bound=BaseModel)
+Resp = TypeVar("Resp", bound=BaseModel)
+Handler = Callable[[Req, "TaskContext"], Awaitable[Resp]]
 Resources = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 HealthCheck = Callable[[FastAPI], Awaitable[str | None]]
 
@@ -108,11 +112,14 @@ class TaskRejected(Exception):
 
 @dataclass(frozen=True)
 class Skill:
-    task_type: str
-    model: type[BaseModel]
-    handler: Handler
-    description: str
-    tags: tuple[str, ...] = ()
+    """A contract this agent serves and the function serving it."""
+
+    contract: Contract[Any, Any]
+    handler: Handler[Any, Any]
+
+    @property
+    def task_type(self) -> str:
+        return self.contract.task_type
 
 
 @dataclass
@@ -167,20 +174,25 @@ class AgentSpec:
     outbox: bool = False
     """Give the agent a durable outbox (``app.state.outbox``) for tasks it sends to peers."""
 
-    def task(
-        self,
-        task_type: str,
-        model: type[BaseModel],
-        description: str,
-        *,
-        tags: Sequence[str] = (),
-    ) -> Callable[[Handler], Handler]:
-        """Register ``handler`` for ``task_type``; its payload is validated against ``model``."""
+    def serve(
+        self, contract: Contract[Req, Resp]
+    ) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
+        """Register the decorated ``async (request, ctx) -> response`` as ``contract``'s handler.
 
-        def register(handler: Handler) -> Handler:
-            if task_type in self.skills:
-                raise ValueError(f"{self.name}: task type {task_type!r} declared twice")
-            self.skills[task_type] = Skill(task_type, model, handler, description, tuple(tags))
+        Payloads are validated into ``contract.request`` before the handler runs; the handler
+        must answer a ``contract.response``. Refuses a contract declared for another agent, so
+        an agent cannot quietly take over a task type its peers send elsewhere.
+        """
+        if contract.agent != self.name:
+            raise ValueError(
+                f"{self.name} cannot serve {contract.agent}/{contract.task_type}: "
+                f"shared.contracts declares it for {contract.agent!r}"
+            )
+
+        def register(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
+            if contract.task_type in self.skills:
+                raise ValueError(f"{self.name}: task type {contract.task_type!r} served twice")
+            self.skills[contract.task_type] = Skill(contract, handler)
             return handler
 
         return register
@@ -306,8 +318,8 @@ class AgentSpec:
                 AgentSkill(
                     id=skill.task_type,
                     name=skill.task_type.replace("_", " "),
-                    description=skill.description,
-                    tags=[self.name, *skill.tags],
+                    description=skill.contract.description,
+                    tags=[self.name, *skill.contract.tags],
                     input_modes=["application/json"],
                     output_modes=["application/json"],
                 )
@@ -345,7 +357,7 @@ async def dispatch(app: FastAPI, body: Any, idempotency_key: str | None) -> Task
             400, f"unknown task_type {envelope.task_type!r}; {spec.name} accepts: {accepted}"
         )
     try:
-        payload = skill.model.model_validate(envelope.payload)
+        payload = skill.contract.request.model_validate(envelope.payload)
     except ValidationError as exc:
         metrics.tasks.labels(skill.task_type, "invalid").inc()
         raise TaskRejected(422, _errors(exc, prefix="payload")) from None
@@ -395,12 +407,21 @@ async def _run(
         raise TaskRejected(502, {"code": "mesh", "message": str(exc)}) from None
     finally:
         metrics.seconds.labels(skill.task_type).observe(time.perf_counter() - started)
+    response = skill.contract.response
+    if not isinstance(result, response):
+        # A bug in the handler, not in the request: a 500, named, rather than a wrong answer.
+        raise TypeError(
+            f"{spec_name(app)}/{skill.task_type} answered {type(result).__name__}, "
+            f"not its contract's {response.__name__}"
+        )
     metrics.tasks.labels(skill.task_type, "completed").inc()
-    if isinstance(result, BaseModel):
-        data = result.model_dump(mode="json")
-    else:
-        data = json.loads(json.dumps(dict(result or {}), default=str))
+    data = result.model_dump(mode="json")
     return TaskResult(task_id=task_id, task_type=skill.task_type, result=data)
+
+
+def spec_name(app: FastAPI) -> str:
+    spec: AgentSpec = app.state.spec
+    return spec.name
 
 
 async def _recorded(engine: AsyncEngine, key: str, task_type: str) -> TaskResult | None:

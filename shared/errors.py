@@ -1,6 +1,17 @@
-"""One exception hierarchy for mesh and southbound failures: transient or final."""
+"""One exception hierarchy for mesh and southbound failures: transient or final.
+
+Mesh failures follow httpx's shape (one base, the answer's details on the exception) so a
+caller branches on attributes, never on the text::
+
+    MeshError                 .agent .task_type .status .code
+    ├── MeshUnavailable       not reached, or still failing transiently after every retry
+    ├── PeerError             the peer answered a final 4xx/5xx: .code .message .detail
+    └── PeerAnswerInvalid     the peer answered 200 with a result its contract does not allow
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class CxmError(Exception):
@@ -8,21 +19,67 @@ class CxmError(Exception):
 
 
 class MeshError(CxmError):
-    """A call to a peer agent failed."""
+    """A call to a peer agent failed.
 
-    def __init__(self, agent: str, task_type: str, message: str, status: int | None = None):
+    ``status`` is the HTTP status of the peer's last answer and ``code`` the error code it gave
+    (``{"detail": {"code": ...}}``), when it answered at all.
+    """
+
+    def __init__(
+        self,
+        agent: str,
+        task_type: str,
+        message: str,
+        status: int | None = None,
+        *,
+        code: str | None = None,
+    ):
         super().__init__(f"{agent}/{task_type}: {message}")
         self.agent = agent
         self.task_type = task_type
         self.status = status
+        self.code = code
 
 
 class MeshUnavailable(MeshError):
-    """The peer could not be reached or kept failing transiently after every retry."""
+    """The peer could not be reached or kept failing transiently after every retry.
+
+    When the last try got an answer (a 503, say), ``status`` and ``code`` are that answer's.
+    """
 
 
-class MeshRejected(MeshError):
-    """The peer answered 4xx: the request itself is wrong and retrying cannot help."""
+class PeerError(MeshError):
+    """The peer answered a final error (4xx, or a 5xx such as 502 it will not retry itself).
+
+    ``code`` and ``message`` are the peer's own (``TaskFailed``'s code, ``southbound``,
+    ``mesh``) when it sent ``{"detail": {"code", "message"}}``; ``code`` is None for answers
+    without one (a 422 listing the invalid fields: those are in ``detail``).
+    """
+
+    def __init__(
+        self,
+        agent: str,
+        task_type: str,
+        status: int,
+        detail: Any,
+    ):
+        code = message = None
+        if isinstance(detail, dict):
+            code = detail.get("code") if isinstance(detail.get("code"), str) else None
+            message = detail.get("message") if isinstance(detail.get("message"), str) else None
+        super().__init__(agent, task_type, f"HTTP {status}: {detail}", status, code=code)
+        self.status: int = status
+        self.detail = detail
+        self.message: str = message if message is not None else str(detail)
+
+
+class PeerAnswerInvalid(MeshError):
+    """The peer answered 200 but its result does not validate against the contract's response
+    model: the two sides disagree on the contract, and retrying cannot help."""
+
+    def __init__(self, agent: str, task_type: str, model: str, errors: str, result: Any):
+        super().__init__(agent, task_type, f"answer is not a valid {model}: {errors}", 200)
+        self.result = result
 
 
 class TaskFailed(CxmError):

@@ -3,6 +3,12 @@
 Every call carries an idempotency key that stays the same across retries, so a peer that
 did the work before the connection broke answers the retry from its record instead of
 doing it twice.
+
+``call(CONTRACT, request)`` is the typed way in: the contract (``shared.contracts``) names the
+peer and task type, and the answer comes back validated into the contract's response model.
+A failure is a ``MeshError`` whose attributes say what happened (``PeerError.code`` is the
+peer's own error code), so nobody parses exception text. ``send`` is the untyped transport
+underneath, for the outbox (which stores rows, not contracts).
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ import uuid
 from typing import Any
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from shared.errors import MeshRejected, MeshUnavailable
+from shared.contracts import Contract, Req, Resp
+from shared.errors import MeshUnavailable, PeerAnswerInvalid, PeerError
 from shared.logs import get_logger
 from shared.settings import Settings
 
@@ -68,6 +75,47 @@ class MeshClient:
     async def aclose(self) -> None:
         await self.http.aclose()
 
+    async def call(
+        self,
+        contract: Contract[Req, Resp],
+        request: Req,
+        *,
+        incident_id: str | None = None,
+        idempotency_key: str | None = None,
+        retries: int | None = None,
+        timeout: float | None = None,
+    ) -> Resp:
+        """Run ``contract`` on its agent and return the answer as ``contract.response``.
+
+        Raises ``PeerError`` (the peer's ``code``, ``message``, ``status``) when the peer
+        answers a final error, ``MeshUnavailable`` when it cannot be reached or keeps failing
+        transiently after ``retries``, ``PeerAnswerInvalid`` when its answer breaks the
+        contract. ``retries`` defaults to ``CXM_MESH_RETRIES``; ``timeout`` to the client's.
+        """
+        if not isinstance(request, contract.request):
+            raise TypeError(
+                f"{contract!r} takes a {contract.request.__name__}, not a {type(request).__name__}"
+            )
+        result = await self.send(
+            contract.agent,
+            contract.task_type,
+            request,
+            incident_id=incident_id,
+            idempotency_key=idempotency_key,
+            retries=retries,
+            timeout=timeout,
+        )
+        try:
+            return contract.response.model_validate(result)
+        except ValidationError as exc:
+            raise PeerAnswerInvalid(
+                contract.agent,
+                contract.task_type,
+                contract.response.__name__,
+                _summary(exc),
+                result,
+            ) from None
+
     async def send(
         self,
         agent: str,
@@ -79,7 +127,8 @@ class MeshClient:
         retries: int | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Run ``task_type`` on ``agent`` and return its result; raise a typed MeshError if not."""
+        """Run ``task_type`` on ``agent`` and return its raw result; the untyped layer under
+        :meth:`call` (the outbox delivers stored rows with it). Raises as :meth:`call` does."""
         body_payload = (
             payload.model_dump(mode="json", exclude_none=True)
             if isinstance(payload, BaseModel)
@@ -97,6 +146,8 @@ class MeshClient:
         url = f"{self.settings.url_of(agent)}/a2a/tasks"
         attempts = 1 + (self.settings.mesh_retries if retries is None else retries)
         last = "no attempt made"
+        last_status: int | None = None
+        last_code: str | None = None
         for attempt in range(attempts):
             if attempt:
                 await asyncio.sleep(backoff_delay(attempt - 1, self.backoff_base))
@@ -116,6 +167,7 @@ class MeshClient:
                 continue
             if response.status_code in TRANSIENT_STATUS:
                 last = f"HTTP {response.status_code}: {response.text[:200]}"
+                last_status, last_code = response.status_code, _code(_detail(response))
                 log.warning(
                     "mesh call transient",
                     agent=agent,
@@ -125,17 +177,38 @@ class MeshClient:
                 )
                 continue
             if response.status_code >= 400:
-                raise MeshRejected(agent, task_type, _detail(response), response.status_code)
+                raise PeerError(agent, task_type, response.status_code, _detail(response))
             data = response.json()
             result: dict[str, Any] = data.get("result", {})
             return result
-        raise MeshUnavailable(agent, task_type, f"gave up after {attempts} attempts: {last}")
+        raise MeshUnavailable(
+            agent,
+            task_type,
+            f"gave up after {attempts} attempts: {last}",
+            last_status,
+            code=last_code,
+        )
 
 
-def _detail(response: httpx.Response) -> str:
+def _detail(response: httpx.Response) -> Any:
+    """The error body's ``detail`` (``{code, message}`` from a CXM agent), else the body."""
     try:
         body = response.json()
     except ValueError:
-        return f"HTTP {response.status_code}: {response.text[:300]}"
-    detail = body.get("detail", body) if isinstance(body, dict) else body
-    return f"HTTP {response.status_code}: {detail}"
+        return response.text[:300]
+    return body.get("detail", body) if isinstance(body, dict) else body
+
+
+def _code(detail: Any) -> str | None:
+    code = detail.get("code") if isinstance(detail, dict) else None
+    return code if isinstance(code, str) else None
+
+
+def _summary(exc: ValidationError) -> str:
+    """Pydantic's errors as ``field: message; ...``, short enough for a log line."""
+    parts = [
+        f"{'.'.join(str(p) for p in err['loc']) or 'result'}: {err['msg']}"
+        for err in exc.errors(include_url=False)[:5]
+    ]
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")

@@ -1,8 +1,9 @@
-"""The wire contract of the mesh: the task envelope and one pydantic model per task type.
+"""The wire contract of the mesh: the task envelope and the models of every task's request and
+answer (``shared.contracts`` pairs them per task type).
 
-Every agent validates what it receives against these models, so a field name here is a
-promise to every peer. IO notifications follow the seed (003) field for field; they accept
-extra fields because IO stores what it is sent as-is.
+Every agent validates what it receives against these models, and callers validate answers
+against them, so a field name here is a promise to every peer. IO notifications follow the
+seed (003) field for field; they accept extra fields because IO stores what it is sent as-is.
 """
 
 from __future__ import annotations
@@ -153,6 +154,21 @@ class ApprovalRequired(Open):
     requested_at: datetime = Field(default_factory=utcnow)
 
 
+class TicketStored(Open):
+    """IO's answer to ``new_ticket``, ``status_update``, ``ticket_closed`` and ``error``."""
+
+    incident_id: str
+    """The ticket it went to (``unassigned`` for an error without an incident)."""
+    stored: bool = True
+
+
+class ApprovalStored(Open):
+    """IO's answer to ``approval_required``."""
+
+    approval_id: str
+    stored: bool = True
+
+
 # --- orchestrator (8000) -------------------------------------------------------------------
 
 
@@ -178,6 +194,46 @@ class IncidentSignal(Strict):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+class IncidentStarted(Open):
+    """``start_incident``'s answer: the incident's row as it is now (``created`` False when the
+    id was already known, which makes the task idempotent per incident)."""
+
+    incident_id: str
+    created: bool
+    status: str
+    phase: str
+    final: bool
+
+
+class SignalResult(Open):
+    """``incident_signal``'s answer: ``accepted`` with the ``signal``, or not accepted because
+    the incident is over, with its final ``status`` (each key only in its case)."""
+
+    incident_id: str
+    accepted: bool
+    status: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    signal: str | None = Field(default=None, exclude_if=lambda v: v is None)
+
+
+class GetIncident(Strict):
+    """``get_incident``: an incident's row, timers, pending approval and graph state."""
+
+    incident_id: str = Field(min_length=1)
+
+
+class IncidentView(Open):
+    """``get_incident``'s answer (and ``GET /api/v1/incidents/{id}``): the public row, its view
+    of the graph state (links, nodes executed, tunnel, path, approvals...), ``state``,
+    ``signals`` and ``next``; only the keys every caller relies on are declared."""
+
+    incident_id: str
+    severity: str
+    status: str
+    phase: str
+    tier: str | None = None
+    final: bool
+
+
 class IncidentClosed(Strict):
     """Orchestrator → correlator: the incident is over; new alerts on its links open a new one."""
 
@@ -194,6 +250,15 @@ class ApprovalDecision(Strict):
     decision: Literal["approve", "reject"]
     decided_by: str = Field(min_length=1)
     notes: str = ""
+
+
+class DecisionResult(Open):
+    """``approval_decision``'s answer: the decision was taken and the incident resumes."""
+
+    incident_id: str
+    approval_id: str
+    decision: Literal["approve", "reject"]
+    accepted: bool = True
 
 
 # --- impact (8002) -------------------------------------------------------------------------
@@ -253,6 +318,11 @@ class PathResult(Open):
     total_metric: float | None = None
     metric: str = "delay"
     reason: str | None = None
+    """Why not, when nothing was found; why this path, when it crosses links out of SLA."""
+    out_of_sla_links: list[str] = Field(default_factory=list)
+    """Links PCA measures out of SLA that the path crosses. They are a cost, not a ban:
+    ``compute_path`` crosses one only when no path avoids them all (the request's
+    ``avoid_links`` stay a ban)."""
 
 
 # --- tunnel (8004) -------------------------------------------------------------------------
@@ -290,15 +360,51 @@ class RerouteTunnel(Strict):
     path: list[str] = Field(min_length=2)
 
 
+class TunnelRerouted(TunnelResult):
+    """``reroute_tunnel``'s answer: the tunnel as ``provision_tunnel`` answers it, on its new
+    path, and the path it left (the same path when a replay moved nothing)."""
+
+    rerouted: bool = True
+    previous_path: list[str]
+
+
 class SteerTraffic(Strict):
     incident_id: str
     tunnel_id: str
     service_ids: list[str] = Field(default_factory=list)
 
 
+class TrafficSteered(Open):
+    """``steer_traffic``'s answer: the services now on the policy and those it cannot carry."""
+
+    traffic_steered: bool = True
+    tunnel_id: str
+    head_end: str
+    end_point: str
+    color: int
+    binding_sid: int | None
+    protection_pct: int
+    services: list[str]
+    """Steered; empty when the request named none (CNC then steers every service between the
+    policy's ends)."""
+    not_steered: list[str] = Field(default_factory=list)
+    """Requested services whose ends are not the policy's."""
+    cnc: dict[str, Any] = Field(default_factory=dict)
+    """CNC's answer to the steering call, as it gave it."""
+
+
 class DeleteTunnel(Strict):
     incident_id: str
     tunnel_id: str
+
+
+class TunnelDeleted(Open):
+    """``delete_tunnel``'s and ``cleanup``'s answer; both are idempotent, so deleting what is
+    already gone is a success with ``already_absent``."""
+
+    deleted: bool = True
+    tunnel_id: str
+    already_absent: bool
 
 
 # --- restore (8005) ------------------------------------------------------------------------
@@ -358,12 +464,34 @@ class Notify(Strict):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+class NotifyResult(Open):
+    """``notify``'s answer: the routing decision and one outcome per channel routed to (status
+    sent/queued/retrying/skipped/failed/abandoned, attempts, the channel's id, the error)."""
+
+    incident_id: str | None
+    event: str
+    template: str
+    level: str
+    channels: dict[str, dict[str, Any]]
+
+
 class AuditEvent(Strict):
     event_type: str
     incident_id: str | None = None
     source_agent: str
     details: dict[str, Any] = Field(default_factory=dict)
     occurred_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditAppended(Open):
+    """``audit_event``'s answer, given once the event is committed: its place in the chain
+    (``duplicate`` when this idempotency key was already appended)."""
+
+    id: int
+    seq: int
+    hash: str
+    event_type: str
+    duplicate: bool
 
 
 # --- path (8003): extra skills -------------------------------------------------------------
@@ -383,6 +511,14 @@ class GetTopology(Strict):
     """``get_topology``: the knowledge graph as the path agent sees it."""
 
     refresh: bool = False
+
+
+class TopologyView(Open):
+    """``get_topology``'s answer: the graph's digest, nodes with their attributes, links."""
+
+    digest: str
+    nodes: list[dict[str, Any]]
+    links: list[dict[str, Any]]
 
 
 # --- traffic (8006) ------------------------------------------------------------------------
@@ -509,3 +645,29 @@ class IngestAlerts(Strict):
     alerts: list[NormalizedAlert] = Field(min_length=1, max_length=10000)
     proactive: bool = False
     """Predicted, not measured: the incident starts as proactive and skips false-positive triage."""
+
+
+class AlertOutcome(Open):
+    """What the correlator did with one alert."""
+
+    id: str
+    disposition: str
+    incident_id: str | None
+    reason: str
+    fingerprint: str
+    link: str | None
+
+
+class IngestResult(Open):
+    """``ingest_alerts``'s answer: one outcome per alert, in the order sent."""
+
+    accepted: int
+    alerts: list[AlertOutcome]
+
+
+class CloseResult(Open):
+    """``incident_closed``'s answer: ``closed`` False when the correlator had already let the
+    incident go (a redelivery)."""
+
+    incident_id: str
+    closed: bool

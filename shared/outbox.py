@@ -6,6 +6,9 @@ backoff while the peer is down. A peer that is down therefore delays events but 
 them, and a sender that restarts resumes delivery from its table. A task the peer refuses
 (4xx) can never succeed; it is marked dead, logged, and skipped so it does not block the
 rest.
+
+``put(CONTRACT, request, key=...)`` queues a task of a contract (``shared.contracts``);
+senders that write rows in their own transaction build them with :func:`outbox_row`.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.contracts import Contract, Req
 from shared.db import Migration, UtcDateTime, create_tables
-from shared.errors import MeshRejected, MeshUnavailable
+from shared.errors import MeshUnavailable, PeerError
 from shared.logs import get_logger
 from shared.mesh import MeshClient, backoff_delay
 from shared.models import utcnow
@@ -49,6 +53,55 @@ outbox_table = sa.Table(
 OUTBOX_MIGRATIONS = (Migration(1, "outbox", create_tables(_meta, "outbox")),)
 
 
+def outbox_row(
+    contract: Contract[Req, Any],
+    request: Req,
+    *,
+    key: str | None = None,
+    incident_id: str | None = None,
+) -> dict[str, Any]:
+    """An ``outbox_table`` row for ``contract``: for a sender that inserts it in its own
+    transaction (then calls :meth:`Outbox.wake`), so the task and its cause commit together.
+    Every row has every column, so a list of them is one ``executemany``."""
+    _check(contract, request)
+    return _row(contract.agent, contract.task_type, request, key, incident_id)
+
+
+def _check(contract: Contract[Any, Any], request: BaseModel) -> None:
+    if not isinstance(request, contract.request):
+        raise TypeError(
+            f"{contract!r} takes a {contract.request.__name__}, not a {type(request).__name__}"
+        )
+
+
+def _row(
+    agent: str,
+    task_type: str,
+    payload: BaseModel | dict[str, Any],
+    key: str | None,
+    incident_id: str | None,
+) -> dict[str, Any]:
+    data = (
+        payload.model_dump(mode="json", exclude_none=True)
+        if isinstance(payload, BaseModel)
+        else payload
+    )
+    now = utcnow()
+    return {
+        "agent": agent,
+        "task_type": task_type,
+        "payload": data,
+        "incident_id": incident_id or data.get("incident_id"),
+        "idempotency_key": key or uuid.uuid4().hex,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+        "delivered_at": None,
+        "dead": False,
+        "last_error": None,
+    }
+
+
 class Outbox:
     """Durable, ordered, at-least-once delivery of tasks to peers (idempotent on their side)."""
 
@@ -73,35 +126,18 @@ class Outbox:
 
     async def put(
         self,
-        agent: str,
-        task_type: str,
-        payload: BaseModel | dict[str, Any],
+        contract: Contract[Req, Any],
+        request: Req,
         *,
         key: str | None = None,
         incident_id: str | None = None,
     ) -> bool:
-        """Queue a task; returns False when a task with this key was already queued."""
-        data = (
-            payload.model_dump(mode="json", exclude_none=True)
-            if isinstance(payload, BaseModel)
-            else payload
-        )
-        now = utcnow()
+        """Queue ``request`` for ``contract``'s agent; False when ``key`` was already queued."""
+        _check(contract, request)
+        row = _row(contract.agent, contract.task_type, request, key, incident_id)
         try:
             async with self.engine.begin() as conn:
-                await conn.execute(
-                    outbox_table.insert().values(
-                        agent=agent,
-                        task_type=task_type,
-                        payload=data,
-                        incident_id=incident_id or data.get("incident_id"),
-                        idempotency_key=key or uuid.uuid4().hex,
-                        attempts=0,
-                        next_attempt_at=now,
-                        created_at=now,
-                        dead=False,
-                    )
-                )
+                await conn.execute(outbox_table.insert().values(**row))
         except sa.exc.IntegrityError:
             return False
         self._wake.set()
@@ -175,7 +211,7 @@ class Outbox:
                     idempotency_key=row.idempotency_key,
                     retries=0,
                 )
-            except MeshRejected as exc:
+            except PeerError as exc:
                 log.error(
                     "outbox task refused by peer; dropped",
                     agent=row.agent,

@@ -25,7 +25,8 @@ from services.audit.es import ElasticsearchSink
 from services.audit.settings import AuditSettings
 from services.audit.store import MIGRATIONS, events
 from shared.agent import AgentSpec, EngineDep, TaskContext
-from shared.models import AUDIT_EVENT_TYPES, AuditEvent
+from shared.contracts import AUDIT_EVENT
+from shared.models import AuditAppended, AuditEvent
 from shared.settings import Settings
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
@@ -203,14 +204,8 @@ def build_spec() -> AgentSpec:
         routers=[router],
     )
 
-    @spec.task(
-        "audit_event",
-        AuditEvent,
-        "Append an event to the hash-chained audit log (durable before acknowledged); "
-        f"event types include {', '.join(AUDIT_EVENT_TYPES)}",
-        tags=["audit"],
-    )
-    async def audit_event(payload: AuditEvent, ctx: TaskContext) -> dict[str, Any]:
+    @spec.serve(AUDIT_EVENT)
+    async def audit_event(payload: AuditEvent, ctx: TaskContext) -> AuditAppended:
         sink: ElasticsearchSink | None = ctx.state.es_sink
         appended = await chain.append(
             ctx.engine,
@@ -222,13 +217,13 @@ def build_spec() -> AgentSpec:
         if sink is not None and not appended.duplicate:
             sink.wake()
         row = appended.row
-        return {
-            "id": row["id"],
-            "seq": row["seq"],
-            "hash": row["hash"],
-            "event_type": row["event_type"],
-            "duplicate": appended.duplicate,
-        }
+        return AuditAppended(
+            id=row["id"],
+            seq=row["seq"],
+            hash=row["hash"],
+            event_type=row["event_type"],
+            duplicate=appended.duplicate,
+        )
 
     return spec
 

@@ -29,7 +29,16 @@ from services.correlator.silences import Silence, SilenceCreate, SilenceRead
 from services.correlator.sources import PARSERS, SourceError, parse_csv, parse_generic
 from services.correlator.topology import TopologyCache
 from shared.agent import AgentSpec, EngineDep, TaskContext
-from shared.models import IncidentClosed, IngestAlerts, NormalizedAlert, utcnow
+from shared.contracts import INCIDENT_CLOSED, INGEST_ALERTS
+from shared.models import (
+    AlertOutcome,
+    CloseResult,
+    IncidentClosed,
+    IngestAlerts,
+    IngestResult,
+    NormalizedAlert,
+    utcnow,
+)
 from shared.settings import Settings
 from shared.southbound import CncClient
 
@@ -348,28 +357,20 @@ async def expire_silence(
 # --- A2A tasks --------------------------------------------------------------------------------
 
 
-@spec.task(
-    "ingest_alerts",
-    IngestAlerts,
-    "Ingest normalized alerts (proactive ones from Traffic Analytics)",
-    tags=["alerts"],
-)
-async def ingest_alerts(payload: IngestAlerts, ctx: TaskContext) -> dict[str, Any]:
+@spec.serve(INGEST_ALERTS)
+async def ingest_alerts(payload: IngestAlerts, ctx: TaskContext) -> IngestResult:
     correlator: Correlator = ctx.app.state.correlator
     outcomes = await correlator.ingest(list(payload.alerts), proactive=payload.proactive)
-    return {"accepted": len(outcomes), "alerts": [o.as_dict() for o in outcomes]}
+    return IngestResult(
+        accepted=len(outcomes), alerts=[AlertOutcome(**o.as_dict()) for o in outcomes]
+    )
 
 
-@spec.task(
-    "incident_closed",
-    IncidentClosed,
-    "The orchestrator closed an incident; its links are free again",
-    tags=["incident"],
-)
-async def incident_closed(payload: IncidentClosed, ctx: TaskContext) -> dict[str, Any]:
+@spec.serve(INCIDENT_CLOSED)
+async def incident_closed(payload: IncidentClosed, ctx: TaskContext) -> CloseResult:
     correlator: Correlator = ctx.app.state.correlator
     closed = await correlator.close_incident(payload.incident_id, payload.resolution)
-    return {"incident_id": payload.incident_id, "closed": closed}
+    return CloseResult(incident_id=payload.incident_id, closed=closed)
 
 
 def create_app(

@@ -11,6 +11,7 @@ import httpx
 from fastapi import FastAPI
 
 from shared.agent import AgentSpec, TaskContext
+from shared.contracts import ASSESS_IMPACT
 from shared.logs import get_logger
 from shared.models import TIERS, AffectedService, AssessImpact, ImpactResult
 from shared.settings import Settings
@@ -72,12 +73,7 @@ def assess(services: list[VpnService], degraded_links: list[str]) -> ImpactResul
     )
 
 
-@spec.task(
-    "assess_impact",
-    AssessImpact,
-    "List the VPN services whose path crosses the degraded links, with their SLA tiers",
-    tags=["impact", "cnc"],
-)
+@spec.serve(ASSESS_IMPACT)
 async def assess_impact(payload: AssessImpact, ctx: TaskContext) -> ImpactResult:
     cnc: CncClient = ctx.state.cnc
     services = await cnc.services()

@@ -20,7 +20,8 @@ import json
 import sys
 from collections.abc import Sequence
 
-from services.io import approvals, auth, store
+from services.io import auth
+from services.io.app import spec
 from shared.db import make_engine, migrate
 from shared.settings import Settings, load_settings
 
@@ -30,7 +31,7 @@ ACTOR = "cli"
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     engine = make_engine(settings.db_url("io"))
     try:
-        await migrate(engine, "io", (*store.MIGRATIONS, *approvals.MIGRATIONS, *auth.MIGRATIONS))
+        await migrate(engine, "io", spec.migrations)  # the agent's own list, in its order
         if args.command == "create-user":
             if await auth.get_user(engine, args.username) is not None:
                 print(f"user {args.username!r} exists", file=sys.stderr)

@@ -21,14 +21,23 @@ from services.io import approvals, auth, console, peers, store, stream, tickets
 from services.io.settings import IoSettings
 from services.io.topology import TopologyCache
 from shared.agent import AgentSpec, TaskContext
+from shared.contracts import (
+    APPROVAL_REQUIRED,
+    ERROR_NOTICE,
+    NEW_TICKET,
+    STATUS_UPDATE,
+    TICKET_CLOSED,
+)
 from shared.logs import get_logger
 from shared.models import (
     TIERS,
     ApprovalRequired,
+    ApprovalStored,
     ErrorNotice,
     NewTicket,
     StatusUpdate,
     TicketClosed,
+    TicketStored,
 )
 from shared.settings import Settings
 from shared.southbound import CncClient
@@ -83,7 +92,10 @@ spec = AgentSpec(
     name="io",
     title="IO Agent",
     description="Operator console: tickets, their timelines, approvals, REST for ticketing tools",
-    migrations=(*store.MIGRATIONS, *approvals.MIGRATIONS, *auth.MIGRATIONS),
+    # by version: each module adds its own, and a later step may belong to an earlier module
+    migrations=sorted(
+        (*store.MIGRATIONS, *approvals.MIGRATIONS, *auth.MIGRATIONS), key=lambda m: m.version
+    ),
     resources=_resources,
     outbox=True,
 )
@@ -123,8 +135,8 @@ async def _end_approvals(
     approvals.publish(ctx.app, moved)
 
 
-@spec.task("new_ticket", NewTicket, "Open a ticket for a new incident", tags=["ticket"])
-async def new_ticket(payload: NewTicket, ctx: TaskContext) -> dict[str, Any]:
+@spec.serve(NEW_TICKET)
+async def new_ticket(payload: NewTicket, ctx: TaskContext) -> TicketStored:
     await _record(
         ctx,
         payload.incident_id,
@@ -140,7 +152,7 @@ async def new_ticket(payload: NewTicket, ctx: TaskContext) -> dict[str, Any]:
             "created_at": payload.created_at,
         },
     )
-    return {"incident_id": payload.incident_id, "stored": True}
+    return TicketStored(incident_id=payload.incident_id)
 
 
 def _highest_tier(by_tier: dict[str, Any]) -> str | None:
@@ -153,10 +165,8 @@ def _highest_tier(by_tier: dict[str, Any]) -> str | None:
     return None
 
 
-@spec.task(
-    "status_update", StatusUpdate, "Record a phase transition of an incident", tags=["ticket"]
-)
-async def status_update(payload: StatusUpdate, ctx: TaskContext) -> dict[str, Any]:
+@spec.serve(STATUS_UPDATE)
+async def status_update(payload: StatusUpdate, ctx: TaskContext) -> TicketStored:
     changes: dict[str, Any] = {
         "status": payload.status,
         "phase": payload.phase,
@@ -180,11 +190,11 @@ async def status_update(payload: StatusUpdate, ctx: TaskContext) -> dict[str, An
             "expired" if payload.status == "escalated" else "cancelled",
             f"incident {payload.status}",
         )
-    return {"incident_id": payload.incident_id, "stored": True}
+    return TicketStored(incident_id=payload.incident_id)
 
 
-@spec.task("ticket_closed", TicketClosed, "Close a ticket with its resolution", tags=["ticket"])
-async def ticket_closed(payload: TicketClosed, ctx: TaskContext) -> dict[str, Any]:
+@spec.serve(TICKET_CLOSED)
+async def ticket_closed(payload: TicketClosed, ctx: TaskContext) -> TicketStored:
     status = "escalated" if payload.resolution == "escalated" else "closed"
     changes: dict[str, Any] = {
         "status": status,
@@ -196,22 +206,18 @@ async def ticket_closed(payload: TicketClosed, ctx: TaskContext) -> dict[str, An
         changes["affected_services_count"] = int(payload.details["affected_services_count"])
     await _record(ctx, payload.incident_id, "ticket_closed", _payload(payload), changes)
     await _end_approvals(ctx, payload.incident_id, "cancelled", f"ticket {status}")
-    return {"incident_id": payload.incident_id, "stored": True}
+    return TicketStored(incident_id=payload.incident_id)
 
 
-@spec.task(
-    "error", ErrorNotice, "Record an error raised while handling an incident", tags=["ticket"]
-)
-async def error(payload: ErrorNotice, ctx: TaskContext) -> dict[str, Any]:
+@spec.serve(ERROR_NOTICE)
+async def error(payload: ErrorNotice, ctx: TaskContext) -> TicketStored:
     incident = payload.incident_id or "unassigned"
     await _record(ctx, incident, "error", _payload(payload), {})
-    return {"incident_id": incident, "stored": True}
+    return TicketStored(incident_id=incident)
 
 
-@spec.task(
-    "approval_required", ApprovalRequired, "Ask an operator to approve an action", tags=["approval"]
-)
-async def approval_required(payload: ApprovalRequired, ctx: TaskContext) -> dict[str, Any]:
+@spec.serve(APPROVAL_REQUIRED)
+async def approval_required(payload: ApprovalRequired, ctx: TaskContext) -> ApprovalStored:
     row = await approvals.record_required(ctx.engine, payload)
     await _record(
         ctx,
@@ -222,7 +228,7 @@ async def approval_required(payload: ApprovalRequired, ctx: TaskContext) -> dict
     )
     if row is not None:
         approvals.publish(ctx.app, [row])
-    return {"approval_id": payload.approval_id, "stored": True}
+    return ApprovalStored(approval_id=payload.approval_id)
 
 
 def create_app(

@@ -21,8 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.io import auth
 from services.io.auth import OperatorDep, Principal, ViewerDep
 from shared.agent import EngineDep
+from shared.contracts import APPROVAL_DECISION
 from shared.db import Migration, UtcDateTime, create_tables
-from shared.errors import MeshRejected, MeshUnavailable
+from shared.errors import MeshError, MeshUnavailable
 from shared.logs import get_logger
 from shared.models import ApprovalDecision, ApprovalRequired, utcnow
 
@@ -244,9 +245,8 @@ async def _forward(
     settings = app.state.io_settings
     approval_id, decision = message.approval_id, message.decision
     try:
-        answer = await app.state.mesh.send(
-            "orchestrator",
-            "approval_decision",
+        await app.state.mesh.call(
+            APPROVAL_DECISION,
             message,
             incident_id=current["incident_id"],
             idempotency_key=f"io-approval-{approval_id}-{decision}",
@@ -258,7 +258,7 @@ async def _forward(
         raise HTTPException(
             503, f"the orchestrator is unreachable; the approval is still pending ({exc})"
         ) from None
-    except MeshRejected as exc:
+    except MeshError as exc:  # PeerError (its own status and code) or an invalid answer
         if exc.status == 409:
             moved = await _transition(
                 engine,
@@ -278,7 +278,7 @@ async def _forward(
             "decided_by": message.decided_by,
             "decided_at": utcnow(),
             "notes": notes,
-            "outcome": str(answer.get("status") or answer.get("message") or "accepted"),
+            "outcome": "accepted",
         },
     )
     publish(app, moved)

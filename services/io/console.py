@@ -7,6 +7,7 @@ out, so IO replaces it with the same page served from files vendored under
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
+from starlette.types import Scope
 
 from shared import __version__
 
@@ -21,12 +24,37 @@ STATIC = Path(__file__).resolve().parent / "static"
 CDN_DOCS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
 
 
+class ConsoleFiles(StaticFiles):
+    """The console's static files, with the two headers its ES modules need.
+
+    A browser runs ``<script type="module">`` only when served a JavaScript content type, and
+    Python's guess comes from the host's MIME tables (some map ``.js`` to ``text/plain``), so
+    IO states it. The console's own files are revalidated on every load (``no-cache``: a 304
+    when unchanged), so after an upgrade a page never mixes old and new modules.
+    """
+
+    def file_response(
+        self,
+        full_path: str | os.PathLike[str],
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        name = os.fspath(full_path)
+        if name.endswith((".js", ".mjs")):
+            response.headers["content-type"] = "text/javascript; charset=utf-8"
+        if not Path(name).is_relative_to(STATIC / "vendor"):
+            response.headers["cache-control"] = "no-cache"
+        return response
+
+
 def install(app: FastAPI) -> None:
     """Mount the console on an app built by AgentSpec."""
     app.router.routes[:] = [
         r for r in app.router.routes if getattr(r, "path", None) not in CDN_DOCS
     ]
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", ConsoleFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.io import protection
 from shared.db import Migration, UtcDateTime, create_tables
 from shared.models import TIERS, utcnow
 
@@ -32,6 +33,10 @@ tickets = sa.Table(
     sa.Column("closed_at", UtcDateTime, nullable=True),
     sa.Column("services_by_tier", sa.JSON, nullable=True),
     sa.Column("highest_tier", sa.String(16), nullable=True),
+    # what protects the traffic, folded from the tasks by ``protection.fold``
+    sa.Column("tunnel", sa.JSON, nullable=True),
+    sa.Column("protection_path", sa.JSON, nullable=True),
+    sa.Column("tunnel_left_up", sa.String(200), nullable=True),
 )
 
 events = sa.Table(
@@ -55,9 +60,36 @@ def _add_tier_columns(conn: Connection) -> None:
             conn.execute(sa.text(f"ALTER TABLE tickets ADD COLUMN {name} {sql_type}"))
 
 
+PROTECTION_COLUMNS = {"tunnel": "JSON", "protection_path": "JSON", "tunnel_left_up": "VARCHAR(200)"}
+
+
+def _add_protection_columns(conn: Connection) -> None:
+    """Add the tunnel, protection path and left-up fields, filled by replaying each ticket.
+
+    Replaying matters: a ticket an escalation closed before the upgrade still has its tunnel
+    carrying traffic, and the operator must still be able to remove it from the console.
+    """
+    present = {c["name"] for c in sa.inspect(conn).get_columns("tickets")}
+    for name, sql_type in PROTECTION_COLUMNS.items():
+        if name not in present:
+            conn.execute(sa.text(f"ALTER TABLE tickets ADD COLUMN {name} {sql_type}"))
+    history: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for row in conn.execute(
+        sa.select(events.c.incident_id, events.c.task_type, events.c.payload).order_by(events.c.id)
+    ):
+        history.setdefault(row.incident_id, []).append((row.task_type, row.payload))
+    for incident_id, seen in history.items():
+        conn.execute(
+            tickets.update()
+            .where(tickets.c.incident_id == incident_id)
+            .values(**protection.replay(seen))
+        )
+
+
 MIGRATIONS = (
     Migration(1, "tickets and their events", create_tables(metadata, "tickets", "ticket_events")),
     Migration(2, "tickets: services by tier", _add_tier_columns),
+    Migration(6, "tickets: tunnel, protection path, tunnel left up", _add_protection_columns),
 )
 
 TICKET_FIELDS = (
@@ -76,6 +108,7 @@ TICKET_FIELDS = (
     "closed_at",
     "services_by_tier",
     "highest_tier",
+    *protection.FIELDS,
 )
 
 
@@ -89,22 +122,32 @@ async def record(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Store the task as an event and fold ``changes`` into the ticket, in one transaction.
 
-    A ticket that IO has not heard of yet (its new_ticket was lost) is created from what the
-    task says, so no update is ever dropped. Returns the ticket's new view and the event, which
-    the caller publishes to the live stream.
+    The ticket's tunnel, protection path and tunnel left up are folded here too
+    (``protection.fold``), so every task — from the mesh or an operator's removal — keeps them
+    current in the same transaction that stores it, and the view pushed on the stream carries
+    them. A ticket that IO has not heard of yet (its new_ticket was lost) is created from what
+    the task says, so no update is ever dropped. Returns the ticket's new view and the event,
+    which the caller publishes to the live stream.
     """
     now = utcnow()
     async with engine.begin() as conn:
+        # the write comes first: on SQLite (WAL) it takes the write lock up front, where a
+        # read first could fail instead of waiting when another writer commits in between
         await conn.execute(
             events.insert().values(
                 incident_id=incident_id, task_type=task_type, payload=payload, received_at=now
             )
         )
+        # locked on PostgreSQL, so two tasks for one ticket never fold from the same "before"
         exists = (
             await conn.execute(
-                sa.select(tickets.c.incident_id).where(tickets.c.incident_id == incident_id)
+                sa.select(*(tickets.c[name] for name in protection.FIELDS))
+                .where(tickets.c.incident_id == incident_id)
+                .with_for_update()
             )
         ).first()
+        before = dict(exists._mapping) if exists is not None else {}
+        changes = {**changes, **protection.fold(before, task_type, payload)}
         if exists is None:
             row = {
                 "severity": "unknown",

@@ -11,7 +11,8 @@ from services.io import approvals, store
 from services.io.auth import OperatorDep, ViewerDep
 from services.io.topology import TopologyCache
 from shared.agent import EngineDep
-from shared.errors import MeshRejected, MeshUnavailable
+from shared.contracts import AUDIT_EVENT, DELETE_TUNNEL
+from shared.errors import MeshError, MeshUnavailable
 from shared.logs import get_logger
 from shared.models import AuditEvent, DeleteTunnel
 
@@ -67,20 +68,6 @@ class RemoveTunnelBody(BaseModel):
     notes: str = Field(default="", max_length=2000)
 
 
-def _left_up(ticket: dict[str, Any]) -> str | None:
-    """The tunnel an escalation left carrying traffic, unless it was removed since."""
-    tunnel_id: str | None = None
-    for event in ticket["events"]:
-        details = event["payload"].get("details") or {}
-        if event["task_type"] == "ticket_closed" and str(details.get("tunnel", "")).startswith(
-            "left up"
-        ):
-            tunnel_id = details.get("tunnel_id")
-        elif event["task_type"] == "tunnel_removed":
-            tunnel_id = None
-    return tunnel_id
-
-
 @router.post("/tickets/{incident_id}/tunnel/remove")
 async def remove_tunnel(
     incident_id: str, request: Request, user: OperatorDep, body: RemoveTunnelBody | None = None
@@ -94,7 +81,7 @@ async def remove_tunnel(
     ticket = await store.get_ticket(app.state.engine, incident_id)
     if ticket is None:
         raise HTTPException(404, f"no ticket {incident_id!r}")
-    tunnel_id = _left_up(ticket)
+    tunnel_id = ticket.get("tunnel_left_up")  # the rule is in services/io/protection.py
     if tunnel_id is None:
         raise HTTPException(
             409,
@@ -102,9 +89,8 @@ async def remove_tunnel(
             "steered leaves one, and it is removed once)",
         )
     try:
-        answer = await app.state.mesh.send(
-            "tunnel",
-            "delete_tunnel",
+        answer = await app.state.mesh.call(
+            DELETE_TUNNEL,
             DeleteTunnel(incident_id=incident_id, tunnel_id=tunnel_id),
             incident_id=incident_id,
             idempotency_key=f"io-remove-tunnel-{incident_id}-{tunnel_id}",
@@ -114,7 +100,7 @@ async def remove_tunnel(
         raise HTTPException(
             503, f"the tunnel agent is unreachable; nothing changed ({exc})"
         ) from None
-    except MeshRejected as exc:
+    except MeshError as exc:
         raise HTTPException(502, f"the tunnel agent refused to remove {tunnel_id}: {exc}") from None
     notes = (body or RemoveTunnelBody()).notes
     payload = {
@@ -122,7 +108,7 @@ async def remove_tunnel(
         "tunnel_id": tunnel_id,
         "removed_by": user.username,
         "notes": notes,
-        "already_absent": bool(answer.get("already_absent")),
+        "already_absent": answer.already_absent,
     }
     view, event = await store.record(
         app.state.engine,
@@ -133,8 +119,7 @@ async def remove_tunnel(
     )
     app.state.broadcaster.publish("ticket", {"ticket": view, "event": event})
     await app.state.outbox.put(
-        "audit",
-        "audit_event",
+        AUDIT_EVENT,
         AuditEvent(
             event_type="state_change",
             incident_id=incident_id,

@@ -19,7 +19,7 @@ from services.lab.controller import Lab
 from services.lab.network import LabNetwork, Thresholds
 from services.lab.routes import LabError, cnc, control, pca
 from services.lab.settings import LabSettings
-from services.lab.topology import build_topology
+from services.lab.topology import build_topology, delay_threshold_ms
 from shared import __version__
 from shared.logs import get_logger
 from shared.settings import Settings
@@ -42,7 +42,7 @@ def create_app(
     lab_settings = lab_settings or LabSettings()
     topology = build_topology(lab_settings.topology, seed=lab_settings.seed)
     thresholds = Thresholds(
-        delay_ms=lab_settings.threshold_delay_ms,
+        delay_ms=delay_threshold_ms(topology, lab_settings.threshold_delay_ms),
         jitter_ms=lab_settings.threshold_jitter_ms,
         loss_pct=lab_settings.threshold_loss_pct,
     )

@@ -19,7 +19,7 @@ class LabSettings(BaseSettings):
         default="default",
         description="'default' (the seed's network) or a topohub key such as 'sndlib/abilene'",
     )
-    seed: int = Field(default=0, description="makes TE capabilities and tiers reproducible")
+    seed: int = Field(default=0, description="makes TE regions, tiers and SRLGs reproducible")
     token: str | None = Field(
         default=None, description="bearer token every CNC/PCA request must carry (none: open)"
     )

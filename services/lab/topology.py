@@ -7,8 +7,11 @@ Two sources:
   avoids the first two is pe1 → p1 → p2 → pe4 (four nodes). Eleven more services never cross
   ``pe1-pe2``/``pe2-pe3``, and ``p1-p3`` carries no service at all.
 - any topohub key (``sndlib/abilene``, ``sndlib/germany50``, ``topozoo/Abilene`` …): the
-  published graph, delay from fibre length (km / 200 ≈ ms), services from the SNDlib demand
-  matrix routed on shortest-delay paths, TE capabilities and tiers drawn from a seeded RNG.
+  published graph made to behave like an operator's network (see :func:`topohub_topology`):
+  delay from fibre length (km / 200 ≈ ms), an SR-MPLS core with contiguous SRv6 and RSVP-TE
+  regions, services from the SNDlib demand matrix routed on shortest-delay paths and scaled to
+  a busy hour (busiest link at 65 %), tiers in fixed realistic proportions. Deterministic per
+  (key, seed).
 
 Everything here is immutable once built; what changes at run time lives in
 :mod:`services.lab.network`. :func:`build_topology` is a plain function so benchmarks can build a
@@ -339,8 +342,113 @@ def _capacity_for(load_mbps: float) -> float:
     return top * -(-needed // top)
 
 
+BUSY_HOUR_PEAK = 0.65
+"""Share of its capacity the busiest link carries at the busy hour, before any fault.
+
+Operators plan core links to run at 60-70 % at the busy hour (room for a failure's reroute
+below the 80 % where queues build), so the lab scales every demand matrix to that level: with
+the matrix's raw values some networks idled at 1 % and none had the load a real one has."""
+
+TIER_SHARES: dict[str, float] = {
+    "platinum": 0.05,
+    "gold": 0.20,
+    "silver": 0.35,
+    "bronze": 0.40,
+}
+"""Share of an SP's VPN services in each SLA tier: few premium services, mostly best effort."""
+
+SRV6_REGION_SHARE = 0.20
+RSVP_TE_REGION_SHARE = 0.10
+"""Share of the nodes in the SRv6 and in the RSVP-TE region (each one contiguous ball)."""
+
+NATIONAL_SPAN_KM = 1_000.0
+"""Extent given to a network drawn on a canvas instead of a map (the diagonal of its bounding
+box): SNDlib's synthetic and national networks are of that order, so links are a few ms."""
+
+
+def _km_per_unit(positions: dict[str, tuple[float, float]]) -> float | None:
+    """The km one canvas unit stands for, or None when the positions are (longitude, latitude).
+
+    Some SNDlib networks (atlanta, giul39, norway, ta1 …) carry drawing coordinates, and
+    topohub's ``dist`` for them is a great-circle distance over those numbers taken as degrees
+    (up to 19,500 km): every such link measured 50-100 ms, out of SLA before any fault.
+    """
+    if not positions:
+        return None
+    if all(-180 <= x <= 180 and -90 <= y <= 90 for x, y in positions.values()):
+        return None
+    xs = [x for x, _ in positions.values()]
+    ys = [y for _, y in positions.values()]
+    diagonal = ((max(xs) - min(xs)) ** 2 + (max(ys) - min(ys)) ** 2) ** 0.5
+    return NATIONAL_SPAN_KM / diagonal if diagonal > 0 else None
+
+
+def te_regions(
+    graph: nx.Graph, rng: random.Random
+) -> tuple[dict[str, tuple[str, ...]], dict[str, set[str]]]:
+    """TE capabilities by domain, the way operators deploy them: an SR-MPLS core everywhere,
+    one SRv6 region and one RSVP-TE region, each a BFS ball around a seeded node.
+
+    Every node supports sr-mpls, so no TE constraint cuts the network apart (capabilities drawn
+    node by node did: an SRv6-only node split "every node supports sr-mpls" paths). A region's
+    nodes are dual-stack (sr-mpls + srv6, or sr-mpls + rsvp-te); a region grows breadth-first
+    through nodes no other region holds, so it is connected, and together they stay a minority.
+    Returns each node's capabilities and each region's nodes.
+    """
+    nodes = sorted(graph)
+    n = len(nodes)
+    caps: dict[str, tuple[str, ...]] = dict.fromkeys(nodes, ("sr-mpls",))
+    regions: dict[str, set[str]] = {"srv6": set(), "rsvp-te": set()}
+    if n < 4:
+        return caps, regions
+    taken: set[str] = set()
+    for te, share in (("srv6", SRV6_REGION_SHARE), ("rsvp-te", RSVP_TE_REGION_SHARE)):
+        size = min(max(1, round(share * n)), (n - 1) // 2 - len(taken))  # a strict minority
+        free = [node for node in nodes if node not in taken and graph.degree(node) > 0]
+        if not free or size < 1:
+            break
+        seed = rng.choice(free)
+        ball: list[str] = []
+        for node in nx.bfs_tree(graph.subgraph(set(nodes) - taken), seed):
+            ball.append(node)
+            if len(ball) >= size:
+                break
+        regions[te] = set(ball)
+        taken.update(ball)
+        for node in ball:
+            caps[node] = ("sr-mpls", te)
+    return caps, regions
+
+
+def assign_tiers(count: int, rng: random.Random) -> list[str]:
+    """``count`` tiers in :data:`TIER_SHARES` proportions (largest remainder), in seeded order.
+
+    Drawing each tier at random left small networks with no platinum or a third of them; a
+    quota keeps every tier within one service of its share.
+    """
+    exact = {tier: TIER_SHARES[tier] * count for tier in TIERS}
+    counts = {tier: int(exact[tier]) for tier in TIERS}
+    by_remainder = sorted(TIERS, key=lambda t: (-(exact[t] - counts[t]), TIER_RANK[t]))
+    for tier in by_remainder[: count - sum(counts.values())]:
+        counts[tier] += 1
+    tiers = [tier for tier in TIERS for _ in range(counts[tier])]
+    rng.shuffle(tiers)
+    return tiers
+
+
 def topohub_topology(key: str, *, seed: int = 0) -> LabTopology:
-    """A published topology with deterministic TE capabilities, tiers and services."""
+    """A published topology that behaves like an operator's network, deterministic per seed.
+
+    - delay: fibre length / 200 km per ms, from the map when the positions are geographic,
+      else from the drawing scaled to :data:`NATIONAL_SPAN_KM`;
+    - TE: :func:`te_regions` (SR-MPLS everywhere, contiguous SRv6 and RSVP-TE regions);
+    - services: one per demand of the SNDlib matrix (a seeded sample of node pairs where
+      there is none), between PEs, pinned to the shortest-delay path;
+    - capacity: the smallest standard port that keeps each link at most half full at the
+      matrix's load, then every demand scaled so the busiest link runs at
+      :data:`BUSY_HOUR_PEAK` (no queue, nothing out of SLA until a fault);
+    - tiers: :func:`assign_tiers`.
+    """
     data = _load_topohub(key)
     rng = random.Random(f"{key}:{seed}")
 
@@ -351,41 +459,30 @@ def topohub_topology(key: str, *, seed: int = 0) -> LabTopology:
         ids = dict(zip(raw_ids, names, strict=True))
     else:
         ids = {raw: f"n{raw}" for raw in raw_ids}
-
-    nodes: dict[str, LabNode] = {}
-    base = ipaddress.IPv4Address("10.0.0.0")
-    for index, raw in enumerate(raw_ids):
-        roll = rng.random()
-        if roll < 0.70:
-            caps: tuple[str, ...] = ("sr-mpls",)
-        elif roll < 0.90:
-            caps = ("sr-mpls", "srv6")
-        elif roll < 0.95:
-            caps = ("srv6",)
-        else:
-            caps = ("rsvp-te",)
-        node_id = ids[raw]
-        original = data["nodes"][index].get("name")
-        nodes[node_id] = LabNode(
-            node_id=node_id,
-            loopback=str(base + index + 1),
-            prefix_sid=16001 + index,
-            te_capabilities=caps,
-            role="pe",
-            name=str(original) if original is not None else None,
-        )
+    positions = {
+        ids[n["id"]]: (float(n["pos"][0]), float(n["pos"][1]))
+        for n in data["nodes"]
+        if isinstance(n.get("pos"), (list, tuple)) and len(n["pos"]) == 2
+    }
+    km_per_unit = _km_per_unit(positions)
 
     graph = nx.Graph()
-    graph.add_nodes_from(nodes)
+    graph.add_nodes_from(ids[raw] for raw in raw_ids)
     edges: list[tuple[str, str, float]] = []
     for edge in data["edges"]:
         a, b = ids[edge["source"]], ids[edge["target"]]
         if a == b or graph.has_edge(a, b):
             continue  # self-loops and parallel edges add nothing the lab can name
-        km = float(edge.get("dist") or 0.0)
+        if km_per_unit is not None and a in positions and b in positions:
+            (xa, ya), (xb, yb) = positions[a], positions[b]
+            km = ((xa - xb) ** 2 + (ya - yb) ** 2) ** 0.5 * km_per_unit
+        else:
+            km = float(edge.get("dist") or 0.0)
         delay = max(0.1, round(km / SPEED_OF_LIGHT_IN_FIBRE_KM_PER_MS, 2))
         graph.add_edge(a, b, delay=delay, km=km)
         edges.append((a, b, delay))
+
+    caps, _ = te_regions(graph, rng)
 
     # services: the demand matrix when there is one, else a seeded sample of node pairs
     demands: list[tuple[str, str, float]] = []
@@ -393,14 +490,14 @@ def topohub_topology(key: str, *, seed: int = 0) -> LabTopology:
         for dst, value in sorted(row.items()):
             if src != dst and float(value) > 0:
                 demands.append((ids[src], ids[dst], float(value)))
-    if not demands and len(nodes) > 1:
-        node_list = sorted(nodes)
-        for _ in range(min(4 * len(nodes), 2000)):
+    if not demands and len(graph) > 1:
+        node_list = sorted(graph)
+        for _ in range(min(4 * len(graph), 2000)):
             a, b = rng.sample(node_list, 2)
             demands.append((a, b, float(rng.choice((100, 200, 500, 1000)))))
 
     routes: dict[str, dict[str, list[str]]] = {}
-    services: list[LabService] = []
+    routed: list[tuple[str, str, float, list[str]]] = []
     load: dict[tuple[str, str], float] = defaultdict(float)
     for src, dst, mbps in demands:
         if src not in routes:
@@ -408,10 +505,21 @@ def topohub_topology(key: str, *, seed: int = 0) -> LabTopology:
         node_path = routes[src].get(dst)
         if node_path is None:
             continue  # disconnected pair (some Topology Zoo graphs)
-        tier = rng.choices(TIERS, weights=(1, 2, 3, 4))[0]
-        n = len(services) + 1
+        routed.append((src, dst, mbps, node_path))
         for a, b in itertools.pairwise(node_path):
             load[(min(a, b), max(a, b))] += mbps
+
+    capacity = {
+        (min(a, b), max(a, b)): _capacity_for(load[(min(a, b), max(a, b))]) for a, b, _ in edges
+    }
+    peak = max((load[pair] / capacity[pair] for pair in capacity), default=0.0)
+    busy_hour = BUSY_HOUR_PEAK / peak if peak > 0 else 1.0
+
+    tiers = assign_tiers(len(routed), rng)
+    ends = {node for src, dst, _, _ in routed for node in (src, dst)}
+    services: list[LabService] = []
+    for (src, dst, mbps, node_path), tier in zip(routed, tiers, strict=True):
+        n = len(services) + 1
         services.append(
             LabService(
                 vpn_id=f"vpn-{n:05d}",
@@ -422,8 +530,22 @@ def topohub_topology(key: str, *, seed: int = 0) -> LabTopology:
                 end_point=dst,
                 nodes=tuple(node_path),
                 path=(),
-                bandwidth_mbps=round(mbps, 3),
+                bandwidth_mbps=max(0.001, round(mbps * busy_hour, 3)),
             )
+        )
+
+    nodes: dict[str, LabNode] = {}
+    base = ipaddress.IPv4Address("10.0.0.0")
+    for index, raw in enumerate(raw_ids):
+        node_id = ids[raw]
+        original = data["nodes"][index].get("name")
+        nodes[node_id] = LabNode(
+            node_id=node_id,
+            loopback=str(base + index + 1),
+            prefix_sid=16001 + index,
+            te_capabilities=caps[node_id],
+            role="pe" if node_id in ends else "p",
+            name=str(original) if original is not None else None,
         )
 
     links: dict[str, LabLink] = {}
@@ -436,7 +558,7 @@ def topohub_topology(key: str, *, seed: int = 0) -> LabTopology:
             source=a,
             destination=b,
             delay_ms=delay,
-            capacity_mbps=_capacity_for(load[(min(a, b), max(a, b))]),
+            capacity_mbps=capacity[(min(a, b), max(a, b))],
             igp_metric=metric,
             te_metric=metric,
             srlgs=srlgs,
@@ -449,6 +571,21 @@ def topohub_topology(key: str, *, seed: int = 0) -> LabTopology:
         topo.services[svc.vpn_id] = _with_path(svc, path)
     topo.scenarios = generic_scenarios(topo)
     return topo
+
+
+def delay_threshold_ms(topology: LabTopology, configured: float) -> float:
+    """The delay threshold the lab's PCA policy uses on ``topology``: ``configured``, raised
+    for a network whose longest healthy link already measures close to it.
+
+    An operator sets SLA thresholds a healthy network meets; a few Topology Zoo networks have
+    intercontinental links whose propagation alone is 50-80 ms, which the 50 ms default would
+    report out of SLA forever. Above 80 % of ``configured`` the threshold becomes the longest
+    base delay plus a quarter, rounded up to 10 ms. The seed's network keeps ``configured``.
+    """
+    longest = max((link.delay_ms for link in topology.links.values()), default=0.0)
+    if longest < 0.8 * configured:
+        return configured
+    return max(configured, 10.0 * -(-(longest * 1.25) // 10.0))
 
 
 def generic_scenarios(topo: LabTopology) -> dict[str, ScenarioPlan]:

@@ -19,7 +19,8 @@ from services.notify.service import Channels, Notifier, NotifyMetrics
 from services.notify.settings import NotifySettings
 from services.notify.webhook import router as webhook_router
 from shared.agent import AgentSpec, EngineDep, TaskContext
-from shared.models import Notify
+from shared.contracts import NOTIFY
+from shared.models import Notify, NotifyResult
 from shared.settings import Settings
 
 router = APIRouter(prefix="/api/v1", tags=["deliveries"])
@@ -74,8 +75,8 @@ def build_spec() -> AgentSpec:
         routers=[router, webhook_router],
     )
 
-    @spec.task("notify", Notify, "Notify people on the channels the severity and tier call for")
-    async def notify(payload: Notify, ctx: TaskContext) -> dict[str, Any]:
+    @spec.serve(NOTIFY)
+    async def notify(payload: Notify, ctx: TaskContext) -> NotifyResult:
         notifier: Notifier = ctx.state.notifier
         return await notifier.notify(payload, key=ctx.idempotency_key or f"task:{ctx.task_id}")
 

@@ -27,9 +27,10 @@ from services.notify.channels import (
 from services.notify.routing import route
 from services.notify.settings import CHANNELS, Channel, NotifySettings
 from services.notify.templates import Rendered, render
+from shared.contracts import AUDIT_EVENT
 from shared.logs import get_logger
 from shared.mesh import backoff_delay
-from shared.models import AuditEvent, Notify, utcnow
+from shared.models import AuditEvent, Notify, NotifyResult, utcnow
 from shared.outbox import Outbox
 
 log = get_logger(__name__)
@@ -137,7 +138,7 @@ class Notifier:
     def wake(self) -> None:
         self._wake.set()
 
-    async def notify(self, payload: Notify, *, key: str) -> dict[str, Any]:
+    async def notify(self, payload: Notify, *, key: str) -> NotifyResult:
         level, routed = route(payload.severity, payload.tier, self.settings.notify_routing)
         message = render(payload, console_url=self.console_url)
         if payload.incident_id:
@@ -150,13 +151,13 @@ class Notifier:
         outcomes = await asyncio.gather(
             *(self._deliver(channel, payload, message, key) for channel in routed)
         )
-        return {
-            "incident_id": payload.incident_id,
-            "event": payload.event,
-            "template": message.kind,
-            "level": level,
-            "channels": dict(zip(routed, outcomes, strict=True)),
-        }
+        return NotifyResult(
+            incident_id=payload.incident_id,
+            event=payload.event,
+            template=message.kind,
+            level=level,
+            channels=dict(zip(routed, outcomes, strict=True)),
+        )
 
     async def _deliver(
         self, channel: Channel, payload: Notify, message: Rendered, key: str
@@ -289,8 +290,7 @@ class Notifier:
             self.wake()
         self.metrics.deliveries.labels(channel, status).inc()
         await self.outbox.put(
-            "audit",
-            "audit_event",
+            AUDIT_EVENT,
             AuditEvent(
                 event_type="notification_sent",
                 incident_id=payload.incident_id,

@@ -29,6 +29,7 @@ from pydantic import (
 from services.notify import store
 from services.notify.settings import NotifySettings
 from shared.agent import EngineDep, SettingsDep
+from shared.contracts import INCIDENT_SIGNAL, STATUS_UPDATE
 from shared.logs import get_logger
 from shared.models import IncidentSignal, StatusUpdate
 from shared.outbox import Outbox
@@ -168,8 +169,7 @@ async def servicenow_webhook(
     }
     if settings.io_enabled:
         await outbox.put(
-            "io",
-            "status_update",
+            STATUS_UPDATE,
             StatusUpdate(
                 incident_id=incident_id,
                 status=mapping["last_status"] or "open",
@@ -184,8 +184,7 @@ async def servicenow_webhook(
         answer["forwarded"].append("io:status_update")
     if hook.state in RESOLVED_STATES and not mapping["resolved_by_cxm"]:
         await outbox.put(
-            "orchestrator",
-            "incident_signal",
+            INCIDENT_SIGNAL,
             IncidentSignal(
                 incident_id=incident_id,
                 signal="operator_resolved",

@@ -22,16 +22,27 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from services.orchestrator import store
-from services.orchestrator.graph import Deps, build_graph
+from services.orchestrator.flow import Deps, build_graph
 from services.orchestrator.runner import Runner, public_row
 from services.orchestrator.settings import OrchestratorSettings
 from shared.agent import AgentSpec, TaskContext
+from shared.contracts import APPROVAL_DECISION, GET_INCIDENT, INCIDENT_SIGNAL, START_INCIDENT
 from shared.errors import TaskFailed
 from shared.logs import get_logger
-from shared.models import ApprovalDecision, IncidentSignal, StartIncident, Strict, utcnow
+from shared.models import (
+    ApprovalDecision,
+    DecisionResult,
+    GetIncident,
+    IncidentSignal,
+    IncidentStarted,
+    IncidentView,
+    SignalResult,
+    StartIncident,
+    utcnow,
+)
 from shared.settings import Settings
 
 log = get_logger(__name__)
@@ -45,12 +56,6 @@ spec = AgentSpec(
 )
 router = APIRouter(prefix="/api/v1", tags=["incidents"])
 spec.include_router(router)
-
-
-class GetIncident(Strict):
-    """``get_incident``: an incident's row, timers, pending approval and graph state."""
-
-    incident_id: str = Field(min_length=1)
 
 
 def postgres_conninfo(url: str) -> str | None:
@@ -128,13 +133,8 @@ def get_runner(request: Request) -> Runner:
 # --- task handlers -------------------------------------------------------------------------
 
 
-@spec.task(
-    "start_incident",
-    StartIncident,
-    "Run the incident state machine for a new incident (a known incident id is a no-op)",
-    tags=["incident"],
-)
-async def start_incident(payload: StartIncident, ctx: TaskContext) -> dict[str, Any]:
+@spec.serve(START_INCIDENT)
+async def start_incident(payload: StartIncident, ctx: TaskContext) -> IncidentStarted:
     runner = _runner(ctx)
     created = await store.create(
         runner.engine,
@@ -147,22 +147,17 @@ async def start_incident(payload: StartIncident, ctx: TaskContext) -> dict[str, 
     if created:
         log.info("incident started", incident_id=payload.incident_id, severity=payload.severity)
         runner.wake()
-    return {
-        "incident_id": payload.incident_id,
-        "created": created,
-        "status": row["status"],
-        "phase": row["phase"],
-        "final": row["final"],
-    }
+    return IncidentStarted(
+        incident_id=payload.incident_id,
+        created=created,
+        status=row["status"],
+        phase=row["phase"],
+        final=row["final"],
+    )
 
 
-@spec.task(
-    "incident_signal",
-    IncidentSignal,
-    "Something changed about an open incident: links added, dampen/resume, cleared, resolved",
-    tags=["incident"],
-)
-async def incident_signal(payload: IncidentSignal, ctx: TaskContext) -> dict[str, Any]:
+@spec.serve(INCIDENT_SIGNAL)
+async def incident_signal(payload: IncidentSignal, ctx: TaskContext) -> SignalResult:
     runner = _runner(ctx)
     row = await store.get(runner.engine, payload.incident_id)
     if row is None:
@@ -170,7 +165,7 @@ async def incident_signal(payload: IncidentSignal, ctx: TaskContext) -> dict[str
             f"unknown incident {payload.incident_id}", code="unknown_incident", status=404
         )
     if row["final"]:
-        return {"incident_id": payload.incident_id, "accepted": False, "status": row["status"]}
+        return SignalResult(incident_id=payload.incident_id, accepted=False, status=row["status"])
     value = {
         "kind": "signal",
         "id": ctx.idempotency_key or uuid.uuid4().hex,
@@ -179,16 +174,11 @@ async def incident_signal(payload: IncidentSignal, ctx: TaskContext) -> dict[str
     }
     await store.push(runner.engine, payload.incident_id, value)
     runner.wake()
-    return {"incident_id": payload.incident_id, "accepted": True, "signal": payload.signal}
+    return SignalResult(incident_id=payload.incident_id, accepted=True, signal=payload.signal)
 
 
-@spec.task(
-    "approval_decision",
-    ApprovalDecision,
-    "An operator approved or rejected a pending action; resumes the incident",
-    tags=["approval"],
-)
-async def approval_decision(payload: ApprovalDecision, ctx: TaskContext) -> dict[str, Any]:
+@spec.serve(APPROVAL_DECISION)
+async def approval_decision(payload: ApprovalDecision, ctx: TaskContext) -> DecisionResult:
     runner = _runner(ctx)
     resume = {
         "kind": "approval",
@@ -214,22 +204,22 @@ async def approval_decision(payload: ApprovalDecision, ctx: TaskContext) -> dict
         decided_by=payload.decided_by,
     )
     runner.wake()
-    return {
-        "incident_id": payload.incident_id,
-        "approval_id": payload.approval_id,
-        "decision": payload.decision,
-        "accepted": True,
-    }
+    return DecisionResult(
+        incident_id=payload.incident_id,
+        approval_id=payload.approval_id,
+        decision=payload.decision,
+        accepted=True,
+    )
 
 
-@spec.task("get_incident", GetIncident, "An incident's state, phase, timers and approvals")
-async def get_incident(payload: GetIncident, ctx: TaskContext) -> dict[str, Any]:
+@spec.serve(GET_INCIDENT)
+async def get_incident(payload: GetIncident, ctx: TaskContext) -> IncidentView:
     found = await _runner(ctx).describe(payload.incident_id)
     if found is None:
         raise TaskFailed(
             f"unknown incident {payload.incident_id}", code="unknown_incident", status=404
         )
-    return found
+    return IncidentView.model_validate(found)
 
 
 # --- REST ----------------------------------------------------------------------------------

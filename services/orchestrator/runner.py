@@ -24,7 +24,8 @@ from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.orchestrator import store
-from services.orchestrator.graph import Deps, initial_state, parse
+from services.orchestrator.flow import Deps, initial_state, parse
+from shared.contracts import AUDIT_EVENT, ERROR_NOTICE
 from shared.logs import get_logger
 from shared.models import AuditEvent, ErrorNotice, utcnow
 
@@ -178,7 +179,7 @@ class Runner:
                 source_agent="orchestrator",
             )
             await outbox.put(
-                "io", "error", notice, key=f"{incident_id}:run-failing:io", incident_id=incident_id
+                ERROR_NOTICE, notice, key=f"{incident_id}:run-failing:io", incident_id=incident_id
             )
         event = AuditEvent(
             event_type="error",
@@ -187,8 +188,7 @@ class Runner:
             details={"error_code": "incident_run_failing", "message": message, **details},
         )
         await outbox.put(
-            "audit",
-            "audit_event",
+            AUDIT_EVENT,
             event,
             key=f"{incident_id}:run-failing:audit",
             incident_id=incident_id,

@@ -13,16 +13,24 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import httpx
 from fastapi import FastAPI
 
-from services.path.graph import KnowledgeGraph, fingerprint
+from services.path.graph import KnowledgeGraph, SlaBreach, fingerprint
 from services.path.settings import PathSettings
 from shared.agent import AgentSpec, TaskContext
+from shared.contracts import COMPUTE_PATH, GET_TOPOLOGY, K_SHORTEST_PATHS
 from shared.logs import get_logger
-from shared.models import ComputePath, GetTopology, KPathsResult, KShortestPaths, PathResult
+from shared.models import (
+    ComputePath,
+    GetTopology,
+    KPathsResult,
+    KShortestPaths,
+    PathResult,
+    TopologyView,
+)
 from shared.settings import Settings
 from shared.southbound import CncClient, PcaClient, SrPolicy, VpnService, southbound_clients
 
@@ -66,8 +74,9 @@ class GraphCache:
         """Services and SR policies as CNC has them now, for bandwidth accounting (steering
         changes all the time, so never kept)."""
         self.out_of_sla = SharedRead(self._read_sla)
-        """Links PCA measures beyond a threshold now: no protection path may use them, whichever
-        incident they belong to (concurrent incidents each avoid only their own)."""
+        """Links PCA measures beyond a threshold now, and how far: every path avoids them when
+        it can, whichever incident they belong to (concurrent incidents each ban only their
+        own), and crosses the mildest when there is no other way."""
 
     @property
     def load_reads(self) -> int:
@@ -98,15 +107,16 @@ class GraphCache:
         services, policies = await asyncio.gather(self.cnc.services(), self.cnc.sr_policies())
         return services, policies
 
-    async def _read_sla(self) -> list[str]:
+    async def _read_sla(self) -> dict[str, SlaBreach]:
         links = list((await self.get()).links)
         metrics, limits = await asyncio.gather(self.pca.link_metrics(links), self.pca.thresholds())
-        return [name for name, m in metrics.items() if not m.within(limits)]
+        breaches = {name: SlaBreach.of(name, m, limits) for name, m in metrics.items()}
+        return {name: breach for name, breach in breaches.items() if breach is not None}
 
 
 async def _graph_for(request: ComputePath, ctx: TaskContext) -> KnowledgeGraph:
-    """The cached graph, without the links out of SLA now, and with every link's current load
-    when the request asks for bandwidth."""
+    """The cached graph, with the links out of SLA now priced in, and with every link's current
+    load when the request asks for bandwidth."""
     cache: GraphCache = ctx.state.graph
     settings: PathSettings = ctx.state.path_settings
     graph = await cache.get()
@@ -143,12 +153,7 @@ spec = AgentSpec(
 )
 
 
-@spec.task(
-    "compute_path",
-    ComputePath,
-    "Shortest path avoiding links, nodes and SRLGs on a delay, TE, IGP or hop metric",
-    tags=["path", "dijkstra"],
-)
+@spec.serve(COMPUTE_PATH)
 async def compute_path(payload: ComputePath, ctx: TaskContext) -> PathResult:
     graph = await _graph_for(payload, ctx)
     result = graph.shortest(payload)
@@ -157,27 +162,23 @@ async def compute_path(payload: ComputePath, ctx: TaskContext) -> PathResult:
         incident_id=payload.incident_id,
         found=result.found,
         path=result.path,
+        out_of_sla=result.out_of_sla_links,
         reason=result.reason,
     )
     return result
 
 
-@spec.task(
-    "k_shortest_paths",
-    KShortestPaths,
-    "Up to k loopless alternative paths under the same constraints (Yen)",
-    tags=["path"],
-)
+@spec.serve(K_SHORTEST_PATHS)
 async def k_shortest_paths(payload: KShortestPaths, ctx: TaskContext) -> KPathsResult:
     graph = await _graph_for(payload, ctx)
     return KPathsResult(paths=graph.k_shortest(payload, payload.k))
 
 
-@spec.task("get_topology", GetTopology, "The topology knowledge graph", tags=["topology"])
-async def get_topology(payload: GetTopology, ctx: TaskContext) -> dict[str, Any]:
+@spec.serve(GET_TOPOLOGY)
+async def get_topology(payload: GetTopology, ctx: TaskContext) -> TopologyView:
     cache: GraphCache = ctx.state.graph
     graph = await cache.get(refresh=payload.refresh)
-    return graph.summary()
+    return TopologyView.model_validate(graph.summary())
 
 
 def create_app(

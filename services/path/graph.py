@@ -8,6 +8,13 @@ constraints exclude and picks the cheapest eligible parallel link.
 Bandwidth is TE accounting, not raw capacity: ``reserve`` gives a view of the graph with the
 load the services put on each link now, and a path for N Mbps only uses links with N Mbps of
 headroom below their reservable share.
+
+A link PCA measures out of SLA (``degraded``) is a cost, not a ban: banning them left whole
+regions unreachable when several links were degraded at once, and the customers on a worse
+link. Each costs more than any path that avoids them all, scaled by how far it is over its
+thresholds, so a path crosses one only when there is no other way, and then the mildest; the
+result names the links it crosses and says why. The request's own ``avoid_links`` (the
+incident's failed links) stay a ban.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import dataclasses
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice, pairwise
 from typing import Any
@@ -24,7 +31,15 @@ from typing import Any
 import networkx as nx
 
 from shared.models import ComputePath, PathResult
-from shared.southbound import Link, SrPolicy, Topology, VpnService, link_key
+from shared.southbound import (
+    Link,
+    LinkMetrics,
+    SrPolicy,
+    Thresholds,
+    Topology,
+    VpnService,
+    link_key,
+)
 
 TE_PREFERENCE: tuple[str, ...] = ("sr-mpls", "srv6", "rsvp-te")
 """Which tunnel technology to prefer when every node on a path supports several."""
@@ -36,6 +51,39 @@ def fingerprint(topology: Topology) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
+@dataclass(frozen=True)
+class SlaBreach:
+    """How far a link PCA measures out of SLA is over its thresholds."""
+
+    link_id: str
+    severity: float = 1.0
+    """The worst measured / threshold ratio (1 at a threshold, 2 at twice it)."""
+    detail: str = "out of SLA"
+    """The worst metric against its threshold, for the path's reason."""
+
+    @classmethod
+    def of(cls, link_id: str, metrics: LinkMetrics, limits: Thresholds) -> SlaBreach | None:
+        """The breach, or None while the link is within every threshold."""
+        if metrics.within(limits):
+            return None
+        ratios = [
+            (
+                metrics.loss_pct / limits.loss_pct,
+                f"loss {metrics.loss_pct:g} % over {limits.loss_pct:g} %",
+            ),
+            (
+                metrics.delay_ms / limits.delay_ms,
+                f"delay {metrics.delay_ms:g} ms over {limits.delay_ms:g} ms",
+            ),
+            (
+                metrics.jitter_ms / limits.jitter_ms,
+                f"jitter {metrics.jitter_ms:g} ms over {limits.jitter_ms:g} ms",
+            ),
+        ]
+        ratio, detail = max(ratios, key=lambda item: item[0])
+        return cls(link_id=link_id, severity=round(max(1.0, ratio), 3), detail=detail)
+
+
 @dataclass
 class KnowledgeGraph:
     graph: nx.Graph
@@ -45,8 +93,9 @@ class KnowledgeGraph:
     """What the services use of each link (by ``link_key``); empty until ``reserve``."""
     reservable_share: float = 1.0
     """The share of a link's capacity paths may reserve; without ``reserve``, all of it."""
-    out_of_sla: frozenset[str] = frozenset()
-    """Links (by ``link_key``) that PCA measures beyond a threshold now: no path uses them."""
+    out_of_sla: Mapping[str, SlaBreach] = field(default_factory=dict)
+    """Links (by ``link_key``) that PCA measures beyond a threshold now: a path crosses one
+    only when no path avoids them all (see the module docstring)."""
 
     @classmethod
     def build(cls, topology: Topology) -> KnowledgeGraph:
@@ -104,9 +153,18 @@ class KnowledgeGraph:
                 load[link_key(name)] += service.bandwidth_mbps * (1 - share)
         return dataclasses.replace(self, load_mbps=dict(load), reservable_share=reservable_share)
 
-    def degraded(self, links: Iterable[str]) -> KnowledgeGraph:
-        """This graph (not copied) with ``links`` out of bounds: up, but out of SLA."""
-        return dataclasses.replace(self, out_of_sla=frozenset(link_key(n) for n in links))
+    def degraded(self, links: Iterable[str] | Mapping[str, SlaBreach]) -> KnowledgeGraph:
+        """This graph (not copied) with ``links`` up but out of SLA: costly, not banned.
+
+        A plain name counts as just at its threshold (severity 1); a :class:`SlaBreach` says
+        how far over it the link is, so the milder of two degraded links is the one crossed.
+        """
+        breaches = (
+            {link_key(name): breach for name, breach in links.items()}
+            if isinstance(links, Mapping)
+            else {link_key(name): SlaBreach(name) for name in links}
+        )
+        return dataclasses.replace(self, out_of_sla=breaches)
 
     def headroom(self, link: Link) -> float:
         """Mbps a new path may still reserve on ``link``."""
@@ -136,7 +194,7 @@ class KnowledgeGraph:
             return PathResult(
                 found=False, metric=request.metric, reason=self._no_path_reason(request)
             )
-        return self._result(best[2], request, te_type=best[3])
+        return self._result(best[2], request, te_type=best[3], only_way=True)
 
     def _te_candidates(self, request: ComputePath) -> list[str]:
         """TE types to try, preferred first: the requested one, else those both ends support."""
@@ -195,11 +253,12 @@ class KnowledgeGraph:
         return avoided, srlgs
 
     def _eligible(self, request: ComputePath) -> Callable[[Link], bool]:
+        """Hard constraints: up, not avoided nor sharing their SRLGs, with the headroom."""
         avoided, srlgs = self._excluded(request)
         min_bw = request.min_bandwidth_mbps
 
         def eligible(link: Link) -> bool:
-            if link.oper_status.lower() != "up" or link_key(link.link_id) in self.out_of_sla:
+            if link.oper_status.lower() != "up":
                 return False
             if link_key(link.link_id) in avoided or _pair_key(link) in avoided:
                 return False
@@ -218,7 +277,7 @@ class KnowledgeGraph:
             avoid_nodes |= {
                 n for n, caps in self.graph.nodes(data="te_capabilities") if te_type not in caps
             }
-        cost = _COST[request.metric]
+        cost = self._cost(request)
 
         def weight(u: str, v: str, data: dict[str, Any]) -> float | None:
             if u in avoid_nodes or v in avoid_nodes:
@@ -228,19 +287,59 @@ class KnowledgeGraph:
 
         return weight
 
+    def _cost(self, request: ComputePath) -> Callable[[Link], float]:
+        """The request's metric, plus a penalty on links out of SLA.
+
+        The penalty unit exceeds the cost of every link together, so any simple path that
+        avoids all links out of SLA is cheaper than any that crosses one; times the link's
+        severity, so fewer and milder breaches win among paths that must cross.
+        """
+        metric = _COST[request.metric]
+        if not self.out_of_sla:
+            return metric
+        unit = 1.0 + sum(metric(link) for link in self.links.values())
+        breaches = self.out_of_sla
+
+        def cost(link: Link) -> float:
+            breach = breaches.get(link_key(link.link_id))
+            return metric(link) + (unit * breach.severity if breach is not None else 0.0)
+
+        return cost
+
     def _result(
-        self, nodes: list[str], request: ComputePath, te_type: str | None = None
+        self,
+        nodes: list[str],
+        request: ComputePath,
+        te_type: str | None = None,
+        *,
+        only_way: bool = False,
     ) -> PathResult:
         eligible = self._eligible(request)
+        penalised = self._cost(request)
         cost = _COST[request.metric]
         chosen = [
-            min((link for link in bundle if eligible(link)), key=cost)
+            min((link for link in bundle if eligible(link)), key=penalised)
             for bundle in self._bundles(nodes)
         ]
         te_types = self.te_types(nodes)
         bandwidth: dict[str, Any] = {}
         if request.min_bandwidth_mbps is not None:
             bandwidth["min_headroom_mbps"] = min(self.headroom(link) for link in chosen)
+        crossed = [
+            (link.link_id, self.out_of_sla[link_key(link.link_id)])
+            for link in chosen
+            if link_key(link.link_id) in self.out_of_sla
+        ]
+        reason = None
+        if crossed:
+            what = ", ".join(f"{name} ({breach.detail})" for name, breach in crossed)
+            reason = f"crosses {len(crossed)} link(s) PCA measures out of SLA: {what}" + (
+                f" — no path from {request.head_end} to {request.end_point} under the "
+                "request's constraints avoids every link out of SLA; this one crosses the "
+                "fewest and mildest"
+                if only_way
+                else ""
+            )
         return PathResult(
             found=True,
             path=nodes,
@@ -253,6 +352,8 @@ class KnowledgeGraph:
             path_type=te_type or (te_types[0] if te_types else None),
             min_capacity_mbps=min(link.capacity_mbps for link in chosen),
             srlgs=sorted({s for link in chosen for s in link.srlgs}),
+            reason=reason,
+            out_of_sla_links=[name for name, _ in crossed],
             **bandwidth,
         )
 
@@ -270,7 +371,7 @@ class KnowledgeGraph:
         if request.srlg_disjoint:
             parts.append("SRLG-disjoint from them")
         if self.out_of_sla:
-            parts.append(f"nor over the {len(self.out_of_sla)} link(s) PCA measures out of SLA")
+            parts.append(f"even across the {len(self.out_of_sla)} link(s) PCA measures out of SLA")
         if request.min_bandwidth_mbps is not None:
             parts.append(
                 f"with at least {request.min_bandwidth_mbps:g} Mbps of headroom "

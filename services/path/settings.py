@@ -16,7 +16,7 @@ class PathSettings(BaseSettings):
     )
     avoid_out_of_sla: bool = Field(
         default=True,
-        description="leave out every link PCA measures out of SLA now, not only the request's",
+        description="price in every link PCA measures out of SLA now (avoided when possible)",
     )
     reservable_share: float = Field(
         default=0.8,

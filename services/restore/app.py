@@ -12,6 +12,7 @@ import httpx
 from fastapi import FastAPI
 
 from shared.agent import AgentSpec, TaskContext
+from shared.contracts import CHECK_SLA, CLEANUP, CUTOVER_STEP
 from shared.errors import TaskFailed
 from shared.logs import get_logger
 from shared.models import (
@@ -20,6 +21,7 @@ from shared.models import (
     CutoverResult,
     CutoverStep,
     SlaResult,
+    TunnelDeleted,
     utcnow,
 )
 from shared.settings import Settings
@@ -100,12 +102,7 @@ async def _policy_key(
     return None
 
 
-@spec.task(
-    "check_sla",
-    CheckSla,
-    "Check the links' delay, jitter and loss against the PCA alert thresholds",
-    tags=["sla", "pca"],
-)
+@spec.serve(CHECK_SLA)
 async def check_sla(payload: CheckSla, ctx: TaskContext) -> SlaResult:
     result = await _check(ctx, payload.links)
     log.info(
@@ -117,12 +114,7 @@ async def check_sla(payload: CheckSla, ctx: TaskContext) -> SlaResult:
     return result
 
 
-@spec.task(
-    "cutover_step",
-    CutoverStep,
-    "Move traffic back one step (protection/original %) and re-check the original links",
-    tags=["cutover", "cnc", "pca"],
-)
+@spec.serve(CUTOVER_STEP)
 async def cutover_step(payload: CutoverStep, ctx: TaskContext) -> CutoverResult:
     if payload.protection_pct + payload.original_pct != 100:
         raise TaskFailed(
@@ -176,13 +168,8 @@ async def cutover_step(payload: CutoverStep, ctx: TaskContext) -> CutoverResult:
     )
 
 
-@spec.task(
-    "cleanup",
-    Cleanup,
-    "Take all traffic off the protection tunnel and delete it (idempotent)",
-    tags=["cleanup", "cnc"],
-)
-async def cleanup(payload: Cleanup, ctx: TaskContext) -> dict[str, Any]:
+@spec.serve(CLEANUP)
+async def cleanup(payload: Cleanup, ctx: TaskContext) -> TunnelDeleted:
     cnc: CncClient = ctx.state.cnc
     policy = None
     for candidate in await cnc.sr_policies():
@@ -194,7 +181,7 @@ async def cleanup(payload: Cleanup, ctx: TaskContext) -> dict[str, Any]:
             break
     if policy is None:
         log.info("cleanup: policy already absent", tunnel_id=payload.tunnel_id)
-        return {"deleted": True, "tunnel_id": payload.tunnel_id, "already_absent": True}
+        return TunnelDeleted(deleted=True, tunnel_id=payload.tunnel_id, already_absent=True)
     await cnc.steer(
         head_end=policy.head_end,
         end_point=policy.end_point,
@@ -206,7 +193,7 @@ async def cleanup(payload: Cleanup, ctx: TaskContext) -> dict[str, Any]:
         head_end=policy.head_end, end_point=policy.end_point, color=policy.color
     )
     log.info("cleanup: policy deleted", tunnel_id=payload.tunnel_id)
-    return {"deleted": True, "tunnel_id": payload.tunnel_id, "already_absent": False}
+    return TunnelDeleted(deleted=True, tunnel_id=payload.tunnel_id, already_absent=False)
 
 
 def create_app(

@@ -22,6 +22,7 @@ from services.traffic.analytics import demand_matrix as build_demand_matrix
 from services.traffic.analytics import forecast, parse_counter, utilisation
 from services.traffic.settings import TrafficSettings
 from shared.agent import AgentSpec, TaskContext
+from shared.contracts import DEMAND_MATRIX, LINK_UTILISATION, PREDICT_CONGESTION
 from shared.errors import SouthboundError
 from shared.logs import get_logger
 from shared.models import (
@@ -113,12 +114,7 @@ def _selected(names: list[str], wanted: list[str]) -> list[str]:
     return sorted(n for n in names if link_key(n) in keys)
 
 
-@spec.task(
-    "link_utilisation",
-    LinkUtilisation,
-    "Per-link utilisation (%) from the deltas of CNC interface counters",
-    tags=["traffic", "utilisation"],
-)
+@spec.serve(LINK_UTILISATION)
 async def link_utilisation(payload: LinkUtilisation, ctx: TaskContext) -> UtilisationResult:
     loads = await take_sample(ctx.app)
     return UtilisationResult(
@@ -127,23 +123,13 @@ async def link_utilisation(payload: LinkUtilisation, ctx: TaskContext) -> Utilis
     )
 
 
-@spec.task(
-    "demand_matrix",
-    DemandMatrix,
-    "Head-end x end-point demand in Mbps from the VPN services",
-    tags=["traffic", "demand"],
-)
+@spec.serve(DEMAND_MATRIX)
 async def demand_matrix(payload: DemandMatrix, ctx: TaskContext) -> DemandResult:
     cnc: CncClient = ctx.state.cnc
     return build_demand_matrix(await cnc.services(), list(payload.tiers))
 
 
-@spec.task(
-    "predict_congestion",
-    PredictCongestion,
-    "Forecast each link's utilisation (Holt smoothing); flag links at or above the threshold",
-    tags=["traffic", "forecast", "proactive"],
-)
+@spec.serve(PREDICT_CONGESTION)
 async def predict_congestion(payload: PredictCongestion, ctx: TaskContext) -> CongestionResult:
     cfg: TrafficSettings = ctx.state.traffic_settings
     points = await store.history(ctx.engine, limit=cfg.history)

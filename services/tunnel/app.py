@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.tunnel import store
 from services.tunnel.settings import TunnelSettings
 from shared.agent import AgentSpec, TaskContext
+from shared.contracts import DELETE_TUNNEL, PROVISION_TUNNEL, REROUTE_TUNNEL, STEER_TRAFFIC
 from shared.errors import SouthboundError, TaskFailed
 from shared.logs import get_logger
 from shared.models import (
@@ -34,6 +35,9 @@ from shared.models import (
     ProvisionTunnel,
     RerouteTunnel,
     SteerTraffic,
+    TrafficSteered,
+    TunnelDeleted,
+    TunnelRerouted,
     TunnelResult,
 )
 from shared.settings import Settings
@@ -209,12 +213,7 @@ async def _retried(ctx: TaskContext, op: Callable[[], Awaitable[T]], what: str) 
     )
 
 
-@spec.task(
-    "provision_tunnel",
-    ProvisionTunnel,
-    "Create (once per incident) an explicit-path protection SR policy with a binding SID",
-    tags=["tunnel", "sr-policy", "cnc"],
-)
+@spec.serve(PROVISION_TUNNEL)
 async def provision_tunnel(payload: ProvisionTunnel, ctx: TaskContext) -> TunnelResult:
     if payload.path[0] != payload.head_end or payload.path[-1] != payload.end_point:
         raise TaskFailed("path must start at head_end and end at end_point", code="bad_path")
@@ -337,13 +336,8 @@ async def _known(ctx: TaskContext, incident_id: str, tunnel_id: str) -> dict[str
     return row
 
 
-@spec.task(
-    "steer_traffic",
-    SteerTraffic,
-    "Steer the services' traffic onto the protection tunnel (100 %)",
-    tags=["tunnel", "steering"],
-)
-async def steer_traffic(payload: SteerTraffic, ctx: TaskContext) -> dict[str, Any]:
+@spec.serve(STEER_TRAFFIC)
+async def steer_traffic(payload: SteerTraffic, ctx: TaskContext) -> TrafficSteered:
     cnc: CncClient = ctx.state.cnc
     async with _incident_lock(ctx, payload.incident_id):
         row = await _known(ctx, payload.incident_id, payload.tunnel_id)
@@ -364,18 +358,18 @@ async def steer_traffic(payload: SteerTraffic, ctx: TaskContext) -> dict[str, An
             "traffic-steer",
         )
         await store.update(ctx.engine, payload.incident_id, protection_pct=100, services=services)
-    return {
-        "traffic_steered": True,
-        "tunnel_id": row["tunnel_id"],
-        "head_end": row["head_end"],
-        "end_point": row["end_point"],
-        "color": row["color"],
-        "binding_sid": row["binding_sid"],
-        "protection_pct": 100,
-        "services": services,
-        "not_steered": not_carried,
-        "cnc": output,
-    }
+    return TrafficSteered(
+        traffic_steered=True,
+        tunnel_id=row["tunnel_id"],
+        head_end=row["head_end"],
+        end_point=row["end_point"],
+        color=row["color"],
+        binding_sid=row["binding_sid"],
+        protection_pct=100,
+        services=services,
+        not_steered=not_carried,
+        cnc=output,
+    )
 
 
 async def _carried(
@@ -401,14 +395,8 @@ async def _carried(
     return carried, [s for s in wanted if s not in between]
 
 
-@spec.task(
-    "reroute_tunnel",
-    RerouteTunnel,
-    "Move a live protection tunnel onto a new explicit path; its binding SID, color and "
-    "steered traffic stay (CNC sr-policy-modify)",
-    tags=["tunnel", "sr-policy", "cnc"],
-)
-async def reroute_tunnel(payload: RerouteTunnel, ctx: TaskContext) -> dict[str, Any]:
+@spec.serve(REROUTE_TUNNEL)
+async def reroute_tunnel(payload: RerouteTunnel, ctx: TaskContext) -> TunnelRerouted:
     """Answer the tunnel as ``provision_tunnel`` does, plus ``rerouted`` and ``previous_path``.
 
     A replay finds the tunnel on the requested path already and answers without calling CNC;
@@ -468,22 +456,17 @@ async def reroute_tunnel(payload: RerouteTunnel, ctx: TaskContext) -> dict[str, 
     return _rerouted(moved, previous)
 
 
-def _rerouted(row: dict[str, Any], previous: list[str]) -> dict[str, Any]:
-    return {**_result(row).model_dump(), "rerouted": True, "previous_path": previous}
+def _rerouted(row: dict[str, Any], previous: list[str]) -> TunnelRerouted:
+    return TunnelRerouted(**_result(row).model_dump(), rerouted=True, previous_path=previous)
 
 
-@spec.task(
-    "delete_tunnel",
-    DeleteTunnel,
-    "Remove the protection tunnel (idempotent: an absent tunnel is already deleted)",
-    tags=["tunnel", "sr-policy"],
-)
-async def delete_tunnel(payload: DeleteTunnel, ctx: TaskContext) -> dict[str, Any]:
+@spec.serve(DELETE_TUNNEL)
+async def delete_tunnel(payload: DeleteTunnel, ctx: TaskContext) -> TunnelDeleted:
     cnc: CncClient = ctx.state.cnc
     async with _incident_lock(ctx, payload.incident_id):
         row = await store.by_tunnel(ctx.engine, payload.tunnel_id)
         if row is not None and row["state"] == "deleted":
-            return {"deleted": True, "tunnel_id": payload.tunnel_id, "already_absent": True}
+            return TunnelDeleted(deleted=True, tunnel_id=payload.tunnel_id, already_absent=True)
         policies = await _retried(ctx, cnc.sr_policies, "sr-policies")
         policy = _find(policies, payload.tunnel_id)
         if policy is not None:
@@ -510,7 +493,7 @@ async def delete_tunnel(payload: DeleteTunnel, ctx: TaskContext) -> dict[str, An
         if row is not None:
             await store.update(ctx.engine, row["incident_id"], state="deleted", protection_pct=0)
     log.info("tunnel deleted", tunnel_id=payload.tunnel_id, was_present=policy is not None)
-    return {"deleted": True, "tunnel_id": payload.tunnel_id, "already_absent": policy is None}
+    return TunnelDeleted(deleted=True, tunnel_id=payload.tunnel_id, already_absent=policy is None)
 
 
 def create_app(

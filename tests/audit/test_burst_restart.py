@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from shared.agent import AgentSpec
+from shared.contracts import AUDIT_EVENT
 from shared.models import AuditEvent
 from shared.settings import Settings
 from tests.audit.conftest import create_database, drop_database
@@ -60,7 +61,7 @@ async def _burst(m: Any, tmp_path: Path) -> None:
                 source_agent="sender",
                 details={"n": n},
             )
-            await outbox.put("audit", "audit_event", event, key=f"burst-{n}")
+            await outbox.put(AUDIT_EVENT, event, key=f"burst-{n}")
             if n == STOP_AT:
                 await asyncio.to_thread(m.stop, "audit", kill=True)
             await asyncio.sleep(0)  # let the deliverer run between puts

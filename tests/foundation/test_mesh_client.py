@@ -8,9 +8,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shared.contracts import AUDIT_EVENT
 from shared.db import make_engine
-from shared.errors import MeshRejected, MeshUnavailable
+from shared.errors import MeshUnavailable, PeerError
 from shared.mesh import MeshClient
+from shared.models import AuditEvent
 from shared.outbox import Outbox
 from shared.settings import Settings, load_settings
 from tests.support import wait_for
@@ -50,11 +52,13 @@ async def test_a_4xx_is_final_and_not_retried(settings: Settings) -> None:
         return httpx.Response(422, json={"detail": [{"field": "payload.x"}]})
 
     mesh = client_with(httpx.MockTransport(handler), settings)
-    with pytest.raises(MeshRejected, match=r"payload\.x") as info:
+    with pytest.raises(PeerError, match=r"payload\.x") as info:
         await mesh.send("io", "new_ticket", {})
     await mesh.aclose()
     assert calls == 1
     assert info.value.status == 422
+    assert info.value.code is None  # no {code, message}: the field errors are the detail
+    assert info.value.detail == [{"field": "payload.x"}]
 
 
 async def test_an_unreachable_peer_gives_up_with_a_typed_error(settings: Settings) -> None:
@@ -81,19 +85,20 @@ async def test_outbox_delivers_in_order_after_the_peer_comes_back(
     def handler(request: httpx.Request) -> httpx.Response:
         if not up:
             raise httpx.ConnectError("down", request=request)
-        body = json.loads(request.content)
-        if body["payload"]["n"] == 3:
+        n = json.loads(request.content)["payload"]["details"]["n"]
+        if n == 3:
             return httpx.Response(422, json={"detail": "never acceptable"})
-        received.append(body["payload"]["n"])
+        received.append(n)
         return httpx.Response(200, json={"task_id": "t", "task_type": "x", "result": {}})
 
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'sender.db'}")
     mesh = client_with(httpx.MockTransport(handler), settings)
     outbox = Outbox(engine, mesh, max_backoff_s=0.05)
     await outbox.start()
-    for n in range(6):
-        assert await outbox.put("audit", "audit_event", {"n": n}, key=f"k{n}")
-    assert not await outbox.put("audit", "audit_event", {"n": 0}, key="k0")  # same key: no-op
+    events = [AuditEvent(event_type="x", source_agent="test", details={"n": n}) for n in range(6)]
+    for n, event in enumerate(events):
+        assert await outbox.put(AUDIT_EVENT, event, key=f"k{n}")
+    assert not await outbox.put(AUDIT_EVENT, events[0], key="k0")  # same key: no-op
     await wait_for(lambda: outbox.pending(), timeout=2)  # still pending while down
     up = True
     await outbox.flush(timeout=10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -52,13 +53,36 @@ def supervised(tmp_path: Path):  # type: ignore[no-untyped-def]
         assert proc.poll() is None, text[-3000:]
         time.sleep(0.2)
     else:
-        proc.kill()
+        _stop(proc)
         pytest.fail("mesh not healthy:\n" + (tmp_path / "up.log").read_text()[-3000:])
     yield proc, ports, env, tmp_path / "up.log"
-    if proc.poll() is None:
+    _stop(proc)
+    log.close()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop ``cxm up`` and every agent it started, even when it no longer answers.
+
+    The agents run in sessions of their own (a Ctrl-C in the terminal must reach only the
+    supervisor), so killing the supervisor alone would leave them running after the test.
+    """
+    if proc.poll() is not None:
+        return
+    children = [
+        int(p)
+        for p in subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+        ).stdout.split()
+    ]
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-    log.close()
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_cxm_up_discovery_restart_and_clean_stop(supervised) -> None:  # type: ignore[no-untyped-def]

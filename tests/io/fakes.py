@@ -17,7 +17,9 @@ import httpx
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
+from shared.contracts import APPROVAL_DECISION, DELETE_TUNNEL
 from shared.models import utcnow
 from tests.support import free_port
 
@@ -50,10 +52,17 @@ def topology_body() -> dict[str, Any]:
     }
 
 
-def network_app(calls: list[tuple[str, Any]] | None = None) -> FastAPI:
-    """CNC's topology path, the lab's control API and the audit query API in one app."""
+def network_app(
+    calls: list[tuple[str, Any]] | None = None, audit_log: dict[str, list[Any]] | None = None
+) -> FastAPI:
+    """CNC's topology path, the lab's control API and the audit query API in one app.
+
+    The audit API answers ``audit_log[incident_id]`` when a test filled it in (it may do so
+    after the app started), else one ``incident_created`` event.
+    """
     app = FastAPI()
     seen = calls if calls is not None else []
+    log = audit_log if audit_log is not None else {}
 
     @app.get("/crosswork/nbi/topology/v3/restconf/data/cisco-crosswork-cxm:topology")
     async def topology() -> dict[str, Any]:
@@ -78,6 +87,8 @@ def network_app(calls: list[tuple[str, Any]] | None = None) -> FastAPI:
 
     @app.get("/api/v1/audit/events")
     async def audit(incident_id: str) -> dict[str, Any]:
+        if incident_id in log:
+            return {"events": log[incident_id]}
         return {
             "events": [
                 {
@@ -228,14 +239,7 @@ class Orchestrator:
         self.received.append(body)
         if self.mode == "conflict":
             return httpx.Response(409, json={"detail": "approval is not pending"})
-        return httpx.Response(
-            200,
-            json={
-                "task_id": "t1",
-                "task_type": body["task_type"],
-                "result": {"status": "resumed"},
-            },
-        )
+        return httpx.Response(200, json=_decided(body))
 
 
 def resuming_orchestrator(io_url: str, received: list[dict[str, Any]]) -> FastAPI:
@@ -268,9 +272,27 @@ def resuming_orchestrator(io_url: str, received: list[dict[str, Any]]) -> FastAP
             task = asyncio.create_task(resume(payload["incident_id"]))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
-        return {"task_id": "t1", "task_type": body["task_type"], "result": {"status": "resumed"}}
+        return _decided(body)
 
     return app
+
+
+def _decided(body: dict[str, Any]) -> dict[str, Any]:
+    """The answer of the peer IO reached, held to its contract where IO reads it: the
+    orchestrator's to ``approval_decision``, the tunnel agent's to ``delete_tunnel``."""
+    payload, task_type = body["payload"], body["task_type"]
+    answer: BaseModel | None = None
+    if task_type == DELETE_TUNNEL.task_type:
+        answer = DELETE_TUNNEL.response(tunnel_id=payload["tunnel_id"], already_absent=False)
+    elif task_type == APPROVAL_DECISION.task_type:
+        answer = APPROVAL_DECISION.response(
+            incident_id=payload["incident_id"],
+            approval_id=payload["approval_id"],
+            decision=payload["decision"],
+        )
+    # The rest is what IO's outbox sends (audit events): the outbox reads no answer.
+    result = answer.model_dump() if answer is not None else {"status": "resumed"}
+    return {"task_id": "t1", "task_type": task_type, "result": result}
 
 
 @contextlib.asynccontextmanager

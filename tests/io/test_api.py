@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
-from services.io import admin
+from services.io import admin, console
 from services.io.app import create_app
 from services.io.settings import IoSettings
 from shared.settings import Settings
@@ -19,6 +21,7 @@ from tests.io.conftest import IoFactory
 from tests.io.fakes import (
     INCIDENT,
     MESH_TOKEN,
+    TUNNEL_PATH,
     Orchestrator,
     approval,
     closed,
@@ -440,8 +443,37 @@ async def test_docs_are_served_without_a_cdn(make_io: IoFactory) -> None:
             "/api/v1/stream",
         ):
             assert path in paths
-        console = (await io.http.get("/")).text
-        assert "https://" not in console and "/static/app.js" in console
+        index = (await io.http.get("/")).text
+        assert "https://" not in index
+        assert '<script type="module" src="/static/js/main.js">' in index
+
+
+CONSOLE_MODULES = {p.name for p in (console.STATIC / "js").glob("*.js")}
+
+
+async def test_console_modules_are_served_as_javascript(make_io: IoFactory) -> None:
+    """Every module main.js imports, transitively, is there, as JavaScript, revalidated.
+
+    A browser refuses a module served with a non-JavaScript type, and one missing import
+    leaves a blank page: both are caught here without a browser.
+    """
+    async with make_io() as io:
+        seen: set[str] = set()
+        todo = ["main.js"]
+        while todo:
+            name = todo.pop()
+            seen.add(name)
+            response = await io.http.get(f"/static/js/{name}")
+            assert response.status_code == 200, name
+            assert response.headers["content-type"].startswith("text/javascript"), name
+            assert response.headers["cache-control"] == "no-cache", name
+            imports = re.findall(r'^import [^;]+ from "\./([\w.]+)";', response.text, re.M)
+            todo.extend(i for i in imports if i not in seen)
+        assert seen == CONSOLE_MODULES
+        css = await io.http.get("/static/app.css")
+        assert css.headers["content-type"].startswith("text/css")
+        vendor = await io.http.get("/static/vendor/swagger-ui/swagger-ui-bundle.js")
+        assert "cache-control" not in vendor.headers
 
 
 async def test_unknown_incident_notifications_and_repeats(make_io: IoFactory) -> None:
@@ -464,24 +496,185 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert IoSettings().loopback_trust is False
 
 
-def _escalated(tunnel: str) -> dict[str, Any]:
-    """ticket_closed for an escalation after steering: the tunnel was left carrying traffic."""
+TUNNEL = "sr-policy-pe1-pe4-protect-001"
+MOVED = ["pe1", "pe2", "p1", "pe4", "p2", "pe3"]
+
+
+def _escalated(tunnel_words: str, incident: str = INCIDENT) -> dict[str, Any]:
+    """ticket_closed for an escalation; ``tunnel_words`` is the orchestrator's prose about it."""
     return envelope(
         "ticket_closed",
         {
-            "incident_id": INCIDENT,
+            "incident_id": incident,
             "resolution": "escalated",
             "duration_seconds": 90,
             "summary": "Incident escalated to an operator: SLA not recovered",
             "details": {
                 "final_status": "escalated",
                 "close_reason": "sla_not_recovered",
-                "tunnel_id": "sr-policy-pe1-pe4-protect-001",
-                "tunnel": tunnel,
+                "tunnel_id": TUNNEL,
+                "tunnel": tunnel_words,
             },
             "source_agent": "orchestrator",
         },
     )
+
+
+def _steered(incident: str = INCIDENT) -> dict[str, Any]:
+    return status(
+        incident,
+        "steering",
+        "5",
+        f"Traffic steered onto {TUNNEL}, monitoring SLA",
+        traffic_steered=True,
+        tunnel_id=TUNNEL,
+        service_ids=["svc-1"],
+    )
+
+
+def _protection(view: dict[str, Any]) -> tuple[Any, Any, Any]:
+    return view["tunnel"], view["protection_path"], view["tunnel_left_up"]
+
+
+async def test_ticket_carries_its_tunnel_protection_path_and_tunnel_left_up(
+    make_io: IoFactory,
+) -> None:
+    """The fields follow each task, in the list, the detail and the live stream alike."""
+    async with make_io() as io:
+        pushed = io.app.state.broadcaster.subscribe()
+
+        async def after(task: dict[str, Any]) -> dict[str, Any]:
+            """Send ``task``; return the ticket as listed, checking detail and stream agree."""
+            await io.task(task)
+            [listed] = (await io.http.get("/api/v1/tickets")).json()
+            detail = (await io.http.get(f"/api/v1/tickets/{INCIDENT}")).json()
+            message = pushed.get_nowait()
+            while message.kind != "ticket":
+                message = pushed.get_nowait()
+            assert _protection(detail) == _protection(listed)
+            assert _protection(message.data["ticket"]) == _protection(listed)
+            return listed
+
+        ticket = await after(new_ticket())
+        assert _protection(ticket) == (None, None, None)
+        assessed, computed, provisioned = seed_phases()
+        assert _protection(await after(assessed)) == (None, None, None)
+
+        ticket = await after(computed)
+        assert ticket["tunnel"] is None and ticket["tunnel_left_up"] is None
+        assert ticket["protection_path"] == {
+            "kind": "computed",
+            "path": TUNNEL_PATH,
+            "links": ["pe1-p1", "p1-pe4", "pe4-p2", "p2-pe3"],
+            "hops": 4,
+            "head_end": "pe1",
+            "end_point": "pe3",
+        }
+
+        ticket = await after(provisioned)
+        assert ticket["tunnel"] == {
+            "tunnel_id": TUNNEL,
+            "state": "provisioned",
+            "path": TUNNEL_PATH,
+            "hops": 4,
+            "binding_sid": 24001,
+            "te_type": "sr-mpls",
+        }
+        assert ticket["protection_path"]["kind"] == "tunnel"
+        assert ticket["protection_path"]["path"] == TUNNEL_PATH
+
+        # asking, and failing, change nothing of what the network carries
+        ticket = await after(approval())
+        assert ticket["status"] == "waiting_approval"
+        assert ticket["tunnel"]["state"] == "provisioned"
+        err = envelope(
+            "error",
+            {
+                "incident_id": INCIDENT,
+                "error_code": "steer_failed",
+                "message": "Steering failed once, retrying",
+                "details": {"tunnel_id": "sr-policy-other", "path": ["pe1", "pe2"]},
+                "source_agent": "orchestrator",
+            },
+        )
+        assert (await after(err))["tunnel"]["tunnel_id"] == TUNNEL
+
+        assert (await after(_steered()))["tunnel"]["state"] == "carrying"
+
+        # re-routed in place: the newest path wins, hops follow
+        ticket = await after(
+            status(
+                INCIDENT, "monitoring", "6", "Re-routed", tunnel_id=TUNNEL, path=MOVED, reroute=1
+            )
+        )
+        assert ticket["tunnel"]["path"] == MOVED and ticket["tunnel"]["hops"] == 5
+        assert ticket["protection_path"]["path"] == MOVED
+        assert "pe2-p1" in ticket["protection_path"]["links"]
+        # a cutover step names the tunnel without a path: the path stays
+        ticket = await after(status(INCIDENT, "restoring", "7", "Cutover 75/25", tunnel_id=TUNNEL))
+        assert ticket["tunnel"]["path"] == MOVED and ticket["tunnel"]["state"] == "carrying"
+        assert ticket["tunnel_left_up"] is None
+
+        # the escalation's prose is not read: what matters is that traffic was on the tunnel
+        ticket = await after(_escalated("still in service, see runbook 7"))
+        assert ticket["status"] == "escalated"
+        assert ticket["tunnel_left_up"] == TUNNEL
+        assert ticket["tunnel"]["state"] == "left_up"
+
+        removed = await io.http.post(f"/api/v1/tickets/{INCIDENT}/tunnel/remove", json={})
+        assert removed.status_code == 200, removed.text
+        [listed] = (await io.http.get("/api/v1/tickets")).json()
+        assert listed["tunnel_left_up"] is None
+        assert listed["tunnel"]["state"] == "removed"
+        assert listed["tunnel"]["path"] == MOVED
+        message = pushed.get_nowait()
+        while message.kind != "ticket" or message.data["event"]["task_type"] != "tunnel_removed":
+            message = pushed.get_nowait()
+        assert message.data["ticket"]["tunnel_left_up"] is None
+
+
+async def test_no_tunnel_left_up_unless_it_carried_traffic(make_io: IoFactory) -> None:
+    """An escalation before steering leaves nothing up, whatever its prose says; a resolved
+    close after the tunnel's cleanup leaves nothing up either."""
+    async with make_io() as io:
+        await io.task(new_ticket())
+        for phase in seed_phases():
+            await io.task(phase)
+        await io.task(_escalated("left up: it carries the protected services"))
+        ticket = (await io.http.get(f"/api/v1/tickets/{INCIDENT}")).json()
+        assert ticket["tunnel_left_up"] is None
+        assert ticket["tunnel"]["state"] == "removed"
+
+        other = "INC-2026-0002"
+        await io.task(new_ticket(other))
+        for phase in [*seed_phases(other), _steered(other)]:
+            await io.task(phase)
+        await io.task(
+            status(other, "restoring", "7", "Traffic back", tunnel_id=TUNNEL, cleanup=True)
+        )
+        await io.task(closed(other))
+        ticket = (await io.http.get(f"/api/v1/tickets/{other}")).json()
+        assert ticket["tunnel"]["state"] == "removed"
+        assert ticket["tunnel_left_up"] is None
+
+
+async def test_upgrade_fills_the_fields_from_the_stored_events(make_io: IoFactory) -> None:
+    """A database from before the fields existed: the migration replays each ticket."""
+    async with make_io() as io:
+        await io.task(new_ticket())
+        for phase in [*seed_phases(), _steered()]:
+            await io.task(phase)
+        await io.task(_escalated("left up"))
+        async with io.app.state.engine.begin() as conn:
+            await conn.execute(sa.text("UPDATE tickets SET tunnel = NULL, tunnel_left_up = NULL"))
+            await conn.execute(
+                sa.text("DELETE FROM cxm_migrations WHERE owner = 'io' AND version = 6")
+            )
+        assert (await io.http.get(f"/api/v1/tickets/{INCIDENT}")).json()["tunnel"] is None
+    async with make_io() as io:
+        ticket = (await io.http.get(f"/api/v1/tickets/{INCIDENT}")).json()
+        assert ticket["tunnel_left_up"] == TUNNEL
+        assert ticket["tunnel"]["path"] == TUNNEL_PATH
 
 
 async def test_operator_removes_a_tunnel_an_escalation_left_up(
@@ -489,6 +682,8 @@ async def test_operator_removes_a_tunnel_an_escalation_left_up(
 ) -> None:
     async with make_io() as io:
         await io.task(new_ticket())
+        for phase in [*seed_phases(), _steered()]:
+            await io.task(phase)
         await io.task(_escalated("left up: it carries the protected services"))
         url = f"/api/v1/tickets/{INCIDENT}/tunnel/remove"
         viewer = await io.user("vic", "viewer")
@@ -502,10 +697,7 @@ async def test_operator_removes_a_tunnel_an_escalation_left_up(
         assert done.status_code == 200, done.text
         assert done.json()["removed_by"] == "alice"
         [sent] = [m for m in orchestrator.received if m["task_type"] == "delete_tunnel"]
-        assert sent["payload"] == {
-            "incident_id": INCIDENT,
-            "tunnel_id": "sr-policy-pe1-pe4-protect-001",
-        }
+        assert sent["payload"] == {"incident_id": INCIDENT, "tunnel_id": TUNNEL}
         events = (await io.http.get(f"/api/v1/tickets/{INCIDENT}")).json()["events"]
         [removed] = [e["payload"] for e in events if e["task_type"] == "tunnel_removed"]
         assert removed["notes"] == "customer moved" and removed["removed_by"] == "alice"

@@ -37,6 +37,7 @@ from tests.io.fakes import (
     serve,
     status,
 )
+from tests.io.seed import seed_audit, seed_flow
 from tests.support import free_port
 
 pytestmark = pytest.mark.browser
@@ -73,9 +74,12 @@ async def browser() -> AsyncIterator[Browser]:
 class Mesh:
     """IO and its fake peers, all served in this event loop."""
 
-    def __init__(self, io_url: str, received: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, io_url: str, received: list[dict[str, Any]], audit: dict[str, list[Any]]
+    ) -> None:
         self.io_url = io_url
         self.received = received
+        self.audit = audit  # what the fake audit agent answers, by incident
         self.http = httpx.AsyncClient(
             base_url=io_url, headers={"Authorization": f"Bearer {MESH_TOKEN}"}, timeout=10
         )
@@ -91,8 +95,9 @@ async def mesh(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[
     io_port = free_port()
     io_url = f"http://127.0.0.1:{io_port}"
     received: list[dict[str, Any]] = []
+    audit: dict[str, list[Any]] = {}
     async with (
-        serve(network_app()) as network_url,
+        serve(network_app(audit_log=audit)) as network_url,
         serve(resuming_orchestrator(io_url, received)) as orchestrator_url,
     ):
         settings = Settings(
@@ -108,7 +113,7 @@ async def mesh(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[
         )
         app = create_app(settings, io_settings=IoSettings(loopback_trust=loopback_trust))
         async with serve(app, io_port):
-            m = Mesh(io_url, received)
+            m = Mesh(io_url, received, audit)
             try:
                 yield m
             finally:
@@ -275,6 +280,36 @@ async def test_live_ticket_topology_approval_and_close(browser: Browser, mesh: M
     await expect(page.locator("#tunnel-left-up")).to_have_count(0)
     [removed] = [m for m in mesh.received if m["task_type"] == "delete_tunnel"]
     assert removed["payload"] == {"incident_id": other, "tunnel_id": tunnel}
+
+
+async def test_a_ticket_with_the_whole_seed_flow_stays_readable(
+    browser: Browser, mesh: Mesh
+) -> None:
+    """The seed incident's page, ~30 tasks and ~30 audit events, fits a few screens.
+
+    The audit trail's details once wrapped their JSON one character per line (the page was
+    ~11,000 px tall); collapsed, and as wide as the card when opened, they no longer do.
+    """
+    mesh.audit[INCIDENT] = seed_audit()
+    flow = [new_ticket(), *seed_flow()]
+    for task in flow:
+        await mesh.task(task)
+    page = await open_console(browser, f"{mesh.io_url}/#/ticket/{INCIDENT}")
+    await expect(page.locator("#timeline li")).to_have_count(len(flow))
+    await expect(page.locator("#topology svg")).to_be_visible()
+    await expect(page.locator("#audit table")).to_be_visible()
+    await expect(page.locator("#audit")).to_contain_text("traffic_steered")
+    height = await page.evaluate("document.body.scrollHeight")
+    assert height < 4000, f"the ticket page is {height} px tall"
+
+    # the details are one click away, laid out across the card
+    entry = page.locator("#audit details").nth(3)
+    await entry.locator("summary").click()
+    await expect(entry).to_contain_text("max_delay_ms")
+    box = await entry.bounding_box()
+    card = await page.locator("#audit").bounding_box()
+    assert box is not None and card is not None
+    assert box["width"] > 0.8 * card["width"], (box, card)
 
 
 @pytest.mark.parametrize("mesh", [False], indirect=True)

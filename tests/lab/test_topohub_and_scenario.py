@@ -10,11 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
+from cxm.scenario import run_scenario
 from services.io.app import create_app as create_io
 from services.lab.app import create_app as create_lab
 from services.lab.settings import LabSettings
 from services.lab.topology import build_topology
-from cxm.scenario import run_scenario
 from shared.settings import Settings
 from tests.support import running
 

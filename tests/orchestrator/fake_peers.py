@@ -1,7 +1,8 @@
 """Fake peers of the orchestrator: impact, path, tunnel, restore, notify, audit, io, correlator.
 
 ``FakeNetwork`` answers every task the orchestrator sends, validating each payload against its
-model in ``shared.models`` (so the orchestrator is held to the contract), replaying answers per
+contract's request model and each answer against its response model (``shared.contracts``, so
+the orchestrator and this fake are both held to the contract), replaying answers per
 idempotency key like the real agents do, and recording what it received in order. Tests use
 it in-process through ``transport()`` (an ``httpx.MockTransport`` the app's mesh client uses),
 and the crash tests run it as a real process::
@@ -23,28 +24,33 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
+from shared import contracts as c
 from shared import models as m
 from shared.settings import AGENT_PORTS
 
-TASKS: dict[str, tuple[str, type[BaseModel]]] = {
-    "assess_impact": ("impact", m.AssessImpact),
-    "compute_path": ("path", m.ComputePath),
-    "provision_tunnel": ("tunnel", m.ProvisionTunnel),
-    "steer_traffic": ("tunnel", m.SteerTraffic),
-    "reroute_tunnel": ("tunnel", m.RerouteTunnel),
-    "check_sla": ("restore", m.CheckSla),
-    "cutover_step": ("restore", m.CutoverStep),
-    "cleanup": ("restore", m.Cleanup),
-    "notify": ("notify", m.Notify),
-    "audit_event": ("audit", m.AuditEvent),
-    "status_update": ("io", m.StatusUpdate),
-    "ticket_closed": ("io", m.TicketClosed),
-    "error": ("io", m.ErrorNotice),
-    "approval_required": ("io", m.ApprovalRequired),
-    "incident_closed": ("correlator", m.IncidentClosed),
+TASKS: dict[str, c.Contract[Any, Any]] = {
+    contract.task_type: contract
+    for contract in (
+        c.ASSESS_IMPACT,
+        c.COMPUTE_PATH,
+        c.PROVISION_TUNNEL,
+        c.STEER_TRAFFIC,
+        c.REROUTE_TUNNEL,
+        c.CHECK_SLA,
+        c.CUTOVER_STEP,
+        c.CLEANUP,
+        c.NOTIFY,
+        c.AUDIT_EVENT,
+        c.STATUS_UPDATE,
+        c.TICKET_CLOSED,
+        c.ERROR_NOTICE,
+        c.APPROVAL_REQUIRED,
+        c.INCIDENT_CLOSED,
+    )
 }
+"""The contracts the orchestrator uses, by task type."""
 PORT_AGENTS = {port: name for name, port in AGENT_PORTS.items()}
 
 
@@ -112,6 +118,8 @@ class FakeNetwork:
     degraded_links: set[str] = field(default_factory=set)
     """Every link some incident asked a path to avoid: the SLA script speaks for those."""
     _replies: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    _tunnels: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Each tunnel's latest answer, for the answers that repeat its identifiers."""
 
     # --- what tests read ---------------------------------------------------------------
 
@@ -166,7 +174,8 @@ class FakeNetwork:
         task_type = body.get("task_type", "")
         if task_type not in TASKS:
             return 400, {"detail": f"unknown task_type {task_type!r}"}
-        owner, model = TASKS[task_type]
+        contract = TASKS[task_type]
+        owner, model = contract.agent, contract.request
         if agent is not None and agent != owner:
             return 400, {"detail": f"{agent} does not serve {task_type}"}
         if owner in self.down:
@@ -182,6 +191,7 @@ class FakeNetwork:
         status, result = self._answer(task_type, payload)
         if status != 200:
             return status, result
+        contract.response.model_validate(result)  # a fake that breaks the contract is a bug
         reply = {"task_id": key, "task_type": task_type, "status": "completed", "result": result}
         self._replies[(key, task_type)] = reply
         self.received.append(Received(owner, task_type, payload.model_dump(mode="json"), key))
@@ -231,7 +241,7 @@ class FakeNetwork:
                     }
                 }
             self.tunnels_created += 1
-            return 200, {
+            tunnel = {
                 "tunnel_id": (
                     f"sr-policy-{p.head_end}-{p.end_point}-protect-{self.tunnels_created:03d}"
                 ),
@@ -243,19 +253,23 @@ class FakeNetwork:
                 "path": p.path,
                 "state": "up",
             }
+            self._tunnels[tunnel["tunnel_id"]] = tunnel
+            return 200, tunnel
         if task_type == "reroute_tunnel":
             self.tunnels_rerouted += 1
-            return 200, {
+            before = self._tunnels.get(p.tunnel_id, {})
+            moved = {
                 "tunnel_id": p.tunnel_id,
-                "binding_sid": 24001,
-                "te_type": "sr-mpls",
+                "binding_sid": before.get("binding_sid", 24001),
+                "te_type": before.get("te_type", "sr-mpls"),
                 "head_end": p.path[0],
                 "end_point": p.path[-1],
-                "color": 101,
+                "color": before.get("color", 101),
                 "path": p.path,
                 "state": "up",
-                "rerouted": True,
             }
+            self._tunnels[p.tunnel_id] = moved
+            return 200, {**moved, "rerouted": True, "previous_path": before.get("path", p.path)}
         if task_type == "steer_traffic":
             # like the tunnel agent: the policy carries the services between its two ends
             ends = tuple(p.tunnel_id.removeprefix("sr-policy-").split("-")[:2])
@@ -264,7 +278,19 @@ class FakeNetwork:
                 for s in self.services
                 if s["service_id"] in p.service_ids and (s["head_end"], s["end_point"]) == ends
             ]
-            return 200, {"tunnel_id": p.tunnel_id, "traffic_steered": True, "services": carried}
+            tunnel = self._tunnels.get(p.tunnel_id, {})
+            return 200, {
+                "traffic_steered": True,
+                "tunnel_id": p.tunnel_id,
+                "head_end": ends[0],
+                "end_point": ends[-1],
+                "color": tunnel.get("color", 101),
+                "binding_sid": tunnel.get("binding_sid"),
+                "protection_pct": 100,
+                "services": carried,
+                "not_steered": [s for s in p.service_ids if s not in carried],
+                "cnc": {"status": "ok"},
+            }
         if task_type == "check_sla":
             # the script speaks for every incident's degraded links; protection paths stay
             # healthy unless a test marks one of their links bad
@@ -286,8 +312,33 @@ class FakeNetwork:
                 "reverted": not within,
             }
         if task_type == "cleanup":
-            return 200, {"tunnel_id": p.tunnel_id, "deleted": True}
-        return 200, {"stored": True}
+            return 200, {"deleted": True, "tunnel_id": p.tunnel_id, "already_absent": False}
+        return 200, self._acknowledge(task_type, p)
+
+    def _acknowledge(self, task_type: str, p: Any) -> dict[str, Any]:
+        """What notify, audit, IO and the correlator answer the notifications they are sent."""
+        if task_type == "notify":
+            return {
+                "incident_id": p.incident_id,
+                "event": p.event,
+                "template": "fake",
+                "level": "fake",
+                "channels": {},
+            }
+        if task_type == "audit_event":
+            n = self.calls["audit_event"]
+            return {
+                "id": n,
+                "seq": n,
+                "hash": f"fake-{n}",
+                "event_type": p.event_type,
+                "duplicate": False,
+            }
+        if task_type == "approval_required":
+            return {"approval_id": p.approval_id, "stored": True}
+        if task_type == "incident_closed":
+            return {"incident_id": p.incident_id, "closed": True}
+        return {"incident_id": p.incident_id or "unassigned", "stored": True}
 
     # --- transports --------------------------------------------------------------------
 

@@ -1,0 +1,326 @@
+"""Side effects of one node execution, and the records nodes hand to ``approval``/``wait``.
+
+Every node builds one ``Effects`` from its config and does all its talking through it:
+``call`` (a task on a peer, answered) and ``put`` (a task queued in the outbox) are the only
+two ways out to the mesh, so keys, retries and the step counter live in one place.
+
+Replays are safe because keys are made from the incident id and the graph ``step``, which
+every node execution advances by one (``done``):
+- a replayed ``call`` sends the same idempotency key, so the peer answers from its record
+  (one tunnel, ever);
+- a replayed ``put`` reuses the same outbox key, so nothing is queued twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from langchain_core.runnables import RunnableConfig
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.orchestrator import store
+from services.orchestrator.flow.phases import PHASE, Status, WaitReason
+from services.orchestrator.flow.state import IncidentState, iso, steered_ids
+from services.orchestrator.settings import OrchestratorSettings
+from shared.contracts import (
+    AUDIT_EVENT,
+    CLEANUP,
+    ERROR_NOTICE,
+    NOTIFY,
+    STATUS_UPDATE,
+    Contract,
+    Req,
+    Resp,
+)
+from shared.errors import MeshError, MeshUnavailable
+from shared.mesh import MeshClient, backoff_delay
+from shared.models import AuditEvent, Cleanup, ErrorNotice, Notify, StatusUpdate, utcnow
+from shared.outbox import Outbox
+from shared.settings import Settings
+
+SOURCE = "orchestrator"
+FINAL_PEER_CODES = ("tunnel_provision_failed",)
+"""5xx codes a peer sends after its own retries: retrying the call again cannot help."""
+
+
+@dataclass
+class Deps:
+    """What nodes need besides state; passed as ``config["configurable"]["deps"]``.
+
+    Only primitives of ``configurable`` reach checkpoint metadata, so this object is never
+    serialized.
+    """
+
+    settings: Settings
+    orch: OrchestratorSettings
+    mesh: MeshClient
+    outbox: Outbox
+    engine: AsyncEngine
+
+
+class Effects:
+    """One node execution's side effects, keyed so that a replay repeats none of them."""
+
+    def __init__(self, state: IncidentState, config: RunnableConfig):
+        self.deps: Deps = config["configurable"]["deps"]
+        self.state = state
+        self.iid = state["incident_id"]
+        self.step = state.get("step", 0)
+        self._n = 0
+
+    @property
+    def settings(self) -> Settings:
+        return self.deps.settings
+
+    @property
+    def orch(self) -> OrchestratorSettings:
+        return self.deps.orch
+
+    def key(self, what: str) -> str:
+        return f"{self.iid}:{self.step}:{what}"
+
+    def scaled(self, seconds: float) -> timedelta:
+        """The seed's seconds, scaled by ``CXM_TIME_SCALE`` (tests and demos run fast)."""
+        return timedelta(seconds=self.settings.scaled(seconds))
+
+    async def put(self, contract: Contract[Req, Any], request: Req) -> None:
+        """Queue a task for a peer through the outbox (ordered, durable, once per key)."""
+        self._n += 1
+        await self.deps.outbox.put(
+            contract,
+            request,
+            key=self.key(f"{self._n}:{contract.task_type}"),
+            incident_id=self.iid,
+        )
+
+    async def io(self, contract: Contract[Req, Any], request: Req) -> None:
+        if self.settings.io_enabled:
+            await self.put(contract, request)
+        else:
+            self._n += 1  # keep later keys stable whether IO is enabled or not
+
+    async def audit(self, event_type: str, details: dict[str, Any]) -> None:
+        await self.put(
+            AUDIT_EVENT,
+            AuditEvent(
+                event_type=event_type, incident_id=self.iid, source_agent=SOURCE, details=details
+            ),
+        )
+
+    async def status(
+        self,
+        status: Status,
+        message: str,
+        details: dict[str, Any] | None = None,
+        *,
+        phase: str | None = None,
+    ) -> None:
+        """``status_update`` to IO and the matching ``state_change`` audit event.
+
+        The phase comes from ``PHASE``; statuses without one of their own (escalated, waiting
+        for an approval) keep the incident's phase unless the caller names the gated step's.
+        """
+        if phase is None:
+            phase = PHASE.get(status) or self.state.get("phase") or PHASE[Status.NEW]
+        await self.io(
+            STATUS_UPDATE,
+            StatusUpdate(
+                incident_id=self.iid,
+                status=status.value,
+                phase=phase,
+                message=message,
+                details=details or {},
+            ),
+        )
+        await self.audit(
+            "state_change",
+            {
+                "from": self.state.get("status"),
+                "to": status.value,
+                "phase": phase,
+                "message": message,
+            },
+        )
+
+    async def notify(self, event: str, subject: str, body: str, details: dict[str, Any]) -> None:
+        await self.put(
+            NOTIFY,
+            Notify(
+                incident_id=self.iid,
+                event=event,
+                severity=cast(Any, self.state["severity"]),
+                tier=cast(Any, self.state.get("tier")),
+                subject=subject,
+                body=body,
+                details=details,
+            ),
+        )
+
+    async def error(self, code: str, message: str, details: dict[str, Any]) -> None:
+        await self.io(
+            ERROR_NOTICE,
+            ErrorNotice(
+                incident_id=self.iid,
+                error_code=code,
+                message=message,
+                details=details,
+                source_agent=SOURCE,
+            ),
+        )
+        await self.audit("error", {"error_code": code, "message": message, **details})
+
+    async def call(self, contract: Contract[Req, Resp], request: Req) -> Resp:
+        """Run a task on a peer with a replay-stable idempotency key.
+
+        Transient failures are retried with backoff, except a 5xx that says the peer already
+        gave up after its own retries (a tunnel that failed three times).
+        """
+        attempts = 1 + self.settings.mesh_retries
+        for attempt in range(attempts):
+            try:
+                return await self.deps.mesh.call(
+                    contract,
+                    request,
+                    incident_id=self.iid,
+                    idempotency_key=self.key(contract.task_type),
+                    retries=0,
+                )
+            except MeshUnavailable as exc:
+                if attempt == attempts - 1 or exc.code in FINAL_PEER_CODES:
+                    raise
+                await asyncio.sleep(backoff_delay(attempt, self.deps.mesh.backoff_base))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def mark_approval_pending(self, approval_id: str) -> None:
+        """Record the approval as pending on the incident's row (before anyone hears of it)."""
+        await store.set_pending_approval(self.deps.engine, self.iid, approval_id)
+
+    def done(self, **update: Any) -> dict[str, Any]:
+        """The node's state update; every node execution advances ``step`` by one."""
+        return {"step": self.step + 1, **update}
+
+
+# --- escalation ----------------------------------------------------------------------------
+
+
+def failure_code(exc: MeshError, default: str) -> str:
+    """The code IO's ``error`` carries: the peer's own final code, else unreachable or ours."""
+    if exc.code is not None and exc.code in FINAL_PEER_CODES:
+        return exc.code
+    if isinstance(exc, MeshUnavailable):
+        return "agent_unavailable"
+    return default
+
+
+def escalation(
+    reason: str,
+    message: str,
+    *,
+    error_code: str | None = None,
+    resolution: str = "escalated",
+    **details: Any,
+) -> dict[str, Any]:
+    """The update that tells ``escalate`` why; ``error_code`` also sends IO an ``error``."""
+    return {
+        "escalation": {
+            "reason": reason,
+            "message": message,
+            "error_code": error_code,
+            "resolution": resolution,
+            "details": details,
+        },
+    }
+
+
+def peer_failed(exc: MeshError, code: str, what: str, **details: Any) -> dict[str, Any]:
+    """Escalate because a peer call failed; the error names the peer's own code when it gave one."""
+    return escalation(code, f"{what}: {exc}", error_code=failure_code(exc, code), **details)
+
+
+# --- approvals and waits -------------------------------------------------------------------
+
+
+def gate(
+    fx: Effects,
+    *,
+    action: str,
+    key: str,
+    then: str,
+    phase: str,
+    details: dict[str, Any],
+) -> dict[str, Any] | None:
+    """The ``gate`` record when policy wants a human for ``action`` first, else None.
+
+    A node goes to ``approval`` with this record, and ``approval`` goes on to ``then`` once
+    approved; an action already approved under ``key`` is not asked again (a replay, a loop).
+    """
+    state = fx.state
+    needed = fx.orch.requires_approval(action, severity=state["severity"], tier=state.get("tier"))
+    if not needed or key in (state.get("approvals") or {}):
+        return None
+    now = utcnow()
+    return {
+        "action": action,
+        "key": key,
+        "then": then,
+        "phase": phase,
+        "approval_id": f"APR-{fx.iid}-{key.replace(':', '-')}",
+        "requested_at": iso(now),
+        "expires_at": iso(now + fx.scaled(fx.orch.approval_timeout_s)),
+        "details": details,
+    }
+
+
+def wait_for(fx: Effects, *, seconds: float, then: str, reason: WaitReason) -> dict[str, Any]:
+    """The ``wait`` record for pausing ``seconds`` of the seed's time (scaled)."""
+    return wait_until(utcnow() + fx.scaled(seconds), then=then, reason=reason)
+
+
+def wait_until(due: datetime | str, *, then: str, reason: WaitReason) -> dict[str, Any]:
+    """The ``wait`` record for pausing until ``due``; ``wait`` then goes on to ``then``."""
+    return {"reason": reason, "due": due if isinstance(due, str) else iso(due), "then": then}
+
+
+# --- the tunnel's removal ------------------------------------------------------------------
+
+
+async def cleanup_tunnel(fx: Effects, state: IncidentState) -> None:
+    """Move traffic back and delete the tunnel (restore's ``cleanup``); raises on failure."""
+    tunnel = state.get("tunnel") or {}
+    await fx.call(
+        CLEANUP,
+        Cleanup(
+            incident_id=fx.iid,
+            tunnel_id=tunnel["tunnel_id"],
+            head_end=tunnel.get("head_end"),
+            end_point=tunnel.get("end_point"),
+            color=tunnel.get("color"),
+            service_ids=steered_ids(state),
+        ),
+    )
+
+
+async def remove_tunnel(fx: Effects, state: IncidentState) -> bool:
+    """Best-effort removal on the way out: a failure is reported, never blocks the close."""
+    tunnel = state.get("tunnel") or {}
+    try:
+        await cleanup_tunnel(fx, state)
+    except MeshError as exc:
+        await fx.error(
+            failure_code(exc, "cleanup_failed"),
+            f"Tunnel {tunnel.get('tunnel_id')} could not be removed: {exc}",
+            {"tunnel_id": tunnel.get("tunnel_id")},
+        )
+        return False
+    return True
+
+
+def bandwidth(fx: Effects, impact: dict[str, Any], carrying: list[str]) -> dict[str, Any]:
+    """Ask for a path with room for the carried services' traffic (none: any path will do)."""
+    mbps = impact.get("carried_mbps")
+    if not fx.orch.reserve_bandwidth or not mbps:
+        return {}
+    return {"min_bandwidth_mbps": mbps, "carrying": carrying}

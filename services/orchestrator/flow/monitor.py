@@ -1,0 +1,352 @@
+"""Phase 6: watch the SLA while traffic is on the tunnel, and keep the tunnel on good links.
+
+monitor ─┬─ wait (sla_poll | hold_timer) ─▶ monitor     (poll; hold timer; re-verify)
+         ├─ restore                                     (held recovered: cut back)
+         ├─ reroute                                     (the tunnel's own path degraded)
+         ├─ assess                                      (dampening over, still degraded)
+         └─ escalate                                    (never recovered, or check failed)
+reroute ─┬─ monitor | steer                             (moved, or nothing to move)
+         ├─ [approval] → reroute                        (policy: provision approval)
+         └─ escalate                                    (no other path, or a peer failed)
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, cast
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.types import Command
+
+from services.orchestrator.flow.effects import (
+    Effects,
+    bandwidth,
+    escalation,
+    gate,
+    peer_failed,
+    wait_for,
+    wait_until,
+)
+from services.orchestrator.flow.phases import PHASE, Status, entered
+from services.orchestrator.flow.state import (
+    IncidentState,
+    approval_context,
+    avoid,
+    crossed,
+    iso,
+    merge_unique,
+    parse,
+    steered_ids,
+)
+from shared.contracts import CHECK_SLA, COMPUTE_PATH, REROUTE_TUNNEL
+from shared.errors import MeshError
+from shared.models import (
+    HOLD_TIMER_S,
+    CheckSla,
+    ComputePath,
+    PathResult,
+    RerouteTunnel,
+    SlaResult,
+    TunnelResult,
+    utcnow,
+)
+
+STATUS_EVERY_N_CHECKS = 12
+"""While the SLA stays degraded, tell IO about every Nth check only (plus every change)."""
+
+# --- monitor -------------------------------------------------------------------------------
+
+MonitorGoto = Literal["reroute", "escalate", "restore", "wait", "assess"]
+
+
+async def monitor(state: IncidentState, config: RunnableConfig) -> Command[MonitorGoto]:
+    """One SLA check; loops through ``wait`` while polling and while the hold timer runs."""
+    fx = Effects(state, config)
+    now = utcnow()
+    m = dict(state.get("monitor") or {"checks": 0, "started_at": iso(now), "hold_until": None})
+    base = fx.done(nodes_executed=["monitor"], **entered(Status.MONITORING))
+    protecting = bool(state.get("steered")) and not state.get("cleaned")
+    if protecting and crossed(state.get("path"), avoid(state)):
+        # e.g. back from a cutover on a tunnel that degraded
+        return Command(goto="reroute", update=base)
+    # The tunnel's own links are checked too: a link on the protection path may degrade
+    # without the correlator relating it to this incident (no shared node or SRLG).
+    tunnel_links = list((state.get("path") or {}).get("links") or []) if protecting else []
+    try:
+        sla = await _check_sla(fx, state, tunnel_links)
+    except MeshError as exc:
+        failed = peer_failed(exc, "sla_check_failed", "SLA recovery check failed", agent="restore")
+        return Command(goto="escalate", update={**base, **failed})
+    checks = int(m["checks"])
+    m["checks"] = checks + 1
+    within, metrics = _reading(sla, state["degraded_links"], checks + 1)
+    if bad := [n for n in tunnel_links if sla.links.get(n, {}).get("within_sla") is False]:
+        await fx.status(
+            Status.MONITORING,
+            f"Protection path out of SLA on {', '.join(bad)}; re-routing the tunnel",
+            {"tunnel_degraded": bad, "tunnel_links": {n: sla.links[n] for n in bad}},
+        )
+        return Command(goto="reroute", update={**base, "monitor": m, "tunnel_degraded": bad})
+    hold_until = m.get("hold_until")
+    if hold_until and parse(cast(str, hold_until)) <= now:
+        return await _hold_expired(fx, state, {**base, "monitor": m}, within, metrics)
+    if hold_until:
+        # Woken early (a signal): the hold timer keeps running.
+        wait = wait_until(hold_until, then="monitor", reason="hold_timer")
+        return Command(goto="wait", update={**base, "monitor": m, "wait": wait})
+    if within:
+        return await _start_hold(fx, state, {**base, "monitor": m}, now, metrics)
+    return await _still_degraded(fx, state, {**base, "monitor": m}, now, metrics)
+
+
+async def _check_sla(fx: Effects, state: IncidentState, tunnel_links: list[str]) -> SlaResult:
+    """``check_sla`` on the degraded links plus the tunnel's, at the incident's tier."""
+    return await fx.call(
+        CHECK_SLA,
+        CheckSla(
+            incident_id=fx.iid,
+            links=merge_unique(state["degraded_links"], tunnel_links),
+            tier=cast(Any, _tier(state)),
+        ),
+    )
+
+
+def _tier(state: IncidentState) -> str:
+    return state.get("tier") or "bronze"
+
+
+def _reading(sla: SlaResult, links: list[str], check: int) -> tuple[bool, dict[str, Any]]:
+    """Whether every degraded link is back within SLA, and the metrics IO is shown."""
+    within = all(sla.links.get(link, {}).get("within_sla", sla.within_sla) for link in links)
+    metrics: dict[str, Any] = {
+        "within_sla": within,
+        "links": {link: sla.links[link] for link in links if link in sla.links},
+        "check": check,
+    }
+    return within, metrics
+
+
+async def _hold_expired(
+    fx: Effects,
+    state: IncidentState,
+    update: dict[str, Any],
+    within: bool,
+    metrics: dict[str, Any],
+) -> Command[MonitorGoto]:
+    """The seed's "hold timer expired → re-verify": restore if still recovered, else poll."""
+    tier = _tier(state)
+    await fx.status(
+        Status.MONITORING,
+        "Hold timer expired, SLA re-verified: "
+        + ("still recovered, restoring" if within else "degraded again, monitoring"),
+        {"hold_timer_expired": True, "tier": tier, **metrics},
+    )
+    update["monitor"]["hold_until"] = None
+    if within:
+        hold_s = HOLD_TIMER_S.get(tier, HOLD_TIMER_S["bronze"])
+        await fx.audit("sla_recovered", {"tier": tier, "hold_seconds": hold_s, **metrics})
+        return Command(goto="restore", update=update)
+    poll = wait_for(fx, seconds=fx.orch.sla_poll_s, then="monitor", reason="sla_poll")
+    return Command(goto="wait", update={**update, "wait": poll})
+
+
+async def _start_hold(
+    fx: Effects,
+    state: IncidentState,
+    update: dict[str, Any],
+    now: datetime,
+    metrics: dict[str, Any],
+) -> Command[MonitorGoto]:
+    """Recovered: the SLA must now stay recovered for the tier's hold time."""
+    tier = _tier(state)
+    hold_s = HOLD_TIMER_S.get(tier, HOLD_TIMER_S["bronze"])
+    due = now + fx.scaled(hold_s)
+    update["monitor"].update(hold_until=iso(due), last_within=True)
+    await fx.status(
+        Status.MONITORING,
+        f"SLA recovered, hold timer started ({tier}, {hold_s:g} s)",
+        {
+            "hold_timer": {
+                "tier": tier,
+                "seconds": hold_s,
+                "scaled_seconds": fx.settings.scaled(hold_s),
+                "until": iso(due),
+            },
+            **metrics,
+        },
+    )
+    wait = wait_until(due, then="monitor", reason="hold_timer")
+    return Command(goto="wait", update={**update, "wait": wait})
+
+
+async def _still_degraded(
+    fx: Effects,
+    state: IncidentState,
+    update: dict[str, Any],
+    now: datetime,
+    metrics: dict[str, Any],
+) -> Command[MonitorGoto]:
+    """Not recovered: assess (dampening is over), escalate (too long), or poll again."""
+    m = update["monitor"]
+    checks = int(m["checks"]) - 1  # the checks made before this one
+    if not state.get("tunnel") and not (state.get("impact") or {}).get("total_affected"):
+        # Dampening is over and the SLA is still bad: handle it as a real incident now.
+        await fx.status(Status.MONITORING, "SLA still degraded after dampening, assessing", metrics)
+        return Command(goto="assess", update={**update, "monitor": None})
+    elapsed = (now - parse(m["started_at"])).total_seconds()
+    if elapsed >= fx.settings.scaled(fx.orch.monitor_timeout_s):
+        gave_up = escalation(
+            "sla_not_recovered",
+            f"SLA not recovered after {elapsed:.0f} s of monitoring",
+            error_code="sla_not_recovered",
+            **metrics,
+        )
+        return Command(goto="escalate", update={**update, **gave_up})
+    if checks == 0 or m.get("last_within") is not False or checks % STATUS_EVERY_N_CHECKS == 0:
+        await fx.status(
+            Status.MONITORING, f"SLA still degraded (check {checks + 1}), monitoring", metrics
+        )
+    m["last_within"] = False
+    poll = wait_for(fx, seconds=fx.orch.sla_poll_s, then="monitor", reason="sla_poll")
+    return Command(goto="wait", update={**update, "wait": poll})
+
+
+# --- reroute -------------------------------------------------------------------------------
+
+RerouteGoto = Literal["monitor", "steer", "escalate", "approval"]
+
+
+async def reroute(state: IncidentState, config: RunnableConfig) -> Command[RerouteGoto]:
+    """Move the live tunnel off links that degraded after it was built.
+
+    CNC modifies the policy's explicit path in place (same color and binding SID), so traffic
+    already steered stays on the tunnel and follows the new path; nothing is torn down.
+    """
+    fx = Effects(state, config)
+    tunnel = state.get("tunnel") or {}
+    degraded = avoid(state)
+    on_bad = crossed(state.get("path"), degraded)
+    base = fx.done(nodes_executed=["reroute"])
+    if not on_bad or not tunnel or state.get("cleaned"):
+        return Command(goto=_after_reroute(state), update=base)
+    tid = tunnel["tunnel_id"]
+    n = int(state.get("reroutes") or 0) + 1
+    try:
+        result = await _path_around(fx, state, degraded)
+    except MeshError as exc:
+        failed = peer_failed(exc, "path_failed", "Re-route path computation failed", agent="path")
+        return Command(goto="escalate", update={**base, **failed})
+    if not result.found or len(result.path) < 2:
+        no_path = escalation(
+            "no_path",
+            f"Tunnel {tid} crosses degraded {', '.join(on_bad)} and no other path "
+            f"avoids {', '.join(degraded)}: {result.reason or 'none found'}",
+            error_code="no_path",
+            tunnel_id=tid,
+            crossed=on_bad,
+        )
+        return Command(goto="escalate", update={**base, **no_path})
+    ask = gate(
+        fx,
+        action="provision",
+        key=f"reroute:{n}",
+        then="reroute",
+        phase=state.get("phase", PHASE[Status.MONITORING]),
+        details={
+            **approval_context(state),
+            "tunnel_id": tid,
+            "new_path": result.path,
+            "crossed": on_bad,
+        },
+    )
+    if ask:
+        return Command(goto="approval", update={**base, "gate": ask})
+    try:
+        moved = await _move_tunnel(fx, tid, result.path)
+    except MeshError as exc:
+        failed = peer_failed(
+            exc,
+            "tunnel_reroute_failed",
+            f"Re-routing tunnel {tid} failed",
+            agent="tunnel",
+            tunnel_id=tid,
+        )
+        return Command(goto="escalate", update={**base, **failed})
+    return await _rerouted(fx, state, base, result, moved, on_bad)
+
+
+def _after_reroute(state: IncidentState) -> Literal["monitor", "steer"]:
+    """Traffic already on the tunnel goes back to monitoring; otherwise steering resumes."""
+    return "monitor" if state.get("steered") else "steer"
+
+
+async def _path_around(fx: Effects, state: IncidentState, degraded: list[str]) -> PathResult:
+    """A path between the tunnel's ends, on its TE type, avoiding every degraded link."""
+    tunnel = state.get("tunnel") or {}
+    return await fx.call(
+        COMPUTE_PATH,
+        ComputePath(
+            incident_id=fx.iid,
+            head_end=tunnel["head_end"],
+            end_point=tunnel["end_point"],
+            avoid_links=degraded,
+            metric="delay",
+            te_type=tunnel.get("te_type"),
+            **bandwidth(fx, state.get("impact") or {}, steered_ids(state)),
+        ),
+    )
+
+
+async def _move_tunnel(fx: Effects, tunnel_id: str, path: list[str]) -> TunnelResult:
+    """CNC ``sr-policy-modify``: the same policy (color, binding SID) on a new path."""
+    return await fx.call(
+        REROUTE_TUNNEL,
+        RerouteTunnel(incident_id=fx.iid, tunnel_id=tunnel_id, path=path),
+    )
+
+
+async def _rerouted(
+    fx: Effects,
+    state: IncidentState,
+    base: dict[str, Any],
+    result: PathResult,
+    moved: TunnelResult,
+    avoided: list[str],
+) -> Command[RerouteGoto]:
+    """Report the move and judge the SLA afresh on the new path (the hold timer restarts)."""
+    tunnel = state.get("tunnel") or {}
+    old = state.get("path") or {}
+    n = int(state.get("reroutes") or 0) + 1
+    path = {
+        **old,
+        "path": moved.path,
+        "links": result.links,
+        "hop_count": result.hop_count or len(result.path) - 1,
+        "total_delay_ms": result.total_delay_ms,
+    }
+    status = Status.MONITORING if state.get("steered") else Status.PROVISIONING
+    await fx.status(
+        status,
+        f"Tunnel {tunnel['tunnel_id']} re-routed onto {' → '.join(moved.path)}, "
+        f"avoiding {', '.join(avoided)}",
+        {
+            "reroute": n,
+            "tunnel_id": tunnel["tunnel_id"],
+            "path": moved.path,
+            "links": result.links,
+            "previous_path": old.get("path"),
+            "avoided": avoided,
+            "total_delay_ms": result.total_delay_ms,
+        },
+    )
+    await fx.audit("path_computed", {**path, "avoid_links": avoid(state), "reroute": n})
+    await fx.audit("tunnel_provisioned", {**moved.model_dump(mode="json"), "reroute": n})
+    update = {
+        **base,
+        **entered(status),
+        "path": path,
+        "tunnel": {**tunnel, "path": moved.path},
+        "reroutes": n,
+        "monitor": None,  # the SLA is judged afresh on the new path: the hold timer restarts
+    }
+    return Command(goto=_after_reroute(state), update=update)

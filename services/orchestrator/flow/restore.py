@@ -1,0 +1,268 @@
+"""Phase 7 and the close: cut traffic back step by step, remove the tunnel, close the ticket.
+
+restore ─┬─ [approval] → restore          (policy: each cutover step, the cleanup)
+         ├─ wait (cutover) → restore      (between steps 75/25 → 50/50 → 25/75)
+         ├─ restore                       (last step applied: clean up now)
+         ├─ monitor                       (SLA degraded at a step: back on the tunnel)
+         ├─ close                         (tunnel removed, or there never was one)
+         └─ escalate                      (a cutover step or the cleanup failed)
+close → END
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.types import Command
+
+from services.orchestrator.flow.effects import (
+    Effects,
+    cleanup_tunnel,
+    gate,
+    peer_failed,
+    remove_tunnel,
+    wait_for,
+)
+from services.orchestrator.flow.phases import PHASE, TO_END, End, Status, entered
+from services.orchestrator.flow.state import (
+    IncidentState,
+    approval_context,
+    merge_unique,
+    parse,
+    steered_ids,
+)
+from shared.contracts import CUTOVER_STEP, INCIDENT_CLOSED, TICKET_CLOSED
+from shared.errors import MeshError
+from shared.models import (
+    CUTOVER_STEPS,
+    CutoverResult,
+    CutoverStep,
+    IncidentClosed,
+    TicketClosed,
+    utcnow,
+)
+
+# --- restore -------------------------------------------------------------------------------
+
+RestoreGoto = Literal["approval", "wait", "restore", "monitor", "close", "escalate"]
+
+
+async def restore(state: IncidentState, config: RunnableConfig) -> Command[RestoreGoto]:
+    """One cutover step (SLA checked by restore), then the tunnel's cleanup."""
+    fx = Effects(state, config)
+    r = dict(state.get("restore") or {"attempt": 0, "step": 0})
+    update = fx.done(nodes_executed=["restore"], **entered(Status.RESTORING))
+    tunnel = state.get("tunnel")
+    if not tunnel:
+        await fx.status(Status.RESTORING, "SLA recovered; no protection tunnel to remove", {})
+        await fx.audit("restoration_complete", {"tunnel_id": None})
+        return Command(goto="close", update={**update, "close_reason": "sla_recovered"})
+    if int(r["step"]) < len(CUTOVER_STEPS):
+        return await _cutover(fx, state, update, r, tunnel)
+    return await _clean_up(fx, state, update, int(r["attempt"]), tunnel)
+
+
+async def _cutover(
+    fx: Effects,
+    state: IncidentState,
+    update: dict[str, Any],
+    r: dict[str, Any],
+    tunnel: dict[str, Any],
+) -> Command[RestoreGoto]:
+    """Apply cutover step ``r["step"]`` (after its approval, if policy wants one)."""
+    attempt, index = int(r["attempt"]), int(r["step"])
+    protection, original = CUTOVER_STEPS[index]
+    ask = gate(
+        fx,
+        action="cutover",
+        key=f"cutover:{attempt}:{index}",
+        then="restore",
+        phase=PHASE[Status.RESTORING],
+        details={
+            **approval_context(state),
+            "protection_pct": protection,
+            "original_pct": original,
+            "step": index + 1,
+        },
+    )
+    if ask:
+        return Command(goto="approval", update={**update, "gate": ask})
+    try:
+        result = await _cutover_call(fx, state, tunnel, protection, original)
+    except MeshError as exc:
+        failed = peer_failed(
+            exc,
+            "cutover_failed",
+            f"Cutover step {protection}/{original} failed",
+            agent="restore",
+            tunnel_id=tunnel["tunnel_id"],
+        )
+        return Command(goto="escalate", update={**update, **failed})
+    return await _stepped(fx, update, r, tunnel, result)
+
+
+async def _cutover_call(
+    fx: Effects,
+    state: IncidentState,
+    tunnel: dict[str, Any],
+    protection: int,
+    original: int,
+) -> CutoverResult:
+    """``cutover_step`` on restore: shift the split and check the SLA at it."""
+    return await fx.call(
+        CUTOVER_STEP,
+        CutoverStep(
+            incident_id=fx.iid,
+            tunnel_id=tunnel["tunnel_id"],
+            links=state["degraded_links"],
+            protection_pct=protection,
+            original_pct=original,
+            head_end=tunnel.get("head_end"),
+            end_point=tunnel.get("end_point"),
+            color=tunnel.get("color"),
+            service_ids=steered_ids(state),
+        ),
+    )
+
+
+async def _stepped(
+    fx: Effects,
+    update: dict[str, Any],
+    r: dict[str, Any],
+    tunnel: dict[str, Any],
+    result: CutoverResult,
+) -> Command[RestoreGoto]:
+    """After a step: back to monitoring if the SLA suffered, else wait for the next step."""
+    attempt, index = int(r["attempt"]), int(r["step"])
+    protection, original = CUTOVER_STEPS[index]
+    details = {
+        "step": index + 1,
+        "steps": len(CUTOVER_STEPS),
+        "protection_pct": protection,
+        "original_pct": original,
+        "within_sla": result.within_sla,
+        "applied": result.applied,
+        "reverted": result.reverted,
+        "tunnel_id": tunnel["tunnel_id"],
+    }
+    if not result.within_sla or result.reverted:
+        await fx.status(
+            Status.RESTORING,
+            f"SLA degraded at cutover {protection}/{original}; back on the tunnel, monitoring",
+            details,
+        )
+        # cutover starts over (a new attempt, so new approval keys) after the next hold
+        again = {"restore": {"attempt": attempt + 1, "step": 0}, "monitor": None}
+        return Command(goto="monitor", update={**update, **again})
+    await fx.status(
+        Status.RESTORING, f"Cutover {protection}/{original} (protection/original)", details
+    )
+    r["step"] = index + 1
+    if index + 1 < len(CUTOVER_STEPS):
+        pause = wait_for(fx, seconds=fx.orch.cutover_step_s, then="restore", reason="cutover")
+        return Command(goto="wait", update={**update, "restore": r, "wait": pause})
+    return Command(goto="restore", update={**update, "restore": r})
+
+
+async def _clean_up(
+    fx: Effects,
+    state: IncidentState,
+    update: dict[str, Any],
+    attempt: int,
+    tunnel: dict[str, Any],
+) -> Command[RestoreGoto]:
+    """All traffic is back: remove the tunnel (after approval, if policy wants one), close."""
+    if not state.get("cleaned"):
+        ask = gate(
+            fx,
+            action="cleanup",
+            key=f"cleanup:{attempt}",
+            then="restore",
+            phase=PHASE[Status.RESTORING],
+            details={**approval_context(state), "tunnel_id": tunnel["tunnel_id"]},
+        )
+        if ask:
+            return Command(goto="approval", update={**update, "gate": ask})
+        try:
+            await cleanup_tunnel(fx, state)
+        except MeshError as exc:
+            failed = peer_failed(
+                exc,
+                "cleanup_failed",
+                f"Removing tunnel {tunnel['tunnel_id']} failed",
+                agent="restore",
+                tunnel_id=tunnel["tunnel_id"],
+            )
+            return Command(goto="escalate", update={**update, **failed})
+    await fx.status(
+        Status.RESTORING,
+        f"Traffic back on the original path; tunnel {tunnel['tunnel_id']} removed",
+        {
+            "tunnel_id": tunnel["tunnel_id"],
+            "cleanup": True,
+            "protection_pct": 0,
+            "original_pct": 100,
+        },
+    )
+    await fx.audit("restoration_complete", {"tunnel_id": tunnel["tunnel_id"]})
+    done = {"cleaned": True, "close_reason": "sla_recovered"}
+    return Command(goto="close", update={**update, **done})
+
+
+# --- close ---------------------------------------------------------------------------------
+
+SUMMARIES = {
+    "sla_recovered": "Incident resolved: SLA recovered on original path",
+    "no_impact": "Incident closed: no customer service affected",
+    "operator_resolved": "Incident resolved by an operator",
+    "cleared": "Incident closed: the degradation cleared",
+}
+"""The ticket's summary by close reason (seed 003's ``ticket_closed``)."""
+
+
+async def close(state: IncidentState, config: RunnableConfig) -> Command[End]:
+    """Resolve the ticket: IO, audit, notify and the correlator all hear of it."""
+    fx = Effects(state, config)
+    reason = state.get("close_reason") or "sla_recovered"
+    tunnel = state.get("tunnel") or {}
+    if tunnel and not state.get("cleaned") and reason == "operator_resolved":
+        await remove_tunnel(fx, state)
+    impact = state.get("impact") or {}
+    duration = (utcnow() - parse(state["created_at"])).total_seconds()
+    summary = SUMMARIES.get(reason, f"Incident closed: {reason}")
+    details = {
+        "final_status": "resolved",
+        "close_reason": reason,
+        "degraded_links": state["degraded_links"],
+        "affected_services_count": impact.get("total_affected", 0),
+        "tunnel_id": tunnel.get("tunnel_id"),
+        "nodes_executed": merge_unique(state.get("nodes_executed"), ["close"]),
+    }
+    await fx.io(
+        TICKET_CLOSED,
+        TicketClosed(
+            incident_id=fx.iid,
+            resolution="resolved",
+            duration_seconds=round(duration, 3),
+            summary=summary,
+            details=details,
+        ),
+    )
+    await fx.audit(
+        "state_change", {"from": state.get("status"), "to": Status.CLOSED.value, **details}
+    )
+    await fx.notify("incident_closed", f"{fx.iid} resolved", summary, details)
+    await fx.put(
+        INCIDENT_CLOSED,
+        IncidentClosed(
+            incident_id=fx.iid, resolution="resolved", degraded_links=state["degraded_links"]
+        ),
+    )
+    update = fx.done(
+        nodes_executed=["close"],
+        **entered(Status.CLOSED),
+        resolution="resolved",
+        close_reason=reason,
+    )
+    return Command(goto=TO_END, update=update)

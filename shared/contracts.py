@@ -1,0 +1,456 @@
+"""Every mesh task type, declared once: who serves it, what it takes, what it answers.
+
+A :class:`Contract` ties a task type to the agent that serves it, its request and response
+models (``shared.models``), the error codes its handler may answer with, and the description
+and tags of the agent card's skill. Both ends use the same object, so a call site and its
+handler cannot drift apart, and mypy checks the request and the answer's type::
+
+    @spec.serve(COMPUTE_PATH)                                    # services/path/app.py
+    async def compute_path(request: ComputePath, ctx: TaskContext) -> PathResult: ...
+
+    result = await mesh.call(COMPUTE_PATH, ComputePath(...))     # result: PathResult
+    await outbox.put(AUDIT_EVENT, AuditEvent(...), key=...)      # fire-and-forget, durable
+
+``handler`` names the function that serves each contract (tests/foundation checks it stays
+true), so from a call site: go to the contract's definition, then to its handler.
+
+``errors`` lists the codes of the handler's own ``TaskFailed`` answers (and ``southbound``
+when a CNC/PCA failure reaches the caller). A caller matches them on ``PeerError.code``; every
+handler may also answer ``mesh`` (502, a peer of its own failed) and 4xx without a code for an
+envelope it refuses (unknown task type, invalid payload: ``PeerError.detail`` lists fields).
+
+To add a task type: declare it here (models in ``shared.models``), serve it with
+``@spec.serve`` in its agent's app, call it with ``mesh.call`` or ``outbox.put``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from shared.models import (
+    AUDIT_EVENT_TYPES,
+    ApprovalDecision,
+    ApprovalRequired,
+    ApprovalStored,
+    AssessImpact,
+    AuditAppended,
+    AuditEvent,
+    CheckSla,
+    Cleanup,
+    CloseResult,
+    ComputePath,
+    CongestionResult,
+    CutoverResult,
+    CutoverStep,
+    DecisionResult,
+    DeleteTunnel,
+    DemandMatrix,
+    DemandResult,
+    ErrorNotice,
+    GetIncident,
+    GetTopology,
+    ImpactResult,
+    IncidentClosed,
+    IncidentSignal,
+    IncidentStarted,
+    IncidentView,
+    IngestAlerts,
+    IngestResult,
+    KPathsResult,
+    KShortestPaths,
+    LinkUtilisation,
+    NewTicket,
+    Notify,
+    NotifyResult,
+    PathResult,
+    PredictCongestion,
+    ProvisionTunnel,
+    RerouteTunnel,
+    SignalResult,
+    SlaResult,
+    StartIncident,
+    StatusUpdate,
+    SteerTraffic,
+    TicketClosed,
+    TicketStored,
+    TopologyView,
+    TrafficSteered,
+    TunnelDeleted,
+    TunnelRerouted,
+    TunnelResult,
+    UtilisationResult,
+)
+
+Req = TypeVar("Req", bound=BaseModel)
+Resp = TypeVar("Resp", bound=BaseModel)
+
+
+@dataclass(frozen=True, eq=False)
+class Contract(Generic[Req, Resp]):
+    """One task type of the mesh: ``agent`` serves ``task_type``, taking ``request`` and
+    answering ``response``; identity-compared, since each is declared exactly once."""
+
+    agent: str
+    task_type: str
+    request: type[Req]
+    response: type[Resp]
+    description: str
+    handler: str
+    """The dotted name of the function that serves it (``services.path.app.compute_path``)."""
+    errors: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"Contract({self.agent}/{self.task_type})"
+
+
+# --- IO (8009): the seed's notifications ---------------------------------------------------
+
+NEW_TICKET: Final = Contract(
+    agent="io",
+    task_type="new_ticket",
+    request=NewTicket,
+    response=TicketStored,
+    description="Open a ticket for a new incident",
+    handler="services.io.app.new_ticket",
+    tags=("ticket",),
+)
+STATUS_UPDATE: Final = Contract(
+    agent="io",
+    task_type="status_update",
+    request=StatusUpdate,
+    response=TicketStored,
+    description="Record a phase transition of an incident",
+    handler="services.io.app.status_update",
+    tags=("ticket",),
+)
+TICKET_CLOSED: Final = Contract(
+    agent="io",
+    task_type="ticket_closed",
+    request=TicketClosed,
+    response=TicketStored,
+    description="Close a ticket with its resolution",
+    handler="services.io.app.ticket_closed",
+    tags=("ticket",),
+)
+ERROR_NOTICE: Final = Contract(
+    agent="io",
+    task_type="error",
+    request=ErrorNotice,
+    response=TicketStored,
+    description="Record an error raised while handling an incident",
+    handler="services.io.app.error",
+    tags=("ticket",),
+)
+APPROVAL_REQUIRED: Final = Contract(
+    agent="io",
+    task_type="approval_required",
+    request=ApprovalRequired,
+    response=ApprovalStored,
+    description="Ask an operator to approve an action",
+    handler="services.io.app.approval_required",
+    tags=("approval",),
+)
+
+# --- orchestrator (8000) -------------------------------------------------------------------
+
+START_INCIDENT: Final = Contract(
+    agent="orchestrator",
+    task_type="start_incident",
+    request=StartIncident,
+    response=IncidentStarted,
+    description=(
+        "Run the incident state machine for a new incident (a known incident id is a no-op)"
+    ),
+    handler="services.orchestrator.app.start_incident",
+    tags=("incident",),
+)
+INCIDENT_SIGNAL: Final = Contract(
+    agent="orchestrator",
+    task_type="incident_signal",
+    request=IncidentSignal,
+    response=SignalResult,
+    description=(
+        "Something changed about an open incident: links added, dampen/resume, cleared, resolved"
+    ),
+    handler="services.orchestrator.app.incident_signal",
+    errors=("unknown_incident",),
+    tags=("incident",),
+)
+APPROVAL_DECISION: Final = Contract(
+    agent="orchestrator",
+    task_type="approval_decision",
+    request=ApprovalDecision,
+    response=DecisionResult,
+    description="An operator approved or rejected a pending action; resumes the incident",
+    handler="services.orchestrator.app.approval_decision",
+    errors=("approval_not_pending",),
+    tags=("approval",),
+)
+GET_INCIDENT: Final = Contract(
+    agent="orchestrator",
+    task_type="get_incident",
+    request=GetIncident,
+    response=IncidentView,
+    description="An incident's state, phase, timers and approvals",
+    handler="services.orchestrator.app.get_incident",
+    errors=("unknown_incident",),
+)
+
+# --- correlator (8001) ---------------------------------------------------------------------
+
+INGEST_ALERTS: Final = Contract(
+    agent="correlator",
+    task_type="ingest_alerts",
+    request=IngestAlerts,
+    response=IngestResult,
+    description="Ingest normalized alerts (proactive ones from Traffic Analytics)",
+    handler="services.correlator.app.ingest_alerts",
+    tags=("alerts",),
+)
+INCIDENT_CLOSED: Final = Contract(
+    agent="correlator",
+    task_type="incident_closed",
+    request=IncidentClosed,
+    response=CloseResult,
+    description="The orchestrator closed an incident; its links are free again",
+    handler="services.correlator.app.incident_closed",
+    tags=("incident",),
+)
+
+# --- impact (8002) -------------------------------------------------------------------------
+
+ASSESS_IMPACT: Final = Contract(
+    agent="impact",
+    task_type="assess_impact",
+    request=AssessImpact,
+    response=ImpactResult,
+    description=(
+        "List the VPN services whose path crosses the degraded links, with their SLA tiers"
+    ),
+    handler="services.impact.app.assess_impact",
+    errors=("southbound",),
+    tags=("impact", "cnc"),
+)
+
+# --- path (8003) ---------------------------------------------------------------------------
+
+COMPUTE_PATH: Final = Contract(
+    agent="path",
+    task_type="compute_path",
+    request=ComputePath,
+    response=PathResult,
+    description=("Shortest path avoiding links, nodes and SRLGs on a delay, TE, IGP or hop metric"),
+    handler="services.path.app.compute_path",
+    errors=("southbound",),
+    tags=("path", "dijkstra"),
+)
+"""No path is an answer, not an error: ``found=False`` with a ``reason``."""
+K_SHORTEST_PATHS: Final = Contract(
+    agent="path",
+    task_type="k_shortest_paths",
+    request=KShortestPaths,
+    response=KPathsResult,
+    description="Up to k loopless alternative paths under the same constraints (Yen)",
+    handler="services.path.app.k_shortest_paths",
+    errors=("southbound",),
+    tags=("path",),
+)
+GET_TOPOLOGY: Final = Contract(
+    agent="path",
+    task_type="get_topology",
+    request=GetTopology,
+    response=TopologyView,
+    description="The topology knowledge graph",
+    handler="services.path.app.get_topology",
+    errors=("southbound",),
+    tags=("topology",),
+)
+
+# --- tunnel (8004) -------------------------------------------------------------------------
+
+PROVISION_TUNNEL: Final = Contract(
+    agent="tunnel",
+    task_type="provision_tunnel",
+    request=ProvisionTunnel,
+    response=TunnelResult,
+    description=(
+        "Create (once per incident) an explicit-path protection SR policy with a binding SID"
+    ),
+    handler="services.tunnel.app.provision_tunnel",
+    errors=("bad_path", "unknown_node", "te_unsupported", "tunnel_provision_failed"),
+    tags=("tunnel", "sr-policy", "cnc"),
+)
+"""``tunnel_provision_failed`` (502) comes after the agent's own retries: final."""
+STEER_TRAFFIC: Final = Contract(
+    agent="tunnel",
+    task_type="steer_traffic",
+    request=SteerTraffic,
+    response=TrafficSteered,
+    description="Steer the services' traffic onto the protection tunnel (100 %)",
+    handler="services.tunnel.app.steer_traffic",
+    errors=("unknown_tunnel", "tunnel_not_up", "no_steerable_services", "southbound"),
+    tags=("tunnel", "steering"),
+)
+REROUTE_TUNNEL: Final = Contract(
+    agent="tunnel",
+    task_type="reroute_tunnel",
+    request=RerouteTunnel,
+    response=TunnelRerouted,
+    description=(
+        "Move a live protection tunnel onto a new explicit path; its binding SID, color and "
+        "steered traffic stay (CNC sr-policy-modify)"
+    ),
+    handler="services.tunnel.app.reroute_tunnel",
+    errors=(
+        "unknown_tunnel",
+        "tunnel_not_up",
+        "bad_path",
+        "unknown_node",
+        "te_unsupported",
+        "tunnel_reroute_failed",
+    ),
+    tags=("tunnel", "sr-policy", "cnc"),
+)
+DELETE_TUNNEL: Final = Contract(
+    agent="tunnel",
+    task_type="delete_tunnel",
+    request=DeleteTunnel,
+    response=TunnelDeleted,
+    description="Remove the protection tunnel (idempotent: an absent tunnel is already deleted)",
+    handler="services.tunnel.app.delete_tunnel",
+    errors=("southbound",),
+    tags=("tunnel", "sr-policy"),
+)
+
+# --- restore (8005) ------------------------------------------------------------------------
+
+CHECK_SLA: Final = Contract(
+    agent="restore",
+    task_type="check_sla",
+    request=CheckSla,
+    response=SlaResult,
+    description="Check the links' delay, jitter and loss against the PCA alert thresholds",
+    handler="services.restore.app.check_sla",
+    errors=("southbound",),
+    tags=("sla", "pca"),
+)
+CUTOVER_STEP: Final = Contract(
+    agent="restore",
+    task_type="cutover_step",
+    request=CutoverStep,
+    response=CutoverResult,
+    description=(
+        "Move traffic back one step (protection/original %) and re-check the original links"
+    ),
+    handler="services.restore.app.cutover_step",
+    errors=("bad_cutover_step", "unknown_tunnel", "southbound"),
+    tags=("cutover", "cnc", "pca"),
+)
+CLEANUP: Final = Contract(
+    agent="restore",
+    task_type="cleanup",
+    request=Cleanup,
+    response=TunnelDeleted,
+    description="Take all traffic off the protection tunnel and delete it (idempotent)",
+    handler="services.restore.app.cleanup",
+    errors=("southbound",),
+    tags=("cleanup", "cnc"),
+)
+
+# --- traffic (8006) ------------------------------------------------------------------------
+
+LINK_UTILISATION: Final = Contract(
+    agent="traffic",
+    task_type="link_utilisation",
+    request=LinkUtilisation,
+    response=UtilisationResult,
+    description="Per-link utilisation (%) from the deltas of CNC interface counters",
+    handler="services.traffic.app.link_utilisation",
+    errors=("southbound",),
+    tags=("traffic", "utilisation"),
+)
+DEMAND_MATRIX: Final = Contract(
+    agent="traffic",
+    task_type="demand_matrix",
+    request=DemandMatrix,
+    response=DemandResult,
+    description="Head-end x end-point demand in Mbps from the VPN services",
+    handler="services.traffic.app.demand_matrix",
+    errors=("southbound",),
+    tags=("traffic", "demand"),
+)
+PREDICT_CONGESTION: Final = Contract(
+    agent="traffic",
+    task_type="predict_congestion",
+    request=PredictCongestion,
+    response=CongestionResult,
+    description=(
+        "Forecast each link's utilisation (Holt smoothing); flag links at or above the threshold"
+    ),
+    handler="services.traffic.app.predict_congestion",
+    tags=("traffic", "forecast", "proactive"),
+)
+
+# --- notify (8007) and audit (8008) --------------------------------------------------------
+
+NOTIFY: Final = Contract(
+    agent="notify",
+    task_type="notify",
+    request=Notify,
+    response=NotifyResult,
+    description="Notify people on the channels the severity and tier call for",
+    handler="services.notify.app.notify",
+)
+AUDIT_EVENT: Final = Contract(
+    agent="audit",
+    task_type="audit_event",
+    request=AuditEvent,
+    response=AuditAppended,
+    description=(
+        "Append an event to the hash-chained audit log (durable before acknowledged); "
+        f"event types include {', '.join(AUDIT_EVENT_TYPES)}"
+    ),
+    handler="services.audit.app.audit_event",
+    tags=("audit",),
+)
+
+
+CONTRACTS: Final[tuple[Contract[Any, Any], ...]] = (
+    NEW_TICKET,
+    STATUS_UPDATE,
+    TICKET_CLOSED,
+    ERROR_NOTICE,
+    APPROVAL_REQUIRED,
+    START_INCIDENT,
+    INCIDENT_SIGNAL,
+    APPROVAL_DECISION,
+    GET_INCIDENT,
+    INGEST_ALERTS,
+    INCIDENT_CLOSED,
+    ASSESS_IMPACT,
+    COMPUTE_PATH,
+    K_SHORTEST_PATHS,
+    GET_TOPOLOGY,
+    PROVISION_TUNNEL,
+    STEER_TRAFFIC,
+    REROUTE_TUNNEL,
+    DELETE_TUNNEL,
+    CHECK_SLA,
+    CUTOVER_STEP,
+    CLEANUP,
+    LINK_UTILISATION,
+    DEMAND_MATRIX,
+    PREDICT_CONGESTION,
+    NOTIFY,
+    AUDIT_EVENT,
+)
+"""Every task type of the mesh, in the order of the agents' ports."""
+
+
+def served_by(agent: str) -> tuple[Contract[Any, Any], ...]:
+    """The contracts ``agent`` serves: exactly its agent card's skills."""
+    return tuple(c for c in CONTRACTS if c.agent == agent)
