@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
 
 from services.correlator.dampening import DampeningParams, LinkFlapState
 from services.correlator.settings import CorrelatorSettings
@@ -43,18 +42,11 @@ from services.correlator.state import (
 )
 from services.correlator.topology import TopologyView
 from services.correlator.triage import Evidence, classify
-from shared.models import NormalizedAlert
+from shared.models import AlertDisposition, NormalizedAlert
 from shared.settings import Settings
 
-Disposition = Literal[
-    "new_incident",
-    "correlated",
-    "duplicate",
-    "suppressed",
-    "dampened",
-    "discarded",
-    "false_positive",
-]
+Disposition = AlertDisposition
+"""What became of an alert: the wire's own list (the 202 answer names it)."""
 
 
 @dataclass(frozen=True)
