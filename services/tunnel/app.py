@@ -377,14 +377,15 @@ async def _carried(
 ) -> tuple[list[str], list[str]]:
     """Split the services into those this policy can carry and the rest.
 
-    A policy runs from its head-end to its end-point, so it can only carry services between
-    those two nodes; CNC refuses to steer any other. An empty request means every service
-    between the ends, which CNC resolves itself.
+    A policy is one-way, from its head-end to its end-point, so it can only carry services
+    that run that way; CNC refuses to steer any other, the reverse direction included (that
+    one needs a policy of its own, headed at the other end). An empty request means every
+    service between the ends, which CNC resolves itself.
     """
     if not wanted:
         return [], []
-    ends = {tunnel["head_end"], tunnel["end_point"]}
-    between = {s.vpn_id for s in await cnc.services() if {s.head_end, s.end_point} == ends}
+    ends = (tunnel["head_end"], tunnel["end_point"])
+    between = {s.vpn_id for s in await cnc.services() if (s.head_end, s.end_point) == ends}
     carried = [s for s in wanted if s in between]
     if not carried:
         raise TaskFailed(

@@ -232,6 +232,38 @@ async def test_steer_and_delete(agent_settings: Settings, net: FakeNetwork) -> N
     assert len(net.deletes) == 1 and net.policies == []
 
 
+async def test_a_policy_carries_only_services_that_run_its_way(
+    agent_settings: Settings, net: FakeNetwork
+) -> None:
+    """An SR policy is one-way: a pe4 -> pe1 service needs a policy headed at pe4."""
+    net.services.append(
+        {
+            "vpn-id": "vpn-back",
+            "name": "the-other-way",
+            "kind": "l3vpn",
+            "sla-tier": "gold",
+            "head-end": "pe4",
+            "end-point": "pe1",
+            "path": ["p2-pe4", "p1-p2", "pe1-p1"],
+            "bandwidth-mbps": 100,
+        }
+    )
+    async with running(create_app(agent_settings)) as client:
+        tunnel = (await run_task(client, "provision_tunnel", _provision())).json()["result"]
+        steer = await run_task(
+            client,
+            "steer_traffic",
+            {
+                "incident_id": "INC-2026-0001",
+                "tunnel_id": tunnel["tunnel_id"],
+                "service_ids": ["vpn-x1", "vpn-back"],
+            },
+        )
+    assert steer.status_code == 200, steer.text
+    assert steer.json()["result"]["not_steered"] == ["vpn-back"]
+    assert net.steers[-1]["services"] == ["vpn-x1"]
+
+
 async def test_steering_an_unknown_tunnel_is_404(
     agent_settings: Settings, net: FakeNetwork
 ) -> None:
