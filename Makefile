@@ -34,6 +34,7 @@ bench: $(STAMP) system-deps  ## every benchmark, each printing JSON
 	$(PY) -m bench.correlator_vs_alertmanager
 	$(PY) -m bench.closed_loop
 	$(PY) -m bench.orchestrator_scale
+	$(PY) -m bench.sweep
 
 compose-config: system-deps
 	docker-compose -f deploy/docker-compose.yml config -q
