@@ -37,6 +37,10 @@ tickets = sa.Table(
     sa.Column("tunnel", sa.JSON, nullable=True),
     sa.Column("protection_path", sa.JSON, nullable=True),
     sa.Column("tunnel_left_up", sa.String(200), nullable=True),
+    # every policy of an incident (one per group of services with the same ends)
+    sa.Column("tunnels", sa.JSON, nullable=True),
+    sa.Column("tunnels_left_up", sa.JSON, nullable=True),
+    sa.Column("unprotected_services", sa.JSON, nullable=True),
 )
 
 events = sa.Table(
@@ -61,16 +65,17 @@ def _add_tier_columns(conn: Connection) -> None:
 
 
 PROTECTION_COLUMNS = {"tunnel": "JSON", "protection_path": "JSON", "tunnel_left_up": "VARCHAR(200)"}
+POLICY_COLUMNS = {"tunnels": "JSON", "tunnels_left_up": "JSON", "unprotected_services": "JSON"}
 
 
-def _add_protection_columns(conn: Connection) -> None:
-    """Add the tunnel, protection path and left-up fields, filled by replaying each ticket.
+def _replay_into(conn: Connection, columns: dict[str, str]) -> None:
+    """Add ``columns`` where missing and fill them by replaying each ticket's stored events.
 
-    Replaying matters: a ticket an escalation closed before the upgrade still has its tunnel
-    carrying traffic, and the operator must still be able to remove it from the console.
+    Only ``columns`` are written: a migration runs against the table as it was at its version,
+    so a later migration's columns may not exist yet.
     """
     present = {c["name"] for c in sa.inspect(conn).get_columns("tickets")}
-    for name, sql_type in PROTECTION_COLUMNS.items():
+    for name, sql_type in columns.items():
         if name not in present:
             conn.execute(sa.text(f"ALTER TABLE tickets ADD COLUMN {name} {sql_type}"))
     history: dict[str, list[tuple[str, dict[str, Any]]]] = {}
@@ -79,17 +84,38 @@ def _add_protection_columns(conn: Connection) -> None:
     ):
         history.setdefault(row.incident_id, []).append((row.task_type, row.payload))
     for incident_id, seen in history.items():
+        fields = protection.replay(seen)
         conn.execute(
             tickets.update()
             .where(tickets.c.incident_id == incident_id)
-            .values(**protection.replay(seen))
+            .values(**{name: fields[name] for name in columns})
         )
+
+
+def _add_protection_columns(conn: Connection) -> None:
+    """Add the tunnel, protection path and left-up fields, filled by replaying each ticket.
+
+    Replaying matters: a ticket an escalation closed before the upgrade still has its tunnel
+    carrying traffic, and the operator must still be able to remove it from the console.
+    """
+    _replay_into(conn, PROTECTION_COLUMNS)
+
+
+def _add_policy_columns(conn: Connection) -> None:
+    """Add every policy, the policies left up and the unprotected services, by replaying.
+
+    The first three fields are replayed again too: a multi-policy incident recorded before
+    this version had ``tunnel`` replaced by whichever policy an update named last (a re-route
+    of the second policy), and only its first policy could have been left up and removed.
+    """
+    _replay_into(conn, {**PROTECTION_COLUMNS, **POLICY_COLUMNS})
 
 
 MIGRATIONS = (
     Migration(1, "tickets and their events", create_tables(metadata, "tickets", "ticket_events")),
     Migration(2, "tickets: services by tier", _add_tier_columns),
     Migration(6, "tickets: tunnel, protection path, tunnel left up", _add_protection_columns),
+    Migration(7, "tickets: every policy, left up, unprotected services", _add_policy_columns),
 )
 
 TICKET_FIELDS = (
@@ -175,6 +201,9 @@ async def record(
 
 def _ticket(row: sa.Row[Any]) -> dict[str, Any]:
     data = dict(row._mapping)
+    for key in ("tunnels", "tunnels_left_up", "unprotected_services"):
+        if data.get(key) is None:
+            data[key] = []  # lists are never null for clients, whatever the row holds
     for key, value in data.items():
         if isinstance(value, datetime):
             data[key] = value.isoformat()

@@ -72,22 +72,53 @@ class RemoveTunnelBody(BaseModel):
 async def remove_tunnel(
     incident_id: str, request: Request, user: OperatorDep, body: RemoveTunnelBody | None = None
 ) -> dict[str, Any]:
-    """Take down the tunnel an escalation left carrying the protected traffic.
+    """Take down every policy an escalation left carrying the protected traffic.
 
-    The flow has ended, so this is the operator's call: the tunnel agent moves the traffic back
-    and deletes the policy, the ticket records who did it, and audit hears of it.
+    The flow has ended, so this is the operator's call: for each policy left up, the tunnel
+    agent moves its traffic back and deletes it, the ticket records who did it (one
+    ``tunnel_removed`` per policy) and audit hears of it. They are removed one by one so that,
+    when the tunnel agent fails half-way, the ones already gone are recorded and a retry only
+    asks for the rest.
     """
     app = request.app
     ticket = await store.get_ticket(app.state.engine, incident_id)
     if ticket is None:
         raise HTTPException(404, f"no ticket {incident_id!r}")
-    tunnel_id = ticket.get("tunnel_left_up")  # the rule is in services/io/protection.py
-    if tunnel_id is None:
+    left_up = list(ticket.get("tunnels_left_up") or [])  # the rule: services/io/protection.py
+    if not left_up and ticket.get("tunnel_left_up"):
+        left_up = [ticket["tunnel_left_up"]]
+    if not left_up:
         raise HTTPException(
             409,
             f"{incident_id} has no tunnel left up (only an escalation after traffic was "
             "steered leaves one, and it is removed once)",
         )
+    notes = (body or RemoveTunnelBody()).notes
+    removed: list[dict[str, Any]] = []
+    for tunnel_id in left_up:
+        done = [r["tunnel_id"] for r in removed]
+        removed.append(
+            await _remove_one(request, incident_id, tunnel_id, user.username, notes, done)
+        )
+    # the first policy's answer as it always was, plus every policy removed
+    return {**removed[0], "tunnel_ids": left_up, "removed": removed}
+
+
+async def _remove_one(
+    request: Request,
+    incident_id: str,
+    tunnel_id: str,
+    username: str,
+    notes: str,
+    done: list[str],
+) -> dict[str, Any]:
+    """Delete one policy left up, record and audit it; an error names what ``done`` removed."""
+    app = request.app
+    unchanged = (
+        f"removed {', '.join(done)}; {tunnel_id} and the rest unchanged"
+        if done
+        else "nothing changed"
+    )
     try:
         answer = await app.state.mesh.call(
             DELETE_TUNNEL,
@@ -97,16 +128,14 @@ async def remove_tunnel(
             timeout=app.state.io_settings.peer_timeout_s,
         )
     except MeshUnavailable as exc:
-        raise HTTPException(
-            503, f"the tunnel agent is unreachable; nothing changed ({exc})"
-        ) from None
+        raise HTTPException(503, f"the tunnel agent is unreachable; {unchanged} ({exc})") from None
     except MeshError as exc:
-        raise HTTPException(502, f"the tunnel agent refused to remove {tunnel_id}: {exc}") from None
-    notes = (body or RemoveTunnelBody()).notes
+        refused = f"the tunnel agent refused to remove {tunnel_id}: {exc}"
+        raise HTTPException(502, f"{refused} ({unchanged})" if done else refused) from None
     payload = {
         "incident_id": incident_id,
         "tunnel_id": tunnel_id,
-        "removed_by": user.username,
+        "removed_by": username,
         "notes": notes,
         "already_absent": answer.already_absent,
     }
@@ -130,6 +159,6 @@ async def remove_tunnel(
         incident_id=incident_id,
     )
     log.info(
-        "tunnel removed by operator", incident_id=incident_id, tunnel_id=tunnel_id, by=user.username
+        "tunnel removed by operator", incident_id=incident_id, tunnel_id=tunnel_id, by=username
     )
     return payload

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from services.io import admin, console
+from services.io import admin, console, protection
 from services.io.app import create_app
 from services.io.settings import IoSettings
 from shared.settings import Settings
@@ -721,3 +721,287 @@ async def test_no_tunnel_to_remove_is_409_and_changes_nothing(
             await io.http.post("/api/v1/tickets/INC-2026-9999/tunnel/remove")
         ).status_code == 404
     assert not [m for m in orchestrator.received if m["task_type"] == "delete_tunnel"]
+
+
+# --- several policies: one per group of services with the same ends ---------------------------
+
+FIRST, SECOND = "sr-policy-pe1-pe3-protect-001", "sr-policy-pe2-pe4-protect-002"
+SECOND_PATH = ["pe2", "p1", "pe4"]
+SECOND_MOVED = ["pe2", "pe1", "p1", "pe4"]
+
+
+def _policy_wire(tunnel_id: str, path: list[str], services: list[str]) -> dict[str, Any]:
+    """One entry of ``details.tunnels`` as the orchestrator sends it in phase 4."""
+    return {
+        "tunnel_id": tunnel_id,
+        "binding_sid": 24001 if tunnel_id == FIRST else 24002,
+        "te_type": "sr-mpls",
+        "path": path,
+        "head_end": path[0],
+        "end_point": path[-1],
+        "color": 100 if tunnel_id == FIRST else 101,
+        "service_ids": services,
+    }
+
+
+def _two_policies(incident: str = INCIDENT) -> list[dict[str, Any]]:
+    """Phase 4 with two policies, then steering that could not protect one service."""
+    first = _policy_wire(FIRST, TUNNEL_PATH, ["svc-1", "svc-2"])
+    second = _policy_wire(SECOND, SECOND_PATH, ["svc-3", "svc-4"])
+    top = {k: v for k, v in first.items() if k != "service_ids"}
+    return [
+        status(
+            incident,
+            "provisioning",
+            "4",
+            "2 protection policies created, steering traffic",
+            **top,
+            tunnels=[first, second],
+        ),
+        status(
+            incident,
+            "steering",
+            "5",
+            f"Traffic steered onto {FIRST}, {SECOND}; 1 service unprotected",
+            traffic_steered=True,
+            tunnel_id=FIRST,
+            service_ids=["svc-1", "svc-2"],
+            tunnel_ids=[FIRST, SECOND],
+            tunnels=[
+                {"tunnel_id": FIRST, "service_ids": ["svc-1", "svc-2"]},
+                {"tunnel_id": SECOND, "service_ids": ["svc-3"]},
+            ],
+            unprotected_services=["svc-9"],
+        ),
+    ]
+
+
+def _escalated_both(incident: str = INCIDENT) -> dict[str, Any]:
+    return envelope(
+        "ticket_closed",
+        {
+            "incident_id": incident,
+            "resolution": "escalated",
+            "duration_seconds": 120,
+            "summary": "Incident escalated to an operator: SLA not recovered",
+            "details": {
+                "final_status": "escalated",
+                "tunnel_id": FIRST,
+                "tunnel_ids": [FIRST, SECOND],
+                "tunnels": [{"tunnel_id": FIRST}, {"tunnel_id": SECOND}],
+            },
+            "source_agent": "orchestrator",
+        },
+    )
+
+
+def _fields(view: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(view[k] for k in protection.FIELDS)
+
+
+async def test_two_policies_are_tracked_left_up_and_removed_together(
+    make_io: IoFactory, orchestrator: Orchestrator
+) -> None:
+    """Phase 4 with two policies, steering that leaves a service unprotected, a re-route of the
+    second policy, an escalation leaving both up, and the operator removing both."""
+    async with make_io() as io:
+        pushed = io.app.state.broadcaster.subscribe()
+
+        async def after(task: dict[str, Any]) -> dict[str, Any]:
+            """Send ``task``; return the ticket as listed, checking detail and stream agree."""
+            await io.task(task)
+            [listed] = (await io.http.get("/api/v1/tickets")).json()
+            detail = (await io.http.get(f"/api/v1/tickets/{INCIDENT}")).json()
+            message = pushed.get_nowait()
+            while message.kind != "ticket":
+                message = pushed.get_nowait()
+            assert _fields(detail) == _fields(listed) == _fields(message.data["ticket"])
+            return listed
+
+        ticket = await after(new_ticket())
+        assert ticket["tunnels"] == [] and ticket["tunnels_left_up"] == []
+        assert ticket["unprotected_services"] == []
+        for phase in seed_phases()[:2]:
+            await after(phase)
+        provisioning, steering = _two_policies()
+
+        ticket = await after(provisioning)
+        assert ticket["tunnel"] == {
+            "tunnel_id": FIRST,
+            "state": "provisioned",
+            "path": TUNNEL_PATH,
+            "hops": 4,
+            "binding_sid": 24001,
+            "te_type": "sr-mpls",
+            "head_end": "pe1",
+            "end_point": "pe3",
+        }
+        assert ticket["tunnels"] == [
+            {**ticket["tunnel"], "service_ids": ["svc-1", "svc-2"]},
+            {
+                "tunnel_id": SECOND,
+                "state": "provisioned",
+                "path": SECOND_PATH,
+                "hops": 2,
+                "binding_sid": 24002,
+                "te_type": "sr-mpls",
+                "head_end": "pe2",
+                "end_point": "pe4",
+                "service_ids": ["svc-3", "svc-4"],
+            },
+        ]
+        assert ticket["protection_path"]["path"] == TUNNEL_PATH
+
+        ticket = await after(steering)
+        assert [p["state"] for p in ticket["tunnels"]] == ["carrying", "carrying"]
+        assert ticket["tunnel"]["state"] == "carrying"
+        # steering names the services each policy carries now; the paths stay
+        assert ticket["tunnels"][1]["service_ids"] == ["svc-3"]
+        assert ticket["tunnels"][1]["path"] == SECOND_PATH
+        assert ticket["unprotected_services"] == ["svc-9"]
+
+        # the second policy is re-routed: its path moves, the first and protection_path stay
+        ticket = await after(
+            status(
+                INCIDENT,
+                "monitoring",
+                "6",
+                f"Re-routed {SECOND}",
+                tunnel_id=SECOND,
+                path=SECOND_MOVED,
+                reroute=1,
+            )
+        )
+        assert ticket["tunnels"][1]["path"] == SECOND_MOVED
+        assert ticket["tunnels"][1]["hops"] == 3
+        assert ticket["tunnels"][1]["state"] == "carrying"
+        assert ticket["tunnel"]["tunnel_id"] == FIRST
+        assert ticket["tunnel"]["path"] == TUNNEL_PATH
+        assert ticket["protection_path"]["path"] == TUNNEL_PATH
+        assert ticket["tunnels_left_up"] == [] and ticket["tunnel_left_up"] is None
+
+        ticket = await after(_escalated_both())
+        assert [p["state"] for p in ticket["tunnels"]] == ["left_up", "left_up"]
+        assert ticket["tunnels_left_up"] == [FIRST, SECOND]
+        assert ticket["tunnel_left_up"] == FIRST
+        assert ticket["tunnel"]["state"] == "left_up"
+        assert ticket["unprotected_services"] == ["svc-9"]
+
+        alice = await io.user("alice", "operator")
+        url = f"/api/v1/tickets/{INCIDENT}/tunnel/remove"
+        done = await io.http.post(url, json={"notes": "both moved"}, headers=alice)
+        assert done.status_code == 200, done.text
+        body = done.json()
+        assert body["tunnel_ids"] == [FIRST, SECOND] and body["tunnel_id"] == FIRST
+        assert [r["tunnel_id"] for r in body["removed"]] == [FIRST, SECOND]
+        sent = [m["payload"] for m in orchestrator.received if m["task_type"] == "delete_tunnel"]
+        assert sent == [
+            {"incident_id": INCIDENT, "tunnel_id": FIRST},
+            {"incident_id": INCIDENT, "tunnel_id": SECOND},
+        ]
+        detail = (await io.http.get(f"/api/v1/tickets/{INCIDENT}")).json()
+        removed = [e["payload"] for e in detail["events"] if e["task_type"] == "tunnel_removed"]
+        assert [(r["tunnel_id"], r["removed_by"]) for r in removed] == [
+            (FIRST, "alice"),
+            (SECOND, "alice"),
+        ]
+        assert [p["state"] for p in detail["tunnels"]] == ["removed", "removed"]
+        assert detail["tunnels"][1]["path"] == SECOND_MOVED
+        assert detail["tunnels_left_up"] == [] and detail["tunnel_left_up"] is None
+        await io.app.state.outbox.flush()
+        audited = [
+            m["payload"]["details"]["tunnel_id"]
+            for m in orchestrator.received
+            if m["task_type"] == "audit_event"
+            and m["payload"]["details"].get("action") == "tunnel_removed"
+        ]
+        assert sorted(audited) == [FIRST, SECOND]
+        assert (await io.http.post(url, headers=alice)).status_code == 409
+
+
+async def test_removal_stopped_half_way_keeps_the_rest_left_up(
+    make_io: IoFactory, orchestrator: Orchestrator
+) -> None:
+    """The tunnel agent fails on the second policy: the first stays removed, a retry asks only
+    for the second."""
+    async with make_io() as io:
+        await io.task(new_ticket())
+        for task in [*_two_policies(), _escalated_both()]:
+            await io.task(task)
+        url = f"/api/v1/tickets/{INCIDENT}/tunnel/remove"
+        real = io.app.state.mesh.call
+        calls = 0
+
+        async def second_fails(contract: Any, request: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                orchestrator.mode = "down"
+            return await real(contract, request, **kwargs)
+
+        io.app.state.mesh.call = second_fails
+        failed = await io.http.post(url)
+        assert failed.status_code == 503
+        assert f"removed {FIRST}; {SECOND} and the rest unchanged" in failed.json()["detail"]
+        ticket = (await io.http.get(f"/api/v1/tickets/{INCIDENT}")).json()
+        assert ticket["tunnels_left_up"] == [SECOND] and ticket["tunnel_left_up"] == SECOND
+        assert [p["state"] for p in ticket["tunnels"]] == ["removed", "left_up"]
+        orchestrator.mode = "ok"
+        again = await io.http.post(url)
+        assert again.status_code == 200 and again.json()["tunnel_ids"] == [SECOND]
+        ticket = (await io.http.get(f"/api/v1/tickets/{INCIDENT}")).json()
+        assert ticket["tunnels_left_up"] == [] and ticket["tunnel_left_up"] is None
+
+
+async def test_single_tunnel_has_one_policy(make_io: IoFactory) -> None:
+    """Old events (one tunnel, no lists) give one policy that mirrors ``tunnel``."""
+    async with make_io() as io:
+        await io.task(new_ticket())
+        for phase in [*seed_phases(), _steered()]:
+            await io.task(phase)
+        await io.task(_escalated("left up"))
+        ticket = (await io.http.get(f"/api/v1/tickets/{INCIDENT}")).json()
+        [policy] = ticket["tunnels"]
+        assert policy == {
+            **ticket["tunnel"],
+            "head_end": None,
+            "end_point": None,
+            "service_ids": ["svc-1"],
+        }
+        assert ticket["tunnels_left_up"] == [TUNNEL] and ticket["unprotected_services"] == []
+
+
+async def test_upgrade_replays_every_policy(make_io: IoFactory) -> None:
+    """Migration 7 fills the policies from the stored events, and re-folds ``tunnel`` too."""
+    async with make_io() as io:
+        await io.task(new_ticket())
+        for task in [*_two_policies(), _escalated_both()]:
+            await io.task(task)
+        async with io.app.state.engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "UPDATE tickets SET tunnels = NULL, tunnels_left_up = NULL,"
+                    " unprotected_services = NULL, tunnel_left_up = NULL"
+                )
+            )
+            await conn.execute(
+                sa.text("DELETE FROM cxm_migrations WHERE owner = 'io' AND version = 7")
+            )
+        ticket = (await io.http.get(f"/api/v1/tickets/{INCIDENT}")).json()
+        assert ticket["tunnels"] == [] and ticket["tunnel_left_up"] is None
+    async with make_io() as io:
+        ticket = (await io.http.get(f"/api/v1/tickets/{INCIDENT}")).json()
+        assert [p["tunnel_id"] for p in ticket["tunnels"]] == [FIRST, SECOND]
+        assert ticket["tunnels_left_up"] == [FIRST, SECOND] and ticket["tunnel_left_up"] == FIRST
+        assert ticket["unprotected_services"] == ["svc-9"]
+
+
+def test_fold_cleanup_names_its_policies() -> None:
+    """A cleanup naming ``tunnel_ids`` removes those; one naming none removes every policy."""
+    fields = protection.replay([("status_update", t["payload"]) for t in _two_policies()])
+    named = status(INCIDENT, "restoring", "7", "Back", cleanup=True, tunnel_ids=[SECOND])
+    after = {**fields, **protection.fold(fields, "status_update", named["payload"])}
+    assert [p["state"] for p in after["tunnels"]] == ["carrying", "removed"]
+    every = status(INCIDENT, "restoring", "7", "Back", tunnel_id=FIRST, cleanup=True)
+    after = {**after, **protection.fold(after, "status_update", every["payload"])}
+    assert [p["state"] for p in after["tunnels"]] == ["removed", "removed"]

@@ -312,6 +312,111 @@ async def test_a_ticket_with_the_whole_seed_flow_stays_readable(
     assert box["width"] > 0.8 * card["width"], (box, card)
 
 
+async def test_a_ticket_with_two_policies_shows_both_and_the_unprotected(
+    browser: Browser, mesh: Mesh
+) -> None:
+    """Every policy is listed and drawn, the unprotected services stand out, and the box for
+    the tunnels left up names both and removes both."""
+    first, second = "sr-policy-pe1-pe3-protect-001", "sr-policy-pe2-pe4-protect-002"
+    second_path = ["pe2", "p1", "pe4"]
+
+    def wire(tunnel_id: str, path: list[str], services: list[str]) -> dict[str, Any]:
+        return {
+            "tunnel_id": tunnel_id,
+            "binding_sid": 24001 if tunnel_id == first else 24002,
+            "te_type": "sr-mpls",
+            "path": path,
+            "head_end": path[0],
+            "end_point": path[-1],
+            "color": 100,
+            "service_ids": services,
+        }
+
+    one, two = wire(first, TUNNEL_PATH, ["svc-1", "svc-2"]), wire(second, second_path, ["svc-3"])
+    top = {k: v for k, v in one.items() if k != "service_ids"}
+    await mesh.task(new_ticket())
+    for task in (
+        *seed_phases()[:2],
+        status(INCIDENT, "provisioning", "4", "2 policies created", **top, tunnels=[one, two]),
+        status(
+            INCIDENT,
+            "steering",
+            "5",
+            "Traffic steered onto 2 policies; 2 services unprotected",
+            traffic_steered=True,
+            tunnel_id=first,
+            service_ids=["svc-1", "svc-2"],
+            tunnel_ids=[first, second],
+            tunnels=[
+                {"tunnel_id": first, "service_ids": ["svc-1", "svc-2"]},
+                {"tunnel_id": second, "service_ids": ["svc-3"]},
+            ],
+            unprotected_services=["svc-8", "svc-9"],
+        ),
+    ):
+        await mesh.task(task)
+    page = await open_console(browser, f"{mesh.io_url}/#/ticket/{INCIDENT}")
+    unprotected = page.locator("#unprotected-services")
+    await expect(unprotected).to_contain_text("2 services left unprotected")
+    await expect(unprotected).to_contain_text("svc-8, svc-9")
+    rows = page.locator("#policies tbody tr")
+    await expect(rows).to_have_count(2)
+    await expect(rows.nth(0)).to_contain_text(first)
+    await expect(rows.nth(0)).to_contain_text("pe1 → pe3")
+    await expect(rows.nth(0)).to_contain_text("2 services")
+    await expect(rows.nth(0)).to_contain_text("carrying")
+    await expect(rows.nth(1)).to_contain_text(second)
+    await expect(rows.nth(1)).to_contain_text("pe2 → pe4")
+    await expect(rows.nth(1)).to_contain_text("pe2 → p1 → pe4")
+    await expect(rows.nth(1)).to_contain_text("sr-mpls")
+    # the first policy on the links themselves, as always; the second beside them, its own style
+    await expect(page.locator("#topology line.link.protection")).to_have_count(4)
+    await expect(page.locator(f'#topology line.policy[data-tunnel="{second}"]')).to_have_count(2)
+    await expect(page.locator(".legend")).to_contain_text(second)
+    await page.screenshot(path=str(SHOTS / "ticket-policies.png"), full_page=True)
+
+    # the re-route of the second policy moves its line; an escalation leaves both up
+    await mesh.task(
+        status(
+            INCIDENT,
+            "monitoring",
+            "6",
+            "Re-routed",
+            tunnel_id=second,
+            path=["pe2", "pe1", "p1", "pe4"],
+            reroute=1,
+        )
+    )
+    await expect(page.locator(f'#topology line.policy[data-tunnel="{second}"]')).to_have_count(3)
+    await mesh.task(
+        envelope(
+            "ticket_closed",
+            {
+                "incident_id": INCIDENT,
+                "resolution": "escalated",
+                "duration_seconds": 90,
+                "summary": "Incident escalated to an operator: SLA not recovered",
+                "details": {"tunnel_id": first, "tunnel_ids": [first, second]},
+                "source_agent": "orchestrator",
+            },
+        )
+    )
+    box = page.locator("#tunnel-left-up")
+    await expect(box).to_contain_text(f"Tunnels {first} and {second} were left up")
+    await expect(rows.nth(1)).to_contain_text("left up")
+    await box.locator("#remove-tunnel").click()
+    await expect(box.locator("#remove-tunnel")).to_contain_text(f"delete {first} and {second}")
+    await box.locator("#remove-tunnel").click()
+    await expect(page.locator("#toast")).to_contain_text(f"Tunnels {first} and {second} removed")
+    await expect(page.locator("#tunnel-left-up")).to_have_count(0)
+    await expect(page.locator('#timeline li[data-task="tunnel_removed"]')).to_have_count(2)
+    await expect(rows.nth(1)).to_contain_text("removed")
+    deleted = [
+        m["payload"]["tunnel_id"] for m in mesh.received if m["task_type"] == "delete_tunnel"
+    ]
+    assert deleted == [first, second]
+
+
 @pytest.mark.parametrize("mesh", [False], indirect=True)
 async def test_sign_in_with_a_token(browser: Browser, mesh: Mesh, tmp_path: Path) -> None:
     page = await open_console(browser, f"{mesh.io_url}/")

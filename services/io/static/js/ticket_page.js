@@ -1,12 +1,13 @@
-// A ticket's page: the map, services by tier, the decisions taken and why, the timeline, the
-// audit trail, and removing a tunnel an escalation left up. What the tunnel is and whether it
-// was left up are fields IO keeps on the ticket (tunnel, protection_path, tunnel_left_up); the
-// rule lives once, in services/io/protection.py.
+// A ticket's page: the map, the protection policies, services by tier, the decisions taken and
+// why, the timeline, the audit trail, and removing the tunnels an escalation left up. What the
+// policies are and which were left up are fields IO keeps on the ticket (tunnel, tunnels,
+// protection_path, tunnels_left_up, unprotected_services); the rule lives once, in
+// services/io/protection.py.
 
 import { api } from "./api.js";
 import { age, badge, draftInput, duration, h, kv, replaceKeepingFocus, sev, st, time, toast } from "./dom.js";
 import { canDecide, currentRoute, state, TIERS } from "./state.js";
-import { drawTopology } from "./topology.js";
+import { drawTopology, policyClass } from "./topology.js";
 
 function lastDetails(events, test) {
   for (let i = events.length - 1; i >= 0; i--) {
@@ -56,15 +57,17 @@ export function whyPanel(ticket) {
   add("Impact", su((p) => p.phase === "2").map((e) => item(e, e.payload.details)));
   add("Path chosen", su((p) => p.phase === "3" || p.status === "computing").map((e) => item(e, e.payload.details)));
   const rerouted = (p) => Boolean((p.details || {}).reroute || (p.details || {}).tunnel_degraded);
-  add("Protection tunnel", su((p) => p.phase === "4" || p.status === "provisioning" || p.status === "steering").map((e) => item(e, e.payload.details)));
-  add("Re-routes", su(rerouted).map((e) => item(e, e.payload.details)));
+  // several policies: their list is the Protection policies card; here, only their ids
+  const brief = (d) => (Array.isArray((d || {}).tunnels) ? { ...d, tunnels: d.tunnels.map((x) => x.tunnel_id).join(", ") } : d);
+  add("Protection tunnel", su((p) => p.phase === "4" || p.status === "provisioning" || p.status === "steering").map((e) => item(e, brief(e.payload.details))));
+  add("Re-routes", su(rerouted).map((e) => item(e, brief(e.payload.details))));
   add("Recovery checks", su((p) => !rerouted(p) && (["monitoring", "restoring", "dampening"].includes(p.status) || ["6", "7"].includes(p.phase))).map(check));
   add("Escalation", su((p) => p.status === "escalated").map((e) => item(e, e.payload.details)));
   add("Approvals", (ticket.approvals || []).map((a) => h("div", {}, `${a.action}: `, st(a.status),
     a.decided_by ? ` by ${a.decided_by}` : "", a.notes ? ` — “${a.notes}”` : "")));
   add("Errors", events.filter((e) => e.task_type === "error").map((e) => h("div", { class: "error" }, `${e.payload.error_code}: ${e.payload.message}`)));
   const closed = events.filter((e) => e.task_type === "ticket_closed");
-  add("Closure", closed.map((e) => item(e, { resolution: e.payload.resolution, duration: duration(e.payload.duration_seconds), ...(e.payload.details || {}) })));
+  add("Closure", closed.map((e) => item(e, { resolution: e.payload.resolution, duration: duration(e.payload.duration_seconds), ...brief(e.payload.details || {}) })));
   return h("div", { class: "why" }, sections.length ? sections : h("div", { class: "muted" }, "No decision yet."));
 }
 
@@ -132,11 +135,18 @@ export async function showTicket(id) {
   }
 }
 
-export function removeTunnelBox(t, tunnelId) {
+const names = (ids) => (ids.length > 1 ? `${ids.slice(0, -1).join(", ")} and ${ids[ids.length - 1]}` : ids[0]);
+
+// Every policy left up, named: removing them moves customer traffic, so the operator sees
+// exactly which tunnels the one button takes down (IO deletes them one by one).
+export function removeTunnelBox(t, tunnelIds) {
+  const many = tunnelIds.length > 1;
   const box = h("div", { class: "notice", id: "tunnel-left-up" },
-    `Tunnel ${tunnelId} was left up carrying the protected services when this incident escalated. `);
+    many
+      ? `Tunnels ${names(tunnelIds)} were left up carrying the protected services when this incident escalated. `
+      : `Tunnel ${tunnelIds[0]} was left up carrying the protected services when this incident escalated. `);
   if (!canDecide()) {
-    box.append(h("span", { class: "muted" }, "An operator can remove it here."));
+    box.append(h("span", { class: "muted" }, many ? "An operator can remove them here." : "An operator can remove it here."));
     return box;
   }
   const notes = draftInput(`remove-notes:${t.incident_id}`, { name: "remove-notes", placeholder: "Notes (why)", "aria-label": "removal notes" });
@@ -145,23 +155,60 @@ export function removeTunnelBox(t, tunnelId) {
     onclick: async () => {
       if (go.dataset.armed !== "1") { // one more click: it moves customer traffic
         go.dataset.armed = "1";
-        go.textContent = `Confirm: move the traffic back and delete ${tunnelId}`;
+        go.textContent = `Confirm: move the traffic back and delete ${names(tunnelIds)}`;
         return;
       }
       go.disabled = true;
       try {
-        await api(`/api/v1/tickets/${encodeURIComponent(t.incident_id)}/tunnel/remove`, { method: "POST", body: { notes: notes.value } });
+        const done = await api(`/api/v1/tickets/${encodeURIComponent(t.incident_id)}/tunnel/remove`, { method: "POST", body: { notes: notes.value } });
         state.drafts.delete(`remove-notes:${t.incident_id}`);
-        toast(`Tunnel ${tunnelId} removed`);
+        const gone = done.tunnel_ids || tunnelIds;
+        toast(gone.length > 1 ? `Tunnels ${names(gone)} removed` : `Tunnel ${gone[0]} removed`);
       } catch (err) {
         toast(err.message, true);
         go.disabled = false;
       }
     },
-  }, "Remove tunnel");
+  }, many ? `Remove ${tunnelIds.length} tunnels` : "Remove tunnel");
   box.append(notes, " ", go);
   return box;
 }
+
+// Services the orchestrator could not protect are still hurting: said in the ticket's head,
+// in the warning colour, so nobody reads "protected" off the policies below and moves on.
+export function unprotectedBox(t) {
+  const ids = t.unprotected_services || [];
+  if (!ids.length) return null;
+  return h("div", { class: "unprotected", id: "unprotected-services" },
+    h("b", {}, `${ids.length} service${ids.length > 1 ? "s" : ""} left unprotected`),
+    " — no protection policy carries ", ids.length > 1 ? "them" : "it", ": ",
+    h("span", { class: "mono" }, ids.join(", ")));
+}
+
+// One row per policy (one per group of services with the same ends), with the map's colour for
+// it. A single-tunnel incident keeps the page it always had: its tunnel is in the decisions.
+export function policiesCard(t) {
+  const tunnels = t.tunnels || [];
+  if (tunnels.length < 2) return null;
+  return h("div", { class: "card" }, h("h3", {}, `Protection policies (${tunnels.length})`),
+    h("table", { class: "policies", id: "policies" },
+      h("thead", {}, h("tr", {}, ["", "Policy", "Ends", "TE", "Path", "Services", "State"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, tunnels.map((p, i) => {
+        const services = p.service_ids || [];
+        return h("tr", { "data-tunnel": p.tunnel_id },
+          h("td", {}, h("i", { class: `swatch ${policyClass(i)}` })),
+          h("td", { class: "mono" }, p.tunnel_id, p.binding_sid != null ? h("div", { class: "muted" }, `BSID ${p.binding_sid}`) : null),
+          h("td", { class: "mono" }, `${p.head_end || (p.path || [])[0] || "?"} → ${p.end_point || (p.path || []).slice(-1)[0] || "?"}`),
+          h("td", {}, p.te_type || "—"),
+          h("td", { class: "mono" }, p.path ? `${p.path.join(" → ")} (${p.hops} hops)` : "—"),
+          h("td", {}, services.length
+            ? h("details", {}, h("summary", {}, `${services.length} service${services.length > 1 ? "s" : ""}`), h("span", { class: "mono" }, services.join(", ")))
+            : h("span", { class: "muted" }, "—")),
+          h("td", {}, badge(`st-tunnel-${p.state}`, (p.state || "").replace("_", " "))));
+      }))));
+}
+
+const leftUp = (t) => (t.tunnels_left_up && t.tunnels_left_up.length ? t.tunnels_left_up : t.tunnel_left_up ? [t.tunnel_left_up] : []);
 
 export function renderTicket() {
   const t = state.detail;
@@ -181,10 +228,12 @@ export function renderTicket() {
       h("div", { class: "row" }, h("span", { class: "muted" }, "Degraded links:"), h("span", { class: "mono" }, (t.degraded_links || []).join(", ") || "—"),
         h("span", { class: "muted" }, "Affected services:"), h("b", {}, t.affected_services_count ?? "—")),
       pending.length ? h("p", {}, h("a", { href: "#/approvals" }, `${pending.length} approval(s) waiting`), " — ", pending.map((a) => a.action).join(", ")) : null,
-      t.tunnel_left_up ? removeTunnelBox(t, t.tunnel_left_up) : null),
+      unprotectedBox(t),
+      leftUp(t).length ? removeTunnelBox(t, leftUp(t)) : null),
     h("div", { class: "grid" },
       h("div", {},
         h("div", { class: "card" }, h("h3", {}, "Topology"), drawTopology(t)),
+        policiesCard(t),
         h("div", { class: "card" }, h("h3", {}, "Timeline"), timeline(t))),
       h("div", {},
         h("div", { class: "card" }, h("h3", {}, "Services affected by tier"), tierBars(t)),
