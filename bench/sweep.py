@@ -53,11 +53,12 @@ CLOSE_REASON_CATEGORY = {
 }
 """The orchestrator's ``close_reason`` codes (``escalation(reason, ...)``) by sweep category."""
 
-NOT_AN_OPERATION = frozenset({"no_path"})
-"""``error`` codes that report a search's answer rather than a refused or failed operation:
-the orchestrator sends ``no_path`` as an error when a re-route finds no way around. Those
-count under ``escalated_by_reason`` (and are verified); every other code is a failed
-operation (a peer refused, failed or was unreachable)."""
+NOT_AN_OPERATION = frozenset({"no_path", "services_unprotected"})
+"""``error`` codes that report a verdict rather than a refused or failed operation: the
+orchestrator sends ``no_path`` as an error when a re-route finds no way around, and
+``services_unprotected`` when it escalates an incident whose other groups it protected (the
+error names each group left out and why). Those count under ``escalated_by_reason``; every
+other code is a failed operation (a peer refused, failed or was unreachable)."""
 
 CORRELATOR_TOPOLOGY_TTL_S = 60.0
 """The correlator's default ``topology_ttl_s`` (unscaled): the longest any agent trusts a
@@ -201,10 +202,14 @@ def _no_path_ends(
         te = details.get("te_type") if crossed else None
         out.append((str(details["head_end"]), str(details["end_point"]), te, crossed))
     elif details.get("tunnel_id"):
+        # The phase-4 update names the first policy at its top and every policy in ``tunnels``.
         for update in _events(ticket, "status_update"):
             d = update.get("details") or {}
-            if d.get("tunnel_id") == details["tunnel_id"] and d.get("head_end"):
-                out.append((str(d["head_end"]), str(d["end_point"]), d.get("te_type"), crossed))
+            policies = [d, *[t for t in d.get("tunnels") or [] if isinstance(t, dict)]]
+            known = [t for t in policies if t.get("tunnel_id") == details["tunnel_id"]]
+            if known and known[0].get("head_end"):
+                t = known[0]
+                out.append((str(t["head_end"]), str(t["end_point"]), t.get("te_type"), crossed))
                 break
     for key in ("unprotected", "unprotected_groups", "groups"):
         for item in details.get(key) or []:

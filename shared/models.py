@@ -307,6 +307,10 @@ class ComputePath(Strict):
     te_type: TeType | None = None
     """Every node must support this TE type; unset: the cheapest path on which every node
     shares one TE type (ties: sr-mpls, srv6, rsvp-te), since a tunnel is one technology."""
+    reserved_mbps: dict[str, float] = Field(default_factory=dict)
+    """Link id → Mbps already promised to the same incident's other protection policies, not
+    yet visible in CNC: counted as load, so an incident's policies never oversubscribe a link
+    together (each fits alone, all of them do not)."""
 
 
 class PathResult(Open):

@@ -129,6 +129,7 @@ async def _graph_for(request: ComputePath, ctx: TaskContext) -> KnowledgeGraph:
         services,
         policies,
         carrying=request.carrying,
+        reserved=request.reserved_mbps,
         reservable_share=settings.reservable_share,
     )
 

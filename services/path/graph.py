@@ -126,6 +126,7 @@ class KnowledgeGraph:
         policies: Iterable[SrPolicy],
         *,
         carrying: Iterable[str] = (),
+        reserved: Mapping[str, float] | None = None,
         reservable_share: float,
     ) -> KnowledgeGraph:
         """This graph (not copied) with each link's load, for TE bandwidth accounting.
@@ -133,6 +134,8 @@ class KnowledgeGraph:
         A service steered onto a policy with weight w puts w % of its bandwidth on the
         policy's links and the rest on its own path; ``carrying`` services move with the new
         path, so they count nowhere. A policy hop over parallel links spreads over them (ECMP).
+        ``reserved`` (link → Mbps) is bandwidth promised to policies not built yet (the same
+        incident's other groups): it counts as load like a service's.
         """
         on_policy = {(p.head_end, p.end_point, p.color): p.hops for p in policies}
         moving = set(carrying)
@@ -151,6 +154,8 @@ class KnowledgeGraph:
                     load[link_key(link.link_id)] += service.bandwidth_mbps * share / len(bundle)
             for name in service.path:
                 load[link_key(name)] += service.bandwidth_mbps * (1 - share)
+        for name, mbps in (reserved or {}).items():
+            load[link_key(name)] += mbps
         return dataclasses.replace(self, load_mbps=dict(load), reservable_share=reservable_share)
 
     def degraded(self, links: Iterable[str] | Mapping[str, SlaBreach]) -> KnowledgeGraph:

@@ -218,7 +218,9 @@ async def provision_tunnel(payload: ProvisionTunnel, ctx: TaskContext) -> Tunnel
     if payload.path[0] != payload.head_end or payload.path[-1] != payload.end_point:
         raise TaskFailed("path must start at head_end and end at end_point", code="bad_path")
     async with _incident_lock(ctx, payload.incident_id):
-        row = await store.by_incident(ctx.engine, payload.incident_id)
+        row = await store.by_group(
+            ctx.engine, payload.incident_id, payload.head_end, payload.end_point
+        )
         if row is not None and row["state"] == "up":
             log.info("tunnel already provisioned", incident_id=payload.incident_id)
             return _result(row)
@@ -300,7 +302,7 @@ async def _create(row: dict[str, Any], ctx: TaskContext) -> TunnelResult:
         outcome = await _retried(ctx, attempt, "sr-policy-create")
     except SouthboundError as exc:
         await store.update(
-            ctx.engine, row["incident_id"], state="failed", attempts=attempts, last_error=str(exc)
+            ctx.engine, row["tunnel_id"], state="failed", attempts=attempts, last_error=str(exc)
         )
         log.error("tunnel provisioning failed", tunnel_id=row["tunnel_id"], error=str(exc))
         raise TaskFailed(
@@ -310,7 +312,7 @@ async def _create(row: dict[str, Any], ctx: TaskContext) -> TunnelResult:
         ) from exc
     await store.update(
         ctx.engine,
-        row["incident_id"],
+        row["tunnel_id"],
         state="up",
         attempts=attempts,
         binding_sid=row["binding_sid"],
@@ -357,7 +359,7 @@ async def steer_traffic(payload: SteerTraffic, ctx: TaskContext) -> TrafficSteer
             ),
             "traffic-steer",
         )
-        await store.update(ctx.engine, payload.incident_id, protection_pct=100, services=services)
+        await store.update(ctx.engine, row["tunnel_id"], protection_pct=100, services=services)
     return TrafficSteered(
         traffic_steered=True,
         tunnel_id=row["tunnel_id"],
@@ -438,7 +440,7 @@ async def reroute_tunnel(payload: RerouteTunnel, ctx: TaskContext) -> TunnelRero
         try:
             await _retried(ctx, lambda: cnc.modify_sr_policy(**_policy(moved)), "sr-policy-modify")
         except SouthboundError as exc:
-            await store.update(ctx.engine, payload.incident_id, last_error=str(exc))
+            await store.update(ctx.engine, row["tunnel_id"], last_error=str(exc))
             log.error("tunnel reroute failed", tunnel_id=payload.tunnel_id, error=str(exc))
             raise TaskFailed(
                 f"rerouting {payload.tunnel_id} onto {' -> '.join(payload.path)} failed: {exc}",
@@ -446,7 +448,7 @@ async def reroute_tunnel(payload: RerouteTunnel, ctx: TaskContext) -> TunnelRero
                 status=502,
             ) from exc
         await store.update(
-            ctx.engine, payload.incident_id, path=moved["path"], hops=moved["hops"], last_error=None
+            ctx.engine, row["tunnel_id"], path=moved["path"], hops=moved["hops"], last_error=None
         )
     log.info(
         "tunnel rerouted",
@@ -492,7 +494,7 @@ async def delete_tunnel(payload: DeleteTunnel, ctx: TaskContext) -> TunnelDelete
                 "sr-policy-delete",
             )
         if row is not None:
-            await store.update(ctx.engine, row["incident_id"], state="deleted", protection_pct=0)
+            await store.update(ctx.engine, row["tunnel_id"], state="deleted", protection_pct=0)
     log.info("tunnel deleted", tunnel_id=payload.tunnel_id, was_present=policy is not None)
     return TunnelDeleted(deleted=True, tunnel_id=payload.tunnel_id, already_absent=policy is None)
 

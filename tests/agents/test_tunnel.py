@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,8 +12,11 @@ import pytest
 
 from services.lab.app import create_app as lab_app
 from services.lab.settings import LabSettings
+from services.tunnel import store
 from services.tunnel.app import create_app
 from services.tunnel.settings import TunnelSettings
+from shared.db import make_engine, migrate
+from shared.models import utcnow
 from shared.settings import Settings
 from tests.agents.fakes import FakeNetwork, run_task
 from tests.support import running
@@ -117,6 +121,33 @@ async def test_reprovisioning_an_incident_returns_the_same_tunnel(
         third = await run_task(client, "provision_tunnel", _provision())
     assert first.json()["result"] == second.json()["result"] == third.json()["result"]
     assert len(net.creates) == 1
+
+
+async def test_an_incident_gets_one_policy_per_pair_of_ends(
+    agent_settings: Settings, net: FakeNetwork
+) -> None:
+    """Each group of services an incident protects has its own policy; asking again for a
+    group's policy (a replay, a restart) answers the one it already has."""
+    back = list(reversed(PROTECT))
+    async with running(create_app(agent_settings)) as client:
+        there = (await run_task(client, "provision_tunnel", _provision())).json()["result"]
+        home = (await run_task(client, "provision_tunnel", _provision(path=back))).json()
+        again = (await run_task(client, "provision_tunnel", _provision(path=back))).json()
+        steer = await run_task(
+            client,
+            "steer_traffic",
+            {
+                "incident_id": "INC-2026-0001",
+                "tunnel_id": there["tunnel_id"],
+                "service_ids": ["vpn-x1"],
+            },
+        )
+    assert steer.status_code == 200, steer.text
+    assert home["result"]["tunnel_id"] != there["tunnel_id"]
+    assert (home["result"]["head_end"], home["result"]["end_point"]) == (back[0], back[-1])
+    assert again["result"] == home["result"]
+    assert home["result"]["binding_sid"] != there["binding_sid"]
+    assert len(net.creates) == 2
 
 
 async def test_three_transient_failures_give_up_with_502(
@@ -395,3 +426,43 @@ async def test_three_reroute_failures_give_up_with_502(on_lab: OnLab) -> None:
     # the tunnel is still live on its old path, so the reroute can be tried again
     retried = await on_lab.reroute(tunnel["tunnel_id"], AROUND_P1_P2)
     assert retried.status_code == 200 and retried.json()["result"]["previous_path"] == PROTECT
+
+
+async def test_an_upgrade_keeps_the_tunnels_of_version_1(tmp_path: Path) -> None:
+    """Version 1 kept one tunnel per incident; version 2 keys policies by id, rows kept."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'tunnel.db'}")
+    try:
+        await migrate(engine, "tunnel", store.MIGRATIONS[:1])
+        now = utcnow()
+        row = {
+            "incident_id": "INC-2026-0001",
+            "seq": 1,
+            "tunnel_id": "sr-policy-pe1-pe4-protect-001",
+            "binding_sid": 24001,
+            "color": 101,
+            "head_end": "pe1",
+            "end_point": "pe4",
+            "te_type": "sr-mpls",
+            "path": PROTECT,
+            "hops": [],
+            "state": "up",
+            "protection_pct": 100,
+            "services": ["vpn-x1"],
+            "attempts": 1,
+            "last_error": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        async with engine.begin() as conn:
+            await conn.execute(store._legacy_tunnels.insert().values(**row))
+        await migrate(engine, "tunnel", store.MIGRATIONS)
+        kept = await store.by_group(engine, "INC-2026-0001", "pe1", "pe4")
+    finally:
+        await engine.dispose()
+    assert kept is not None
+    assert {k: kept[k] for k in ("tunnel_id", "binding_sid", "state", "services")} == {
+        "tunnel_id": "sr-policy-pe1-pe4-protect-001",
+        "binding_sid": 24001,
+        "state": "up",
+        "services": ["vpn-x1"],
+    }

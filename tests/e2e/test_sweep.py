@@ -11,7 +11,9 @@ Zoo networks; this runs the same code on three networks with two faults each, so
   services), with long-haul links across Australia.
 
 The percentages of the full sweep (every SNDlib network, 50 Zoo ones) are in
-docs/benchmarks.md; these three resolve today, so here the issue's 90 % is a hard floor.
+docs/benchmarks.md. Hard here: every incident ends, none in a failed operation, every
+no-path escalation is confirmed by an independent search. The issue's 90 % is not reached
+yet (see ``test_resolved_share_meets_the_goal``).
 The whole mesh starts once; between networks only the lab restarts (see ``bench.sweep``).
 """
 
@@ -27,10 +29,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e-sweep"), pytest.mark
 
 NETWORKS = ["sndlib/polska", "sndlib/nobel-eu", "topozoo/Aarnet"]
 FAULTS = 2
-MIN_RESOLVED = 5
-"""Of the 6 incidents, what the code resolves today (2026-11-30: 6 of 6 in each run). One
-spare: concurrent incidents can meet on each other's degraded links, and whether a tunnel is
-built across the other fault's link before that link is known to be bad depends on timing."""
+MIN_RESOLVED = 2
+"""Of the 6 incidents, what the code resolves today with every group protected (2026-11-30:
+3 of 6). One spare: concurrent incidents can meet on each other's degraded links, and
+whether a policy is built across the other fault's link before that link is known to be bad
+depends on timing. (One policy per incident resolved 6 of 6, protecting 1 % of the services
+hurt: it "resolved" because the link recovered, with most services left on it.)"""
 TARGET_PCT = 90.0
 """The issue's goal: where a failed link's ends stay connected without it, ≥ 90 % resolve."""
 
@@ -82,6 +86,13 @@ def test_at_least_what_the_code_resolves_today(result: dict[str, Any]) -> None:
     assert result["totals"]["resolved"] >= MIN_RESOLVED, result["totals"]
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="issue 17, open: with every hurt service protected, bandwidth is the binding "
+    "constraint (demand at a 65 % busy hour, 80 % reservable): the last groups of an incident "
+    "find no headroom and it escalates partially protected; a re-route also still treats "
+    "another incident's degraded link as a ban",
+)
 def test_resolved_share_meets_the_goal(result: dict[str, Any]) -> None:
     pct = result["totals"]["resolved_pct_where_connected"]
     assert pct is not None and pct >= TARGET_PCT, result["totals"]
@@ -89,9 +100,8 @@ def test_resolved_share_meets_the_goal(result: dict[str, Any]) -> None:
 
 @pytest.mark.xfail(
     strict=False,
-    reason="issue 17: one protection policy per group of hurt services is still being built; "
-    "today one policy carries the services between one pair of ends and the rest stay on the "
-    "degraded link until it recovers",
+    reason="issue 17, open: groups with no headroom left stay on the degraded link; the "
+    "incident escalates naming them",
 )
 def test_every_hurt_service_is_protected(result: dict[str, Any]) -> None:
     """Resolved is not enough: an incident resolves once the link recovers, protected or not."""

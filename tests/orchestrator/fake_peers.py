@@ -63,20 +63,29 @@ def _links(path: list[str]) -> list[str]:
 
 
 def seed_services() -> list[dict[str, Any]]:
-    """The seed's example: 15 services, 2 platinum, 5 gold, 8 silver; platinum pe1 → pe3."""
+    """The seed's example: 15 services, 2 platinum, 5 gold, 8 silver, all pe1 → pe3 (the
+    seed's one group, so one policy)."""
+    return services_between(
+        [
+            ("platinum", 2, ("pe1", "pe3")),
+            ("gold", 5, ("pe1", "pe3")),
+            ("silver", 8, ("pe1", "pe3")),
+        ]
+    )
+
+
+def services_between(plan: list[tuple[str, int, tuple[str, str]]]) -> list[dict[str, Any]]:
+    """``count`` services of ``tier`` between each pair of PEs (several pairs: several groups,
+    one policy each). Their current path crosses pe2, where the seed's links degrade."""
     out = []
-    # silver is the most common pair overall, but the platinum pair must win
-    plan = [
-        ("platinum", 2, ("pe1", "pe3")),
-        ("gold", 5, ("pe1", "pe3")),
-        ("silver", 8, ("pe2", "pe5")),
-    ]
+    numbers: dict[str, int] = {}
     for tier, count, (head, end) in plan:
-        for i in range(count):
+        for _ in range(count):
+            n = numbers[tier] = numbers.get(tier, 0) + 1
             out.append(
                 {
-                    "service_id": f"vpn-{tier}-{i + 1}",
-                    "name": f"{tier} customer {i + 1}",
+                    "service_id": f"vpn-{tier}-{n}",
+                    "name": f"{tier} customer {n}",
                     "service_type": "l3vpn",
                     "tier": tier,
                     "head_end": head,
@@ -103,6 +112,8 @@ class FakeNetwork:
     services: list[dict[str, Any]] = field(default_factory=seed_services)
     impact_fail: bool = False
     path_found: bool = True
+    no_path_between: set[tuple[str, str]] = field(default_factory=set)
+    """(head_end, end_point) pairs compute_path finds no path for (the others still have one)."""
     tunnel_fail: bool = False
     sla_script: list[bool] = field(default_factory=list)
     sla_default: bool = True
@@ -213,7 +224,7 @@ class FakeNetwork:
                 "highest_tier": highest,
             }
         if task_type == "compute_path":
-            if not self.path_found:
+            if not self.path_found or (p.head_end, p.end_point) in self.no_path_between:
                 return 200, {"found": False, "reason": "no path avoiding the degraded links"}
             # via pe4, else via pe5: the first whose links avoid every degraded link
             # like the path agent, which leaves out every link out of SLA, not only these

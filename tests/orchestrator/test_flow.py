@@ -8,7 +8,7 @@ from typing import Any
 from services.orchestrator import store
 from shared.models import AUDIT_EVENT_TYPES, CUTOVER_STEPS, NODES, utcnow
 from tests.orchestrator.conftest import Orch, OrchFactory
-from tests.orchestrator.fake_peers import FakeNetwork
+from tests.orchestrator.fake_peers import FakeNetwork, seed_services
 from tests.support import wait_for
 
 INC = "INC-2026-0001"
@@ -65,11 +65,14 @@ async def test_happy_path_follows_the_seed(orchestrator: OrchFactory, net: FakeN
     path_call = net.to("path", INC)[0].payload
     assert path_call["avoid_links"] == ["pe1-pe2", "pe2-pe3"]
     assert path_call["metric"] == "delay"
-    # room for what the tunnel will carry: the 2 platinum and 5 gold services pe1 → pe3
-    assert path_call["min_bandwidth_mbps"] == 2 * 500 + 5 * 300
+    # room for what the tunnel will carry: the seed's 15 services pe1 → pe3, one group
+    assert path_call["min_bandwidth_mbps"] == 2 * 500 + 5 * 300 + 8 * 200
     assert sorted(path_call["carrying"]) == sorted(
-        [f"vpn-platinum-{i}" for i in (1, 2)] + [f"vpn-gold-{i}" for i in range(1, 6)]
+        [f"vpn-platinum-{i}" for i in (1, 2)]
+        + [f"vpn-gold-{i}" for i in range(1, 6)]
+        + [f"vpn-silver-{i}" for i in range(1, 9)]
     )
+    assert path_call["reserved_mbps"] == {}  # nothing promised to other groups: there are none
     cutovers = [r.payload for r in net.to("restore", INC) if "protection_pct" in r.payload]
     assert [(c["protection_pct"], c["original_pct"]) for c in cutovers] == list(CUTOVER_STEPS)
     assert net.tunnels_created == 1
@@ -84,6 +87,19 @@ async def test_happy_path_follows_the_seed(orchestrator: OrchFactory, net: FakeN
         "affected_services_count": 15,
         "tunnel_id": "sr-policy-pe1-pe3-protect-001",
         "nodes_executed": list(NODES),
+        "tunnel_ids": ["sr-policy-pe1-pe3-protect-001"],
+        "tunnels": [
+            {
+                "tunnel_id": "sr-policy-pe1-pe3-protect-001",
+                "binding_sid": 24001,
+                "te_type": "sr-mpls",
+                "path": ["pe1", "pe4", "pe3"],
+                "head_end": "pe1",
+                "end_point": "pe3",
+                "color": 101,
+                "service_ids": [s["service_id"] for s in seed_services()],
+            }
+        ],
     }
     assert net.io_types(INC)[-1] == "ticket_closed"
     assert len(net.closed(INC)) == 1
@@ -409,7 +425,7 @@ async def test_link_on_the_tunnel_degrading_reroutes_it_in_place(
     }
     second_path = net.to("path", INC)[1].payload
     assert second_path["avoid_links"] == ["pe1-pe2", "pe2-pe3", "pe4-pe1"]
-    assert second_path["min_bandwidth_mbps"] == 2500 and len(second_path["carrying"]) == 7
+    assert second_path["min_bandwidth_mbps"] == 4100 and len(second_path["carrying"]) == 15
     assert (second_path["head_end"], second_path["end_point"]) == ("pe1", "pe3")
     [note] = [p for p in net.events(INC, "status_update") if "reroute" in p["details"]]
     assert note["phase"] == "6"

@@ -23,7 +23,14 @@ from langgraph.types import Command, interrupt
 
 from services.orchestrator.flow.effects import Effects, escalation, remove_tunnel
 from services.orchestrator.flow.phases import TO_END, End, Status, entered
-from services.orchestrator.flow.state import IncidentState, crossed, merge_unique, parse
+from services.orchestrator.flow.state import (
+    IncidentState,
+    crossed_any,
+    merge_unique,
+    parse,
+    tunnels,
+    wire,
+)
 from shared.contracts import APPROVAL_REQUIRED, INCIDENT_CLOSED, TICKET_CLOSED
 from shared.models import ApprovalRequired, IncidentClosed, TicketClosed, utcnow
 
@@ -41,8 +48,14 @@ async def escalate(state: IncidentState, config: RunnableConfig) -> Command[End]
         "tunnel_id": (state.get("tunnel") or {}).get("tunnel_id"),
         **(esc.get("details") or {}),
     }
-    if fate := await _tunnel_fate(fx, state):
-        details["tunnel"] = fate
+    fates = await _tunnel_fates(fx, state)
+    if fates:
+        details["tunnel"] = fates[0]
+    all_tunnels = tunnels(state)
+    details["tunnel_ids"] = [t["tunnel_id"] for t in all_tunnels]
+    details["tunnels"] = [
+        {**wire(t), "fate": fates[i] if i < len(fates) else None} for i, t in enumerate(all_tunnels)
+    ]
     await fx.status(Status.ESCALATED, esc["message"], details)
     if esc.get("error_code"):
         await fx.error(esc["error_code"], esc["message"], details)
@@ -64,15 +77,21 @@ async def escalate(state: IncidentState, config: RunnableConfig) -> Command[End]
     return Command(goto=TO_END, update=update)
 
 
-async def _tunnel_fate(fx: Effects, state: IncidentState) -> str | None:
-    """What escalation does with a tunnel still up, as the ticket should say it."""
+async def _tunnel_fates(fx: Effects, state: IncidentState) -> list[str]:
+    """What escalation does with each policy still up, as the ticket should say it."""
     if not state.get("tunnel") or state.get("cleaned"):
-        return None
-    if state.get("steered"):
-        # It carries the protected traffic: taking it away is the operator's call.
+        return []
+    return [await _tunnel_fate(fx, state, t, i) for i, t in enumerate(tunnels(state))]
+
+
+async def _tunnel_fate(
+    fx: Effects, state: IncidentState, tunnel: dict[str, Any], index: int
+) -> str:
+    """A policy that carries protected traffic stays up: taking it away is the operator's
+    call. One built but never used (steering failed or was rejected) leaves nothing behind."""
+    if tunnel.get("steered", bool(state.get("steered"))):
         return "left up: it carries the protected services"
-    # Built but never used (steering failed or was rejected): nothing to leave behind.
-    removed = await remove_tunnel(fx, state)
+    removed = await remove_tunnel(fx, tunnel, index)
     return "removed: never carried traffic" if removed else "removal failed"
 
 
@@ -253,7 +272,7 @@ async def on_signal(
     if signal == "links_added":
         added = list(value.get("links") or [])
         changes["degraded_links"] = added
-        if waiting_for in ("sla_poll", "hold_timer") and crossed(state.get("path"), added):
+        if waiting_for in ("sla_poll", "hold_timer") and crossed_any(state, added):
             return "reroute", changes  # traffic is on the tunnel: move it off at once
         return None, changes
     if signal == "operator_resolved":

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.orchestrator import store
 from services.orchestrator.flow.phases import PHASE, Status, WaitReason
-from services.orchestrator.flow.state import IncidentState, iso, steered_ids
+from services.orchestrator.flow.state import IncidentState, iso
 from services.orchestrator.settings import OrchestratorSettings
 from shared.contracts import (
     AUDIT_EVENT,
@@ -172,12 +172,17 @@ class Effects:
         )
         await self.audit("error", {"error_code": code, "message": message, **details})
 
-    async def call(self, contract: Contract[Req, Resp], request: Req) -> Resp:
+    async def call(
+        self, contract: Contract[Req, Resp], request: Req, *, key: str | None = None
+    ) -> Resp:
         """Run a task on a peer with a replay-stable idempotency key.
 
+        ``key`` tells apart several calls of one task in one node execution (one per policy
+        of the incident): each needs its own key, and a replay sends the same ones again.
         Transient failures are retried with backoff, except a 5xx that says the peer already
         gave up after its own retries (a tunnel that failed three times).
         """
+        what = f"{contract.task_type}:{key}" if key else contract.task_type
         attempts = 1 + self.settings.mesh_retries
         for attempt in range(attempts):
             try:
@@ -185,7 +190,7 @@ class Effects:
                     contract,
                     request,
                     incident_id=self.iid,
-                    idempotency_key=self.key(contract.task_type),
+                    idempotency_key=self.key(what),
                     retries=0,
                 )
             except MeshUnavailable as exc:
@@ -284,12 +289,17 @@ def wait_until(due: datetime | str, *, then: str, reason: WaitReason) -> dict[st
     return {"reason": reason, "due": due if isinstance(due, str) else iso(due), "then": then}
 
 
-# --- the tunnel's removal ------------------------------------------------------------------
+# --- the tunnels' removal -----------------------------------------------------------------
 
 
-async def cleanup_tunnel(fx: Effects, state: IncidentState) -> None:
-    """Move traffic back and delete the tunnel (restore's ``cleanup``); raises on failure."""
-    tunnel = state.get("tunnel") or {}
+def group_key(index: int) -> str | None:
+    """The idempotency suffix of the ``index``-th policy's calls: none for the first, so an
+    incident with one policy sends exactly the keys it always did."""
+    return f"g{index}" if index else None
+
+
+async def cleanup_tunnel(fx: Effects, tunnel: dict[str, Any], index: int) -> None:
+    """Move one policy's traffic back and delete it (restore's ``cleanup``); raises on failure."""
     await fx.call(
         CLEANUP,
         Cleanup(
@@ -298,16 +308,16 @@ async def cleanup_tunnel(fx: Effects, state: IncidentState) -> None:
             head_end=tunnel.get("head_end"),
             end_point=tunnel.get("end_point"),
             color=tunnel.get("color"),
-            service_ids=steered_ids(state),
+            service_ids=tunnel.get("service_ids") or [],
         ),
+        key=group_key(index),
     )
 
 
-async def remove_tunnel(fx: Effects, state: IncidentState) -> bool:
+async def remove_tunnel(fx: Effects, tunnel: dict[str, Any], index: int) -> bool:
     """Best-effort removal on the way out: a failure is reported, never blocks the close."""
-    tunnel = state.get("tunnel") or {}
     try:
-        await cleanup_tunnel(fx, state)
+        await cleanup_tunnel(fx, tunnel, index)
     except MeshError as exc:
         await fx.error(
             failure_code(exc, "cleanup_failed"),
@@ -318,9 +328,15 @@ async def remove_tunnel(fx: Effects, state: IncidentState) -> bool:
     return True
 
 
-def bandwidth(fx: Effects, impact: dict[str, Any], carrying: list[str]) -> dict[str, Any]:
-    """Ask for a path with room for the carried services' traffic (none: any path will do)."""
-    mbps = impact.get("carried_mbps")
+def bandwidth(
+    fx: Effects,
+    mbps: float | None,
+    carrying: list[str],
+    reserved: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Ask for a path with room for the carried services' traffic (none: any path will do),
+    less what the incident's other policies will put on the same links (``reserved``)."""
     if not fx.orch.reserve_bandwidth or not mbps:
         return {}
-    return {"min_bandwidth_mbps": mbps, "carrying": carrying}
+    extra = {"reserved_mbps": reserved} if reserved else {}
+    return {"min_bandwidth_mbps": mbps, "carrying": carrying, **extra}

@@ -33,10 +33,15 @@ from services.orchestrator.flow.state import (
     approval_context,
     avoid,
     crossed,
+    crossed_any,
+    group_of,
     iso,
     merge_unique,
     parse,
+    path_of,
+    paths,
     steered_ids,
+    tunnels,
 )
 from shared.contracts import CHECK_SLA, COMPUTE_PATH, REROUTE_TUNNEL
 from shared.errors import MeshError
@@ -66,12 +71,12 @@ async def monitor(state: IncidentState, config: RunnableConfig) -> Command[Monit
     m = dict(state.get("monitor") or {"checks": 0, "started_at": iso(now), "hold_until": None})
     base = fx.done(nodes_executed=["monitor"], **entered(Status.MONITORING))
     protecting = bool(state.get("steered")) and not state.get("cleaned")
-    if protecting and crossed(state.get("path"), avoid(state)):
+    if protecting and crossed_any(state, avoid(state)):
         # e.g. back from a cutover on a tunnel that degraded
         return Command(goto="reroute", update=base)
-    # The tunnel's own links are checked too: a link on the protection path may degrade
+    # The policies' own links are checked too: a link on a protection path may degrade
     # without the correlator relating it to this incident (no shared node or SRLG).
-    tunnel_links = list((state.get("path") or {}).get("links") or []) if protecting else []
+    tunnel_links = _protection_links(state) if protecting else []
     try:
         sla = await _check_sla(fx, state, tunnel_links)
     except MeshError as exc:
@@ -97,6 +102,11 @@ async def monitor(state: IncidentState, config: RunnableConfig) -> Command[Monit
     if within:
         return await _start_hold(fx, state, {**base, "monitor": m}, now, metrics)
     return await _still_degraded(fx, state, {**base, "monitor": m}, now, metrics)
+
+
+def _protection_links(state: IncidentState) -> list[str]:
+    """Every link of every policy's path, once each."""
+    return merge_unique([], [link for path in paths(state) for link in path.get("links") or []])
 
 
 async def _check_sla(fx: Effects, state: IncidentState, tunnel_links: list[str]) -> SlaResult:
@@ -216,23 +226,31 @@ async def _still_degraded(
 RerouteGoto = Literal["monitor", "steer", "escalate", "approval"]
 
 
+def _to_move(state: IncidentState, degraded: list[str]) -> tuple[int, dict[str, Any], list[str]]:
+    """The first policy whose path crosses a degraded link: (index, policy, links crossed).
+    One moves per run of ``reroute``; monitor (or steer) sends the next one back here."""
+    for index, tunnel in enumerate(tunnels(state)):
+        if on_bad := crossed(path_of(state, tunnel), degraded):
+            return index, tunnel, on_bad
+    return -1, {}, []
+
+
 async def reroute(state: IncidentState, config: RunnableConfig) -> Command[RerouteGoto]:
-    """Move the live tunnel off links that degraded after it was built.
+    """Move a live policy off links that degraded after it was built.
 
     CNC modifies the policy's explicit path in place (same color and binding SID), so traffic
     already steered stays on the tunnel and follows the new path; nothing is torn down.
     """
     fx = Effects(state, config)
-    tunnel = state.get("tunnel") or {}
     degraded = avoid(state)
-    on_bad = crossed(state.get("path"), degraded)
+    index, tunnel, on_bad = _to_move(state, degraded)
     base = fx.done(nodes_executed=["reroute"])
-    if not on_bad or not tunnel or state.get("cleaned"):
+    if not on_bad or state.get("cleaned"):
         return Command(goto=_after_reroute(state), update=base)
     tid = tunnel["tunnel_id"]
     n = int(state.get("reroutes") or 0) + 1
     try:
-        result = await _path_around(fx, state, degraded)
+        result = await _path_around(fx, state, tunnel, degraded)
     except MeshError as exc:
         failed = peer_failed(exc, "path_failed", "Re-route path computation failed", agent="path")
         return Command(goto="escalate", update={**base, **failed})
@@ -272,7 +290,7 @@ async def reroute(state: IncidentState, config: RunnableConfig) -> Command[Rerou
             tunnel_id=tid,
         )
         return Command(goto="escalate", update={**base, **failed})
-    return await _rerouted(fx, state, base, result, moved, on_bad)
+    return await _rerouted(fx, state, base, result, moved, (index, on_bad))
 
 
 def _after_reroute(state: IncidentState) -> Literal["monitor", "steer"]:
@@ -280,9 +298,24 @@ def _after_reroute(state: IncidentState) -> Literal["monitor", "steer"]:
     return "monitor" if state.get("steered") else "steer"
 
 
-async def _path_around(fx: Effects, state: IncidentState, degraded: list[str]) -> PathResult:
-    """A path between the tunnel's ends, on its TE type, avoiding every degraded link."""
-    tunnel = state.get("tunnel") or {}
+def _reserved_by_others(state: IncidentState, tunnel: dict[str, Any]) -> dict[str, float]:
+    """What the incident's other policies carry on their links: room the moved one must leave."""
+    reserved: dict[str, float] = {}
+    for other in tunnels(state):
+        if other["tunnel_id"] == tunnel["tunnel_id"]:
+            continue
+        mbps = float(group_of(state, other).get("mbps") or 0.0)
+        for link in path_of(state, other).get("links") or []:
+            reserved[link] = reserved.get(link, 0.0) + mbps
+    return reserved
+
+
+async def _path_around(
+    fx: Effects, state: IncidentState, tunnel: dict[str, Any], degraded: list[str]
+) -> PathResult:
+    """A path between the policy's ends, on its TE type, avoiding every degraded link."""
+    group = group_of(state, tunnel)
+    carrying = tunnel.get("service_ids") or steered_ids(state)
     return await fx.call(
         COMPUTE_PATH,
         ComputePath(
@@ -292,7 +325,7 @@ async def _path_around(fx: Effects, state: IncidentState, degraded: list[str]) -
             avoid_links=degraded,
             metric="delay",
             te_type=tunnel.get("te_type"),
-            **bandwidth(fx, state.get("impact") or {}, steered_ids(state)),
+            **bandwidth(fx, group.get("mbps"), carrying, _reserved_by_others(state, tunnel)),
         ),
     )
 
@@ -311,11 +344,12 @@ async def _rerouted(
     base: dict[str, Any],
     result: PathResult,
     moved: TunnelResult,
-    avoided: list[str],
+    which: tuple[int, list[str]],
 ) -> Command[RerouteGoto]:
     """Report the move and judge the SLA afresh on the new path (the hold timer restarts)."""
-    tunnel = state.get("tunnel") or {}
-    old = state.get("path") or {}
+    index, avoided = which
+    tunnel = tunnels(state)[index]
+    old = path_of(state, tunnel)
     n = int(state.get("reroutes") or 0) + 1
     path = {
         **old,
@@ -344,9 +378,25 @@ async def _rerouted(
     update = {
         **base,
         **entered(status),
-        "path": path,
-        "tunnel": {**tunnel, "path": moved.path},
+        **_moved(state, index, path, moved.path),
         "reroutes": n,
         "monitor": None,  # the SLA is judged afresh on the new path: the hold timer restarts
     }
     return Command(goto=_after_reroute(state), update=update)
+
+
+def _moved(
+    state: IncidentState, index: int, path: dict[str, Any], hops: list[str]
+) -> dict[str, Any]:
+    """The state with policy ``index`` on its new path (and the seed's first-policy fields)."""
+    all_tunnels = tunnels(state)
+    all_tunnels[index] = {**all_tunnels[index], "path": hops}
+    ends = (path.get("head_end"), path.get("end_point"))
+    all_paths = [
+        path if (p.get("head_end"), p.get("end_point")) == ends else p for p in paths(state)
+    ]
+    update: dict[str, Any] = {"tunnels": all_tunnels, "paths": all_paths or [path]}
+    first = state.get("tunnel") or {}
+    if not first or first.get("tunnel_id") == all_tunnels[index]["tunnel_id"]:
+        update.update(path=path, tunnel={**first, "path": hops})
+    return update

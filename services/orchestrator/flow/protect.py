@@ -12,7 +12,6 @@ assess ─┬─ close                  (no affected service)
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
@@ -23,25 +22,36 @@ from services.orchestrator.flow.effects import (
     bandwidth,
     escalation,
     gate,
+    group_key,
     peer_failed,
 )
 from services.orchestrator.flow.phases import PHASE, Status, entered
 from services.orchestrator.flow.state import (
+    TUNNEL_FIELDS,
     IncidentState,
     approval_context,
     avoid,
-    crossed,
+    crossed_any,
+    group_of,
+    groups,
+    path_of,
+    paths,
+    tunnels,
+    unprotected_ids,
+    wire,
 )
 from shared.contracts import ASSESS_IMPACT, COMPUTE_PATH, PROVISION_TUNNEL, STEER_TRAFFIC
 from shared.errors import MeshError
 from shared.models import (
     TIERS,
+    AffectedService,
     AssessImpact,
     ComputePath,
     ImpactResult,
     PathResult,
     ProvisionTunnel,
     SteerTraffic,
+    TrafficSteered,
     TunnelResult,
 )
 
@@ -62,19 +72,39 @@ def _impact_summary(impact: ImpactResult) -> dict[str, Any]:
     }
 
 
-def _tunnel_ends(impact: ImpactResult, tier: str | None) -> dict[str, Any]:
-    """The ends to protect: the most common pair of the highest tier's services, and what a
-    tunnel between them will carry (so its path must have room for that bandwidth)."""
-    services = impact.affected_services
-    top = [s for s in services if s.tier == tier] or services
-    pairs = Counter((s.head_end, s.end_point) for s in top)
-    (head_end, end_point), _ = pairs.most_common(1)[0]
-    carried = [s for s in services if (s.head_end, s.end_point) == (head_end, end_point)]
+def _groups(impact: ImpactResult) -> list[dict[str, Any]]:
+    """The affected services grouped by their ends, one policy per group: a policy carries
+    only the services between its two ends. Highest tier first, then the most services, so
+    the first group is the one the seed calls the tunnel (ties: the order impact gave)."""
+    by_ends: dict[tuple[str, str], list[AffectedService]] = {}
+    for service in impact.affected_services:
+        by_ends.setdefault((service.head_end, service.end_point), []).append(service)
+
+    def rank(services: list[AffectedService]) -> tuple[int, int]:
+        return (min(TIERS.index(s.tier) for s in services), -len(services))
+
+    ordered = sorted(by_ends.items(), key=lambda item: rank(item[1]))
+    return [
+        {
+            "head_end": head_end,
+            "end_point": end_point,
+            "tier": TIERS[rank(services)[0]],
+            "service_ids": [s.service_id for s in services],
+            "mbps": round(sum(s.bandwidth_mbps or 0.0 for s in services), 3),
+        }
+        for (head_end, end_point), services in ordered
+    ]
+
+
+def _tunnel_ends(groups: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first group's ends and load under the seed's names (older readers of the state)."""
+    first = groups[0]
     return {
-        "head_end": head_end,
-        "end_point": end_point,
-        "carried_ids": [s.service_id for s in carried],
-        "carried_mbps": round(sum(s.bandwidth_mbps or 0.0 for s in carried), 3),
+        "head_end": first["head_end"],
+        "end_point": first["end_point"],
+        "carried_ids": first["service_ids"],
+        "carried_mbps": first["mbps"],
+        "groups": groups,
     }
 
 
@@ -110,7 +140,7 @@ async def assess(
         return Command(
             goto="close", update={**update, "impact": summary, "close_reason": "no_impact"}
         )
-    summary.update(_tunnel_ends(impact, tier))
+    summary.update(_tunnel_ends(_groups(impact)))
     await fx.status(
         Status.ASSESSING,
         f"{impact.total_affected} services affected, computing alternate path",
@@ -130,20 +160,27 @@ async def assess(
 # --- compute -------------------------------------------------------------------------------
 
 
-async def _ask_path(fx: Effects, state: IncidentState) -> PathResult:
-    """``compute_path`` between the protected ends, avoiding the degraded links, by delay."""
-    impact = state.get("impact") or {}
+async def _ask_path(
+    fx: Effects,
+    state: IncidentState,
+    group: dict[str, Any],
+    reserved: dict[str, float],
+    index: int,
+) -> PathResult:
+    """``compute_path`` for one group's ends, avoiding the degraded links, by delay, with room
+    for the group's traffic on top of what the incident's earlier groups will use."""
     return await fx.call(
         COMPUTE_PATH,
         ComputePath(
             incident_id=fx.iid,
-            head_end=impact["head_end"],
-            end_point=impact["end_point"],
+            head_end=group["head_end"],
+            end_point=group["end_point"],
             avoid_links=state["degraded_links"],
             metric="delay",
             te_type=fx.orch.te_type,
-            **bandwidth(fx, impact, impact.get("carried_ids") or []),
+            **bandwidth(fx, group.get("mbps"), group["service_ids"], dict(reserved)),
         ),
+        key=group_key(index),
     )
 
 
@@ -163,34 +200,75 @@ def _path_record(fx: Effects, result: PathResult, head_end: str, end_point: str)
     }
 
 
+def _left_out(group: dict[str, Any], reason: str, why: str) -> dict[str, Any]:
+    """A group no policy will protect, and why (the escalation names its services)."""
+    return {
+        "head_end": group["head_end"],
+        "end_point": group["end_point"],
+        "service_ids": group["service_ids"],
+        "reason": reason,
+        "why": why,
+    }
+
+
+async def _plan(
+    fx: Effects, state: IncidentState
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A path per group, each group's load reserved on its links for the groups after it, so
+    the incident's policies fit together; returns (paths found, groups left without one)."""
+    reserved: dict[str, float] = {}
+    found: list[dict[str, Any]] = []
+    missing: list[dict[str, Any]] = []
+    for index, group in enumerate(groups(state)):
+        result = await _ask_path(fx, state, group, reserved, index)
+        if not result.found or len(result.path) < 2:
+            missing.append(_left_out(group, "no_path", result.reason or "none found"))
+            continue
+        for link in result.links:
+            reserved[link] = reserved.get(link, 0.0) + float(group.get("mbps") or 0.0)
+        found.append(_path_record(fx, result, group["head_end"], group["end_point"]))
+    return found, missing
+
+
+def _no_path(state: IncidentState, missing: list[dict[str, Any]]) -> dict[str, Any]:
+    """Nothing can be protected: the seed's ``no_path`` escalation (groups named when many)."""
+    first = missing[0]
+    extra: dict[str, Any] = (
+        {"unprotected_services": unprotected_ids(missing), "unprotected": missing}
+        if len(missing) > 1
+        else {}
+    )
+    return escalation(
+        "no_path",
+        f"No alternate path from {first['head_end']} to {first['end_point']} avoiding "
+        f"{', '.join(state['degraded_links'])}: {first['why']}",
+        head_end=first["head_end"],
+        end_point=first["end_point"],
+        **extra,
+    )
+
+
 async def compute(
     state: IncidentState, config: RunnableConfig
 ) -> Command[Literal["escalate", "approval", "provision"]]:
-    """Find a path around the degraded links; no path escalates (seed's error table)."""
+    """Find a path around the degraded links for every group; none at all escalates (seed's
+    error table), some missing are protected later and named at the escalation."""
     fx = Effects(state, config)
-    impact = state.get("impact") or {}
-    head_end, end_point = impact["head_end"], impact["end_point"]
     try:
-        result = await _ask_path(fx, state)
+        found, missing = await _plan(fx, state)
     except MeshError as exc:
         failed = peer_failed(exc, "path_failed", "Path computation failed", agent="path")
         return Command(goto="escalate", update=fx.done(nodes_executed=["compute"], **failed))
     update = fx.done(nodes_executed=["compute"], **entered(Status.COMPUTING))
-    if not result.found or len(result.path) < 2:
-        no_path = escalation(
-            "no_path",
-            f"No alternate path from {head_end} to {end_point} avoiding "
-            f"{', '.join(state['degraded_links'])}: {result.reason or 'none found'}",
-            head_end=head_end,
-            end_point=end_point,
-        )
-        return Command(goto="escalate", update={**update, **no_path})
-    path = _path_record(fx, result, head_end, end_point)
+    if not found:
+        return Command(goto="escalate", update={**update, **_no_path(state, missing)})
+    path = found[0]
     await fx.status(
-        Status.COMPUTING, f"Alternate path found ({path['path_type']}), provisioning tunnel", path
+        Status.COMPUTING, _computed_message(found, missing), _computed(state, found, missing)
     )
-    await fx.audit("path_computed", {**path, "avoid_links": state["degraded_links"]})
-    update["path"] = path
+    for each in found:
+        await fx.audit("path_computed", {**each, "avoid_links": state["degraded_links"]})
+    update.update(path=path, paths=found, unprotected=missing)
     ask = gate(
         fx,
         action="provision",
@@ -199,14 +277,34 @@ async def compute(
         phase=PHASE[Status.PROVISIONING],
         details={
             **approval_context(state),
-            "path": result.path,
-            "head_end": head_end,
-            "end_point": end_point,
+            "path": path["path"],
+            "head_end": path["head_end"],
+            "end_point": path["end_point"],
         },
     )
     if ask:
         return Command(goto="approval", update={**update, "gate": ask})
     return Command(goto="provision", update=update)
+
+
+def _computed_message(found: list[dict[str, Any]], missing: list[dict[str, Any]]) -> str:
+    if len(found) == 1 and not missing:
+        return f"Alternate path found ({found[0]['path_type']}), provisioning tunnel"
+    total = len(found) + len(missing)
+    return f"Alternate paths found for {len(found)} of {total} service groups, provisioning"
+
+
+def _computed(
+    state: IncidentState, found: list[dict[str, Any]], missing: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Phase 3's details: the first path as the seed shows it, every group's in ``paths``."""
+    details = {
+        **found[0],
+        "paths": [{**p, "service_ids": group_of(state, p)["service_ids"]} for p in found],
+    }
+    if missing:
+        details.update(unprotected_services=unprotected_ids(missing), unprotected=missing)
+    return details
 
 
 # --- provision -----------------------------------------------------------------------------
@@ -215,60 +313,86 @@ async def compute(
 async def provision(
     state: IncidentState, config: RunnableConfig
 ) -> Command[Literal["compute", "escalate", "approval", "steer"]]:
-    """Build the protection tunnel on the computed path (unless that path degraded)."""
+    """Build one protection policy per computed path (unless a path degraded meanwhile)."""
     fx = Effects(state, config)
-    path = state.get("path") or {}
-    if bad := crossed(path, state["degraded_links"]):
-        # A link of the computed path degraded while the step waited (for an approval).
+    if bad := crossed_any(state, state["degraded_links"]):
+        # A link of a computed path degraded while the step waited (for an approval).
         await fx.status(
             Status.COMPUTING,
             f"Computed path now crosses degraded {', '.join(bad)}; computing again",
-            {"crossed": bad, "path": path.get("path")},
+            {"crossed": bad, "path": (state.get("path") or {}).get("path")},
         )
         return Command(goto="compute", update=fx.done())
-    try:
-        tunnel = await fx.call(
-            PROVISION_TUNNEL,
-            ProvisionTunnel(
-                incident_id=fx.iid,
-                head_end=path["head_end"],
-                end_point=path["end_point"],
-                path=path["path"],
-                te_type=fx.orch.te_type or path.get("path_type"),
-            ),
-        )
-    except MeshError as exc:
+    built: list[dict[str, Any]] = []
+    missing = list(state.get("unprotected") or [])
+    first_error: MeshError | None = None
+    for index, path in enumerate(paths(state)):
+        group = group_of(state, path)
+        try:
+            tunnel = await _provision_one(fx, path, index)
+        except MeshError as exc:
+            first_error = first_error or exc
+            missing.append(_left_out(group, "tunnel_provision_failed", str(exc)))
+            continue
+        built.append({**tunnel.model_dump(mode="json"), "service_ids": group["service_ids"]})
+    if not built:
+        assert first_error is not None
         failed = peer_failed(
-            exc,
+            first_error,
             "tunnel_provision_failed",
             "Protection tunnel provisioning failed",
             agent="tunnel",
-            path=path.get("path"),
+            path=(state.get("path") or {}).get("path"),
         )
         return Command(goto="escalate", update=fx.done(nodes_executed=["provision"], **failed))
-    return await _provisioned(fx, state, tunnel)
+    return await _provisioned(fx, state, built, missing)
+
+
+async def _provision_one(fx: Effects, path: dict[str, Any], index: int) -> TunnelResult:
+    return await fx.call(
+        PROVISION_TUNNEL,
+        ProvisionTunnel(
+            incident_id=fx.iid,
+            head_end=path["head_end"],
+            end_point=path["end_point"],
+            path=path["path"],
+            te_type=fx.orch.te_type or path.get("path_type"),
+        ),
+        key=group_key(index),
+    )
 
 
 async def _provisioned(
-    fx: Effects, state: IncidentState, tunnel: TunnelResult
+    fx: Effects,
+    state: IncidentState,
+    built: list[dict[str, Any]],
+    missing: list[dict[str, Any]],
 ) -> Command[Literal["compute", "escalate", "approval", "steer"]]:
-    """Report the new tunnel, then steer (through ``approval`` when policy says so)."""
-    info = tunnel.model_dump(mode="json")
+    """Report the new policies, then steer (through ``approval`` when policy says so)."""
+    info = {k: v for k, v in built[0].items() if k != "service_ids"}
+    many = len(built) > 1
     await fx.status(
         Status.PROVISIONING,
-        f"Protection tunnel created ({tunnel.te_type}), steering traffic",
+        f"Protection tunnel{'s' if many else ''} created "
+        f"({', '.join(sorted({t['te_type'] for t in built}))}), steering traffic",
         {
-            "tunnel_id": tunnel.tunnel_id,
-            "binding_sid": int(tunnel.binding_sid),
-            "te_type": tunnel.te_type,
-            "path": tunnel.path,
-            "head_end": tunnel.head_end,
-            "end_point": tunnel.end_point,
-            "color": tunnel.color,
+            **{k: info.get(k) for k in TUNNEL_FIELDS if k != "service_ids"},
+            "binding_sid": int(info["binding_sid"]),
+            "tunnels": [wire(t) for t in built],
+            **({"unprotected_services": unprotected_ids(missing)} if missing else {}),
         },
     )
-    await fx.audit("tunnel_provisioned", info)
-    update = fx.done(nodes_executed=["provision"], tunnel=info, **entered(Status.PROVISIONING))
+    for tunnel in built:
+        await fx.audit(
+            "tunnel_provisioned", {k: v for k, v in tunnel.items() if k != "service_ids"}
+        )
+    update = fx.done(
+        nodes_executed=["provision"],
+        tunnel=info,
+        tunnels=built,
+        unprotected=missing,
+        **entered(Status.PROVISIONING),
+    )
     ask = gate(
         fx,
         action="steer",
@@ -288,38 +412,121 @@ async def _provisioned(
 async def steer(
     state: IncidentState, config: RunnableConfig
 ) -> Command[Literal["reroute", "escalate", "monitor"]]:
-    """Put the affected services on the tunnel; never onto a path that degraded meanwhile."""
+    """Put each group's services on its own policy; never onto a path that degraded meanwhile.
+    Services left unprotected (no path, no policy, not steered) escalate at once, the
+    protected ones staying on their policies."""
     fx = Effects(state, config)
-    tunnel = state.get("tunnel") or {}
-    if crossed(state.get("path"), avoid(state)):
+    if crossed_any(state, avoid(state)):
         return Command(goto="reroute", update=fx.done())
-    ids = (state.get("impact") or {}).get("service_ids", [])
-    try:
-        steered = await fx.call(
-            STEER_TRAFFIC,
-            SteerTraffic(incident_id=fx.iid, tunnel_id=tunnel["tunnel_id"], service_ids=ids),
-        )
-    except MeshError as exc:
-        failed = peer_failed(
-            exc,
+    done: list[dict[str, Any]] = []
+    missing = list(state.get("unprotected") or [])
+    first_error: MeshError | None = None
+    for index, tunnel in enumerate(tunnels(state)):
+        try:
+            steered = await _steer_one(fx, tunnel, index)
+        except MeshError as exc:
+            first_error = first_error or exc
+            missing.append(_left_out(tunnel, "steer_failed", str(exc)))
+            done.append({**tunnel, "steered": False})
+            continue
+        done.append(_carried(tunnel, steered, missing))
+    carrying = [t for t in done if t["steered"]]
+    if not carrying:
+        return _steer_failed(fx, state, done, first_error, missing)
+    return await _steered(fx, state, done, missing)
+
+
+async def _steer_one(fx: Effects, tunnel: dict[str, Any], index: int) -> TrafficSteered:
+    return await fx.call(
+        STEER_TRAFFIC,
+        SteerTraffic(
+            incident_id=fx.iid, tunnel_id=tunnel["tunnel_id"], service_ids=tunnel["service_ids"]
+        ),
+        key=group_key(index),
+    )
+
+
+def _carried(
+    tunnel: dict[str, Any], steered: TrafficSteered, missing: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The policy with the services it now carries; any it refused are left unprotected."""
+    ids = tunnel["service_ids"]
+    carried = steered.services or [sid for sid in ids if sid not in steered.not_steered]
+    refused = [sid for sid in steered.not_steered if sid in ids]
+    if refused:
+        group = {**tunnel, "service_ids": refused}
+        missing.append(_left_out(group, "not_steered", f"{tunnel['tunnel_id']} refused them"))
+    return {**tunnel, "service_ids": carried, "steered": bool(carried), "not_steered": refused}
+
+
+def _steer_failed(
+    fx: Effects,
+    state: IncidentState,
+    done: list[dict[str, Any]],
+    exc: MeshError | None,
+    missing: list[dict[str, Any]],
+) -> Command[Literal["reroute", "escalate", "monitor"]]:
+    """No policy carries anything: escalate as the seed does (every policy is then removed)."""
+    tid = done[0]["tunnel_id"]
+    update = fx.done(nodes_executed=["steer"], tunnels=done, unprotected=missing)
+    message = f"Steering traffic onto {tid} failed"
+    if exc is not None:
+        failed = peer_failed(exc, "steer_failed", message, agent="tunnel", tunnel_id=tid)
+    else:
+        failed = escalation(
             "steer_failed",
-            f"Steering traffic onto {tunnel['tunnel_id']} failed",
+            f"{message}: no service was steered",
+            error_code="steer_failed",
             agent="tunnel",
-            tunnel_id=tunnel["tunnel_id"],
+            tunnel_id=tid,
+            unprotected_services=unprotected_ids(missing),
         )
-        return Command(goto="escalate", update=fx.done(nodes_executed=["steer"], **failed))
-    # the policy carries only the services between its two ends; cutover moves those
-    carried = steered.services or ids
+    return Command(goto="escalate", update={**update, **failed})
+
+
+async def _steered(
+    fx: Effects,
+    state: IncidentState,
+    done: list[dict[str, Any]],
+    missing: list[dict[str, Any]],
+) -> Command[Literal["reroute", "escalate", "monitor"]]:
+    """Report the steering; monitor, or escalate at once naming the services left out."""
+    carrying = [t for t in done if t["steered"]]
+    first = carrying[0]
     details = {
         "traffic_steered": True,
-        "tunnel_id": tunnel["tunnel_id"],
-        "service_ids": carried,
-        "not_steered": steered.not_steered,
+        "tunnel_id": first["tunnel_id"],
+        "service_ids": first["service_ids"],
+        "not_steered": first.get("not_steered", []),
+        "tunnel_ids": [t["tunnel_id"] for t in carrying],
+        "tunnels": [wire(t) for t in carrying],
     }
-    await fx.status(
-        Status.STEERING, f"Traffic steered onto {tunnel['tunnel_id']}, monitoring SLA", details
-    )
+    if missing:
+        details["unprotected_services"] = unprotected_ids(missing)
+    names = ", ".join(t["tunnel_id"] for t in carrying)
+    await fx.status(Status.STEERING, f"Traffic steered onto {names}, monitoring SLA", details)
     await fx.audit("traffic_steered", details)
     update = fx.done(nodes_executed=["steer"], steered=True, **entered(Status.STEERING))
-    update["tunnel"] = {**tunnel, "service_ids": carried}
+    tunnel = {k: v for k, v in first.items() if k not in ("steered", "not_steered")}
+    update.update(tunnel=tunnel, tunnels=done, unprotected=missing, path=path_of(state, first))
+    if missing:
+        return Command(goto="escalate", update={**update, **_partial(missing, carrying)})
     return Command(goto="monitor", update=update)
+
+
+def _partial(missing: list[dict[str, Any]], carrying: list[dict[str, Any]]) -> dict[str, Any]:
+    """Some services are protected, some cannot be: a human must know now, not at the close."""
+    ids = unprotected_ids(missing)
+    why = "; ".join(
+        f"{g['head_end']} → {g['end_point']} ({len(g['service_ids'])}): {g['reason']}"
+        for g in missing
+    )
+    return escalation(
+        "partially_protected",
+        f"{len(ids)} services left unprotected ({why}); "
+        f"{sum(len(t['service_ids']) for t in carrying)} protected by "
+        f"{', '.join(t['tunnel_id'] for t in carrying)}",
+        error_code="services_unprotected",
+        unprotected_services=ids,
+        unprotected=missing,
+    )

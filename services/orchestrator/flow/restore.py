@@ -20,6 +20,7 @@ from services.orchestrator.flow.effects import (
     Effects,
     cleanup_tunnel,
     gate,
+    group_key,
     peer_failed,
     remove_tunnel,
     wait_for,
@@ -31,6 +32,9 @@ from services.orchestrator.flow.state import (
     merge_unique,
     parse,
     steered_ids,
+    tunnel_ids,
+    tunnels,
+    wire,
 )
 from shared.contracts import CUTOVER_STEP, INCIDENT_CLOSED, TICKET_CLOSED
 from shared.errors import MeshError
@@ -89,7 +93,7 @@ async def _cutover(
     if ask:
         return Command(goto="approval", update={**update, "gate": ask})
     try:
-        result = await _cutover_call(fx, state, tunnel, protection, original)
+        result = await _cutover_all(fx, state, protection, original)
     except MeshError as exc:
         failed = peer_failed(
             exc,
@@ -99,17 +103,33 @@ async def _cutover(
             tunnel_id=tunnel["tunnel_id"],
         )
         return Command(goto="escalate", update={**update, **failed})
-    return await _stepped(fx, update, r, tunnel, result)
+    return await _stepped(fx, update, r, tunnel_ids(state), result)
+
+
+async def _cutover_all(
+    fx: Effects, state: IncidentState, protection: int, original: int
+) -> CutoverResult:
+    """The step on every policy, in order; the first whose SLA suffers stops it there (that
+    one reverted), so the flow goes back to monitoring before moving more traffic."""
+    result = CutoverResult(
+        applied=True, within_sla=True, protection_pct=protection, original_pct=original
+    )
+    for index, tunnel in enumerate(tunnels(state)):
+        result = await _cutover_call(fx, state, tunnel, index, protection, original)
+        if not result.within_sla or result.reverted:
+            break
+    return result
 
 
 async def _cutover_call(
     fx: Effects,
     state: IncidentState,
     tunnel: dict[str, Any],
+    index: int,
     protection: int,
     original: int,
 ) -> CutoverResult:
-    """``cutover_step`` on restore: shift the split and check the SLA at it."""
+    """``cutover_step`` on restore: shift one policy's split and check the SLA at it."""
     return await fx.call(
         CUTOVER_STEP,
         CutoverStep(
@@ -121,8 +141,9 @@ async def _cutover_call(
             head_end=tunnel.get("head_end"),
             end_point=tunnel.get("end_point"),
             color=tunnel.get("color"),
-            service_ids=steered_ids(state),
+            service_ids=tunnel.get("service_ids") or steered_ids(state),
         ),
+        key=group_key(index),
     )
 
 
@@ -130,7 +151,7 @@ async def _stepped(
     fx: Effects,
     update: dict[str, Any],
     r: dict[str, Any],
-    tunnel: dict[str, Any],
+    ids: list[str],
     result: CutoverResult,
 ) -> Command[RestoreGoto]:
     """After a step: back to monitoring if the SLA suffered, else wait for the next step."""
@@ -144,7 +165,8 @@ async def _stepped(
         "within_sla": result.within_sla,
         "applied": result.applied,
         "reverted": result.reverted,
-        "tunnel_id": tunnel["tunnel_id"],
+        "tunnel_id": ids[0],
+        "tunnel_ids": ids,
     }
     if not result.within_sla or result.reverted:
         await fx.status(
@@ -172,7 +194,8 @@ async def _clean_up(
     attempt: int,
     tunnel: dict[str, Any],
 ) -> Command[RestoreGoto]:
-    """All traffic is back: remove the tunnel (after approval, if policy wants one), close."""
+    """All traffic is back: remove the policies (after approval, if policy wants one), close."""
+    ids = tunnel_ids(state)
     if not state.get("cleaned"):
         ask = gate(
             fx,
@@ -180,26 +203,23 @@ async def _clean_up(
             key=f"cleanup:{attempt}",
             then="restore",
             phase=PHASE[Status.RESTORING],
-            details={**approval_context(state), "tunnel_id": tunnel["tunnel_id"]},
+            details={
+                **approval_context(state),
+                "tunnel_id": tunnel["tunnel_id"],
+                "tunnel_ids": ids,
+            },
         )
         if ask:
             return Command(goto="approval", update={**update, "gate": ask})
-        try:
-            await cleanup_tunnel(fx, state)
-        except MeshError as exc:
-            failed = peer_failed(
-                exc,
-                "cleanup_failed",
-                f"Removing tunnel {tunnel['tunnel_id']} failed",
-                agent="restore",
-                tunnel_id=tunnel["tunnel_id"],
-            )
+        if failed := await _clean_each(fx, state):
             return Command(goto="escalate", update={**update, **failed})
     await fx.status(
         Status.RESTORING,
-        f"Traffic back on the original path; tunnel {tunnel['tunnel_id']} removed",
+        f"Traffic back on the original path; tunnel{'s' if len(ids) > 1 else ''} "
+        f"{', '.join(ids)} removed",
         {
             "tunnel_id": tunnel["tunnel_id"],
+            "tunnel_ids": ids,
             "cleanup": True,
             "protection_pct": 0,
             "original_pct": 100,
@@ -208,6 +228,23 @@ async def _clean_up(
     await fx.audit("restoration_complete", {"tunnel_id": tunnel["tunnel_id"]})
     done = {"cleaned": True, "close_reason": "sla_recovered"}
     return Command(goto="close", update={**update, **done})
+
+
+async def _clean_each(fx: Effects, state: IncidentState) -> dict[str, Any] | None:
+    """Remove every policy (its own key each, so a replay removes none twice); the first
+    failure escalates, naming that policy."""
+    for index, tunnel in enumerate(tunnels(state)):
+        try:
+            await cleanup_tunnel(fx, tunnel, index)
+        except MeshError as exc:
+            return peer_failed(
+                exc,
+                "cleanup_failed",
+                f"Removing tunnel {tunnel['tunnel_id']} failed",
+                agent="restore",
+                tunnel_id=tunnel["tunnel_id"],
+            )
+    return None
 
 
 # --- close ---------------------------------------------------------------------------------
@@ -227,7 +264,8 @@ async def close(state: IncidentState, config: RunnableConfig) -> Command[End]:
     reason = state.get("close_reason") or "sla_recovered"
     tunnel = state.get("tunnel") or {}
     if tunnel and not state.get("cleaned") and reason == "operator_resolved":
-        await remove_tunnel(fx, state)
+        for index, each in enumerate(tunnels(state)):
+            await remove_tunnel(fx, each, index)
     impact = state.get("impact") or {}
     duration = (utcnow() - parse(state["created_at"])).total_seconds()
     summary = SUMMARIES.get(reason, f"Incident closed: {reason}")
@@ -238,6 +276,8 @@ async def close(state: IncidentState, config: RunnableConfig) -> Command[End]:
         "affected_services_count": impact.get("total_affected", 0),
         "tunnel_id": tunnel.get("tunnel_id"),
         "nodes_executed": merge_unique(state.get("nodes_executed"), ["close"]),
+        "tunnel_ids": tunnel_ids(state),
+        "tunnels": [wire(t) for t in tunnels(state)],
     }
     await fx.io(
         TICKET_CLOSED,

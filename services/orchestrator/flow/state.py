@@ -58,7 +58,14 @@ class IncidentState(TypedDict, total=False):
     dampen_count: int
     impact: dict[str, Any] | None
     path: dict[str, Any] | None
+    """The first policy's path (the seed's one path); ``paths`` has every group's."""
+    paths: list[dict[str, Any]]
     tunnel: dict[str, Any] | None
+    """The first policy (the seed's ``tunnel_id``); ``tunnels`` has every one."""
+    tunnels: list[dict[str, Any]]
+    """Every policy of the incident, each with its group's ``service_ids`` (and ``steered``)."""
+    unprotected: list[dict[str, Any]]
+    """Groups no policy protects: ends, ``service_ids``, ``reason`` and ``why``."""
     steered: bool
     reroutes: int
     tunnel_degraded: Annotated[list[str], merge_unique]
@@ -112,6 +119,96 @@ def steered_ids(state: IncidentState) -> list[str]:
     tunnel = state.get("tunnel") or {}
     ids: list[str] = tunnel.get("service_ids") or (state.get("impact") or {}).get("service_ids", [])
     return ids
+
+
+TUNNEL_FIELDS = (
+    "tunnel_id",
+    "binding_sid",
+    "te_type",
+    "path",
+    "head_end",
+    "end_point",
+    "color",
+    "service_ids",
+)
+"""What IO is shown of each policy (``tunnels`` in phases 4-5, the cleanup and the ticket)."""
+
+
+def groups(state: IncidentState) -> list[dict[str, Any]]:
+    """The groups of affected services to protect, first the one the seed calls the tunnel's.
+
+    A checkpoint from before groups existed has one: the ends and services it protected.
+    """
+    impact = state.get("impact") or {}
+    if impact.get("groups"):
+        return list(impact["groups"])
+    if not impact.get("head_end"):
+        return []
+    return [
+        {
+            "head_end": impact["head_end"],
+            "end_point": impact["end_point"],
+            "tier": impact.get("highest_tier"),
+            "service_ids": impact.get("carried_ids") or impact.get("service_ids", []),
+            "mbps": impact.get("carried_mbps"),
+        }
+    ]
+
+
+def group_of(state: IncidentState, ends: dict[str, Any]) -> dict[str, Any]:
+    """The group between the same two ends as ``ends`` (a path or a tunnel): ends are unique."""
+    key = (ends.get("head_end"), ends.get("end_point"))
+    for group in groups(state):
+        if (group["head_end"], group["end_point"]) == key:
+            return group
+    return {"head_end": key[0], "end_point": key[1], "service_ids": [], "mbps": None}
+
+
+def paths(state: IncidentState) -> list[dict[str, Any]]:
+    """Every group's computed path (older checkpoints: the one ``path``)."""
+    if state.get("paths"):
+        return list(state["paths"])
+    path = state.get("path")
+    return [path] if path else []
+
+
+def tunnels(state: IncidentState) -> list[dict[str, Any]]:
+    """Every policy with the services it carries (older checkpoints: the one ``tunnel``)."""
+    if state.get("tunnels"):
+        return list(state["tunnels"])
+    tunnel = state.get("tunnel")
+    if not tunnel:
+        return []
+    return [{**tunnel, "service_ids": steered_ids(state), "steered": bool(state.get("steered"))}]
+
+
+def path_of(state: IncidentState, tunnel: dict[str, Any]) -> dict[str, Any]:
+    """The computed path a policy follows (same ends)."""
+    key = (tunnel.get("head_end"), tunnel.get("end_point"))
+    for path in paths(state):
+        if (path.get("head_end"), path.get("end_point")) == key:
+            return path
+    return state.get("path") or {}
+
+
+def tunnel_ids(state: IncidentState) -> list[str]:
+    """Every policy's id, the first one first."""
+    return [t["tunnel_id"] for t in tunnels(state)]
+
+
+def wire(tunnel: dict[str, Any]) -> dict[str, Any]:
+    """A policy as IO is shown it (``TUNNEL_FIELDS``)."""
+    return {name: tunnel.get(name) for name in TUNNEL_FIELDS}
+
+
+def unprotected_ids(unprotected: list[dict[str, Any]]) -> list[str]:
+    """The services of the groups no policy protects, flat."""
+    return [sid for group in unprotected for sid in group["service_ids"]]
+
+
+def crossed_any(state: IncidentState, links: list[str]) -> list[str]:
+    """The links of ``links`` that any of the incident's protection paths uses."""
+    return merge_unique([], [link for path in paths(state) for link in crossed(path, links)])
 
 
 def avoid(state: IncidentState) -> list[str]:

@@ -1,0 +1,132 @@
+"""One policy per group of hurt services (services with the same ends), run as whole incidents.
+
+A policy carries only the services between its two ends (the fake's steering refuses the
+others, like the lab), so an incident that hurts services between several pairs of PEs builds,
+steers, monitors, cuts back and removes one policy per pair, and names what it cannot protect.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.models import CUTOVER_STEPS
+from tests.orchestrator.conftest import OrchFactory
+from tests.orchestrator.fake_peers import FakeNetwork, services_between
+from tests.support import wait_for
+
+INC = "INC-2026-0300"
+FIRST = "sr-policy-pe1-pe3-protect-001"
+SECOND = "sr-policy-pe2-pe5-protect-002"
+PLATINUM = ["vpn-platinum-1", "vpn-platinum-2", "vpn-gold-1", "vpn-gold-2", "vpn-gold-3"]
+SILVER = [f"vpn-silver-{i}" for i in range(1, 9)]
+
+
+def two_pairs(net: FakeNetwork) -> None:
+    """Platinum and gold pe1 → pe3 (1,900 Mbps); more silver services pe2 → pe5 (1,600)."""
+    net.services = services_between(
+        [
+            ("silver", 8, ("pe2", "pe5")),  # the most services, listed first: still second
+            ("platinum", 2, ("pe1", "pe3")),
+            ("gold", 3, ("pe1", "pe3")),
+        ]
+    )
+
+
+def details(net: FakeNetwork, status: str) -> list[dict[str, Any]]:
+    return [p["details"] for p in net.events(INC, "status_update") if p["status"] == status]
+
+
+async def test_two_groups_get_two_policies_steered_cut_back_and_removed_together(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    two_pairs(net)
+    async with orchestrator() as orch:
+        await orch.start(INC)
+        closed = await orch.closed(INC)
+        await orch.app.state.outbox.flush()
+    assert closed["resolution"] == "resolved"
+    assert net.tunnels_created == 2
+
+    # paths: the top tier's group first; the second leaves room for the first's traffic
+    first_ask, second_ask = (r.payload for r in net.to("path", INC))
+    assert (first_ask["head_end"], first_ask["end_point"]) == ("pe1", "pe3")
+    assert first_ask["min_bandwidth_mbps"] == 1900 and sorted(first_ask["carrying"]) == sorted(
+        PLATINUM
+    )
+    assert first_ask["reserved_mbps"] == {}
+    assert (second_ask["head_end"], second_ask["end_point"]) == ("pe2", "pe5")
+    assert second_ask["min_bandwidth_mbps"] == 1600
+    assert second_ask["reserved_mbps"] == {"pe1-pe4": 1900, "pe4-pe3": 1900}
+
+    # each group's services onto its own policy, every call under its own key
+    tunnel_calls = net.to("tunnel", INC)
+    steers = {r.payload["tunnel_id"]: r.payload["service_ids"] for r in tunnel_calls[2:]}
+    assert sorted(steers[FIRST]) == sorted(PLATINUM) and steers[SECOND] == SILVER
+    assert len({r.key for r in tunnel_calls}) == len(tunnel_calls) == 4
+
+    [provisioned] = details(net, "provisioning")
+    assert provisioned["tunnel_id"] == FIRST  # the seed's fields: the first policy's
+    assert [t["tunnel_id"] for t in provisioned["tunnels"]] == [FIRST, SECOND]
+    assert provisioned["tunnels"][1]["service_ids"] == SILVER
+    [steered] = details(net, "steering")
+    assert steered["tunnel_id"] == FIRST and steered["tunnel_ids"] == [FIRST, SECOND]
+    assert "unprotected_services" not in steered
+    assert [t["service_ids"] for t in steered["tunnels"]][1] == SILVER
+
+    # every cutover step on both policies, then both removed
+    cutovers = [r.payload for r in net.to("restore", INC) if "protection_pct" in r.payload]
+    assert [(c["tunnel_id"], c["protection_pct"]) for c in cutovers] == [
+        (tid, protection) for protection, _ in CUTOVER_STEPS for tid in (FIRST, SECOND)
+    ]
+    cleanups = [r.payload for r in net.to("restore", INC) if r.task_type == "cleanup"]
+    assert [c["tunnel_id"] for c in cleanups] == [FIRST, SECOND]
+    assert cleanups[1]["service_ids"] == SILVER
+    cleanup_note = [d for d in details(net, "restoring") if d.get("cleanup")]
+    assert cleanup_note[0]["tunnel_ids"] == [FIRST, SECOND]
+
+    assert closed["details"]["tunnel_id"] == FIRST
+    assert closed["details"]["tunnel_ids"] == [FIRST, SECOND]
+    assert [t["end_point"] for t in closed["details"]["tunnels"]] == ["pe3", "pe5"]
+
+
+async def test_a_group_without_a_path_leaves_the_others_protected_and_escalates(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    two_pairs(net)
+    net.no_path_between = {("pe2", "pe5")}
+    async with orchestrator() as orch:
+        await orch.start(INC)
+        closed = await orch.closed(INC)
+        await orch.app.state.outbox.flush()
+    assert net.tunnels_created == 1
+    [steered] = details(net, "steering")
+    assert steered["tunnel_ids"] == [FIRST]
+    assert steered["unprotected_services"] == SILVER
+
+    assert closed["resolution"] == "escalated"
+    d = closed["details"]
+    assert d["close_reason"] == "partially_protected"
+    assert d["unprotected_services"] == SILVER
+    [why] = d["unprotected"]
+    assert (why["head_end"], why["end_point"], why["reason"]) == ("pe2", "pe5", "no_path")
+    # the protected services stay on their policy for the operator, as any carrying tunnel
+    assert d["tunnel_ids"] == [FIRST]
+    assert d["tunnels"][0]["fate"] == "left up: it carries the protected services"
+    assert net.calls.get("cleanup") is None and net.calls.get("cutover_step") is None
+    [error] = net.events(INC, "error")
+    assert error["error_code"] == "services_unprotected"
+    assert error["details"]["unprotected_services"] == SILVER
+
+
+async def test_no_group_with_a_path_escalates_as_the_seed_does(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    two_pairs(net)
+    net.path_found = False
+    async with orchestrator() as orch:
+        await orch.start(INC)
+        closed = await orch.closed(INC)
+    await wait_for(lambda: net.events(INC, "status_update"))
+    assert net.tunnels_created == 0
+    assert closed["details"]["close_reason"] == "no_path"
+    assert sorted(closed["details"]["unprotected_services"]) == sorted([*PLATINUM, *SILVER])
