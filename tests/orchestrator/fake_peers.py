@@ -113,6 +113,9 @@ class FakeNetwork:
     impact_fail: bool = False
     path_found: bool = True
     no_path_between: set[tuple[str, str]] = field(default_factory=set)
+    out_of_sla_is_a_cost: bool = False
+    """Like the path agent: when no candidate avoids every degraded link, cross one that only
+    other incidents' (or the tunnel's) degraded links spoil; the request's own stay banned."""
     """(head_end, end_point) pairs compute_path finds no path for (the others still have one)."""
     tunnel_fail: bool = False
     sla_script: list[bool] = field(default_factory=list)
@@ -231,7 +234,11 @@ class FakeNetwork:
             self.degraded_links.update(_key(link) for link in p.avoid_links)
             avoid = self.degraded_links
             paths = ([p.head_end, via, p.end_point] for via in ("pe4", "pe5"))
-            path = next((c for c in paths if not set(_links(c)) & avoid), None)
+            candidates = list(paths)
+            path = next((c for c in candidates if not set(_links(c)) & avoid), None)
+            if path is None and self.out_of_sla_is_a_cost:
+                banned = {_key(link) for link in p.avoid_links}
+                path = next((c for c in candidates if not set(_links(c)) & banned), None)
             if path is None:
                 return 200, {"found": False, "reason": "every candidate crosses a degraded link"}
             self.protection_links.update(_links(path))

@@ -18,7 +18,7 @@ from services.orchestrator.flow import Deps, IncidentState, initial_state
 from services.orchestrator.flow.control import on_signal
 from services.orchestrator.flow.detect import detect
 from services.orchestrator.flow.effects import Effects
-from services.orchestrator.flow.monitor import monitor
+from services.orchestrator.flow.monitor import monitor, reroute
 from services.orchestrator.flow.protect import compute
 from services.orchestrator.flow.restore import restore
 from services.orchestrator.flow.state import iso
@@ -269,6 +269,26 @@ async def test_monitor_reroutes_when_the_tunnel_path_degrades(harness: Harness) 
     command = await harness.run(monitor, protecting(harness.net))
     assert command.goto == "reroute"
     assert harness.update(command)["tunnel_degraded"] == ["pe1-pe4"]
+
+
+async def test_reroute_keeps_a_policy_that_no_path_improves_on(harness: Harness) -> None:
+    """A degraded link on the tunnel is a cost, not a ban: when every way round crosses one
+    too, the policy stays where it is, says so, and monitoring stops asking."""
+    harness.net.out_of_sla_is_a_cost = True
+    # The only other way round (via pe5) crosses a link of the incident itself: banned.
+    state = protecting(
+        harness.net,
+        degraded_links=["pe1-pe2", "pe2-pe3", "pe1-pe5"],
+        tunnel_degraded=["pe1-pe4"],
+    )
+    command = await harness.run(reroute, state)
+    assert command.goto == "monitor", harness.update(command).get("escalation")
+    assert harness.update(command)["tolerated"] == ["pe1-pe4"]
+    assert harness.net.calls.get("reroute_tunnel", 0) == 0
+    assert "keeps crossing degraded pe1-pe4" in harness.outbox.statuses()[-1][2]
+    later = {**state, "tolerated": ["pe1-pe4"]}
+    harness.net.bad_links.add("pe1-pe4")
+    assert (await harness.run(monitor, cast(IncidentState, later))).goto != "reroute"
 
 
 # --- restore -------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ from shared.models import (
     TunnelResult,
     utcnow,
 )
+from shared.southbound import link_key
 
 STATUS_EVERY_N_CHECKS = 12
 """While the SLA stays degraded, tell IO about every Nth check only (plus every change)."""
@@ -85,7 +86,9 @@ async def monitor(state: IncidentState, config: RunnableConfig) -> Command[Monit
     checks = int(m["checks"])
     m["checks"] = checks + 1
     within, metrics = _reading(sla, state["degraded_links"], checks + 1)
-    if bad := [n for n in tunnel_links if sla.links.get(n, {}).get("within_sla") is False]:
+    tolerated = {link_key(n) for n in state.get("tolerated") or []}
+    out = [n for n in tunnel_links if sla.links.get(n, {}).get("within_sla") is False]
+    if bad := [n for n in out if link_key(n) not in tolerated]:
         await fx.status(
             Status.MONITORING,
             f"Protection path out of SLA on {', '.join(bad)}; re-routing the tunnel",
@@ -251,9 +254,16 @@ async def reroute(state: IncidentState, config: RunnableConfig) -> Command[Rerou
     n = int(state.get("reroutes") or 0) + 1
     try:
         result = await _path_around(fx, state, tunnel, degraded)
+        if not result.found and len(degraded) > len(state["degraded_links"]):
+            # Only the incident's own links are a ban; another degraded link is a cost, which
+            # path computation weighs (it crosses the fewest and mildest).
+            own = list(state["degraded_links"])
+            result = await _path_around(fx, state, tunnel, own, key="own-links-only")
     except MeshError as exc:
         failed = peer_failed(exc, "path_failed", "Re-route path computation failed", agent="path")
         return Command(goto="escalate", update={**base, **failed})
+    if result.found and result.path == path_of(state, tunnel).get("path"):
+        return await _stay(fx, state, base, tid, on_bad, result)
     if not result.found or len(result.path) < 2:
         no_path = escalation(
             "no_path",
@@ -293,6 +303,29 @@ async def reroute(state: IncidentState, config: RunnableConfig) -> Command[Rerou
     return await _rerouted(fx, state, base, result, moved, (index, on_bad))
 
 
+async def _stay(
+    fx: Effects,
+    state: IncidentState,
+    base: dict[str, Any],
+    tunnel_id: str,
+    on_bad: list[str],
+    result: PathResult,
+) -> Command[RerouteGoto]:
+    """No path is better than the policy's own: it stays, crossing ``on_bad``, and says why.
+
+    Its customers are better off there than back on the incident's own degraded link; the
+    links are ``tolerated`` so monitoring does not ask again each check.
+    """
+    await fx.status(
+        Status.MONITORING if state.get("steered") else Status.PROVISIONING,
+        f"Tunnel {tunnel_id} keeps crossing degraded {', '.join(on_bad)}: no path avoids "
+        f"{'it' if len(on_bad) == 1 else 'them'} ({result.reason or 'its own is the best'})",
+        {"tunnel_id": tunnel_id, "tolerated": on_bad, "reason": result.reason},
+    )
+    await fx.audit("reroute_skipped", {"tunnel_id": tunnel_id, "tolerated": on_bad})
+    return Command(goto=_after_reroute(state), update={**base, "tolerated": on_bad})
+
+
 def _after_reroute(state: IncidentState) -> Literal["monitor", "steer"]:
     """Traffic already on the tunnel goes back to monitoring; otherwise steering resumes."""
     return "monitor" if state.get("steered") else "steer"
@@ -311,7 +344,12 @@ def _reserved_by_others(state: IncidentState, tunnel: dict[str, Any]) -> dict[st
 
 
 async def _path_around(
-    fx: Effects, state: IncidentState, tunnel: dict[str, Any], degraded: list[str]
+    fx: Effects,
+    state: IncidentState,
+    tunnel: dict[str, Any],
+    degraded: list[str],
+    *,
+    key: str | None = None,
 ) -> PathResult:
     """A path between the policy's ends, on its TE type, avoiding every degraded link."""
     group = group_of(state, tunnel)
@@ -327,6 +365,7 @@ async def _path_around(
             te_type=tunnel.get("te_type"),
             **bandwidth(fx, group.get("mbps"), carrying, _reserved_by_others(state, tunnel)),
         ),
+        key=key,
     )
 
 

@@ -70,6 +70,9 @@ class IncidentState(TypedDict, total=False):
     reroutes: int
     tunnel_degraded: Annotated[list[str], merge_unique]
     """Links of a protection path that went out of SLA: avoided by every later re-route."""
+    tolerated: Annotated[list[str], merge_unique]
+    """Degraded links a policy keeps crossing because no path avoids them (only the
+    incident's own links are a ban): re-routing is not tried again for them."""
     monitor: dict[str, Any] | None
     restore: dict[str, Any]
     cleaned: bool
@@ -212,8 +215,11 @@ def crossed_any(state: IncidentState, links: list[str]) -> list[str]:
 
 
 def avoid(state: IncidentState) -> list[str]:
-    """Every link a protection path must avoid: the incident's and the tunnel's bad ones."""
-    return merge_unique(state["degraded_links"], state.get("tunnel_degraded"))
+    """Every link a protection path should avoid: the incident's and the tunnel's bad ones,
+    less those a policy crosses because nothing avoids them (``tolerated``)."""
+    tolerated = {link_key(link) for link in state.get("tolerated") or []}
+    extra = [n for n in state.get("tunnel_degraded") or [] if link_key(n) not in tolerated]
+    return merge_unique(state["degraded_links"], extra)
 
 
 def crossed(path: dict[str, Any] | None, links: list[str]) -> list[str]:
