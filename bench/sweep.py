@@ -317,12 +317,15 @@ def classify(
     outcome.services_hurt = max(
         (int((u.get("details") or {}).get("total_affected") or 0) for u in updates), default=0
     )
+    # Phase 5 names the first policy's services at its top and every policy's in ``tunnels``.
     outcome.services_protected = len(
         {
             str(vpn)
             for u in updates
             if str(u.get("phase")) == "5"
-            for vpn in (u.get("details") or {}).get("service_ids") or []
+            for policy in [u.get("details") or {}, *((u.get("details") or {}).get("tunnels") or [])]
+            if isinstance(policy, dict)
+            for vpn in policy.get("service_ids") or []
         }
     )
     if resolution == "resolved":
