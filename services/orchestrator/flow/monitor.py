@@ -128,6 +128,11 @@ def _tier(state: IncidentState) -> str:
     return state.get("tier") or "bronze"
 
 
+def _hold_s(tier: str) -> float:
+    """The seed's hold timer for ``tier`` (an unknown tier waits as long as bronze)."""
+    return HOLD_TIMER_S.get(tier, HOLD_TIMER_S["bronze"])
+
+
 def _reading(sla: SlaResult, links: list[str], check: int) -> tuple[bool, dict[str, Any]]:
     """Whether every degraded link is back within SLA, and the metrics IO is shown."""
     within = all(sla.links.get(link, {}).get("within_sla", sla.within_sla) for link in links)
@@ -156,7 +161,7 @@ async def _hold_expired(
     )
     update["monitor"]["hold_until"] = None
     if within:
-        hold_s = HOLD_TIMER_S.get(tier, HOLD_TIMER_S["bronze"])
+        hold_s = _hold_s(tier)
         await fx.audit("sla_recovered", {"tier": tier, "hold_seconds": hold_s, **metrics})
         return Command(goto="restore", update=update)
     poll = wait_for(fx, seconds=fx.orch.sla_poll_s, then="monitor", reason="sla_poll")
@@ -172,7 +177,7 @@ async def _start_hold(
 ) -> Command[MonitorGoto]:
     """Recovered: the SLA must now stay recovered for the tier's hold time."""
     tier = _tier(state)
-    hold_s = HOLD_TIMER_S.get(tier, HOLD_TIMER_S["bronze"])
+    hold_s = _hold_s(tier)
     due = now + fx.scaled(hold_s)
     update["monitor"].update(hold_until=iso(due), last_within=True)
     await fx.status(
