@@ -2,13 +2,15 @@
 
 Every SNDlib network topohub ships and a sample of Topology Zoo: an SR-MPLS core with
 contiguous SRv6 and RSVP-TE regions (so "every node supports sr-mpls" never cuts the graph),
-demands at a busy hour that loads the busiest link to 60-70 % and puts nothing out of SLA,
-and tiers in the documented proportions. Topologies are built once per module (seconds).
+capacity planned so any single link can fail (its traffic fits elsewhere below 80 %), demands
+at a busy hour that loads the busiest link to at most 65 % and puts nothing out of SLA, and
+tiers in the documented proportions. Topologies are built once per module (seconds).
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 from collections import Counter
 
@@ -20,6 +22,7 @@ from services.lab.network import LabNetwork, Thresholds
 from services.lab.settings import LabSettings
 from services.lab.topology import (
     BUSY_HOUR_PEAK,
+    PLANNED_PEAK,
     TIER_SHARES,
     LabTopology,
     build_topology,
@@ -31,8 +34,9 @@ SNDLIB = sorted(f"sndlib/{name[:-5]}" for name in os.listdir(f"{DATA}/sndlib"))
 ZOO_ALL = sorted(f"topozoo/{name[:-5]}" for name in os.listdir(f"{DATA}/topozoo"))
 ZOO = [*ZOO_ALL[::10], "topozoo/HurricaneElectric", "topozoo/Airtel"]
 """Every tenth Zoo network, plus two with intercontinental links (propagation over 50 ms)."""
-BUSY_BAND = (0.60, 0.70)
-"""docs/southbound.md: the busiest link runs at 60-70 % of its capacity before any fault."""
+BUSY_FLOOR = 0.45
+"""docs/southbound.md: the busiest link runs at 65 % before any fault, less (not under 45 % on
+these networks) where the single-failure capacity plan binds first."""
 
 
 @functools.cache
@@ -86,8 +90,7 @@ def test_busy_hour_loads_the_busiest_link_in_band_and_nothing_is_out_of_sla(key:
     net = LabNetwork(t, thresholds(t))
     metrics = [net.metrics(link) for link in t.links]
     busiest = max(m.utilization for m in metrics)
-    assert BUSY_BAND[0] <= busiest <= BUSY_BAND[1], f"{key}: busiest link at {busiest:.0%}"
-    assert busiest == pytest.approx(BUSY_HOUR_PEAK, abs=0.005)
+    assert BUSY_FLOOR <= busiest <= BUSY_HOUR_PEAK + 0.005, f"{key}: busiest at {busiest:.0%}"
     out = [(m.link_id, m.violation(net.thresholds)) for m in metrics if m.violation(net.thresholds)]
     assert out == [], f"{key}: {len(out)} link(s) out of SLA before any fault: {out[:3]}"
 
@@ -130,3 +133,39 @@ def test_the_delay_threshold_is_raised_only_for_intercontinental_links() -> None
     long_haul = topo("topozoo/HurricaneElectric")
     longest = max(link.delay_ms for link in long_haul.links.values())
     assert longest > 50.0 and delay_threshold_ms(long_haul, 50.0) > longest
+
+
+@pytest.mark.parametrize(
+    "key", ["sndlib/abilene", "sndlib/polska", "sndlib/geant", "sndlib/janos-us", "topozoo/Aarnet"]
+)
+def test_any_single_link_can_fail_and_its_traffic_fits_below_the_planned_peak(key: str) -> None:
+    """The capacity plan, checked with plain networkx: fail each link that is not a bridge,
+    move every service crossing it to its shortest-delay path without it (what the IGP does),
+    and no link may then run above 80 % of its capacity."""
+    t = topo(key)
+    weighted = nx.Graph()
+    for link in t.links.values():
+        weighted.add_edge(link.source, link.destination, delay=link.delay_ms, id=link.link_id)
+    normal: Counter[str] = Counter()
+    for svc in t.services.values():
+        for name in svc.path:
+            normal[name] += svc.bandwidth_mbps
+    bridges = {frozenset(edge) for edge in nx.bridges(weighted)}
+    for failed in t.links.values():
+        if frozenset((failed.source, failed.destination)) in bridges:
+            continue
+        cut = weighted.copy()
+        cut.remove_edge(failed.source, failed.destination)
+        load = Counter(normal)
+        for svc in t.services.values():
+            if failed.link_id in svc.path:
+                for name in svc.path:
+                    load[name] -= svc.bandwidth_mbps
+                nodes = nx.shortest_path(cut, svc.head_end, svc.end_point, weight="delay")
+                for a, b in itertools.pairwise(nodes):
+                    load[cut[a][b]["id"]] += svc.bandwidth_mbps
+        fullest = max(load, key=lambda name: load[name] / t.links[name].capacity_mbps)
+        share = load[fullest] / t.links[fullest].capacity_mbps
+        assert share <= PLANNED_PEAK + 1e-6, (
+            f"{key}: {failed.link_id} down puts {fullest} at {share:.0%}"
+        )
