@@ -2,8 +2,10 @@
 
 For each network (every SNDlib one, a deterministic sample of Topology Zoo) the lab loads that
 topology and the sweep fails several disjoint single links (:func:`bench.sweep_lib.pick_faults`:
-links that carry services and whose ends stay connected without them), all at once since they
-share no node and no SRLG and so open separate incidents. Each link recovers once its incident
+links that carry services and whose ends stay connected without them), one after the other:
+a single link fault is what networks are planned for (the lab buys capacity for any one).
+``--together`` fails them all at once instead (they share no node and no SRLG, so they open
+separate incidents): a stress beyond the capacity plan. Each link recovers once its incident
 has steered traffic (the orchestrator only closes an incident when ``check_sla`` sees the
 degraded links back in SLA), and the sweep reads how each incident ended from IO's ticket:
 resolved, escalated by reason, and any ``error`` event (a peer refusing an operation). Every
@@ -17,7 +19,7 @@ If a network leaves an incident open (timed out), the whole mesh restarts so tha
 leak into the next network's figures. Prints one JSON document.
 
     python -m bench.sweep [--networks sndlib:all,zoo:50] [--faults 3] [--time-scale 0.02]
-                          [--out FILE]
+                          [--together] [--timeout S] [--out FILE]
 """
 
 from __future__ import annotations
@@ -515,9 +517,12 @@ def sweep(
     faults: int,
     env: dict[str, str],
     network_timeout_s: float,
+    together: bool = False,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run every network in turn on one mesh (restarted only after a network left debris).
+
+    Faults one at a time (``network_timeout_s`` each), or all at once with ``together``.
 
     ``progress`` gets the document so far after each network, so a long sweep that dies
     part-way still leaves its figures behind."""
@@ -540,9 +545,13 @@ def sweep(
                     m = stack.enter_context(sweep_mesh({**env, "CXM_LAB_TOPOLOGY": key}))
                 else:
                     switch_lab(m, key)
-                outcomes = run_network(
-                    m, key, topo, links, timeout_s=network_timeout_s, te_type=te_type
-                )
+                outcomes = []
+                for batch in [links] if together else [[link] for link in links]:
+                    outcomes += run_network(
+                        m, key, topo, batch, timeout_s=network_timeout_s, te_type=te_type
+                    )
+                    if not together and not correlator_quiet(m):
+                        break  # the next fault could join an incident still open
             except (httpx.HTTPError, AssertionError) as exc:
                 # a process that died or would not start: say so, start afresh, go on
                 print(f"sweep: {key}: {exc!r}"[:2000], file=sys.stderr, flush=True)
@@ -568,11 +577,12 @@ def sweep(
                 }
             )
             if progress:
-                progress(_document(networks, everything, by_source, faults, env, started))
-    return _document(networks, everything, by_source, faults, env, started)
+                progress(_document(together, networks, everything, by_source, faults, env, started))
+    return _document(together, networks, everything, by_source, faults, env, started)
 
 
 def _document(
+    together: bool,
     networks: list[dict[str, Any]],
     everything: list[Outcome],
     by_source: dict[str, list[Outcome]],
@@ -583,6 +593,7 @@ def _document(
     return {
         "benchmark": "protection_sweep",
         "faults_per_network": faults,
+        "faults_at_once": together,
         "env": env,
         "wall_s": round(time.monotonic() - started, 1),
         "networks": networks,
@@ -598,7 +609,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--networks", default="sndlib:all,zoo:50")
     parser.add_argument("--faults", type=int, default=3, help="disjoint single-link faults each")
     parser.add_argument("--time-scale", default="0.02")
-    parser.add_argument("--timeout", type=float, default=120.0, help="per network, seconds")
+    parser.add_argument(
+        "--together", action="store_true", help="fail a network's links at once, not in turn"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds per fault (per network if together)"
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument(
         "--env",
@@ -622,7 +638,14 @@ def main(argv: list[str] | None = None) -> int:
         if out:
             out.write_text(json.dumps(document, indent=2) + "\n")
 
-    result = sweep(keys, faults=args.faults, env=env, network_timeout_s=args.timeout, progress=save)
+    result = sweep(
+        keys,
+        faults=args.faults,
+        env=env,
+        network_timeout_s=args.timeout,
+        together=args.together,
+        progress=save,
+    )
     text = json.dumps(result, indent=2)
     if args.out:
         args.out.write_text(text + "\n")

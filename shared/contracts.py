@@ -42,6 +42,7 @@ from shared.models import (
     Cleanup,
     CloseResult,
     ComputePath,
+    ComputePaths,
     CongestionResult,
     CutoverResult,
     CutoverStep,
@@ -66,6 +67,7 @@ from shared.models import (
     Notify,
     NotifyResult,
     PathResult,
+    PathsResult,
     PredictCongestion,
     ProvisionTunnel,
     RerouteTunnel,
@@ -249,6 +251,19 @@ COMPUTE_PATH: Final = Contract(
     tags=("path", "dijkstra"),
 )
 """No path is an answer, not an error: ``found=False`` with a ``reason``."""
+COMPUTE_PATHS: Final = Contract(
+    agent="path",
+    task_type="compute_paths",
+    request=ComputePaths,
+    response=PathsResult,
+    description=(
+        "A path per service group of one incident, each with room for its traffic on top of "
+        "the groups before it"
+    ),
+    handler="services.path.app.compute_paths",
+    errors=("southbound",),
+    tags=("path", "dijkstra", "bandwidth"),
+)
 K_SHORTEST_PATHS: Final = Contract(
     agent="path",
     task_type="k_shortest_paths",
@@ -433,6 +448,7 @@ CONTRACTS: Final[tuple[Contract[Any, Any], ...]] = (
     INCIDENT_CLOSED,
     ASSESS_IMPACT,
     COMPUTE_PATH,
+    COMPUTE_PATHS,
     K_SHORTEST_PATHS,
     GET_TOPOLOGY,
     PROVISION_TUNNEL,

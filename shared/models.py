@@ -329,6 +329,25 @@ class PathResult(Open):
     ``avoid_links`` stay a ban)."""
 
 
+class ComputePaths(Strict):
+    """``compute_paths``: one path per request, planned together for one incident.
+
+    Requests are answered in order, each with the bandwidth of the paths found before it
+    counted as load on their links (so the incident's policies fit together), and with the
+    traffic of an earlier request that found no path left where it is (it does not move).
+    One read of CNC's services and policies serves them all: an incident on a busy core link
+    has hundreds of groups, and one call per group read the whole service list each time.
+    """
+
+    incident_id: str
+    requests: list[ComputePath] = Field(min_length=1, max_length=5000)
+
+
+class PathsResult(Open):
+    results: list[PathResult]
+    """One per request, in the same order."""
+
+
 # --- tunnel (8004) -------------------------------------------------------------------------
 
 

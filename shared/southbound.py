@@ -10,14 +10,17 @@ which ones those are.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypedDict, Unpack
+from typing import Any, Generic, TypedDict, TypeVar, Unpack
 
 import httpx
 from pydantic import BaseModel, Field
 
 from shared.errors import SouthboundError
+
+T = TypeVar("T")
 
 YANG_JSON = "application/yang-data+json"
 TOPOLOGY = "/crosswork/nbi/topology/v3/restconf/data"
@@ -316,3 +319,24 @@ async def southbound_clients(app: Any) -> AsyncIterator[None]:
     finally:
         await cnc.aclose()
         await pca.aclose()
+
+
+class SharedRead(Generic[T]):
+    """A read that is never cached, where callers that arrive while one is under way share it
+    (a burst of incidents reads once, and each sees a result at most one read old)."""
+
+    def __init__(self, read: Callable[[], Awaitable[T]]):
+        self._read = read
+        self._inflight: asyncio.Future[T] | None = None
+        self.reads = 0
+
+    async def __call__(self) -> T:
+        if self._inflight is None:
+            self.reads += 1
+            self._inflight = asyncio.ensure_future(self._read())
+            self._inflight.add_done_callback(self._done)
+        return await asyncio.shield(self._inflight)
+
+    def _done(self, finished: asyncio.Future[T]) -> None:
+        if self._inflight is finished:
+            self._inflight = None

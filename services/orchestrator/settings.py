@@ -63,6 +63,12 @@ class OrchestratorSettings(BaseSettings):
         description="SQLite checkpoint file (default: <data_dir>/orchestrator-graph.db)",
     )
     max_concurrent_runs: int = Field(default=8, ge=1)
+    calls_per_incident: int = Field(
+        default=8,
+        ge=1,
+        description="peer calls one step of an incident makes at once, one per protection "
+        "policy (an incident on a busy core link has hundreds of policies)",
+    )
     reserve_bandwidth: bool = Field(
         default=True,
         description="ask path computation for headroom for the services a tunnel will carry",

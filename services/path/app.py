@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Generic, TypeVar
 
 import httpx
 from fastapi import FastAPI
@@ -21,42 +20,29 @@ from fastapi import FastAPI
 from services.path.graph import KnowledgeGraph, SlaBreach, fingerprint
 from services.path.settings import PathSettings
 from shared.agent import AgentSpec, TaskContext
-from shared.contracts import COMPUTE_PATH, GET_TOPOLOGY, K_SHORTEST_PATHS
+from shared.contracts import COMPUTE_PATH, COMPUTE_PATHS, GET_TOPOLOGY, K_SHORTEST_PATHS
 from shared.logs import get_logger
 from shared.models import (
     ComputePath,
+    ComputePaths,
     GetTopology,
     KPathsResult,
     KShortestPaths,
     PathResult,
+    PathsResult,
     TopologyView,
 )
 from shared.settings import Settings
-from shared.southbound import CncClient, PcaClient, SrPolicy, VpnService, southbound_clients
+from shared.southbound import (
+    CncClient,
+    PcaClient,
+    SharedRead,
+    SrPolicy,
+    VpnService,
+    southbound_clients,
+)
 
 log = get_logger(__name__)
-T = TypeVar("T")
-
-
-class SharedRead(Generic[T]):
-    """A read that is never cached, where callers that arrive while one is under way share it
-    (a burst of incidents reads once, and each sees a result at most one read old)."""
-
-    def __init__(self, read: Callable[[], Awaitable[T]]):
-        self._read = read
-        self._inflight: asyncio.Future[T] | None = None
-        self.reads = 0
-
-    async def __call__(self) -> T:
-        if self._inflight is None:
-            self.reads += 1
-            self._inflight = asyncio.ensure_future(self._read())
-            self._inflight.add_done_callback(self._done)
-        return await asyncio.shield(self._inflight)
-
-    def _done(self, finished: asyncio.Future[T]) -> None:
-        if self._inflight is finished:
-            self._inflight = None
 
 
 class GraphCache:
@@ -114,14 +100,20 @@ class GraphCache:
         return {name: breach for name, breach in breaches.items() if breach is not None}
 
 
+async def _priced(ctx: TaskContext) -> KnowledgeGraph:
+    """The cached graph, with the links out of SLA now priced in."""
+    cache: GraphCache = ctx.state.graph
+    graph = await cache.get()
+    if ctx.state.path_settings.avoid_out_of_sla:
+        graph = graph.degraded(await cache.out_of_sla())
+    return graph
+
+
 async def _graph_for(request: ComputePath, ctx: TaskContext) -> KnowledgeGraph:
-    """The cached graph, with the links out of SLA now priced in, and with every link's current
-    load when the request asks for bandwidth."""
+    """The priced graph, with every link's current load when the request asks for bandwidth."""
     cache: GraphCache = ctx.state.graph
     settings: PathSettings = ctx.state.path_settings
-    graph = await cache.get()
-    if settings.avoid_out_of_sla:
-        graph = graph.degraded(await cache.out_of_sla())
+    graph = await _priced(ctx)
     if request.min_bandwidth_mbps is None:
         return graph
     services, policies = await cache.load()
@@ -167,6 +159,28 @@ async def compute_path(payload: ComputePath, ctx: TaskContext) -> PathResult:
         reason=result.reason,
     )
     return result
+
+
+@spec.serve(COMPUTE_PATHS)
+async def compute_paths(payload: ComputePaths, ctx: TaskContext) -> PathsResult:
+    graph = await _priced(ctx)
+    if any(request.min_bandwidth_mbps is not None for request in payload.requests):
+        services, policies = await ctx.state.graph.load()
+    else:
+        services, policies = [], []
+    results = graph.plan(
+        payload.requests,
+        services,
+        policies,
+        reservable_share=ctx.state.path_settings.reservable_share,
+    )
+    log.info(
+        "paths computed",
+        incident_id=payload.incident_id,
+        requests=len(payload.requests),
+        found=sum(result.found for result in results),
+    )
+    return PathsResult(results=results)
 
 
 @spec.serve(K_SHORTEST_PATHS)

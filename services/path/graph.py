@@ -23,7 +23,7 @@ import dataclasses
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice, pairwise
 from typing import Any
@@ -141,22 +141,66 @@ class KnowledgeGraph:
         moving = set(carrying)
         load: defaultdict[str, float] = defaultdict(float)
         for service in services:
-            if service.vpn_id in moving:
-                continue
-            hops: list[str] = []
-            share = 0.0
-            if service.steering is not None:
-                key = (service.head_end, service.end_point, service.steering.color)
-                hops = on_policy.get(key, [])
-                share = service.steering.weight / 100 if hops else 0.0
-            for bundle in self._bundles(hops):
-                for link in bundle:
-                    load[link_key(link.link_id)] += service.bandwidth_mbps * share / len(bundle)
-            for name in service.path:
-                load[link_key(name)] += service.bandwidth_mbps * (1 - share)
+            if service.vpn_id not in moving:
+                for key, mbps in self._service_load(service, on_policy):
+                    load[key] += mbps
         for name, mbps in (reserved or {}).items():
             load[link_key(name)] += mbps
         return dataclasses.replace(self, load_mbps=dict(load), reservable_share=reservable_share)
+
+    def _service_load(
+        self, service: VpnService, on_policy: Mapping[tuple[str, str, int], list[str]]
+    ) -> Iterator[tuple[str, float]]:
+        """(link key, Mbps) the service puts on each link it uses now."""
+        hops: list[str] = []
+        share = 0.0
+        if service.steering is not None:
+            key = (service.head_end, service.end_point, service.steering.color)
+            hops = on_policy.get(key, [])
+            share = service.steering.weight / 100 if hops else 0.0
+        for bundle in self._bundles(hops):
+            for link in bundle:
+                yield link_key(link.link_id), service.bandwidth_mbps * share / len(bundle)
+        for name in service.path:
+            yield link_key(name), service.bandwidth_mbps * (1 - share)
+
+    def plan(
+        self,
+        requests: Sequence[ComputePath],
+        services: Sequence[VpnService],
+        policies: Sequence[SrPolicy],
+        *,
+        reservable_share: float,
+    ) -> list[PathResult]:
+        """One path per request, in order, as if each group moved once its path was found.
+
+        Every request's ``carrying`` services leave their links (they move with their group);
+        a path found reserves its group's bandwidth on its links for the requests after it;
+        a group left without a path keeps its traffic where it is, so that load comes back.
+        Each request's own ``reserved_mbps`` counts too. The graph is priced once (one read of
+        CNC's services serves the whole incident), then only the deltas are added.
+        """
+        moving = {sid for request in requests for sid in request.carrying}
+        base = self.reserve(services, policies, carrying=moving, reservable_share=reservable_share)
+        by_id = {service.vpn_id: service for service in services}
+        on_policy = {(p.head_end, p.end_point, p.color): p.hops for p in policies}
+        extra: defaultdict[str, float] = defaultdict(float)
+        results: list[PathResult] = []
+        for request in requests:
+            load = dict(base.load_mbps)
+            for key, mbps in [*extra.items(), *request.reserved_mbps.items()]:
+                load[link_key(key)] = load.get(link_key(key), 0.0) + mbps
+            result = dataclasses.replace(base, load_mbps=load).shortest(request)
+            results.append(result)
+            if result.found and request.min_bandwidth_mbps:
+                for name in result.links:
+                    extra[link_key(name)] += request.min_bandwidth_mbps
+            elif not result.found:
+                for sid in request.carrying:
+                    if sid in by_id:
+                        for key, mbps in self._service_load(by_id[sid], on_policy):
+                            extra[key] += mbps
+        return results
 
     def degraded(self, links: Iterable[str] | Mapping[str, SlaBreach]) -> KnowledgeGraph:
         """This graph (not copied) with ``links`` up but out of SLA: costly, not banned.

@@ -44,8 +44,10 @@ from shared.settings import Settings
 from shared.southbound import (
     CncClient,
     ExplicitPolicy,
+    SharedRead,
     SrPolicy,
     Topology,
+    VpnService,
     southbound_clients,
 )
 
@@ -59,10 +61,19 @@ REROUTE_FAILED = "tunnel_reroute_failed"
 
 @asynccontextmanager
 async def _southbound(app: FastAPI) -> AsyncIterator[None]:
-    """Open the CNC client for the app's lifetime; locks serialize work per incident."""
+    """Open the CNC client for the app's lifetime; locks serialize work per policy.
+
+    CNC's whole lists (topology, SR policies, services) are read through :class:`SharedRead`:
+    an incident on a busy core link provisions and steers hundreds of policies at once, and
+    each call reading every list for itself made that quadratic.
+    """
     app.state.alloc_lock = asyncio.Lock()
-    app.state.incident_locks = {}
+    app.state.locks = {}
     async with southbound_clients(app):
+        cnc: CncClient = app.state.cnc
+        app.state.topology = SharedRead(cnc.topology)
+        app.state.sr_policies = SharedRead(cnc.sr_policies)
+        app.state.services = SharedRead(cnc.services)
         yield
 
 
@@ -195,9 +206,19 @@ def _find(policies: list[SrPolicy], tunnel_id: str) -> SrPolicy | None:
 # --- handlers --------------------------------------------------------------------------------
 
 
-def _incident_lock(ctx: TaskContext, incident_id: str) -> asyncio.Lock:
-    locks: dict[str, asyncio.Lock] = ctx.state.incident_locks
-    return locks.setdefault(incident_id, asyncio.Lock())
+def _lock(ctx: TaskContext, *key: str) -> asyncio.Lock:
+    """One lock per policy (an incident's group of ends, or a tunnel id): a policy's
+    operations never interleave, an incident's policies proceed side by side."""
+    locks: dict[tuple[str, ...], asyncio.Lock] = ctx.state.locks
+    return locks.setdefault(key, asyncio.Lock())
+
+
+async def _policy_lock(ctx: TaskContext, incident_id: str, tunnel_id: str) -> asyncio.Lock:
+    """The lock of the group the tunnel was provisioned for (its ends never change)."""
+    row = await store.by_tunnel(ctx.engine, tunnel_id)
+    if row is None:
+        return _lock(ctx, incident_id, tunnel_id)
+    return _lock(ctx, row["incident_id"], row["head_end"], row["end_point"])
 
 
 def _tunnel_settings(ctx: TaskContext) -> TunnelSettings:
@@ -217,7 +238,7 @@ async def _retried(ctx: TaskContext, op: Callable[[], Awaitable[T]], what: str) 
 async def provision_tunnel(payload: ProvisionTunnel, ctx: TaskContext) -> TunnelResult:
     if payload.path[0] != payload.head_end or payload.path[-1] != payload.end_point:
         raise TaskFailed("path must start at head_end and end at end_point", code="bad_path")
-    async with _incident_lock(ctx, payload.incident_id):
+    async with _lock(ctx, payload.incident_id, payload.head_end, payload.end_point):
         row = await store.by_group(
             ctx.engine, payload.incident_id, payload.head_end, payload.end_point
         )
@@ -231,11 +252,12 @@ async def provision_tunnel(payload: ProvisionTunnel, ctx: TaskContext) -> Tunnel
 
 async def _plan(payload: ProvisionTunnel, ctx: TaskContext) -> dict[str, Any]:
     """Validate the path, pick the TE type and allocate identifiers; persist before CNC."""
-    cnc: CncClient = ctx.state.cnc
     cfg = _tunnel_settings(ctx)
     try:
         topology, policies = await _retried(
-            ctx, lambda: asyncio.gather(cnc.topology(), cnc.sr_policies()), "topology"
+            ctx,
+            lambda: asyncio.gather(ctx.state.topology(), ctx.state.sr_policies()),
+            "topology",
         )
     except SouthboundError as exc:
         raise TaskFailed(
@@ -288,7 +310,7 @@ async def _create(row: dict[str, Any], ctx: TaskContext) -> TunnelResult:
     async def attempt() -> dict[str, Any]:
         nonlocal attempts
         attempts += 1
-        existing = _find(await cnc.sr_policies(), row["tunnel_id"])
+        existing = _find(await ctx.state.sr_policies(), row["tunnel_id"])
         if existing is not None:
             # An earlier create reached CNC (its answer was lost, or our table was): adopt it
             # with the identifiers CNC actually holds rather than create a second one.
@@ -341,13 +363,13 @@ async def _known(ctx: TaskContext, incident_id: str, tunnel_id: str) -> dict[str
 @spec.serve(STEER_TRAFFIC)
 async def steer_traffic(payload: SteerTraffic, ctx: TaskContext) -> TrafficSteered:
     cnc: CncClient = ctx.state.cnc
-    async with _incident_lock(ctx, payload.incident_id):
+    async with await _policy_lock(ctx, payload.incident_id, payload.tunnel_id):
         row = await _known(ctx, payload.incident_id, payload.tunnel_id)
         if row["state"] != "up":
             raise TaskFailed(
                 f"tunnel {payload.tunnel_id} is {row['state']}, not up", code="tunnel_not_up"
             )
-        services, not_carried = await _carried(cnc, row, payload.service_ids)
+        services, not_carried = await _carried(ctx, row, payload.service_ids)
         output = await _retried(
             ctx,
             lambda: cnc.steer(
@@ -375,7 +397,7 @@ async def steer_traffic(payload: SteerTraffic, ctx: TaskContext) -> TrafficSteer
 
 
 async def _carried(
-    cnc: CncClient, tunnel: dict[str, Any], wanted: list[str]
+    ctx: TaskContext, tunnel: dict[str, Any], wanted: list[str]
 ) -> tuple[list[str], list[str]]:
     """Split the services into those this policy can carry and the rest.
 
@@ -387,7 +409,8 @@ async def _carried(
     if not wanted:
         return [], []
     ends = (tunnel["head_end"], tunnel["end_point"])
-    between = {s.vpn_id for s in await cnc.services() if (s.head_end, s.end_point) == ends}
+    services: list[VpnService] = await ctx.state.services()
+    between = {s.vpn_id for s in services if (s.head_end, s.end_point) == ends}
     carried = [s for s in wanted if s in between]
     if not carried:
         raise TaskFailed(
@@ -406,7 +429,7 @@ async def reroute_tunnel(payload: RerouteTunnel, ctx: TaskContext) -> TunnelRero
     its ``previous_path`` is then that same path, since this call moved nothing.
     """
     cnc: CncClient = ctx.state.cnc
-    async with _incident_lock(ctx, payload.incident_id):
+    async with await _policy_lock(ctx, payload.incident_id, payload.tunnel_id):
         row = await _known(ctx, payload.incident_id, payload.tunnel_id)
         if row["state"] != "up":
             raise TaskFailed(
@@ -466,11 +489,11 @@ def _rerouted(row: dict[str, Any], previous: list[str]) -> TunnelRerouted:
 @spec.serve(DELETE_TUNNEL)
 async def delete_tunnel(payload: DeleteTunnel, ctx: TaskContext) -> TunnelDeleted:
     cnc: CncClient = ctx.state.cnc
-    async with _incident_lock(ctx, payload.incident_id):
+    async with await _policy_lock(ctx, payload.incident_id, payload.tunnel_id):
         row = await store.by_tunnel(ctx.engine, payload.tunnel_id)
         if row is not None and row["state"] == "deleted":
             return TunnelDeleted(deleted=True, tunnel_id=payload.tunnel_id, already_absent=True)
-        policies = await _retried(ctx, cnc.sr_policies, "sr-policies")
+        policies = await _retried(ctx, ctx.state.sr_policies, "sr-policies")
         policy = _find(policies, payload.tunnel_id)
         if policy is not None:
             if row is not None and row["protection_pct"]:

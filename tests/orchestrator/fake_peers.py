@@ -35,6 +35,7 @@ TASKS: dict[str, c.Contract[Any, Any]] = {
     for contract in (
         c.ASSESS_IMPACT,
         c.COMPUTE_PATH,
+        c.COMPUTE_PATHS,
         c.PROVISION_TUNNEL,
         c.STEER_TRAFFIC,
         c.REROUTE_TUNNEL,
@@ -226,6 +227,9 @@ class FakeNetwork:
                 "affected_services": services,
                 "highest_tier": highest,
             }
+        if task_type == "compute_paths":
+            results = [self._answer("compute_path", request)[1] for request in p.requests]
+            return 200, {"results": results}
         if task_type == "compute_path":
             if not self.path_found or (p.head_end, p.end_point) in self.no_path_between:
                 return 200, {"found": False, "reason": "no path avoiding the degraded links"}

@@ -62,7 +62,7 @@ async def test_happy_path_follows_the_seed(orchestrator: OrchFactory, net: FakeN
     assert steps == list(CUTOVER_STEPS)
 
     # The path request: the platinum services' pair, avoiding the degraded links, by delay.
-    path_call = net.to("path", INC)[0].payload
+    [path_call] = net.to("path", INC)[0].payload["requests"]
     assert path_call["avoid_links"] == ["pe1-pe2", "pe2-pe3"]
     assert path_call["metric"] == "delay"
     # room for what the tunnel will carry: the seed's 15 services pe1 → pe3, one group
@@ -136,7 +136,7 @@ async def test_no_impact_closes(orchestrator: OrchFactory, net: FakeNetwork) -> 
         closed = await orch.closed(INC)
     assert closed["details"]["close_reason"] == "no_impact"
     assert closed["details"]["nodes_executed"] == ["start", "detect", "assess", "close"]
-    assert "compute_path" not in net.calls
+    assert "compute_paths" not in net.calls
 
 
 async def test_no_path_escalates(orchestrator: OrchFactory, net: FakeNetwork) -> None:
@@ -527,5 +527,5 @@ async def test_bandwidth_reservation_can_be_turned_off(
     async with orchestrator(reserve_bandwidth=False) as orch:
         await orch.start(INC)
         await orch.closed(INC)
-    path_call = net.to("path", INC)[0].payload
+    [path_call] = net.to("path", INC)[0].payload["requests"]
     assert path_call["min_bandwidth_mbps"] is None and path_call["carrying"] == []

@@ -47,16 +47,17 @@ async def test_two_groups_get_two_policies_steered_cut_back_and_removed_together
     assert closed["resolution"] == "resolved"
     assert net.tunnels_created == 2
 
-    # paths: the top tier's group first; the second leaves room for the first's traffic
-    first_ask, second_ask = (r.payload for r in net.to("path", INC))
+    # paths: one call, the top tier's group first (the path agent reserves each group's
+    # traffic for the groups after it: tests/agents/test_path_reserved.py)
+    [plan] = net.to("path", INC)
+    assert plan.task_type == "compute_paths"
+    first_ask, second_ask = plan.payload["requests"]
     assert (first_ask["head_end"], first_ask["end_point"]) == ("pe1", "pe3")
     assert first_ask["min_bandwidth_mbps"] == 1900 and sorted(first_ask["carrying"]) == sorted(
         PLATINUM
     )
-    assert first_ask["reserved_mbps"] == {}
     assert (second_ask["head_end"], second_ask["end_point"]) == ("pe2", "pe5")
     assert second_ask["min_bandwidth_mbps"] == 1600
-    assert second_ask["reserved_mbps"] == {"pe1-pe4": 1900, "pe4-pe3": 1900}
 
     # each group's services onto its own policy, every call under its own key
     tunnel_calls = net.to("tunnel", INC)

@@ -193,8 +193,8 @@ async def test_compute_without_a_path_escalates(harness: Harness) -> None:
     # escalate tells IO; compute itself says nothing when it found no path
     assert harness.outbox.queued == []
     ask = harness.net.to("path", INC)[0]
-    assert ask.payload["avoid_links"] == ["pe1-pe2", "pe2-pe3"]
-    assert ask.key == f"{INC}:4:compute_path"
+    assert ask.payload["requests"][0]["avoid_links"] == ["pe1-pe2", "pe2-pe3"]
+    assert ask.key == f"{INC}:4:compute_paths"
 
 
 async def test_compute_with_a_path_provisions_or_asks_first(

@@ -21,7 +21,7 @@ from typing import Any, Literal, cast, get_args
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command, interrupt
 
-from services.orchestrator.flow.effects import Effects, escalation, remove_tunnel
+from services.orchestrator.flow.effects import Effects, escalation, remove_tunnels
 from services.orchestrator.flow.phases import TO_END, End, Status, entered
 from services.orchestrator.flow.state import (
     IncidentState,
@@ -78,21 +78,24 @@ async def escalate(state: IncidentState, config: RunnableConfig) -> Command[End]
 
 
 async def _tunnel_fates(fx: Effects, state: IncidentState) -> list[str]:
-    """What escalation does with each policy still up, as the ticket should say it."""
+    """What escalation does with each policy still up, as the ticket should say it: one that
+    carries protected traffic stays up (taking it away is the operator's call); one built
+    but never used (steering failed or was rejected) leaves nothing behind."""
     if not state.get("tunnel") or state.get("cleaned"):
         return []
-    return [await _tunnel_fate(fx, state, t, i) for i, t in enumerate(tunnels(state))]
-
-
-async def _tunnel_fate(
-    fx: Effects, state: IncidentState, tunnel: dict[str, Any], index: int
-) -> str:
-    """A policy that carries protected traffic stays up: taking it away is the operator's
-    call. One built but never used (steering failed or was rejected) leaves nothing behind."""
-    if tunnel.get("steered", bool(state.get("steered"))):
-        return "left up: it carries the protected services"
-    removed = await remove_tunnel(fx, tunnel, index)
-    return "removed: never carried traffic" if removed else "removal failed"
+    every = tunnels(state)
+    unused = [
+        (i, t) for i, t in enumerate(every) if not t.get("steered", bool(state.get("steered")))
+    ]
+    removed = dict(zip((i for i, _ in unused), await remove_tunnels(fx, unused), strict=True))
+    return [
+        "left up: it carries the protected services"
+        if i not in removed
+        else "removed: never carried traffic"
+        if removed[i]
+        else "removal failed"
+        for i in range(len(every))
+    ]
 
 
 async def _ticket_escalated(

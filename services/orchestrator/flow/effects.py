@@ -14,9 +14,10 @@ every node execution advances by one (``done``):
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from langchain_core.runnables import RunnableConfig
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -43,6 +44,8 @@ from shared.settings import Settings
 
 SOURCE = "orchestrator"
 FINAL_PEER_CODES = ("tunnel_provision_failed",)
+T = TypeVar("T")
+X = TypeVar("X")
 """5xx codes a peer sends after its own retries: retrying the call again cannot help."""
 
 
@@ -171,6 +174,27 @@ class Effects:
             ),
         )
         await self.audit("error", {"error_code": code, "message": message, **details})
+
+    async def each(
+        self, items: Sequence[X], call: Callable[[int, X], Awaitable[T]]
+    ) -> list[T | MeshError]:
+        """``call(index, item)`` for every policy, ``calls_per_incident`` at a time; answers
+        in order, a peer's failure in its place (each policy fails alone: the caller decides).
+
+        Only ``call`` may run this way. Anything queued (``put``, ``status``, ``audit``,
+        ``error``) takes the next key of a counter, so it happens after, in policy order, or a
+        replay would number it differently.
+        """
+        gate = asyncio.Semaphore(self.orch.calls_per_incident)
+
+        async def one(index: int, item: X) -> T | MeshError:
+            async with gate:
+                try:
+                    return await call(index, item)
+                except MeshError as exc:
+                    return exc
+
+        return list(await asyncio.gather(*(one(i, item) for i, item in enumerate(items))))
 
     async def call(
         self, contract: Contract[Req, Resp], request: Req, *, key: str | None = None
@@ -314,18 +338,18 @@ async def cleanup_tunnel(fx: Effects, tunnel: dict[str, Any], index: int) -> Non
     )
 
 
-async def remove_tunnel(fx: Effects, tunnel: dict[str, Any], index: int) -> bool:
-    """Best-effort removal on the way out: a failure is reported, never blocks the close."""
-    try:
-        await cleanup_tunnel(fx, tunnel, index)
-    except MeshError as exc:
-        await fx.error(
-            failure_code(exc, "cleanup_failed"),
-            f"Tunnel {tunnel.get('tunnel_id')} could not be removed: {exc}",
-            {"tunnel_id": tunnel.get("tunnel_id")},
-        )
-        return False
-    return True
+async def remove_tunnels(fx: Effects, chosen: Sequence[tuple[int, dict[str, Any]]]) -> list[bool]:
+    """Best-effort removal on the way out, ``(index, policy)`` each, all at once: a failure is
+    reported (after every call, in order), never blocks the close."""
+    outcomes = await fx.each(chosen, lambda _, pair: cleanup_tunnel(fx, pair[1], pair[0]))
+    for (_, tunnel), outcome in zip(chosen, outcomes, strict=True):
+        if isinstance(outcome, MeshError):
+            await fx.error(
+                failure_code(outcome, "cleanup_failed"),
+                f"Tunnel {tunnel.get('tunnel_id')} could not be removed: {outcome}",
+                {"tunnel_id": tunnel.get("tunnel_id")},
+            )
+    return [not isinstance(outcome, MeshError) for outcome in outcomes]
 
 
 def bandwidth(

@@ -40,13 +40,14 @@ from services.orchestrator.flow.state import (
     unprotected_ids,
     wire,
 )
-from shared.contracts import ASSESS_IMPACT, COMPUTE_PATH, PROVISION_TUNNEL, STEER_TRAFFIC
+from shared.contracts import ASSESS_IMPACT, COMPUTE_PATHS, PROVISION_TUNNEL, STEER_TRAFFIC
 from shared.errors import MeshError
 from shared.models import (
     TIERS,
     AffectedService,
     AssessImpact,
     ComputePath,
+    ComputePaths,
     ImpactResult,
     PathResult,
     ProvisionTunnel,
@@ -160,27 +161,16 @@ async def assess(
 # --- compute -------------------------------------------------------------------------------
 
 
-async def _ask_path(
-    fx: Effects,
-    state: IncidentState,
-    group: dict[str, Any],
-    reserved: dict[str, float],
-    index: int,
-) -> PathResult:
-    """``compute_path`` for one group's ends, avoiding the degraded links, by delay, with room
-    for the group's traffic on top of what the incident's earlier groups will use."""
-    return await fx.call(
-        COMPUTE_PATH,
-        ComputePath(
-            incident_id=fx.iid,
-            head_end=group["head_end"],
-            end_point=group["end_point"],
-            avoid_links=state["degraded_links"],
-            metric="delay",
-            te_type=fx.orch.te_type,
-            **bandwidth(fx, group.get("mbps"), group["service_ids"], dict(reserved)),
-        ),
-        key=group_key(index),
+def _request(fx: Effects, state: IncidentState, group: dict[str, Any]) -> ComputePath:
+    """One group's ends, avoiding the degraded links, by delay, with room for its traffic."""
+    return ComputePath(
+        incident_id=fx.iid,
+        head_end=group["head_end"],
+        end_point=group["end_point"],
+        avoid_links=state["degraded_links"],
+        metric="delay",
+        te_type=fx.orch.te_type,
+        **bandwidth(fx, group.get("mbps"), group["service_ids"]),
     )
 
 
@@ -214,19 +204,21 @@ def _left_out(group: dict[str, Any], reason: str, why: str) -> dict[str, Any]:
 async def _plan(
     fx: Effects, state: IncidentState
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """A path per group, each group's load reserved on its links for the groups after it, so
-    the incident's policies fit together; returns (paths found, groups left without one)."""
-    reserved: dict[str, float] = {}
+    """A path per group in one ``compute_paths`` call: the path agent reserves each group's
+    traffic on its path for the groups after it, so the incident's policies fit together.
+    Returns (paths found, groups left without one)."""
+    wanted = groups(state)
+    answer = await fx.call(
+        COMPUTE_PATHS,
+        ComputePaths(incident_id=fx.iid, requests=[_request(fx, state, g) for g in wanted]),
+    )
     found: list[dict[str, Any]] = []
     missing: list[dict[str, Any]] = []
-    for index, group in enumerate(groups(state)):
-        result = await _ask_path(fx, state, group, reserved, index)
+    for group, result in zip(wanted, answer.results, strict=True):
         if not result.found or len(result.path) < 2:
             missing.append(_left_out(group, "no_path", result.reason or "none found"))
-            continue
-        for link in result.links:
-            reserved[link] = reserved.get(link, 0.0) + float(group.get("mbps") or 0.0)
-        found.append(_path_record(fx, result, group["head_end"], group["end_point"]))
+        else:
+            found.append(_path_record(fx, result, group["head_end"], group["end_point"]))
     return found, missing
 
 
@@ -326,13 +318,13 @@ async def provision(
     built: list[dict[str, Any]] = []
     missing = list(state.get("unprotected") or [])
     first_error: MeshError | None = None
-    for index, path in enumerate(paths(state)):
+    every = paths(state)
+    answers = await fx.each(every, lambda i, p: _provision_one(fx, p, i))
+    for path, tunnel in zip(every, answers, strict=True):
         group = group_of(state, path)
-        try:
-            tunnel = await _provision_one(fx, path, index)
-        except MeshError as exc:
-            first_error = first_error or exc
-            missing.append(_left_out(group, "tunnel_provision_failed", str(exc)))
+        if isinstance(tunnel, MeshError):
+            first_error = first_error or tunnel
+            missing.append(_left_out(group, "tunnel_provision_failed", str(tunnel)))
             continue
         built.append({**tunnel.model_dump(mode="json"), "service_ids": group["service_ids"]})
     if not built:
@@ -421,12 +413,12 @@ async def steer(
     done: list[dict[str, Any]] = []
     missing = list(state.get("unprotected") or [])
     first_error: MeshError | None = None
-    for index, tunnel in enumerate(tunnels(state)):
-        try:
-            steered = await _steer_one(fx, tunnel, index)
-        except MeshError as exc:
-            first_error = first_error or exc
-            missing.append(_left_out(tunnel, "steer_failed", str(exc)))
+    every = tunnels(state)
+    answers = await fx.each(every, lambda i, t: _steer_one(fx, t, i))
+    for tunnel, steered in zip(every, answers, strict=True):
+        if isinstance(steered, MeshError):
+            first_error = first_error or steered
+            missing.append(_left_out(tunnel, "steer_failed", str(steered)))
             done.append({**tunnel, "steered": False})
             continue
         done.append(_carried(tunnel, steered, missing))

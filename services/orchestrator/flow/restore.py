@@ -22,7 +22,7 @@ from services.orchestrator.flow.effects import (
     gate,
     group_key,
     peer_failed,
-    remove_tunnel,
+    remove_tunnels,
     wait_for,
 )
 from services.orchestrator.flow.phases import PHASE, TO_END, End, Status, entered
@@ -109,13 +109,20 @@ async def _cutover(
 async def _cutover_all(
     fx: Effects, state: IncidentState, protection: int, original: int
 ) -> CutoverResult:
-    """The step on every policy, in order; the first whose SLA suffers stops it there (that
-    one reverted), so the flow goes back to monitoring before moving more traffic."""
+    """The step on every policy at once (each checks the SLA on its own links and reverts
+    alone); the first that suffered, in policy order, is the answer, so the flow goes back
+    to monitoring before moving more traffic. A peer's failure is raised as before."""
+    every = tunnels(state)
+    outcomes = await fx.each(
+        every, lambda i, t: _cutover_call(fx, state, t, i, protection, original)
+    )
     result = CutoverResult(
         applied=True, within_sla=True, protection_pct=protection, original_pct=original
     )
-    for index, tunnel in enumerate(tunnels(state)):
-        result = await _cutover_call(fx, state, tunnel, index, protection, original)
+    for outcome in outcomes:
+        if isinstance(outcome, MeshError):
+            raise outcome
+        result = outcome
         if not result.within_sla or result.reverted:
             break
     return result
@@ -231,14 +238,14 @@ async def _clean_up(
 
 
 async def _clean_each(fx: Effects, state: IncidentState) -> dict[str, Any] | None:
-    """Remove every policy (its own key each, so a replay removes none twice); the first
-    failure escalates, naming that policy."""
-    for index, tunnel in enumerate(tunnels(state)):
-        try:
-            await cleanup_tunnel(fx, tunnel, index)
-        except MeshError as exc:
+    """Remove every policy, all at once (each with its own key, so a replay removes none
+    twice); a failure escalates, naming the first policy that failed."""
+    every = tunnels(state)
+    outcomes = await fx.each(every, lambda i, t: cleanup_tunnel(fx, t, i))
+    for tunnel, outcome in zip(every, outcomes, strict=True):
+        if isinstance(outcome, MeshError):
             return peer_failed(
-                exc,
+                outcome,
                 "cleanup_failed",
                 f"Removing tunnel {tunnel['tunnel_id']} failed",
                 agent="restore",
@@ -264,8 +271,7 @@ async def close(state: IncidentState, config: RunnableConfig) -> Command[End]:
     reason = state.get("close_reason") or "sla_recovered"
     tunnel = state.get("tunnel") or {}
     if tunnel and not state.get("cleaned") and reason == "operator_resolved":
-        for index, each in enumerate(tunnels(state)):
-            await remove_tunnel(fx, each, index)
+        await remove_tunnels(fx, list(enumerate(tunnels(state))))
     impact = state.get("impact") or {}
     duration = (utcnow() - parse(state["created_at"])).total_seconds()
     summary = SUMMARIES.get(reason, f"Incident closed: {reason}")
