@@ -1,0 +1,1 @@
+"""Runbook tests: vault, inventory and connectors against real servers."""
