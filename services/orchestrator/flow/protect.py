@@ -272,6 +272,17 @@ async def compute(
             "path": path["path"],
             "head_end": path["head_end"],
             "end_point": path["end_point"],
+            # every policy the approval builds, not only the first (the seed's fields)
+            "paths": [
+                {
+                    "head_end": p["head_end"],
+                    "end_point": p["end_point"],
+                    "path": p["path"],
+                    "services": len(group_of(state, p)["service_ids"]),
+                }
+                for p in found
+            ],
+            **({"unprotected_services": unprotected_ids(missing)} if missing else {}),
         },
     )
     if ask:
@@ -391,7 +402,13 @@ async def _provisioned(
         key="steer",
         then="steer",
         phase=PHASE[Status.STEERING],
-        details={**approval_context(state), "tunnel": info},
+        details={
+            **approval_context(state),
+            "tunnel": info,
+            "tunnels": [
+                {"tunnel_id": t["tunnel_id"], "services": len(t["service_ids"])} for t in built
+            ],
+        },
     )
     if ask:
         return Command(goto="approval", update={**update, "gate": ask})
