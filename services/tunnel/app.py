@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -73,7 +74,9 @@ async def _southbound(app: FastAPI) -> AsyncIterator[None]:
         cnc: CncClient = app.state.cnc
         app.state.topology = SharedRead(cnc.topology)
         app.state.sr_policies = SharedRead(cnc.sr_policies)
-        app.state.services = SharedRead(cnc.services)
+        app.state.service_ends = ServiceEnds(
+            cnc.services, ttl_s=app.state.settings.scaled(app.state.tunnel_settings.ends_ttl_s)
+        )
         yield
 
 
@@ -84,6 +87,30 @@ spec = AgentSpec(
     migrations=store.MIGRATIONS,
     resources=_southbound,
 )
+
+
+class ServiceEnds:
+    """Each VPN service's (head-end, end-point) as CNC has them, read at most once per TTL.
+
+    A service's ends are its configuration (where its sites attach), not its state, so
+    steering does not need a fresh read of every service per policy: the view is read again
+    when it is older than ``ttl_s`` or asked about a service it has not seen.
+    """
+
+    def __init__(self, read: Callable[[], Awaitable[list[VpnService]]], *, ttl_s: float):
+        self._read = SharedRead(read)
+        self._ttl_s = ttl_s
+        self._ends: dict[str, tuple[str, str]] = {}
+        self._read_at = -float("inf")
+
+    async def of(self, ids: list[str]) -> dict[str, tuple[str, str]]:
+        """The ends of those of ``ids`` that CNC knows."""
+        stale = time.monotonic() - self._read_at > self._ttl_s
+        if stale or any(sid not in self._ends for sid in ids):
+            services = await self._read()
+            self._ends = {s.vpn_id: (s.head_end, s.end_point) for s in services}
+            self._read_at = time.monotonic()
+        return {sid: self._ends[sid] for sid in ids if sid in self._ends}
 
 
 # --- pure helpers ----------------------------------------------------------------------------
@@ -246,12 +273,18 @@ async def provision_tunnel(payload: ProvisionTunnel, ctx: TaskContext) -> Tunnel
             log.info("tunnel already provisioned", incident_id=payload.incident_id)
             return _result(row)
         if row is None:
-            row = await _plan(payload, ctx)
+            row, existing = await _plan(payload, ctx)
+            return await _create(row, ctx, first_look=(existing,))
         return await _create(row, ctx)
 
 
-async def _plan(payload: ProvisionTunnel, ctx: TaskContext) -> dict[str, Any]:
-    """Validate the path, pick the TE type and allocate identifiers; persist before CNC."""
+async def _plan(
+    payload: ProvisionTunnel, ctx: TaskContext
+) -> tuple[dict[str, Any], SrPolicy | None]:
+    """Validate the path, pick the TE type and allocate identifiers; persist before CNC.
+
+    Also returns the policy CNC already holds under the allocated path-name, if any (our
+    table was lost while CNC kept its policies), from the same read."""
     cfg = _tunnel_settings(ctx)
     try:
         topology, policies = await _retried(
@@ -299,18 +332,27 @@ async def _plan(payload: ProvisionTunnel, ctx: TaskContext) -> dict[str, Any]:
             "attempts": 0,
         }
         await store.insert(engine, **values)
-    return values
+    return values, _find(policies, values["tunnel_id"])
 
 
-async def _create(row: dict[str, Any], ctx: TaskContext) -> TunnelResult:
-    """Create the policy in CNC unless it already exists there under this path-name."""
+async def _create(
+    row: dict[str, Any], ctx: TaskContext, *, first_look: tuple[SrPolicy | None] | None = None
+) -> TunnelResult:
+    """Create the policy in CNC unless it already exists there under this path-name.
+
+    ``first_look`` is what the planning read already found under the name, so the first
+    attempt does not read every policy again (per create, that made an incident with
+    thousands of policies quadratic); later attempts look afresh."""
     cnc: CncClient = ctx.state.cnc
     attempts = 0
 
     async def attempt() -> dict[str, Any]:
         nonlocal attempts
         attempts += 1
-        existing = _find(await ctx.state.sr_policies(), row["tunnel_id"])
+        if first_look is not None and attempts == 1:
+            existing = first_look[0]
+        else:
+            existing = _find(await ctx.state.sr_policies(), row["tunnel_id"])
         if existing is not None:
             # An earlier create reached CNC (its answer was lost, or our table was): adopt it
             # with the identifiers CNC actually holds rather than create a second one.
@@ -409,8 +451,8 @@ async def _carried(
     if not wanted:
         return [], []
     ends = (tunnel["head_end"], tunnel["end_point"])
-    services: list[VpnService] = await ctx.state.services()
-    between = {s.vpn_id for s in services if (s.head_end, s.end_point) == ends}
+    known = await ctx.state.service_ends.of(wanted)
+    between = {sid for sid, their_ends in known.items() if their_ends == ends}
     carried = [s for s in wanted if s in between]
     if not carried:
         raise TaskFailed(

@@ -14,6 +14,12 @@ class TunnelSettings(BaseSettings):
     )
     color_base: int = Field(default=1000, ge=1, description="policy colors start above this")
     attempts: int = Field(default=3, ge=1, description="CNC attempts before giving up (seed: 3)")
+    ends_ttl_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="seconds (scaled) a read of the services' ends serves steering; a service "
+        "not seen yet forces a new read",
+    )
     backoff_s: float = Field(
         default=1.0, ge=0, description="first retry delay, doubled each time (scaled)"
     )
