@@ -396,7 +396,10 @@ async def _run(
         result = await skill.handler(payload, ctx)
     except TaskFailed as exc:
         metrics.tasks.labels(skill.task_type, "failed").inc()
-        raise TaskRejected(exc.status, {"code": exc.code, "message": str(exc)}) from None
+        detail: dict[str, Any] = {"code": exc.code, "message": str(exc)}
+        if exc.problems is not None:
+            detail["problems"] = exc.problems
+        raise TaskRejected(exc.status, detail) from None
     except SouthboundError as exc:
         metrics.tasks.labels(skill.task_type, "southbound_error").inc()
         raise TaskRejected(

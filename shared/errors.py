@@ -83,12 +83,24 @@ class PeerAnswerInvalid(MeshError):
 
 
 class TaskFailed(CxmError):
-    """A handler could not do its job; becomes a 422/502 answer with this message."""
+    """A handler could not do its job; becomes a 422/502 answer with this message.
 
-    def __init__(self, message: str, *, code: str = "task_failed", status: int = 422):
+    ``problems`` (each ``{field, message}``) travel with the answer when one message cannot
+    say everything wrong with a request (a runbook document with several bad steps).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "task_failed",
+        status: int = 422,
+        problems: list[dict[str, Any]] | None = None,
+    ):
         super().__init__(message)
         self.code = code
         self.status = status
+        self.problems = problems
 
 
 class SouthboundError(CxmError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
 
 Severity = Literal["critical", "high", "medium", "low", "info"]
 Tier = Literal["platinum", "gold", "silver", "bronze"]
@@ -250,6 +250,9 @@ class ApprovalDecision(Strict):
     decision: Literal["approve", "reject"]
     decided_by: str = Field(min_length=1)
     notes: str = ""
+    option: Literal["retry", "skip"] | None = None
+    """For a runbook step whose outcome is unknown (the orchestrator died while it ran):
+    approve retries it (the default) or, with ``skip``, goes on without it; reject aborts."""
 
 
 class DecisionResult(Open):
@@ -694,3 +697,189 @@ class CloseResult(Open):
 
     incident_id: str
     closed: bool
+
+
+# --- orchestrator (8000): runbooks, sessions, connections and credentials (IO → orchestrator) --
+#
+# IO is the front door for people and forwards these; the orchestrator validates the
+# contents with its own models (the vault's, the inventory's, the runbook documents'), so the
+# wire carries them loosely and a 422 names the field the orchestrator refused. ``by`` is
+# the authenticated user IO attributes the action to.
+
+
+class CreateCredential(Strict):
+    """``create_credential``: the secret travels once, to the vault; never echoed back."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    name: str = Field(min_length=1)
+    kind: str = Field(min_length=1)
+    username: str | None = None
+    secret: SecretStr
+    by: str = Field(min_length=1)
+
+    @field_serializer("secret", when_used="json")
+    def _reveal_on_the_wire(self, value: SecretStr) -> str:
+        # Only the JSON sent to the orchestrator holds it; repr and logs show asterisks.
+        return value.get_secret_value()
+
+
+class CredentialInfo(Open):
+    """A credential as every answer shows it: never the secret."""
+
+    name: str
+    kind: str
+    username: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ListCredentials(Strict):
+    pass
+
+
+class CredentialList(Open):
+    credentials: list[CredentialInfo]
+
+
+class DeleteCredential(Strict):
+    name: str = Field(min_length=1)
+    by: str = Field(min_length=1)
+
+
+class Deleted(Open):
+    name: str
+    deleted: bool
+
+
+class RotateCredentialKey(Strict):
+    by: str = Field(min_length=1)
+
+
+class KeyRotated(Open):
+    """``key_id`` fingerprints the key now in use (never the key)."""
+
+    rotated: int
+    key_id: str
+    retired_keys: int
+
+
+class CreateConnection(Strict):
+    """``create_connection``: ``connection`` is the inventory entry (validated there)."""
+
+    connection: dict[str, Any]
+    by: str = Field(min_length=1)
+
+
+class ConnectionInfo(Open):
+    name: str
+    environment: str
+    connector: str
+
+
+class ListConnections(Strict):
+    environment: str | None = None
+
+
+class ConnectionList(Open):
+    connections: list[ConnectionInfo]
+
+
+class TestConnection(Strict):
+    __test__ = False  # a model, not a pytest class
+
+    name: str = Field(min_length=1)
+    by: str = Field(min_length=1)
+
+
+class ConnectionTested(Open):
+    ok: bool
+    detail: str
+    latency_ms: float
+    kind: str | None = None
+
+
+class SaveRunbook(Strict):
+    """``save_runbook``: a document as sent (JSON or YAML text); no ``runbook_id`` creates
+    version 1, a ``runbook_id`` stores the next version of that runbook."""
+
+    body: str
+    content_type: str = "application/json"
+    runbook_id: str | None = None
+    by: str = Field(min_length=1)
+
+
+class RunbookSaved(Open):
+    runbook_id: str
+    version: int
+
+
+class GetRunbook(Strict):
+    runbook_id: str = Field(min_length=1)
+    version: int | None = Field(default=None, ge=1)
+
+
+class RunbookView(Open):
+    runbook_id: str
+    version: int
+    document: dict[str, Any]
+    source: str
+    created_at: datetime
+
+
+class ListRunbooks(Strict):
+    pass
+
+
+class RunbookList(Open):
+    runbooks: list[RunbookView]
+
+
+class StartRunbookSession(Strict):
+    """An operator (``started_by``) runs a runbook for a ticket; ``ticket`` holds the values
+    the steps' placeholders read (``title``, ``host``, ``labels``...)."""
+
+    incident_id: str = Field(min_length=1)
+    runbook_id: str = Field(min_length=1)
+    started_by: str = Field(min_length=1)
+    ticket: dict[str, Any] = Field(default_factory=dict)
+
+
+class SessionStarted(Open):
+    session_id: str
+    incident_id: str
+    runbook_id: str
+    version: int
+    status: str
+
+
+class GetRunbookSession(Strict):
+    session_id: str = Field(min_length=1)
+
+
+class SessionStep(Open):
+    name: str
+    phase: str
+    status: str
+    exit_code: int | None = None
+    output: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+class SessionVerification(Open):
+    outcome: Literal["resolved", "in_progress", "escalated"]
+    confidence: float
+    reasons: list[str]
+
+
+class SessionView(Open):
+    """``GET /api/v1/runbook-sessions/{id}``: DESIGN's fields, plus who started it and what
+    waits for a decision."""
+
+    session_id: str
+    incident_id: str
+    runbook_id: str
+    status: Literal["running", "waiting_approval", "completed", "failed", "rejected"]
+    steps: list[SessionStep]
+    verification: SessionVerification | None = None

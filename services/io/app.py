@@ -3,7 +3,8 @@
 The task handlers here store what arrives (``store``), keep approvals in step
 (``approvals``) and publish every change to the consoles' live stream (``stream``). The
 HTTP side is split by concern: ``tickets`` (tickets, figures, topology), ``approvals``,
-``auth`` (users, tokens), ``peers`` (audit trail, lab), ``console`` (the page, /docs).
+``auth`` (users, tokens), ``peers`` (audit trail, lab), ``runbooks`` (runbooks, sessions,
+connections, credentials: forwarded to the orchestrator), ``console`` (the page, /docs).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from services.io import approvals, auth, console, peers, store, stream, tickets
+from services.io import approvals, auth, console, peers, runbooks, store, stream, tickets
 from services.io.settings import IoSettings
 from services.io.topology import TopologyCache
 from shared.agent import AgentSpec, TaskContext
@@ -99,7 +100,14 @@ spec = AgentSpec(
     resources=_resources,
     outbox=True,
 )
-for _router in (tickets.router, approvals.router, stream.router, auth.router, peers.router):
+for _router in (
+    tickets.router,
+    approvals.router,
+    stream.router,
+    auth.router,
+    peers.router,
+    runbooks.router,
+):
     spec.include_router(_router)
 
 

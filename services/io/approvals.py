@@ -31,6 +31,8 @@ log = get_logger(__name__)
 
 Status = Literal["pending", "approved", "rejected", "expired", "cancelled"]
 Decision = Literal["approve", "reject"]
+Option = Literal["retry", "skip"]
+"""For a runbook step whose outcome is unknown: approve retries it, or skips it."""
 
 metadata = sa.MetaData()
 approvals = sa.Table(
@@ -190,7 +192,12 @@ def _lock(app: FastAPI, approval_id: str) -> asyncio.Lock:
 
 
 async def decide(
-    app: FastAPI, approval_id: str, decision: Decision, principal: Principal, notes: str
+    app: FastAPI,
+    approval_id: str,
+    decision: Decision,
+    principal: Principal,
+    notes: str,
+    option: Option | None = None,
 ) -> dict[str, Any]:
     """Forward the decision to the orchestrator; record it only once the orchestrator took it.
 
@@ -200,14 +207,19 @@ async def decide(
     lock = _lock(app, approval_id)
     try:
         async with lock:
-            return await _decide_locked(app, approval_id, decision, principal, notes)
+            return await _decide_locked(app, approval_id, decision, principal, notes, option)
     finally:
         if not lock.locked():
             app.state.approval_locks.pop(approval_id, None)
 
 
 async def _decide_locked(
-    app: FastAPI, approval_id: str, decision: Decision, principal: Principal, notes: str
+    app: FastAPI,
+    approval_id: str,
+    decision: Decision,
+    principal: Principal,
+    notes: str,
+    option: Option | None = None,
 ) -> dict[str, Any]:
     engine: AsyncEngine = app.state.engine
     await sweep(app)
@@ -229,6 +241,7 @@ async def _decide_locked(
         decision=decision,
         decided_by=principal.username,
         notes=notes,
+        option=option,
     )
     inflight: set[str] = app.state.approvals_inflight
     inflight.add(approval_id)
@@ -268,6 +281,12 @@ async def _forward(
             publish(app, moved)
             raise HTTPException(
                 409, f"the orchestrator says this approval is no longer pending: {exc}"
+            ) from None
+        if exc.status in (403, 404, 422):
+            # the orchestrator's own refusal (four-eyes policy, ...): the approval stays
+            # pending for someone who may decide it
+            raise HTTPException(
+                exc.status, f"the orchestrator refused the decision: {exc}"
             ) from None
         raise HTTPException(502, f"the orchestrator refused the decision: {exc}") from None
     moved = await _transition(
@@ -317,6 +336,7 @@ async def delegate(app: FastAPI, approval_id: str, to: str, principal: Principal
 
 class DecisionBody(BaseModel):
     notes: str = Field(default="", max_length=4000)
+    option: Option | None = None
 
 
 class DelegateBody(BaseModel):
@@ -401,7 +421,8 @@ async def batch(body: BatchBody, request: Request, user: OperatorDep) -> dict[st
 async def approve(
     approval_id: str, request: Request, user: OperatorDep, body: DecisionBody | None = None
 ) -> dict[str, Any]:
-    return await decide(request.app, approval_id, "approve", user, (body or DecisionBody()).notes)
+    given = body or DecisionBody()
+    return await decide(request.app, approval_id, "approve", user, given.notes, given.option)
 
 
 @router.post("/{approval_id}/reject")

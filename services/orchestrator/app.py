@@ -1,10 +1,11 @@
 """Orchestrator agent: the LangGraph incident state machine, approvals and timers.
 
 Task types served: ``start_incident`` (idempotent per incident id), ``incident_signal``,
-``approval_decision`` and ``get_incident``; REST: ``GET /api/v1/incidents`` and
-``GET /api/v1/incidents/{incident_id}``. The graph is checkpointed with LangGraph's SQLite
-saver under ``data_dir``, or its Postgres saver when the orchestrator's database is
-PostgreSQL. See ``docs/orchestrator.md``.
+``approval_decision`` (an incident's, or a runbook session step's) and ``get_incident``, and
+the runbook tasks (``runbooks/api.py``: credentials, connections, runbooks, sessions);
+REST: ``GET /api/v1/incidents`` and ``GET /api/v1/incidents/{incident_id}``. The graph is
+checkpointed with LangGraph's SQLite saver under ``data_dir``, or its Postgres saver when the
+orchestrator's database is PostgreSQL. See ``docs/orchestrator.md``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ from pydantic import BaseModel
 
 from services.orchestrator import store
 from services.orchestrator.flow import Deps, build_graph
+from services.orchestrator.runbooks import api as runbook_api
+from services.orchestrator.runbooks import sessions
+from services.orchestrator.runbooks.catalog import LibrarySettings
+from services.orchestrator.runbooks.lifespan import RunbookServices, runbook_resources
+from services.orchestrator.runbooks.settings import RunbookSettings
 from services.orchestrator.runner import Runner, public_row
 from services.orchestrator.settings import OrchestratorSettings
 from shared.agent import AgentSpec, TaskContext
@@ -56,6 +62,8 @@ spec = AgentSpec(
 )
 router = APIRouter(prefix="/api/v1", tags=["incidents"])
 spec.include_router(router)
+for _contract, _handler in runbook_api.HANDLERS:
+    spec.serve(_contract)(_handler)
 
 
 def postgres_conninfo(url: str) -> str | None:
@@ -95,24 +103,39 @@ async def _checkpointer(
         yield sqlite_saver, None
 
 
-def _resources(orch: OrchestratorSettings) -> Any:
+def _resources(
+    orch: OrchestratorSettings,
+    runbook_settings: RunbookSettings | None,
+    library: LibrarySettings | None,
+) -> Any:
     @asynccontextmanager
     async def resources(app: FastAPI) -> AsyncIterator[None]:
         settings: Settings = app.state.settings
         async with AsyncExitStack() as stack:
             saver, pool = await stack.enter_async_context(_checkpointer(settings, orch))
-            deps = Deps(
-                settings=settings,
-                orch=orch,
-                mesh=app.state.mesh,
-                outbox=app.state.outbox,
-                engine=app.state.engine,
-            )
+            base = {
+                "settings": settings,
+                "orch": orch,
+                "mesh": app.state.mesh,
+                "outbox": app.state.outbox,
+                "engine": app.state.engine,
+            }
             runner = Runner(
-                graph=build_graph(saver), engine=app.state.engine, deps=deps, pg_pool=pool
+                graph=build_graph(saver), engine=app.state.engine, deps=Deps(**base), pg_pool=pool
             )
             app.state.orch_settings = orch
             app.state.runner = runner
+            app.state.runbooks = await stack.enter_async_context(
+                runbook_resources(
+                    app,
+                    saver=saver,
+                    pg_pool=pool,
+                    orch=orch,
+                    deps_base=base,
+                    runbook_settings=runbook_settings,
+                    library=library,
+                )
+            )
             await runner.start()
             stack.push_async_callback(runner.stop)
             yield
@@ -179,6 +202,25 @@ async def incident_signal(payload: IncidentSignal, ctx: TaskContext) -> SignalRe
 
 @spec.serve(APPROVAL_DECISION)
 async def approval_decision(payload: ApprovalDecision, ctx: TaskContext) -> DecisionResult:
+    if sessions.is_session_approval(payload.approval_id):
+        # a runbook step's approval: the session's index and runner take it
+        services: RunbookServices = ctx.app.state.runbooks
+        await sessions.decide(
+            services.engine,
+            approval_id=payload.approval_id,
+            decision=payload.decision,
+            decided_by=payload.decided_by,
+            notes=payload.notes,
+            option=payload.option,
+            four_eyes=services.orch.runbook_four_eyes,
+        )
+        services.runner.wake()
+        return DecisionResult(
+            incident_id=payload.incident_id,
+            approval_id=payload.approval_id,
+            decision=payload.decision,
+            accepted=True,
+        )
     runner = _runner(ctx)
     resume = {
         "kind": "approval",
@@ -251,8 +293,11 @@ def create_app(
     *,
     orchestrator_settings: OrchestratorSettings | None = None,
     mesh_transport: httpx.AsyncBaseTransport | None = None,
+    runbook_settings: RunbookSettings | None = None,
+    library: LibrarySettings | None = None,
 ) -> FastAPI:
-    """The orchestrator app; tests pass their own policy settings and a mesh transport."""
+    """The orchestrator app; tests pass their own policy settings, a mesh transport, runbook
+    settings (a key file of their own) and a library folder."""
     orch = orchestrator_settings or OrchestratorSettings()
-    agent = dataclasses.replace(spec, resources=_resources(orch))
+    agent = dataclasses.replace(spec, resources=_resources(orch, runbook_settings, library))
     return agent.create_app(settings, mesh_transport=mesh_transport)

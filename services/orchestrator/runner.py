@@ -8,13 +8,17 @@
 - ``Runner.scheduler()`` is the only long-lived task: it sleeps until the earliest due time
   (or a wake-up) and starts ``drive`` for incidents that are due. No coroutine waits per
   incident, so ten thousand incidents on hold cost ten thousand rows, not tasks.
+
+Runbook sessions are driven by a second ``Runner`` over their own index (``runs``, a
+:class:`store.RunStore`), graph, initial state and row view: the same locks, scheduler,
+crash recovery and failure reports.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -45,11 +49,17 @@ class Runner:
         engine: AsyncEngine,
         deps: Deps,
         pg_pool: AsyncConnectionPool[Any] | None = None,
+        runs: store.RunStore = store.INCIDENTS,
+        initial: Callable[[dict[str, Any]], Any] = initial_state,
+        view: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.graph = graph
         self.engine = engine
         self.deps = deps
         self.pg_pool = pg_pool
+        self.runs = runs
+        self.initial = initial
+        self.view = view or _view
         self._locks: dict[str, asyncio.Lock] = {}
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
@@ -62,9 +72,9 @@ class Runner:
     async def start(self) -> None:
         """Resume every open incident (their rows are due now) and start the scheduler."""
         now = utcnow()
-        for row in await store.list_all(self.engine, open_only=True):
+        for row in await self.runs.list_all(self.engine, open_only=True):
             if row["waiting"] not in ("timer", "approval") or row["due_at"] is None:
-                await store.update(self.engine, row["incident_id"], due_at=now)
+                await self.runs.update(self.engine, row["incident_id"], due_at=now)
             self.spawn(row["incident_id"])
         self._scheduler = asyncio.create_task(self.scheduler(), name="orchestrator-scheduler")
 
@@ -111,9 +121,9 @@ class Runner:
             self._wake.clear()
             try:
                 now = utcnow()
-                for incident_id in await store.due(self.engine, now):
+                for incident_id in await self.runs.due(self.engine, now):
                     self.spawn(incident_id)
-                upcoming = await store.next_due(self.engine)
+                upcoming = await self.runs.next_due(self.engine)
                 sleep = max_sleep
                 if upcoming is not None:
                     sleep = min(max_sleep, max(0.0, (upcoming - utcnow()).total_seconds()))
@@ -148,11 +158,11 @@ class Runner:
                         break
             except Exception as exc:  # a bug or a dead database: retried with backoff, logged
                 log.exception("incident run failed", incident_id=incident_id)
-                row = await store.get(self.engine, incident_id)
+                row = await self.runs.get(self.engine, incident_id)
                 failures = (row or {}).get("failures", 0) + 1
                 delay = self.deps.settings.scaled(min(60.0, 0.5 * 2 ** min(failures, 7)))
                 last_error = f"{type(exc).__name__}: {exc}"[:2000]
-                await store.update(
+                await self.runs.update(
                     self.engine,
                     incident_id,
                     failures=failures,
@@ -160,7 +170,9 @@ class Runner:
                     due_at=utcnow() + timedelta(seconds=delay),
                 )
                 if failures == self.deps.orch.report_failures_after:
-                    await self._report_failing(incident_id, failures, last_error)
+                    # a session's row names its ticket; an incident's row is the ticket
+                    ticket = (row or {}).get("incident_id") or incident_id
+                    await self._report_failing(ticket, failures, last_error)
 
     async def _report_failing(self, incident_id: str, failures: int, last_error: str) -> None:
         """Tell people once that an incident's run keeps failing, so it is not silently stuck.
@@ -196,10 +208,10 @@ class Runner:
 
     async def _step(self, incident_id: str) -> bool:
         """Feed the graph one thing that is due; False when nothing is."""
-        row = await store.get(self.engine, incident_id)
+        row = await self.runs.get(self.engine, incident_id)
         if row is None or row["final"]:
             if row is not None:
-                await store.drop_inbox(self.engine, incident_id)
+                await self.runs.drop_inbox(self.engine, incident_id)
                 self._locks.pop(incident_id, None)  # only spawn() drives, one task at a time
             return False
         cfg = self.config(incident_id)
@@ -207,12 +219,12 @@ class Runner:
         feed: Any
         inbox_id: int | None = None
         if not snapshot.values:
-            feed = initial_state(row["start"])
+            feed = self.initial(row["start"])
         elif _finished(snapshot):
             await self._sync(incident_id, snapshot)
             return False
         elif snapshot.interrupts:
-            item = await store.peek(self.engine, incident_id)
+            item = await self.runs.peek(self.engine, incident_id)
             if item is not None:
                 inbox_id, resume = item
                 feed = Command(resume=resume)
@@ -231,11 +243,11 @@ class Runner:
                         "decided_at": utcnow().isoformat(),
                     }
                     # Claimed like a decision, so an operator clicking now cannot also win.
-                    if not await store.claim_approval(
+                    if not await self.runs.claim_approval(
                         self.engine, incident_id, value["approval_id"], None
                     ):
                         await self._sync(incident_id, snapshot)
-                        return await store.peek(self.engine, incident_id) is not None
+                        return await self.runs.peek(self.engine, incident_id) is not None
                     feed = Command(resume=timeout)
                 else:
                     feed = Command(resume={"kind": "timer", "due": value["due"]})
@@ -244,18 +256,18 @@ class Runner:
         async for values in self.graph.astream(feed, cfg, durability="sync", stream_mode="values"):
             if isinstance(values, dict) and values.get("status"):
                 # progress for REST while the run goes on; the full sync follows the run
-                await store.update(
+                await self.runs.update(
                     self.engine,
                     incident_id,
                     status=values["status"],
                     phase=values.get("phase", "0"),
                     tier=values.get("tier"),
-                    view=_view(values),
+                    view=self.view(values),
                 )
         if inbox_id is not None:
             # Deleted only once the graph has taken it: a crash before this line delivers it
             # again, and every interrupt site ignores a decision or signal it has seen.
-            await store.delete(self.engine, inbox_id)
+            await self.runs.delete(self.engine, inbox_id)
         await self._sync(incident_id, await self.graph.aget_state(cfg))
         return True
 
@@ -268,7 +280,7 @@ class Runner:
             "tier": values.get("tier"),
             "failures": 0,
             "last_error": None,
-            "view": _view(values),
+            "view": self.view(values),
             "approval_action": None,
             "approval_expires_at": None,
             "wait_reason": None,
@@ -290,11 +302,11 @@ class Runner:
                 )
         else:
             fields.update(waiting="run", due_at=utcnow(), approval_id=None)
-        await store.update(self.engine, incident_id, **fields)
+        await self.runs.update(self.engine, incident_id, **fields)
         if not _finished(snapshot) and snapshot.interrupts:
             value = snapshot.interrupts[0].value
             if value["kind"] == "approval":
-                await store.set_pending_approval(self.engine, incident_id, value["approval_id"])
+                await self.runs.set_pending_approval(self.engine, incident_id, value["approval_id"])
         self._wake.set()
 
     @contextlib.asynccontextmanager
@@ -323,7 +335,7 @@ class Runner:
 
     async def describe(self, incident_id: str) -> dict[str, Any] | None:
         """The incident for REST and ``get_incident``: its row plus the checkpointed state."""
-        row = await store.get(self.engine, incident_id)
+        row = await self.runs.get(self.engine, incident_id)
         if row is None:
             return None
         snapshot = await self.graph.aget_state(self.config(incident_id))
@@ -349,6 +361,11 @@ def _view(values: dict[str, Any]) -> dict[str, Any]:
         "affected_services_count": impact.get("total_affected"),
         "tunnel_id": (values.get("tunnel") or {}).get("tunnel_id"),
         "path": (values.get("path") or {}).get("path"),
+        # every policy of the incident (the two above are the first's, as the seed shows it)
+        "tunnel_ids": [t["tunnel_id"] for t in values.get("tunnels") or [] if t.get("tunnel_id")],
+        "unprotected_services": [
+            sid for group in values.get("unprotected") or [] for sid in group["service_ids"]
+        ],
         "close_reason": values.get("close_reason"),
         "resolution": values.get("resolution"),
         "escalation": values.get("escalation"),

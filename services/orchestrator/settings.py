@@ -82,6 +82,28 @@ class OrchestratorSettings(BaseSettings):
     scheduler_max_sleep_s: float = Field(
         default=1.0, gt=0, description="longest scheduler nap (unscaled): bounds replica lag"
     )
+    runbook_session_limit: int = Field(
+        default=3,
+        ge=1,
+        description="frequency guard: at most this many sessions of one runbook on one target "
+        "(the ticket's host, else the ticket) start within runbook_session_window_s",
+    )
+    runbook_session_window_s: float = Field(
+        default=3600.0, gt=0, description="the frequency guard's window (scaled)"
+    )
+    runbook_four_eyes: bool = Field(
+        default=False,
+        description="the person who started a runbook session may not approve its steps",
+    )
+    runbook_retry_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="tries of an idempotent step whose failure is transient (a non-idempotent "
+        "step is never run twice)",
+    )
+    runbook_retry_backoff_s: float = Field(
+        default=1.0, gt=0, description="first pause between those tries, doubled each time (scaled)"
+    )
 
     def always_required(self) -> set[str]:
         return {a.strip() for a in self.approval_required_for.split(",") if a.strip()}

@@ -5,11 +5,16 @@ The LangGraph checkpoint is the truth about where an incident's flow stands; thi
 index the scheduler and the REST API read: when the incident is due next, and which approval
 it waits for. Claiming an approval is one conditional UPDATE, so a decision and a timeout (or
 two operators) can never both win.
+
+The same index serves runbook sessions (``runbooks/sessions.py``): :class:`RunStore` is the
+index over any table of runs with these columns and its inbox, so one runner and one
+scheduler pattern drive incidents and sessions alike.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,29 +23,40 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.db import Migration, UtcDateTime, create_tables
 from shared.models import utcnow
 
+
+def run_columns(*, phase_length: int = 8) -> list[sa.Column[Any]]:
+    """The columns the :class:`Runner` and :class:`RunStore` read on any run table (incidents,
+    runbook sessions): status and phase, when it is due next, the pending approval, the
+    start payload, the row's view and the failure count. Fresh objects on every call, since
+    a column belongs to one table."""
+    return [
+        sa.Column("severity", sa.String(16), nullable=False),
+        sa.Column("status", sa.String(32), nullable=False),
+        sa.Column("phase", sa.String(phase_length), nullable=False),
+        sa.Column("tier", sa.String(16), nullable=True),
+        sa.Column("waiting", sa.String(16), nullable=True),
+        sa.Column("wait_reason", sa.String(64), nullable=True),
+        sa.Column("due_at", UtcDateTime, nullable=True),
+        sa.Column("approval_id", sa.String(128), nullable=True),
+        sa.Column("approval_claimed", sa.String(128), nullable=True),
+        sa.Column("approval_action", sa.String(32), nullable=True),
+        sa.Column("approval_expires_at", UtcDateTime, nullable=True),
+        sa.Column("final", sa.Boolean, nullable=False, default=False),
+        sa.Column("start", sa.JSON, nullable=False),
+        sa.Column("view", sa.JSON, nullable=False),
+        sa.Column("failures", sa.Integer, nullable=False, default=0),
+        sa.Column("last_error", sa.Text, nullable=True),
+        sa.Column("created_at", UtcDateTime, nullable=False),
+        sa.Column("updated_at", UtcDateTime, nullable=False),
+    ]
+
+
 _meta = sa.MetaData()
 incidents = sa.Table(
     "orchestrator_incidents",
     _meta,
     sa.Column("incident_id", sa.String(64), primary_key=True),
-    sa.Column("severity", sa.String(16), nullable=False),
-    sa.Column("status", sa.String(32), nullable=False),
-    sa.Column("phase", sa.String(8), nullable=False),
-    sa.Column("tier", sa.String(16), nullable=True),
-    sa.Column("waiting", sa.String(16), nullable=True),
-    sa.Column("wait_reason", sa.String(64), nullable=True),
-    sa.Column("due_at", UtcDateTime, nullable=True),
-    sa.Column("approval_id", sa.String(128), nullable=True),
-    sa.Column("approval_claimed", sa.String(128), nullable=True),
-    sa.Column("approval_action", sa.String(32), nullable=True),
-    sa.Column("approval_expires_at", UtcDateTime, nullable=True),
-    sa.Column("final", sa.Boolean, nullable=False, default=False),
-    sa.Column("start", sa.JSON, nullable=False),
-    sa.Column("view", sa.JSON, nullable=False),
-    sa.Column("failures", sa.Integer, nullable=False, default=0),
-    sa.Column("last_error", sa.Text, nullable=True),
-    sa.Column("created_at", UtcDateTime, nullable=False),
-    sa.Column("updated_at", UtcDateTime, nullable=False),
+    *run_columns(),
     sa.Index("ix_orchestrator_incidents_due", "final", "due_at"),
 )
 inbox = sa.Table(
@@ -88,122 +104,150 @@ async def create(
     return True
 
 
-async def get(engine: AsyncEngine, incident_id: str) -> dict[str, Any] | None:
-    async with engine.connect() as conn:
-        row = (
-            await conn.execute(sa.select(incidents).where(incidents.c.incident_id == incident_id))
-        ).first()
-    return dict(row._mapping) if row is not None else None
+@dataclass(frozen=True)
+class RunStore:
+    """The index of one kind of durable run: ``runs`` has the columns of
+    ``orchestrator_incidents`` (status, timer, pending approval, ...) keyed by ``key``, and
+    ``inbox`` holds resume values with a ``key`` column and an ``id``."""
 
+    runs: sa.Table
+    inbox: sa.Table
+    key: str
 
-async def list_all(engine: AsyncEngine, *, open_only: bool = False) -> list[dict[str, Any]]:
-    query = sa.select(incidents).order_by(incidents.c.created_at)
-    if open_only:
-        query = query.where(incidents.c.final.is_(False))
-    async with engine.connect() as conn:
-        return [dict(r._mapping) for r in (await conn.execute(query)).all()]
+    def _id(self, table: sa.Table) -> sa.Column[Any]:
+        column: sa.Column[Any] = table.c[self.key]
+        return column
 
+    async def get(self, engine: AsyncEngine, run_id: str) -> dict[str, Any] | None:
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(sa.select(self.runs).where(self._id(self.runs) == run_id))
+            ).first()
+        return dict(row._mapping) if row is not None else None
 
-async def update(engine: AsyncEngine, incident_id: str, **values: Any) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(
-            incidents.update()
-            .where(incidents.c.incident_id == incident_id)
-            .values(updated_at=utcnow(), **values)
-        )
+    async def list_all(
+        self, engine: AsyncEngine, *, open_only: bool = False
+    ) -> list[dict[str, Any]]:
+        query = sa.select(self.runs).order_by(self.runs.c.created_at)
+        if open_only:
+            query = query.where(self.runs.c.final.is_(False))
+        async with engine.connect() as conn:
+            return [dict(r._mapping) for r in (await conn.execute(query)).all()]
 
-
-async def set_pending_approval(engine: AsyncEngine, incident_id: str, approval_id: str) -> None:
-    """Show ``approval_id`` as pending unless a decision (or the timeout) has claimed it."""
-    async with engine.begin() as conn:
-        await conn.execute(
-            incidents.update()
-            .where(
-                incidents.c.incident_id == incident_id,
-                sa.or_(
-                    incidents.c.approval_claimed.is_(None),
-                    incidents.c.approval_claimed != approval_id,
-                ),
-            )
-            .values(approval_id=approval_id)
-        )
-
-
-async def due(engine: AsyncEngine, now: datetime) -> list[str]:
-    """Open incidents whose timer is due or whose inbox holds something."""
-    i = incidents
-    has_inbox = sa.exists().where(inbox.c.incident_id == i.c.incident_id)
-    query = sa.select(i.c.incident_id).where(
-        i.c.final.is_(False), sa.or_(i.c.due_at <= now, has_inbox)
-    )
-    async with engine.connect() as conn:
-        return [r[0] for r in (await conn.execute(query)).all()]
-
-
-async def next_due(engine: AsyncEngine) -> datetime | None:
-    async with engine.connect() as conn:
-        value: datetime | None = await conn.scalar(
-            sa.select(sa.func.min(incidents.c.due_at)).where(incidents.c.final.is_(False))
-        )
-    if value is not None and value.tzinfo is None:
-        from datetime import UTC
-
-        value = value.replace(tzinfo=UTC)
-    return value
-
-
-async def push(engine: AsyncEngine, incident_id: str, value: dict[str, Any]) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(
-            inbox.insert().values(incident_id=incident_id, value=value, created_at=utcnow())
-        )
-
-
-async def peek(engine: AsyncEngine, incident_id: str) -> tuple[int, dict[str, Any]] | None:
-    """The oldest inbox value of an incident, left in place until the graph has taken it."""
-    async with engine.connect() as conn:
-        row = (
+    async def update(self, engine: AsyncEngine, run_id: str, **values: Any) -> None:
+        async with engine.begin() as conn:
             await conn.execute(
-                sa.select(inbox.c.id, inbox.c.value)
-                .where(inbox.c.incident_id == incident_id)
-                .order_by(inbox.c.id)
-                .limit(1)
+                self.runs.update()
+                .where(self._id(self.runs) == run_id)
+                .values(updated_at=utcnow(), **values)
             )
-        ).first()
-    if row is None:
-        return None
-    value: dict[str, Any] = row.value
-    return int(row.id), value
 
-
-async def delete(engine: AsyncEngine, inbox_id: int) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(inbox.delete().where(inbox.c.id == inbox_id))
-
-
-async def drop_inbox(engine: AsyncEngine, incident_id: str) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(inbox.delete().where(inbox.c.incident_id == incident_id))
-
-
-async def claim_approval(
-    engine: AsyncEngine, incident_id: str, approval_id: str, resume: dict[str, Any] | None
-) -> bool:
-    """Atomically take a pending approval; queue ``resume`` for the graph when given."""
-    async with engine.begin() as conn:
-        result = await conn.execute(
-            incidents.update()
-            .where(
-                incidents.c.incident_id == incident_id,
-                incidents.c.approval_id == approval_id,
-                incidents.c.final.is_(False),
-            )
-            .values(approval_id=None, approval_claimed=approval_id, updated_at=utcnow())
-        )
-        if result.rowcount != 1:
-            return False
-        if resume is not None:
+    async def set_pending_approval(
+        self, engine: AsyncEngine, run_id: str, approval_id: str
+    ) -> None:
+        """Show ``approval_id`` as pending unless a decision (or the timeout) has claimed it."""
+        runs = self.runs
+        async with engine.begin() as conn:
             await conn.execute(
-                inbox.insert().values(incident_id=incident_id, value=resume, created_at=utcnow())
+                runs.update()
+                .where(
+                    self._id(runs) == run_id,
+                    sa.or_(
+                        runs.c.approval_claimed.is_(None),
+                        runs.c.approval_claimed != approval_id,
+                    ),
+                )
+                .values(approval_id=approval_id)
             )
-    return True
+
+    async def due(self, engine: AsyncEngine, now: datetime) -> list[str]:
+        """Open runs whose timer is due or whose inbox holds something."""
+        runs = self.runs
+        has_inbox = sa.exists().where(self._id(self.inbox) == self._id(runs))
+        query = sa.select(self._id(runs)).where(
+            runs.c.final.is_(False), sa.or_(runs.c.due_at <= now, has_inbox)
+        )
+        async with engine.connect() as conn:
+            return [r[0] for r in (await conn.execute(query)).all()]
+
+    async def next_due(self, engine: AsyncEngine) -> datetime | None:
+        async with engine.connect() as conn:
+            value: datetime | None = await conn.scalar(
+                sa.select(sa.func.min(self.runs.c.due_at)).where(self.runs.c.final.is_(False))
+            )
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+    async def push(self, engine: AsyncEngine, run_id: str, value: dict[str, Any]) -> None:
+        async with engine.begin() as conn:
+            await conn.execute(
+                self.inbox.insert().values(
+                    {self.key: run_id, "value": value, "created_at": utcnow()}
+                )
+            )
+
+    async def peek(self, engine: AsyncEngine, run_id: str) -> tuple[int, dict[str, Any]] | None:
+        """The oldest inbox value of a run, left in place until the graph has taken it."""
+        inbox = self.inbox
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(inbox.c.id, inbox.c.value)
+                    .where(self._id(inbox) == run_id)
+                    .order_by(inbox.c.id)
+                    .limit(1)
+                )
+            ).first()
+        if row is None:
+            return None
+        value: dict[str, Any] = row.value
+        return int(row.id), value
+
+    async def delete(self, engine: AsyncEngine, inbox_id: int) -> None:
+        async with engine.begin() as conn:
+            await conn.execute(self.inbox.delete().where(self.inbox.c.id == inbox_id))
+
+    async def drop_inbox(self, engine: AsyncEngine, run_id: str) -> None:
+        async with engine.begin() as conn:
+            await conn.execute(self.inbox.delete().where(self._id(self.inbox) == run_id))
+
+    async def claim_approval(
+        self, engine: AsyncEngine, run_id: str, approval_id: str, resume: dict[str, Any] | None
+    ) -> bool:
+        """Atomically take a pending approval; queue ``resume`` for the graph when given."""
+        runs = self.runs
+        async with engine.begin() as conn:
+            result = await conn.execute(
+                runs.update()
+                .where(
+                    self._id(runs) == run_id,
+                    runs.c.approval_id == approval_id,
+                    runs.c.final.is_(False),
+                )
+                .values(approval_id=None, approval_claimed=approval_id, updated_at=utcnow())
+            )
+            if result.rowcount != 1:
+                return False
+            if resume is not None:
+                await conn.execute(
+                    self.inbox.insert().values(
+                        {self.key: run_id, "value": resume, "created_at": utcnow()}
+                    )
+                )
+        return True
+
+
+INCIDENTS = RunStore(incidents, inbox, "incident_id")
+"""The incidents' index; the module functions below are its methods."""
+get = INCIDENTS.get
+list_all = INCIDENTS.list_all
+update = INCIDENTS.update
+set_pending_approval = INCIDENTS.set_pending_approval
+due = INCIDENTS.due
+next_due = INCIDENTS.next_due
+push = INCIDENTS.push
+peek = INCIDENTS.peek
+delete = INCIDENTS.delete
+drop_inbox = INCIDENTS.drop_inbox
+claim_approval = INCIDENTS.claim_approval

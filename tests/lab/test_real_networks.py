@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-from collections import Counter
+from collections import Counter, defaultdict
 
 import networkx as nx
 import pytest
@@ -146,7 +146,7 @@ def test_any_single_link_can_fail_and_its_traffic_fits_below_the_planned_peak(ke
     weighted = nx.Graph()
     for link in t.links.values():
         weighted.add_edge(link.source, link.destination, delay=link.delay_ms, id=link.link_id)
-    normal: Counter[str] = Counter()
+    normal: defaultdict[str, float] = defaultdict(float)
     for svc in t.services.values():
         for name in svc.path:
             normal[name] += svc.bandwidth_mbps
@@ -156,7 +156,7 @@ def test_any_single_link_can_fail_and_its_traffic_fits_below_the_planned_peak(ke
             continue
         cut = weighted.copy()
         cut.remove_edge(failed.source, failed.destination)
-        load = Counter(normal)
+        load = defaultdict(float, normal)
         for svc in t.services.values():
             if failed.link_id in svc.path:
                 for name in svc.path:

@@ -99,7 +99,11 @@ async def test_a_group_without_a_path_leaves_the_others_protected_and_escalates(
         await orch.start(INC)
         closed = await orch.closed(INC)
         await orch.app.state.outbox.flush()
+        view = await orch.incident(INC)
     assert net.tunnels_created == 1
+    # the incident's REST view names every policy and every service left out
+    assert view["tunnel_ids"] == [FIRST]
+    assert view["unprotected_services"] == SILVER
     [steered] = details(net, "steering")
     assert steered["tunnel_ids"] == [FIRST]
     assert steered["unprotected_services"] == SILVER
