@@ -143,7 +143,8 @@ class Outcome:
     connected_without: bool
     incident_id: str | None = None
     outcome: str = "no_incident"
-    """resolved | escalated | closed_other | timed_out | no_incident"""
+    """resolved | escalated | closed_other | timed_out | no_incident | not_run (an earlier
+    fault of the network left an incident open, so the mesh restarted before this one)"""
     reason: str | None = None
     """for escalations: no_path | steering_failed | provisioning_failed | other"""
     close_reason: str | None = None
@@ -427,7 +428,7 @@ def run_network(
 def summarize(outcomes: Iterable[Outcome]) -> dict[str, Any]:
     """The figures the issue asks for, for any set of incidents."""
     items = list(outcomes)
-    counted = [o for o in items if o.outcome != "no_incident"]
+    counted = [o for o in items if o.outcome not in ("no_incident", "not_run")]
     connected = [o for o in counted if o.connected_without]
     escalated = Counter(o.reason for o in counted if o.outcome == "escalated")
     checks = [c for o in counted for c in o.no_path_checks]
@@ -436,7 +437,8 @@ def summarize(outcomes: Iterable[Outcome]) -> dict[str, Any]:
     return {
         "faults": len(items),
         "incidents": len(counted),
-        "no_incident": len(items) - len(counted),
+        "no_incident": sum(o.outcome == "no_incident" for o in items),
+        "not_run": sum(o.outcome == "not_run" for o in items),
         "resolved": sum(o.outcome == "resolved" for o in counted),
         "escalated": sum(escalated.values()),
         "escalated_by_reason": {r: escalated.get(r, 0) for r in REASONS},
@@ -546,12 +548,19 @@ def sweep(
                 else:
                     switch_lab(m, key)
                 outcomes = []
-                for batch in [links] if together else [[link] for link in links]:
+                batches = [links] if together else [[link] for link in links]
+                for index, batch in enumerate(batches):
                     outcomes += run_network(
                         m, key, topo, batch, timeout_s=network_timeout_s, te_type=te_type
                     )
                     if not together and not correlator_quiet(m):
-                        break  # the next fault could join an incident still open
+                        # the next fault could join the incident still open: say so, not skip
+                        outcomes += [
+                            Outcome(link, _ends_connected(topo, link), outcome="not_run")
+                            for later in batches[index + 1 :]
+                            for link in later
+                        ]
+                        break
             except (httpx.HTTPError, AssertionError) as exc:
                 # a process that died or would not start: say so, start afresh, go on
                 print(f"sweep: {key}: {exc!r}"[:2000], file=sys.stderr, flush=True)
