@@ -35,6 +35,7 @@ bench: $(STAMP) system-deps  ## every benchmark, each printing JSON
 	$(PY) -m bench.closed_loop
 	$(PY) -m bench.orchestrator_scale
 	$(PY) -m bench.sweep
+	$(PY) -m bench.runbook_sessions
 
 compose-config: system-deps
 	docker-compose -f deploy/docker-compose.yml config -q
