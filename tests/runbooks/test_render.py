@@ -16,12 +16,18 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.orchestrator.runbooks.actions import DbQuery, HttpRequest, LocalCommand, SshCommand
-from services.orchestrator.runbooks.documents import RunbookDocument, Step, validate_runbook
+from services.orchestrator.runbooks.documents import (
+    RunbookDocument,
+    Step,
+    find_placeholders,
+    validate_runbook,
+)
 from services.orchestrator.runbooks.render import (
     RenderError,
     missing_values,
     render,
     render_connection,
+    ticket_value,
 )
 from shared.db import make_engine
 
@@ -399,3 +405,24 @@ def test_missing_values_lists_what_a_ticket_lacks() -> None:
     assert (
         missing_values(doc, {"host": "r1", "service": "frr", "labels": {"peer": "10.0.0.1"}}) == []
     )
+
+
+@pytest.mark.parametrize(
+    ("labels", "field", "expected"),
+    [
+        ({"instance": "db1:9100"}, "host", "db1"),
+        ({"instance": "[2001:db8::1]:9100"}, "host", "2001:db8::1"),
+        ({"host_name": "web-3"}, "host", "web-3"),
+        ({"name": "nginx.service"}, "service", "nginx.service"),
+        ({"service": "api", "name": "other"}, "service", "api"),
+    ],
+)
+def test_host_and_service_come_from_alert_labels_when_the_ticket_lacks_them(
+    labels: dict[str, str], field: str, expected: str
+) -> None:
+    """The correlator keeps an alert's labels; ``{{ticket.host}}``/``{{ticket.service}}``
+    must still render for an Alertmanager or Datadog ticket, and never from a wrong label."""
+    [placeholder], _ = find_placeholders(f"{{{{ticket.{field}}}}}")
+    assert ticket_value({"labels": labels}, placeholder, step="s") == expected
+    with pytest.raises(RenderError):
+        ticket_value({"labels": {"job": "node"}}, placeholder, step="s")

@@ -71,6 +71,32 @@ class RenderError(RunbookError):
         self.placeholder = placeholder
 
 
+LABEL_FALLBACKS: dict[str, tuple[str, ...]] = {
+    "host": ("host", "hostname", "host_name", "instance", "node"),
+    "service": ("service", "unit", "name", "app", "container", "service_name"),
+}
+"""Alert labels that carry a ticket's host or service when the ticket itself does not say
+(Alertmanager's ``instance``, node_exporter's systemd ``name``, Datadog's ``host_name``)."""
+
+
+def _from_labels(ticket: Mapping[str, Any], field: str) -> str | None:
+    """The first label of :data:`LABEL_FALLBACKS` the ticket has; ``instance`` loses its port
+    (``db1:9100`` is the host ``db1``, ``[2001:db8::1]:9100`` is ``2001:db8::1``)."""
+    labels = ticket.get("labels")
+    if not isinstance(labels, Mapping):
+        return None
+    for name in LABEL_FALLBACKS.get(field, ()):
+        value = labels.get(name)
+        if isinstance(value, str) and value.strip():
+            if name == "instance":
+                host, _, port = value.rpartition(":")
+                if host and port.isdigit():
+                    value = host
+                value = value.removeprefix("[").removesuffix("]")
+            return value.strip()
+    return None
+
+
 def ticket_value(ticket: Mapping[str, Any], placeholder: Placeholder, *, step: str) -> Value:
     """The ticket's value for ``placeholder`` (or its default); raises :class:`RenderError`."""
     value: Any
@@ -83,6 +109,8 @@ def ticket_value(ticket: Mapping[str, Any], placeholder: Placeholder, *, step: s
             value = ticket.get("incident_id")
     else:
         value = ticket.get(placeholder.field)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            value = _from_labels(ticket, placeholder.field)
     if isinstance(value, Enum):
         value = value.value
     if value is None or (isinstance(value, str) and not value.strip()):
