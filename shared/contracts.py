@@ -78,6 +78,7 @@ from shared.models import (
     ListConnections,
     ListCredentials,
     ListRunbooks,
+    MatchRunbooks,
     NewTicket,
     Notify,
     NotifyResult,
@@ -88,6 +89,7 @@ from shared.models import (
     RerouteTunnel,
     RotateCredentialKey,
     RunbookList,
+    RunbookMatches,
     RunbookSaved,
     RunbookView,
     SaveRunbook,
@@ -334,6 +336,15 @@ START_RUNBOOK_SESSION: Final = Contract(
     handler=f"{_RB}.start_runbook_session",
     errors=("runbook_not_found", "session_limit"),
     tags=("runbook", "session"),
+)
+MATCH_RUNBOOKS: Final = Contract(
+    agent="orchestrator",
+    task_type="match_runbooks",
+    request=MatchRunbooks,
+    response=RunbookMatches,
+    description="Rank the runbooks for a ticket's words (no side effect)",
+    handler=f"{_RB}.match_runbooks",
+    tags=("runbook",),
 )
 GET_RUNBOOK_SESSION: Final = Contract(
     agent="orchestrator",
@@ -599,6 +610,7 @@ CONTRACTS: Final[tuple[Contract[Any, Any], ...]] = (
     GET_RUNBOOK,
     LIST_RUNBOOKS,
     START_RUNBOOK_SESSION,
+    MATCH_RUNBOOKS,
     GET_RUNBOOK_SESSION,
     INGEST_ALERTS,
     INCIDENT_CLOSED,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, model_validator
 
 Severity = Literal["critical", "high", "medium", "low", "info"]
 Tier = Literal["platinum", "gold", "silver", "bronze"]
@@ -104,6 +104,11 @@ class TaskResult(BaseModel):
 # --- IO agent (8009): the seed's notifications ---------------------------------------------
 
 
+TicketKind = Literal["network", "host"]
+"""A ticket about degraded links (the closed loop), or about a host, service or database
+(matched to a runbook)."""
+
+
 class NewTicket(Open):
     incident_id: str = Field(pattern=r"^INC-\d{4}-\d{4,}$")
     severity: Severity
@@ -113,6 +118,13 @@ class NewTicket(Open):
     source_agent: str = "event_correlator"
     created_at: datetime = Field(default_factory=utcnow)
     status: str = "new"
+    kind: TicketKind = "network"
+    # a host ticket's own words, which runbook matching and placeholders read (absent for a
+    # network ticket, so its payload is what it always was)
+    title: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    description: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    host: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    labels: dict[str, str] | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class StatusUpdate(Open):
@@ -173,15 +185,31 @@ class ApprovalStored(Open):
 
 
 class StartIncident(Strict):
+    """Correlator → orchestrator: run the network loop for degraded links (``kind`` network,
+    the default), or match a host ticket to a runbook (``kind`` host: no links, a ``host``)."""
+
     incident_id: str
     severity: Severity
     summary: str
-    degraded_links: list[str] = Field(min_length=1)
+    degraded_links: list[str] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=utcnow)
     triage: dict[str, Any] | None = None
     proactive: bool = False
     dampened_until: datetime | None = None
     """Set when the link is flapping: the incident starts in DAMPENING until then."""
+    kind: TicketKind = "network"
+    title: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    description: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    host: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    labels: dict[str, str] | None = Field(default=None, exclude_if=lambda v: v is None)
+
+    @model_validator(mode="after")
+    def _subject(self) -> StartIncident:
+        if self.kind == "network" and not self.degraded_links:
+            raise ValueError("degraded_links: a network incident names at least one link")
+        if self.kind == "host" and not self.host:
+            raise ValueError("host: a host ticket names its host")
+        return self
 
 
 class IncidentSignal(Strict):
@@ -646,6 +674,9 @@ class NormalizedAlert(Strict):
     source: str = Field(default="rest", min_length=1, max_length=32)
     link: str | None = Field(default=None, pattern=LINK_PATTERN)
     node: str | None = Field(default=None, min_length=1, max_length=128)
+    host: str | None = Field(default=None, min_length=1, max_length=128)
+    """A host, service or database that is not a network node: the alert becomes a host
+    ticket (runbooks), never the network loop."""
     status: AlertStatus = "firing"
     severity: Severity = "medium"
     metric: str | None = None
@@ -829,6 +860,39 @@ class RunbookView(Open):
 
 class ListRunbooks(Strict):
     pass
+
+
+class MatchRunbooks(Strict):
+    """A ticket's words, to rank the runbooks for (``POST /api/v1/runbooks/match``)."""
+
+    title: str = Field(min_length=1, max_length=2000)
+    description: str = Field(default="", max_length=20000)
+    labels: dict[str, str] = Field(default_factory=dict)
+    severity: Severity = "medium"
+    host: str | None = None
+
+
+class RunbookMatchFactors(Open):
+    semantic: float
+    keyword: float
+    history: float
+    recency: float
+
+
+class RunbookMatch(Open):
+    runbook_id: str
+    title: str
+    confidence: float
+    factors: RunbookMatchFactors
+    explanation: str
+
+
+class RunbookMatches(Open):
+    """The best runbooks first; ``none_likely`` when none of them really fits."""
+
+    matches: list[RunbookMatch]
+    none_likely: bool = False
+    none_reason: str | None = None
 
 
 class RunbookList(Open):

@@ -20,7 +20,7 @@ import httpx
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import Response
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from services.correlator import store
 from services.correlator.engine import Correlator, WriteFailed
@@ -37,6 +37,7 @@ from shared.models import (
     IngestAlerts,
     IngestResult,
     NormalizedAlert,
+    Severity,
     utcnow,
 )
 from shared.settings import Settings
@@ -228,12 +229,46 @@ async def post_alerts(request: Request, correlator: CorrelatorDep) -> Response:
     return await _accept(correlator, alerts)
 
 
+class DemoHostTicket(BaseModel):
+    """The demo ticket API for a ticket about a host, service or database (seed 000)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=500)
+    description: str = Field(default="", max_length=20000)
+    severity: Severity = "medium"
+    host: str = Field(min_length=1, max_length=128)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+def _host_alert(body: dict[str, Any]) -> NormalizedAlert:
+    try:
+        ticket = DemoHostTicket.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in err["loc"]) or "body"
+        raise HTTPException(422, f"demo ticket: {field}: {err['msg']}") from None
+    run = uuid.uuid4().hex[:8]
+    return NormalizedAlert(
+        source="demo",
+        host=ticket.host,
+        severity=ticket.severity,
+        summary=ticket.title,
+        labels={**ticket.labels, "demo": run},
+        annotations={"description": ticket.description} if ticket.description else {},
+        fingerprint=f"demo-{run}-{ticket.host}",
+    )
+
+
 @router.post("/tickets/demo/ticket", status_code=202)
 async def demo_ticket(request: Request, correlator: CorrelatorDep) -> Response:
-    """The seed's demo: PCA-style delay alerts on pe1-pe2 and pe2-pe3 (or the links given)."""
+    """The seed's demo: PCA-style delay alerts on pe1-pe2 and pe2-pe3 (or the links given);
+    with ``{title, description, severity, host, labels}``, a ticket about that host."""
     raw = await request.body()
     authorize(request, "demo", raw)
     body = _json(raw) if raw.strip() else {}
+    if isinstance(body, dict) and "host" in body:
+        return await _accept(correlator, [_host_alert(body)])
     links = body.get("links", ["pe1-pe2", "pe2-pe3"]) if isinstance(body, dict) else None
     if not isinstance(links, list) or not links or not all(isinstance(x, str) for x in links):
         raise HTTPException(422, "links must be a non-empty list of link names")

@@ -7,14 +7,17 @@ engine applies each decision before deciding the next alert of the same request,
 with no await, so decisions are consistent without locks: that rule is now the shape of the
 code rather than a comment.
 
-Pipeline: no network object → discarded; stale → discarded; firing at info severity →
-discarded; same fingerprint in the same state within the dedup window → duplicate; matched by
-an active silence → suppressed; then the link's flap state is updated (RFC 2439 penalty); a
-cleared alert joins the open incident of its link or is discarded; a firing alert on a
-dampened link is dampened; a weak signal recurring on a link just closed as a false positive
-is false_positive; otherwise it joins an open incident that holds its link, a node alarm
-covering its link (inhibition), or a related incident (shared node or SRLG, within the
-correlation window); else it opens a new incident.
+Pipeline: nothing to be about (no link, node or host) → discarded; stale → discarded;
+firing at info severity → discarded; same fingerprint in the same state within the dedup
+window → duplicate; matched by an active silence → suppressed; then the link's flap state is
+updated (RFC 2439 penalty); a cleared alert joins the open incident of its link or is
+discarded; a firing alert on a dampened link is dampened; a weak signal recurring on a link
+just closed as a false positive is false_positive; otherwise it joins an open incident that
+holds its link, a node alarm covering its link (inhibition), or a related incident (shared
+node or SRLG, within the
+correlation window); else it opens a new incident. An alert about a host (a server, service
+or database the topology does not know) joins its host's open ticket or opens a host ticket,
+which the orchestrator matches to a runbook instead of running the network loop.
 """
 
 from __future__ import annotations
@@ -108,8 +111,8 @@ def decide(
     """The disposition of ``alert`` given ``state`` as it is now; ``state`` is not changed."""
     link = topo.canonical(alert.link) if alert.link else None
     fp = alert.fingerprint or _derived_fingerprint(alert, link)
-    if link is None and not alert.node:
-        return Decision("discarded", None, "no link or node to correlate", fp, link)
+    if link is None and not alert.node and not alert.host:
+        return Decision("discarded", None, "no link or node (nor host) to correlate", fp, link)
     observed = alert.timestamp
     if observed is not None and now - observed > rules.stale_after:
         return Decision("discarded", None, f"stale: observed {observed.isoformat()}", fp, link)
@@ -146,6 +149,8 @@ def decide(
         alert.threshold,
         _duration(alert),
         labels,
+        alert.summary,
+        alert.annotations.get("description", ""),
     )
     flap = None
     if link is not None:
@@ -182,14 +187,14 @@ class _Subject:
 def _cleared(s: _Subject, state: CorrelationState) -> Decision:
     """A cleared alert joins its link's (or node's) open incident; alone, it is noise."""
     link, flap = s.link, s.flap
-    inc = state.open_for(link, s.alert.node)
+    inc = state.open_for(link, s.alert.node or s.alert.host)
     if inc is None:
         return s.out("discarded", None, "cleared with nothing open")
     joined = ClearInto(inc.id, s.brief)
     if link is not None and flap is not None and flap.after.suppressed:
         why = f"link {link} flapping: dampened"
         return s.out("dampened", inc.id, why, joined, Dampen(inc.id, link))
-    why = f"clears {link or s.alert.node} of {inc.id}"
+    why = f"clears {link or s.alert.node or s.alert.host} of {inc.id}"
     if link is not None and flap is not None and not flap.after.degraded and inc.status == "open":
         return s.out("correlated", inc.id, why, joined, SignalCleared(inc.id, link))
     return s.out("correlated", inc.id, why, joined)
@@ -199,6 +204,8 @@ def _firing(
     s: _Subject, state: CorrelationState, topo: TopologyView, rules: Rules, proactive: bool
 ) -> Decision:
     link, flap, now, brief = s.link, s.flap, s.now, s.brief
+    if link is None and s.alert.host:
+        return _host_ticket(s, s.alert.host, state, rules, proactive)
     if link is not None and flap is not None and flap.after.suppressed:
         # A flapping link still belongs with its neighbours: two related links flapping
         # together are one dampened incident, not two that would each build a tunnel.
@@ -247,6 +254,20 @@ def _firing(
     nodes = [] if link else [node or ""]
     new = _new_incident(state, links, nodes, s.alert.severity, now, rules, proactive, brief)
     return s.out("new_incident", new.incident_id, "opened; emitted after the group wait", new)
+
+
+def _host_ticket(
+    s: _Subject, host: str, state: CorrelationState, rules: Rules, proactive: bool
+) -> Decision:
+    """A host's alerts share its open ticket (indexed like a node, but with no links: the
+    orchestrator reads that as a host ticket); else the alert opens one."""
+    inc = state.open_for(None, host)
+    if inc is not None:
+        why = f"host {host} already in {inc.id}"
+        return s.out("correlated", inc.id, why, JoinIncident(inc.id, None, host, s.brief, why))
+    new = _new_incident(state, [], [host], s.alert.severity, s.now, rules, proactive, s.brief)
+    why = f"host ticket for {host}; emitted after the group wait"
+    return s.out("new_incident", new.incident_id, why, new)
 
 
 def _flap_step(
@@ -392,13 +413,21 @@ def evidence(
         fingerprints=len({b.fingerprint for b in firing}),
         sources=len({b.source for b in firing}),
         links=len({b.link for b in firing if b.link}),
-        all_cleared=bool(flaps) and all(not on for _, (_, on) in flaps),
+        all_cleared=(
+            bool(flaps) and all(not on for _, (_, on) in flaps) if links else _all_cleared(briefs)
+        ),
         flap_changes=flap_changes,
         maintenance_recent=maintenance,
         severity=max(
             (b.severity for b in firing), key=lambda s: SEVERITY_RANK[s], default="medium"
         ),
     )
+
+
+def _all_cleared(briefs: list[AlertBrief]) -> bool:
+    """A host ticket has no link state: each alert's latest state says whether it cleared."""
+    latest = {b.fingerprint: b.status for b in briefs}
+    return bool(latest) and "firing" not in latest.values()
 
 
 def _duration(alert: NormalizedAlert) -> float | None:
@@ -412,4 +441,5 @@ def _duration(alert: NormalizedAlert) -> float | None:
 def _derived_fingerprint(alert: NormalizedAlert, link: str | None) -> str:
     from services.correlator.sources import fingerprint
 
-    return fingerprint(alert.source, link, alert.node, alert.metric, sorted(alert.labels.items()))
+    subject = alert.node or alert.host
+    return fingerprint(alert.source, link, subject, alert.metric, sorted(alert.labels.items()))

@@ -6,7 +6,8 @@ kinds leave from here:
 
 - an incident's emission once its group wait is over (:meth:`Emitter.emission`): triage,
   ``new_ticket`` to IO, then ``start_incident`` to the orchestrator, or ``ticket_closed`` at
-  once when triage is sure it is a false positive;
+  once when triage is sure it is a false positive; a host ticket's both say ``kind: host``
+  with its title, description, host and labels (what runbook matching reads);
 - the signals that follow a decision or a timer (:meth:`Emitter.effects`): links added,
   dampen, resume, cleared, each with its audit event.
 """
@@ -110,6 +111,7 @@ class Emitter:
         inc.emitted_at = now
         ws.touched_incidents.add(inc.id)
         severity: Severity = inc.severity  # type: ignore[assignment]
+        subject = host_subject(inc)
         ticket = NewTicket(
             incident_id=inc.id,
             severity=severity,
@@ -119,6 +121,7 @@ class Emitter:
             source_agent=SOURCE_AGENT,
             created_at=inc.created_at,
             status="new",
+            **subject,
         )
         self.to_io(ws, NEW_TICKET, ticket, f"new_ticket:{inc.id}", inc.id)
         self.audit(
@@ -153,6 +156,7 @@ class Emitter:
             triage=inc.triage,
             proactive=inc.proactive,
             dampened_until=inc.dampened_until,
+            **subject,
         )
         ws.outbox.append(
             outbox_row(START_INCIDENT, start, key=f"start_incident:{inc.id}", incident_id=inc.id)
@@ -354,3 +358,25 @@ class Emitter:
                 },
                 now,
             )
+
+
+def host_subject(inc: Incident) -> dict[str, Any]:
+    """What a host ticket adds to ``new_ticket`` and ``start_incident``; nothing for a network
+    incident (its messages stay as they were)."""
+    if inc.kind != "host":
+        return {}
+    labels: dict[str, str] = {}
+    for brief in inc.alerts:
+        # the alerts' own labels; the correlator's bookkeeping keys are not the ticket's
+        labels.update({k: v for k, v in brief.labels.items() if k not in _BOOKKEEPING and v})
+    description = next((b.description for b in inc.alerts if b.description), "")
+    return {
+        "kind": "host",
+        "title": inc.title,
+        "description": description,
+        "host": inc.nodes[0],
+        "labels": labels,
+    }
+
+
+_BOOKKEEPING = frozenset({"source", "link", "node", "status", "metric"})

@@ -196,6 +196,18 @@ def _link_or_node(name: str, topo: TopologyView) -> tuple[str | None, str | None
     return None, name
 
 
+def host_or_node(node: str | None, topo: TopologyView) -> tuple[str | None, str | None]:
+    """``(node, host)``: a name the topology knows is a network node, any other is a host
+    (a server, service or database: a host ticket for runbooks, not the network loop).
+
+    Only monitoring tools' names go through here; a network controller (PCA, CNC) names
+    network elements, so its unknown node stays a node (and is discarded for having no links).
+    """
+    if node is None or topo.links_of_node(node):
+        return node, None
+    return None, node
+
+
 # --- PCA / Skylight -------------------------------------------------------------------------
 
 
@@ -438,6 +450,7 @@ def parse_alertmanager(body: Any, topo: TopologyView) -> list[NormalizedAlert]:
         annotations = _labels(item.get("annotations"))
         status = status_of(item.get("status") or body.get("status") or "firing", where)
         link, node = resolve_labels(labels, topo)
+        node, host = host_or_node(node, topo)
         starts = parse_time(item.get("startsAt"), f"{where}: startsAt")
         ends = parse_time(item.get("endsAt"), f"{where}: endsAt")
         out.append(
@@ -446,6 +459,7 @@ def parse_alertmanager(body: Any, topo: TopologyView) -> list[NormalizedAlert]:
                 source="alertmanager",
                 link=link,
                 node=node,
+                host=host,
                 status=status,
                 severity=severity(labels.get("severity") or common.get("severity"), "medium"),
                 metric=labels.get("alertname"),
@@ -528,6 +542,7 @@ def parse_datadog(body: Any, topo: TopologyView) -> list[NormalizedAlert]:
                     **{k: v for k, v in tags.items() if k in ("interface", "peer")},
                 }
                 link, node = resolve_labels(labels_for, topo)
+        node, host = host_or_node(node, topo)
         alert_type = str(item.get("alert_type") or "").lower()
         sev_src = item.get("alert_priority") or item.get("priority")
         sev = severity(sev_src, severity(alert_type if status == "firing" else None, "medium"))
@@ -546,6 +561,7 @@ def parse_datadog(body: Any, topo: TopologyView) -> list[NormalizedAlert]:
                 source="datadog",
                 link=link,
                 node=node,
+                host=host,
                 status=status,
                 severity=sev,
                 metric=str(item.get("alert_metric") or "") or None,
@@ -553,6 +569,7 @@ def parse_datadog(body: Any, topo: TopologyView) -> list[NormalizedAlert]:
                 threshold=number(item.get("threshold"), f"{where}: threshold"),
                 summary=base_title or str(item.get("body") or "")[:300],
                 labels=labels,
+                annotations={"description": str(item["body"])[:4000]} if item.get("body") else {},
                 fingerprint=fingerprint(
                     "datadog", org.get("id"), alert_id or base_title, scope, link
                 ),
@@ -594,6 +611,11 @@ def parse_generic(
             link, node = _link_or_node(str(got["link"]), topo)
         elif got.get("node"):
             node = str(got["node"])
+        elif got.get("host"):
+            node = str(got["host"])
+        host = None
+        if link is None:
+            node, host = host_or_node(node, topo)
         labels = got.get("labels") if isinstance(got.get("labels"), dict) else {}
         status = status_of(got.get("status") or "firing", where)
         out.append(
@@ -602,6 +624,7 @@ def parse_generic(
                 source="generic",
                 link=link,
                 node=node,
+                host=host,
                 status=status,
                 severity=severity(got.get("severity"), "medium"),
                 metric=None if got.get("metric") is None else str(got["metric"]),
@@ -623,7 +646,9 @@ def parse_csv(text: str, topo: TopologyView) -> list[NormalizedAlert]:
     """Header ``timestamp,source,severity,link,metric,value,summary``; extra columns are labels.
 
     An optional ``status`` column (firing/resolved, raised/cleared) is read as the state and
-    ``threshold`` as the threshold; any other extra column becomes a label.
+    ``threshold`` as the threshold; any other extra column becomes a label. A row with an
+    empty ``link`` and a ``host`` column is about that host (a host ticket); ``description``
+    is its description.
     """
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in (reader.fieldnames or [])]
@@ -640,9 +665,10 @@ def parse_csv(text: str, topo: TopologyView) -> list[NormalizedAlert]:
         if None in row:
             raise SourceError(f"{where}: more values than columns")
         values = {k: (v or "").strip() for k, v in row.items()}
-        if not values["link"]:
-            raise SourceError(f"{where}: link is empty")
-        if not _LINK_RE.match(values["link"]):
+        host = values.get("host") or None
+        if not values["link"] and host is None:
+            raise SourceError(f"{where}: link is empty (or give the row a host column)")
+        if values["link"] and not _LINK_RE.match(values["link"]):
             raise SourceError(f"{where}: link {values['link']!r} is not node-node (e.g. pe1-pe2)")
         sev_raw = values["severity"].lower()
         if sev_raw and sev_raw not in _SEVERITY:
@@ -656,12 +682,19 @@ def parse_csv(text: str, topo: TopologyView) -> list[NormalizedAlert]:
         stamp = parse_time(values["timestamp"], f"{where}: timestamp")
         if stamp is None:
             raise SourceError(f"{where}: timestamp is empty")
-        link = topo.canonical(values["link"])
+        link = topo.canonical(values["link"]) if values["link"] else None
+        node = None
+        if link is None:
+            node, host = host_or_node(host, topo)
+        description = values.get("description", "")
         out.append(
             _build(
                 where,
                 source=values["source"] or "csv",
                 link=link,
+                node=node,
+                host=host if link is None else None,
+                annotations={"description": description} if description else {},
                 status=status,
                 severity=severity(sev_raw, "medium"),
                 metric=values["metric"] or None,
@@ -669,7 +702,7 @@ def parse_csv(text: str, topo: TopologyView) -> list[NormalizedAlert]:
                 threshold=number(values.get("threshold"), f"{where}: threshold"),
                 summary=values["summary"],
                 labels=extra,
-                fingerprint=fingerprint("csv", values["source"], link, values["metric"]),
+                fingerprint=fingerprint("csv", values["source"], link or host, values["metric"]),
                 timestamp=stamp,
                 starts_at=stamp,
             )

@@ -43,6 +43,8 @@ class AlertBrief:
     threshold: float | None
     duration_s: float | None
     labels: dict[str, str]
+    summary: str = ""
+    description: str = ""
 
 
 @dataclass
@@ -83,10 +85,25 @@ class Incident:
         }
 
     @property
+    def kind(self) -> str:
+        """``host`` for a host ticket: it holds its host as a node and never a link (a network
+        node alarm always brings the node's links)."""
+        return "network" if self.links else "host"
+
+    @property
+    def title(self) -> str:
+        """A host ticket's title: its first alert's summary (or alert name)."""
+        for brief in self.alerts:
+            text = brief.summary or brief.labels.get("alertname") or brief.labels.get("metric")
+            if text:
+                return text
+        return f"Alert on {', '.join(self.nodes)}"
+
+    @property
     def summary(self) -> str:
         if self.links:
             return f"SLA degradation detected on {', '.join(self.links)}"
-        return f"Network alarm on {', '.join(self.nodes)}"
+        return f"{self.title} ({', '.join(self.nodes)})"
 
 
 @dataclass(frozen=True)

@@ -258,7 +258,7 @@ def record(
             "received_at": now,
             "source": alert.source,
             "link": decided.link,
-            "node": alert.node,
+            "node": alert.node or alert.host,
             "status": alert.status,
             "severity": alert.severity,
             "metric": alert.metric,
@@ -331,4 +331,6 @@ def _brief_row(r: Any) -> AlertBrief:
         r["threshold"],
         duration,
         labels,
+        r["summary"] or "",
+        (r["annotations"] or {}).get("description", ""),
     )

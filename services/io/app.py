@@ -158,6 +158,7 @@ async def new_ticket(payload: NewTicket, ctx: TaskContext) -> TicketStored:
             "affected_services_count": len(payload.affected_services) or None,
             "source_agent": payload.source_agent,
             "created_at": payload.created_at,
+            "kind": payload.kind,
         },
     )
     return TicketStored(incident_id=payload.incident_id)
@@ -190,6 +191,15 @@ async def status_update(payload: StatusUpdate, ctx: TaskContext) -> TicketStored
         changes["highest_tier"] = details.get("highest_tier") or _highest_tier(
             details["services_by_tier"]
         )
+    # a host ticket: the runbooks suggested on arrival, and the session that runs (one started
+    # by itself, or any session's own updates)
+    if isinstance(details.get("matches"), list):
+        changes["runbook_matches"] = details["matches"][:3]
+    session_id = details.get("runbook_session_id") or (
+        details.get("session_id") if payload.phase == "runbook" else None
+    )
+    if isinstance(session_id, str):
+        changes["runbook_session_id"] = session_id
     await _record(ctx, payload.incident_id, "status_update", _payload(payload), changes)
     if payload.status in ("escalated", "closed"):
         await _end_approvals(

@@ -10,7 +10,7 @@ holds a secret: credentials are created without echoing theirs.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args
 
 from fastapi import APIRouter, Body, HTTPException, Request, Response
 from pydantic import BaseModel, Field, ValidationError
@@ -27,6 +27,7 @@ from shared.contracts import (
     LIST_CONNECTIONS,
     LIST_CREDENTIALS,
     LIST_RUNBOOKS,
+    MATCH_RUNBOOKS,
     ROTATE_CREDENTIAL_KEY,
     SAVE_RUNBOOK,
     START_RUNBOOK_SESSION,
@@ -43,8 +44,10 @@ from shared.models import (
     ListConnections,
     ListCredentials,
     ListRunbooks,
+    MatchRunbooks,
     RotateCredentialKey,
     SaveRunbook,
+    Severity,
     StartRunbookSession,
     TestConnection,
 )
@@ -54,7 +57,8 @@ router = APIRouter(prefix="/api/v1", tags=["runbooks"])
 Req = TypeVar("Req", bound=BaseModel)
 Resp = TypeVar("Resp", bound=BaseModel)
 JsonObject = Annotated[dict[str, Any], Body()]
-TICKET_VALUES = ("title", "description", "host", "service", "source", "environment")
+SEVERITIES = frozenset(get_args(Severity))
+TICKET_VALUES = ("title", "description", "host", "service", "source", "environment", "kind")
 
 
 async def forward(
@@ -180,6 +184,13 @@ async def list_runbooks(request: Request, _user: ViewerDep) -> dict[str, Any]:
     return await forward(request, LIST_RUNBOOKS, ListRunbooks())
 
 
+@router.post("/runbooks/match")
+async def match_runbooks(body: JsonObject, request: Request, _user: ViewerDep) -> dict[str, Any]:
+    """``{title, description, labels, severity}`` → ``{matches: [...]}``, best first, each with
+    its confidence, factors and explanation. Nothing is started or stored."""
+    return await forward(request, MATCH_RUNBOOKS, _build(MatchRunbooks, body))
+
+
 @router.get("/runbooks/{runbook_id}")
 async def get_runbook(
     runbook_id: str, request: Request, _user: ViewerDep, version: int | None = None
@@ -231,6 +242,31 @@ async def start_session(
         ticket=ticket_values(ticket),
     )
     return await forward(request, START_RUNBOOK_SESSION, payload, incident_id=incident_id)
+
+
+@router.get("/tickets/{incident_id}/runbook-matches")
+async def ticket_matches(
+    incident_id: str, request: Request, _user: ViewerDep, engine: EngineDep
+) -> dict[str, Any]:
+    """The runbooks for this ticket, ranked now (as ``POST /runbooks/match`` would for its
+    title, description, labels and severity); no side effect."""
+    ticket = await store.get_ticket(engine, incident_id)
+    if ticket is None:
+        raise HTTPException(404, f"no ticket {incident_id!r}")
+    values = ticket_values(ticket)
+    severity = values.get("severity")
+    payload = _build(
+        MatchRunbooks,
+        {
+            "title": values.get("title") or incident_id,
+            "description": values.get("description") or "",
+            "labels": values.get("labels") or {},
+            "severity": severity if severity in SEVERITIES else "medium",
+            "host": values.get("host"),
+        },
+    )
+    answer = await forward(request, MATCH_RUNBOOKS, payload, incident_id=incident_id)
+    return {"incident_id": incident_id, **answer}
 
 
 @router.get("/runbook-sessions/{session_id}")

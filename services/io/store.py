@@ -41,6 +41,10 @@ tickets = sa.Table(
     sa.Column("tunnels", sa.JSON, nullable=True),
     sa.Column("tunnels_left_up", sa.JSON, nullable=True),
     sa.Column("unprotected_services", sa.JSON, nullable=True),
+    # a host ticket (not about a link): its kind, suggested runbooks and the session running
+    sa.Column("kind", sa.String(16), nullable=True),
+    sa.Column("runbook_matches", sa.JSON, nullable=True),
+    sa.Column("runbook_session_id", sa.String(64), nullable=True),
 )
 
 events = sa.Table(
@@ -111,11 +115,27 @@ def _add_policy_columns(conn: Connection) -> None:
     _replay_into(conn, {**PROTECTION_COLUMNS, **POLICY_COLUMNS})
 
 
+RUNBOOK_COLUMNS = {
+    "kind": "VARCHAR(16)",
+    "runbook_matches": "JSON",
+    "runbook_session_id": "VARCHAR(64)",
+}
+
+
+def _add_runbook_columns(conn: Connection) -> None:
+    """Tickets that are not about a link (#12): older rows are network tickets (null kind)."""
+    present = {c["name"] for c in sa.inspect(conn).get_columns("tickets")}
+    for name, sql_type in RUNBOOK_COLUMNS.items():
+        if name not in present:
+            conn.execute(sa.text(f"ALTER TABLE tickets ADD COLUMN {name} {sql_type}"))
+
+
 MIGRATIONS = (
     Migration(1, "tickets and their events", create_tables(metadata, "tickets", "ticket_events")),
     Migration(2, "tickets: services by tier", _add_tier_columns),
     Migration(6, "tickets: tunnel, protection path, tunnel left up", _add_protection_columns),
     Migration(7, "tickets: every policy, left up, unprotected services", _add_policy_columns),
+    Migration(8, "tickets: kind, runbook matches, runbook session", _add_runbook_columns),
 )
 
 TICKET_FIELDS = (
@@ -135,6 +155,9 @@ TICKET_FIELDS = (
     "services_by_tier",
     "highest_tier",
     *protection.FIELDS,
+    "kind",
+    "runbook_matches",
+    "runbook_session_id",
 )
 
 
@@ -204,6 +227,9 @@ def _ticket(row: sa.Row[Any]) -> dict[str, Any]:
     for key in ("tunnels", "tunnels_left_up", "unprotected_services"):
         if data.get(key) is None:
             data[key] = []  # lists are never null for clients, whatever the row holds
+    data["kind"] = data.get("kind") or "network"  # rows from before kinds were network ones
+    if data.get("runbook_matches") is None:
+        data["runbook_matches"] = []
     for key, value in data.items():
         if isinstance(value, datetime):
             data[key] = value.isoformat()

@@ -1,6 +1,7 @@
 """Orchestrator agent: the LangGraph incident state machine, approvals and timers.
 
-Task types served: ``start_incident`` (idempotent per incident id), ``incident_signal``,
+Task types served: ``start_incident`` (idempotent per incident id; a host ticket is matched to
+runbooks instead, ``runbooks/tickets.py``), ``incident_signal``,
 ``approval_decision`` (an incident's, or a runbook session step's) and ``get_incident``, and
 the runbook tasks (``runbooks/api.py``: credentials, connections, runbooks, sessions);
 REST: ``GET /api/v1/incidents`` and ``GET /api/v1/incidents/{incident_id}``. The graph is
@@ -28,9 +29,10 @@ from pydantic import BaseModel
 from services.orchestrator import store
 from services.orchestrator.flow import Deps, build_graph
 from services.orchestrator.runbooks import api as runbook_api
-from services.orchestrator.runbooks import sessions
+from services.orchestrator.runbooks import sessions, tickets
 from services.orchestrator.runbooks.catalog import LibrarySettings
 from services.orchestrator.runbooks.lifespan import RunbookServices, runbook_resources
+from services.orchestrator.runbooks.matching import MatchSettings
 from services.orchestrator.runbooks.settings import RunbookSettings
 from services.orchestrator.runner import Runner, public_row
 from services.orchestrator.settings import OrchestratorSettings
@@ -107,6 +109,7 @@ def _resources(
     orch: OrchestratorSettings,
     runbook_settings: RunbookSettings | None,
     library: LibrarySettings | None,
+    match_settings: MatchSettings | None,
 ) -> Any:
     @asynccontextmanager
     async def resources(app: FastAPI) -> AsyncIterator[None]:
@@ -134,6 +137,7 @@ def _resources(
                     deps_base=base,
                     runbook_settings=runbook_settings,
                     library=library,
+                    match_settings=match_settings,
                 )
             )
             await runner.start()
@@ -158,6 +162,9 @@ def get_runner(request: Request) -> Runner:
 
 @spec.serve(START_INCIDENT)
 async def start_incident(payload: StartIncident, ctx: TaskContext) -> IncidentStarted:
+    if payload.kind == "host":
+        # not a link: no network loop, the ticket is matched to the runbooks
+        return await tickets.arrive(payload, ctx, start_session=runbook_api.start_runbook_session)
     runner = _runner(ctx)
     created = await store.create(
         runner.engine,
@@ -295,9 +302,11 @@ def create_app(
     mesh_transport: httpx.AsyncBaseTransport | None = None,
     runbook_settings: RunbookSettings | None = None,
     library: LibrarySettings | None = None,
+    match_settings: MatchSettings | None = None,
 ) -> FastAPI:
     """The orchestrator app; tests pass their own policy settings, a mesh transport, runbook
-    settings (a key file of their own) and a library folder."""
+    settings (a key file of their own), a library folder and matching settings."""
     orch = orchestrator_settings or OrchestratorSettings()
-    agent = dataclasses.replace(spec, resources=_resources(orch, runbook_settings, library))
+    resources = _resources(orch, runbook_settings, library, match_settings)
+    agent = dataclasses.replace(spec, resources=resources)
     return agent.create_app(settings, mesh_transport=mesh_transport)

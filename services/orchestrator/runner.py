@@ -74,8 +74,8 @@ class Runner:
         now = utcnow()
         for row in await self.runs.list_all(self.engine, open_only=True):
             if row["waiting"] not in ("timer", "approval") or row["due_at"] is None:
-                await self.runs.update(self.engine, row["incident_id"], due_at=now)
-            self.spawn(row["incident_id"])
+                await self.runs.update(self.engine, row[self.runs.key], due_at=now)
+            self.spawn(row[self.runs.key])
         self._scheduler = asyncio.create_task(self.scheduler(), name="orchestrator-scheduler")
 
     async def stop(self, grace_s: float = 5.0) -> None:

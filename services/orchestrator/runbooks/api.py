@@ -23,6 +23,8 @@ from services.orchestrator.runbooks.inventory import (
     test_connection as reach_connection,
 )
 from services.orchestrator.runbooks.lifespan import RunbookServices
+from services.orchestrator.runbooks.matching import TicketText
+from services.orchestrator.runbooks.tickets import matches_of
 from services.orchestrator.runbooks.vault import (
     CredentialCreate,
     CredentialExists,
@@ -38,6 +40,7 @@ from shared.contracts import (
     LIST_CONNECTIONS,
     LIST_CREDENTIALS,
     LIST_RUNBOOKS,
+    MATCH_RUNBOOKS,
     ROTATE_CREDENTIAL_KEY,
     SAVE_RUNBOOK,
     START_RUNBOOK_SESSION,
@@ -62,8 +65,10 @@ from shared.models import (
     ListConnections,
     ListCredentials,
     ListRunbooks,
+    MatchRunbooks,
     RotateCredentialKey,
     RunbookList,
+    RunbookMatches,
     RunbookSaved,
     RunbookView,
     SaveRunbook,
@@ -203,6 +208,7 @@ async def save_runbook(payload: SaveRunbook, ctx: TaskContext) -> RunbookSaved:
             stored = await catalog.put(engine, payload.runbook_id, document)
     except RunbookError as exc:
         raise _runbook_failed(exc) from None
+    await _services(ctx).matching.rebuild()
     log.info("runbook stored", runbook_id=stored.runbook_id, version=stored.version, by=payload.by)
     return RunbookSaved(runbook_id=stored.runbook_id, version=stored.version)
 
@@ -222,6 +228,12 @@ async def get_runbook(payload: GetRunbook, ctx: TaskContext) -> RunbookView:
 async def list_runbooks(payload: ListRunbooks, ctx: TaskContext) -> RunbookList:
     found = await catalog.list_all(_services(ctx).engine)
     return RunbookList(runbooks=[_runbook_view(r) for r in found])
+
+
+async def match_runbooks(payload: MatchRunbooks, ctx: TaskContext) -> RunbookMatches:
+    """The best runbooks for a ticket's words, best first; nothing is started or stored."""
+    ticket = TicketText.model_validate(payload.model_dump())
+    return matches_of(await _services(ctx).matching.match(ticket))
 
 
 # --- sessions ------------------------------------------------------------------------------
@@ -296,6 +308,7 @@ HANDLERS: tuple[tuple[Contract[Any, Any], Any], ...] = (
     (SAVE_RUNBOOK, save_runbook),
     (GET_RUNBOOK, get_runbook),
     (LIST_RUNBOOKS, list_runbooks),
+    (MATCH_RUNBOOKS, match_runbooks),
     (START_RUNBOOK_SESSION, start_runbook_session),
     (GET_RUNBOOK_SESSION, get_runbook_session),
 )

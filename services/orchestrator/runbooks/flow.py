@@ -49,8 +49,21 @@ from services.orchestrator.runbooks.render import (
     render_connection,
 )
 from services.orchestrator.runbooks.sessions import APPROVAL_PREFIX, SessionDeps
-from shared.contracts import APPROVAL_REQUIRED, ERROR_NOTICE, STATUS_UPDATE, TICKET_CLOSED
-from shared.models import ApprovalRequired, ErrorNotice, StatusUpdate, TicketClosed, utcnow
+from shared.contracts import (
+    APPROVAL_REQUIRED,
+    ERROR_NOTICE,
+    INCIDENT_CLOSED,
+    STATUS_UPDATE,
+    TICKET_CLOSED,
+)
+from shared.models import (
+    ApprovalRequired,
+    ErrorNotice,
+    IncidentClosed,
+    StatusUpdate,
+    TicketClosed,
+    utcnow,
+)
 
 OUTPUT_KEPT = 8192
 """Characters of a step's output the session keeps (the connector already caps what it reads)."""
@@ -278,7 +291,9 @@ async def run(state: SessionState, config: RunnableConfig) -> Command[RunGoto]:
         )
     record.update(command=action.display, connection=connection)
     policy = fx.orch.requires_approval("runbook", severity=state["severity"], tier=None)
-    needs = record["phase"] != "rollback" and (step.requires_approval or policy)
+    # the approval policy gates forward steps; a rollback step asks only when its runbook
+    # says so (undoing must not wait on a blanket rule, but a risky undo is the author's call)
+    needs = step.requires_approval or (policy and record["phase"] != "rollback")
     if needs and record["key"] not in (state.get("approvals") or {}):
         gate = _gate(fx, record, kind="step", key=record["key"], step=step)
         record.update(status="waiting_approval", approval_id=gate["approval_id"])
@@ -521,6 +536,20 @@ async def _decided(
                 ),
             )
         reason = f"step {record['name']!r} rejected by {by}" + (f": {notes}" if notes else "")
+        if record["phase"] == "rollback":
+            # the session already failed: a refused undo is left out, the others still run
+            record.update(status="skipped", reason=reason, finished_at=iso(utcnow()))
+            await fx.step_event("finished", record)
+            return Command(
+                goto="run",
+                update=fx.done(
+                    gate=None,
+                    approvals={**(state.get("approvals") or {}), **approvals},
+                    steps=_replace(steps, cursor, record),
+                    cursor=cursor + 1,
+                    attempt=1,
+                ),
+            )
         record.update(status="rejected", reason=reason, finished_at=iso(utcnow()))
         rest = [
             {**s, "status": "skipped"} if i > cursor and s["status"] == "pending" else s
@@ -615,6 +644,9 @@ async def finish(state: SessionState, config: RunnableConfig) -> Command[End]:
                 },
             ),
         )
+        if state["ticket"].get("kind") == "host":
+            # the correlator frees the host: its next alert opens a new ticket
+            await fx.put(INCIDENT_CLOSED, IncidentClosed(incident_id=fx.iid, resolution=outcome))
     return Command(
         goto=TO_END,
         update=fx.done(status=status, verification=verification, phase="verification"),

@@ -1,6 +1,6 @@
 """The runbook side of the orchestrator's lifespan: vault, inventory, connector pool, catalog
-(synced from the library folder) and the sessions' runner, opened in order and closed in
-reverse with the app.
+(synced from the library folder), the matcher (its model loaded in a thread) and the
+sessions' runner, opened in order and closed in reverse with the app.
 
 Every credential use the pool reports becomes an ``audit_event`` (``credential_used``: the
 credential, the connection, what ran, and the session, step and people behind it) queued in
@@ -25,7 +25,9 @@ from services.orchestrator.runbooks.catalog import LibrarySettings
 from services.orchestrator.runbooks.connectors import ConnectorPool, CredentialUse
 from services.orchestrator.runbooks.flow import build_session_graph, initial_state
 from services.orchestrator.runbooks.inventory import Inventory
+from services.orchestrator.runbooks.matching import MatchSettings
 from services.orchestrator.runbooks.settings import RunbookSettings
+from services.orchestrator.runbooks.tickets import RunbookMatching
 from services.orchestrator.runbooks.vault import Vault
 from services.orchestrator.runner import Runner
 from services.orchestrator.settings import OrchestratorSettings
@@ -48,6 +50,7 @@ class RunbookServices:
     inventory: Inventory
     pool: ConnectorPool
     runner: Runner
+    matching: RunbookMatching
 
 
 def credential_audit(outbox: Outbox) -> Any:
@@ -89,6 +92,7 @@ async def runbook_resources(
     deps_base: dict[str, Any],
     runbook_settings: RunbookSettings | None = None,
     library: LibrarySettings | None = None,
+    match_settings: MatchSettings | None = None,
 ) -> AsyncIterator[RunbookServices]:
     """Open everything runbooks need; ``deps_base`` holds the incident ``Deps`` fields."""
     settings: Settings = app.state.settings
@@ -100,6 +104,7 @@ async def runbook_resources(
         shipped = await catalog.load_library(catalog.library_dir(library))
         await catalog.sync_library(engine, shipped)
         log.info("runbook library synced", runbooks=len(shipped))
+        matching = await RunbookMatching.open(engine, match_settings or MatchSettings())
         vault = await Vault.open(engine, rb_settings, data_dir=settings.data_dir)
         inventory = await Inventory.open(engine)
         pool = await stack.enter_async_context(
@@ -125,5 +130,11 @@ async def runbook_resources(
         await runner.start()
         stack.push_async_callback(runner.stop)
         yield RunbookServices(
-            engine=engine, orch=orch, vault=vault, inventory=inventory, pool=pool, runner=runner
+            engine=engine,
+            orch=orch,
+            vault=vault,
+            inventory=inventory,
+            pool=pool,
+            runner=runner,
+            matching=matching,
         )

@@ -24,7 +24,7 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.orchestrator.flow.effects import Deps
 from services.orchestrator.runbooks.connectors import ConnectorPool
@@ -108,14 +108,15 @@ async def create(
     """Insert a new session, due now, unless the frequency guard refuses it (409; not 429,
     which the mesh client retries as transient).
 
-    The count and the insert share one transaction; on SQLite that serialises writers, on
-    PostgreSQL two racing starts may both pass, which the guard tolerates (it bounds storms,
-    it is not a lock).
+    The count and the insert are one critical section per runbook and target
+    (:func:`_guard_lock`), so starts racing from any number of requests or replicas let
+    exactly ``limit`` through.
     """
     target = target_of(ticket, incident_id)
-    now = utcnow()
     session_id = f"RBS-{uuid.uuid4().hex[:12]}"
     async with engine.begin() as conn:
+        await _guard_lock(conn, runbook_id, target)
+        now = utcnow()  # read under the lock: the window is judged after the racers ahead
         recent = await conn.scalar(
             sa.select(sa.func.count())
             .select_from(sessions)
@@ -155,6 +156,26 @@ async def create(
             )
         )
     return session_id
+
+
+async def _guard_lock(conn: AsyncConnection, runbook_id: str, target: str) -> None:
+    """Serialise the guard's count-then-insert for one runbook on one target until the
+    transaction ends.
+
+    Under READ COMMITTED two transactions both count ``limit - 1`` and both insert, so the
+    count needs a lock. PostgreSQL: a transaction-scoped advisory lock on the pair (released
+    by the commit or rollback, so a crash cannot leave it held; other pairs do not wait).
+    SQLite: a write that matches no row takes the database's single RESERVED lock now rather
+    than at the INSERT, so a second writer waits (busy timeout) until this one commits and
+    then counts its row; pysqlite's deferred BEGIN would otherwise let both read first.
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+            {"key": f"cxm-session-guard:{runbook_id}:{target}"},
+        )
+    else:
+        await conn.execute(sessions.update().where(sa.false()).values(running=sessions.c.running))
 
 
 async def claim_attempt(engine: AsyncEngine, session_id: str, key: str) -> bool:
