@@ -412,10 +412,12 @@ def resolve_labels(labels: Mapping[str, str], topo: TopologyView) -> tuple[str |
     for key in ("link", "link_id", "objectName", "object_name"):
         if labels.get(key):
             return _link_or_node(labels[key], topo)
-    node = next(
-        (labels[k] for k in ("node", "device", "hostname", "host", "instance") if labels.get(k)),
-        None,
-    )
+    # node_exporter's filesystem series (those with ``mountpoint``/``fstype``) call the block
+    # device ``device`` (``/dev/sda1``, ``tmpfs``): there it names no host, ``instance`` does.
+    keys: tuple[str, ...] = ("node", "device", "hostname", "host", "instance")
+    if labels.get("mountpoint") or labels.get("fstype"):
+        keys = tuple(k for k in keys if k != "device")
+    node = next((labels[k] for k in keys if labels.get(k)), None)
     if node and ":" in node and not node.startswith("["):
         node = node.rsplit(":", 1)[0] if node.rsplit(":", 1)[1].isdigit() else node
     if node:

@@ -160,3 +160,14 @@ async def test_network_alerts_stay_network_incidents(harness: Any) -> None:
         assert "host" not in ticket and "title" not in ticket
         (start,) = await h.delivered("orchestrator", "start_incident")
         assert start["kind"] == "network" and start["degraded_links"][0] == "pe1-pe2"
+
+
+async def test_filesystem_alert_device_label_is_not_the_host(harness: Any) -> None:
+    """node_exporter's filesystem alerts carry the block device as ``device`` (``/dev/sda1``,
+    ``tmpfs``): the host is the ``instance``, never the device."""
+    async with harness() as h:
+        alert = disk_alert(instance="web-05:9100")
+        alert["alerts"][0]["labels"]["device"] = "/dev/sda1"
+        r = await h.post("/api/v1/tickets/webhook/alertmanager", alert)
+        (entry,) = r.json()["alerts"]
+        assert "host ticket for web-05" in entry["reason"], entry

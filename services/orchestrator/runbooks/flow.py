@@ -261,11 +261,20 @@ async def prepare(state: SessionState, config: RunnableConfig) -> Command[Litera
         reason = "cannot run: " + "; ".join(dict.fromkeys(problems))
         failure = {"step": None, "phase": "prepare", "reason": reason, "missing": problems}
         return Command(goto="finish", update=fx.done(steps=steps, failure=failure, reason=reason))
+    started = (
+        f"Runbook {doc.id} (v{state['version']}) started by {state['started_by']}: "
+        f"{len(steps)} step(s)"
+    )
     await fx.ticket_status(
         "in_progress",
-        f"Runbook {doc.id} (v{state['version']}) started by {state['started_by']}: "
-        f"{len(steps)} step(s)",
+        started,
         {"started_by": state["started_by"], "steps": [s["name"] for s in steps]},
+    )
+    await fx.notify(
+        "status_update",
+        f"{fx.iid}: runbook {doc.id} started",
+        started + "\n" + "\n".join(f"- {s['phase']}: {s['name']}" for s in steps),
+        {**fx.about(), "status": "in_progress", "phase": "runbook"},
     )
     return Command(goto="run", update=fx.done(steps=steps, status="running"))
 
@@ -465,10 +474,18 @@ async def approval(
             requested_at=parse(g["requested_at"]),
         ),
     )
+    waiting = f"Waiting for an operator to decide on step {g['details']['step']!r}"
     await fx.ticket_status(
         "waiting_approval",
-        f"Waiting for an operator to decide on step {g['details']['step']!r}",
+        waiting,
         {"approval_id": approval_id, "action": "runbook_step", "expires_at": g["expires_at"]},
+    )
+    await fx.notify(
+        "approval_required",
+        f"{fx.iid}: runbook {state['runbook_id']} waits for an approval",
+        f"{_steps_note(state.get('steps') or [])}\n{waiting} ({approval_id}) on "
+        f"{g['details'].get('connection') or 'the orchestrator'}:\n{g['details'].get('command')}",
+        {**fx.about(), "status": "waiting_approval", "phase": "runbook"},
     )
     while True:
         value = interrupt(
@@ -608,8 +625,16 @@ async def finish(state: SessionState, config: RunnableConfig) -> Command[End]:
     details = {"session_status": status, "verification": verification}
     await fx.audit("runbook_session", {**fx.about(), "status": status, **verification})
     duration = round((utcnow() - parse(state["created_at"])).total_seconds(), 3)
+    # The external ticket (ServiceNow) follows, with one line per step in its work note.
+    note = f"{summary}\n{_steps_note(state.get('steps') or [])}"
     if outcome == "in_progress":
         await fx.ticket_status("in_progress", f"Manual review needed. {summary}", details)
+        await fx.notify(
+            "status_update",
+            f"{fx.iid}: manual review needed after runbook {state['runbook_id']}",
+            note,
+            {**details, "status": "in_progress", "phase": "verification"},
+        )
     else:
         await fx.ticket_status(outcome, summary, details)
         if outcome == "escalated" and failure:
@@ -626,7 +651,23 @@ async def finish(state: SessionState, config: RunnableConfig) -> Command[End]:
             await fx.audit("error", {**fx.about(), **failure})
         if outcome == "escalated":
             await fx.notify(
-                "escalation", f"{fx.iid} escalated: runbook {state['runbook_id']}", summary, details
+                "escalation",
+                f"{fx.iid} escalated: runbook {state['runbook_id']}",
+                note,
+                {**details, "status": "escalated", "resolution": "escalated"},
+            )
+        else:
+            await fx.notify(
+                "ticket_closed",
+                f"{fx.iid} resolved: runbook {state['runbook_id']}",
+                note,
+                {
+                    **details,
+                    "status": "resolved",
+                    "resolution": "resolved",
+                    "close_reason": "runbook_verified",
+                    "duration_seconds": duration,
+                },
             )
         await fx.io(
             TICKET_CLOSED,
@@ -651,6 +692,20 @@ async def finish(state: SessionState, config: RunnableConfig) -> Command[End]:
         goto=TO_END,
         update=fx.done(status=status, verification=verification, phase="verification"),
     )
+
+
+def _steps_note(steps: list[dict[str, Any]]) -> str:
+    """One line per step for an external ticket's work note: phase, name, status, exit code
+    and why (never the output: that stays in CXM, where its access is controlled)."""
+    lines = []
+    for s in steps:
+        line = f"- {s['phase']} · {s['name']}: {s['status']}"
+        if s.get("exit_code") is not None:
+            line += f" (exit {s['exit_code']})"
+        if s.get("reason") and s["status"] not in ("completed", "pending"):
+            line += f": {s['reason']}"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def verify(state: SessionState) -> dict[str, Any]:
