@@ -12,6 +12,7 @@ export function unauthorized() { unauthorizedHandler(); }
 // FastAPI's validation errors are a list of {loc, msg}: "field: message" reads better.
 export function detailText(detail) {
   if (typeof detail === "string") return detail;
+  if (detail && Array.isArray(detail.problems)) return detail.problems.map((p) => `${p.field}: ${p.message}`).join("; ");
   if (!Array.isArray(detail)) return JSON.stringify(detail);
   return detail.map((e) => {
     if (!e || !e.msg) return JSON.stringify(e);
@@ -20,21 +21,30 @@ export function detailText(detail) {
   }).join("; ");
 }
 
+// FastAPI's detail, or the orchestrator's {code, message, problems: [{field, message}]} that IO
+// passes through (a runbook's validation problems): the text reads it, `detail` keeps it whole.
 export class ApiError extends Error {
-  constructor(status, detail) { super(detailText(detail)); this.status = status; }
+  constructor(status, detail) {
+    super(detail && typeof detail === "object" && !Array.isArray(detail) && detail.message ? detail.message : detailText(detail));
+    this.status = status;
+    this.detail = detail;
+  }
 }
 
+// `body` is sent as JSON; `text` is sent as it is, with `contentType` (a runbook in YAML).
 export async function api(path, options = {}) {
+  const { text, contentType, ...rest } = options;
   const headers = { Accept: "application/json", ...(options.headers || {}) };
   if (state.token) headers.Authorization = `Bearer ${state.token}`;
   if (options.body !== undefined) headers["Content-Type"] = "application/json";
+  if (text !== undefined) headers["Content-Type"] = contentType || "application/json";
   const response = await fetch(path, {
-    ...options, headers, body: options.body === undefined ? undefined : JSON.stringify(options.body),
+    ...rest, headers, body: text !== undefined ? text : options.body === undefined ? undefined : JSON.stringify(options.body),
   });
   if (response.status === 401) { unauthorized(); throw new ApiError(401, "sign in"); }
-  const text = await response.text();
+  const answer = await response.text();
   let data = null;
-  try { data = text ? JSON.parse(text) : null; } catch { data = { detail: text }; }
+  try { data = answer ? JSON.parse(answer) : null; } catch { data = { detail: answer }; }
   if (!response.ok) throw new ApiError(response.status, (data && data.detail) || response.statusText);
   return data;
 }

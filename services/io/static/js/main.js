@@ -9,6 +9,9 @@
 //   ticket_page.js  one ticket: map, tiers, why, timeline, audit trail, tunnel removal
 //   topology.js     the map, drawn from the ticket's protection_path and tunnel
 //   approvals.js    approvals: decide, delegate, batch
+//   runbooks.js     the runbook library: search, read (steps by phase), versions, edit YAML/JSON
+//   sessions.js     a host ticket's suggested runbooks, Run, the live session, inline approvals
+//   connections.js  connections (test them) and credentials (admins; secrets write-only)
 //   lab.js, users.js
 //
 // Auth: a token from the sign-in form is kept in sessionStorage and sent as
@@ -18,7 +21,9 @@
 import { api, onUnauthorized } from "./api.js";
 import { loadApprovals, renderApprovals, updateApprovalCount } from "./approvals.js";
 import { age, h } from "./dom.js";
+import { renderConnections } from "./connections.js";
 import { renderLab } from "./lab.js";
+import { renderRunbooks, showRunbook } from "./runbooks.js";
 import { currentRoute, isAdmin, state, TOKEN_KEY } from "./state.js";
 import { stopStream, stream } from "./stream.js";
 import { renderTicket, showTicket } from "./ticket_page.js";
@@ -104,13 +109,18 @@ onUnauthorized(refused);
 async function route() {
   const r = currentRoute();
   document.querySelectorAll("#nav a[data-nav]").forEach((a) => {
-    a.classList.toggle("active", a.dataset.nav === (r.name === "ticket" ? "tickets" : r.name));
+    const tab = r.name === "ticket" ? "tickets" : r.name === "runbook" ? "runbooks" : r.name;
+    a.classList.toggle("active", a.dataset.nav === tab);
   });
   if (r.name !== "ticket") state.detail = null;
+  if (r.name !== "runbook") state.runbook = null;
   if (r.name !== "users") state.issued = null;  // a new token is shown once, on this visit only
   if (r.name === "tickets") renderTickets();
   else if (r.name === "ticket") await showTicket(r.id);
   else if (r.name === "approvals") { renderApprovals(); await loadApprovals(); renderApprovals(); }
+  else if (r.name === "runbooks") await renderRunbooks();
+  else if (r.name === "runbook") await showRunbook(r.id);
+  else if (r.name === "connections") await renderConnections();
   else if (r.name === "lab") await renderLab();
   else if (r.name === "users") await renderUsers();
 }

@@ -26,6 +26,12 @@ export const state = {
   users: [],
   issued: null,
   drafts: new Map(),
+  runbooks: [],         // the library as GET /api/v1/runbooks answered (latest versions)
+  runbook: null,        // the runbook open on #/runbooks/{id}: {view, editing, problems...}
+  matches: null,        // the open host ticket's suggestions: {incident_id, matches, ...}
+  session: null,        // the open host ticket's runbook session, as last polled
+  connections: [],
+  credentials: null,    // null when the role may not list them (admins only)
 };
 
 export const canDecide = () => state.me && (state.me.role === "operator" || state.me.role === "admin");
@@ -36,6 +42,10 @@ export function currentRoute() {
   const hash = location.hash || "#/";
   const m = hash.match(/^#\/ticket\/(.+)$/);
   if (m) return { name: "ticket", id: decodeURIComponent(m[1]) };
+  const rb = hash.match(/^#\/runbooks\/(.+)$/);
+  if (rb) return { name: "runbook", id: decodeURIComponent(rb[1]) };
+  if (hash.startsWith("#/runbooks")) return { name: "runbooks" };
+  if (hash.startsWith("#/connections")) return { name: "connections" };
   if (hash.startsWith("#/approvals")) return { name: "approvals" };
   if (hash.startsWith("#/lab")) return { name: "lab" };
   if (hash.startsWith("#/users")) return { name: "users" };

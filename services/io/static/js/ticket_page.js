@@ -7,6 +7,7 @@
 import { api } from "./api.js";
 import { age, badge, draftInput, duration, h, kv, replaceKeepingFocus, sev, st, time, toast } from "./dom.js";
 import { canDecide, currentRoute, state, TIERS } from "./state.js";
+import { renderRunbookPanel, runbookPanel } from "./sessions.js";
 import { drawTopology, policyClass } from "./topology.js";
 
 function lastDetails(events, test) {
@@ -215,6 +216,9 @@ export function renderTicket() {
   if (!t || currentRoute().name !== "ticket") return;
   const auditBox = document.getElementById("audit");
   const pending = (t.approvals || []).filter((a) => a.status === "pending");
+  // a ticket about a host, service or database: no links to draw, runbooks to run instead
+  const host = t.kind === "host" || Boolean(t.runbook_session_id) || (t.runbook_matches || []).length > 0;
+  const opened = ((t.events || []).find((e) => e.task_type === "new_ticket") || {}).payload || {};
   replaceKeepingFocus(document.getElementById("view"),
     h("div", { class: "card" },
       h("div", { class: "ticket-head" },
@@ -225,19 +229,24 @@ export function renderTicket() {
         t.closed_at ? h("span", { class: "muted" }, `closed ${time(t.closed_at)}`) : null),
       h("p", {}, t.summary),
       t.message && t.message !== t.summary ? h("p", { class: "muted" }, t.message) : null,
-      h("div", { class: "row" }, h("span", { class: "muted" }, "Degraded links:"), h("span", { class: "mono" }, (t.degraded_links || []).join(", ") || "—"),
-        h("span", { class: "muted" }, "Affected services:"), h("b", {}, t.affected_services_count ?? "—")),
+      host ? h("div", { class: "row" }, h("span", { class: "muted" }, "Host:"), h("span", { class: "mono", id: "ticket-host" }, opened.host || "—"),
+        opened.labels ? h("span", { class: "muted mono" }, Object.entries(opened.labels).map(([k, v]) => `${k}=${v}`).join(" ")) : null)
+        : h("div", { class: "row" }, h("span", { class: "muted" }, "Degraded links:"), h("span", { class: "mono" }, (t.degraded_links || []).join(", ") || "—"),
+          h("span", { class: "muted" }, "Affected services:"), h("b", {}, t.affected_services_count ?? "—")),
       pending.length ? h("p", {}, h("a", { href: "#/approvals" }, `${pending.length} approval(s) waiting`), " — ", pending.map((a) => a.action).join(", ")) : null,
       unprotectedBox(t),
       leftUp(t).length ? removeTunnelBox(t, leftUp(t)) : null),
     h("div", { class: "grid" },
-      h("div", {},
+      host ? h("div", {},
+        runbookPanel(t),
+        h("div", { class: "card" }, h("h3", {}, "Timeline"), timeline(t))) : h("div", {},
         h("div", { class: "card" }, h("h3", {}, "Topology"), drawTopology(t)),
         policiesCard(t),
         h("div", { class: "card" }, h("h3", {}, "Timeline"), timeline(t))),
       h("div", {},
-        h("div", { class: "card" }, h("h3", {}, "Services affected by tier"), tierBars(t)),
+        host ? null : h("div", { class: "card" }, h("h3", {}, "Services affected by tier"), tierBars(t)),
         h("div", { class: "card" }, h("h3", {}, "Why: the decisions taken"), whyPanel(t)),
         h("div", { class: "card" }, h("h3", {}, "Audit trail"), auditBox || h("div", { id: "audit" }, h("div", { class: "muted" }, "Loading…"))))),
   );
+  if (host) renderRunbookPanel();
 }
