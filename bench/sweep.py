@@ -219,7 +219,7 @@ def _no_path_ends(
             if not isinstance(item, dict) or not item.get("head_end") or not item.get("end_point"):
                 continue
             why = str(item.get("reason") or item.get("status") or "no_path")
-            if "path" in why or key != "groups":
+            if "path" in why:  # left out for want of a path (not a refused steer)
                 out.append(
                     (str(item["head_end"]), str(item["end_point"]), item.get("te_type"), crossed)
                 )
@@ -340,7 +340,8 @@ def classify(
         return
     outcome.outcome = "escalated"
     outcome.reason = CLOSE_REASON_CATEGORY.get(str(outcome.close_reason), "other")
-    if outcome.reason == "no_path":
+    if outcome.reason == "no_path" or outcome.close_reason == "partially_protected":
+        # a partial protection's groups left without a path are checked like a no_path
         degraded = list(details.get("degraded_links") or ticket.get("degraded_links") or [])
         outcome.no_path_checks = [
             verify_no_path(topo, degraded, head, end, te_type or te, extra, live_rates)
@@ -452,7 +453,9 @@ def summarize(outcomes: Iterable[Outcome]) -> dict[str, Any]:
         "no_path_verified": sum(not c["path_exists"] for c in checks),
         "no_path_contradicted": sum(bool(c["path_exists"]) for c in checks),
         "no_path_unchecked": sum(
-            1 for o in counted if o.reason == "no_path" and not o.no_path_checks
+            1
+            for o in counted
+            if (o.reason == "no_path" or "no_path" in (o.message or "")) and not o.no_path_checks
         ),
         "services_hurt": sum(o.services_hurt for o in counted),
         "services_protected": sum(o.services_protected for o in counted),
