@@ -98,7 +98,7 @@ async def test_scenario_wait_follows_the_ticket_to_closed(settings: Settings) ->
     async with running(lab_app), running(io_app) as io_client, mounted(lab_app, io_app) as client:
         player = asyncio.create_task(mesh_plays_along(io_client))
         code = await run_scenario(
-            settings, "sla-degradation", wait=True, client=client, out=out, timeout_s=10
+            settings, "sla-degradation", wait=True, client=client, out=out, timeout_s=60
         )
         await player
     text = out.getvalue()

@@ -147,7 +147,9 @@ def assert_closed_once(peers: Peers, mesh: Mesh, incident_id: str) -> dict[str, 
 
 def test_kill_while_waiting_for_approval(orchestrator: Callable[..., Mesh], peers: Peers) -> None:
     inc = "INC-2026-0301"
-    mesh = orchestrator(CXM_APPROVAL_REQUIRED_FOR="provision")
+    # the approval must not expire while a loaded machine restarts the process (the default
+    # 900 s is 18 s at this time scale): what is tested is the restart, not the timeout
+    mesh = orchestrator(CXM_APPROVAL_REQUIRED_FOR="provision", CXM_APPROVAL_TIMEOUT_S="36000")
     try:
         assert send(mesh, "start_incident", start_payload(inc)).status_code == 200
         [request] = until(lambda: peers.received("approval_required", inc))
