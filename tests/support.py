@@ -10,12 +10,14 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 from fastapi import FastAPI
 
@@ -241,3 +243,23 @@ def postgres_server(base: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+async def create_database(dsn: str, *, prefix: str) -> str:
+    """A fresh database named ``<prefix>_<random>`` on the test PostgreSQL server; its DSN."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return f"{dsn.rsplit('/', 1)[0]}/{name}"
+
+
+async def drop_database(dsn: str, url: str) -> None:
+    """Drop the database ``url`` names, sessions still on it included."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    finally:
+        await conn.close()

@@ -18,8 +18,7 @@ from shared.agent import AgentSpec
 from shared.contracts import AUDIT_EVENT
 from shared.models import AuditEvent
 from shared.settings import Settings
-from tests.audit.conftest import create_database, drop_database
-from tests.support import mesh, running, wait_for
+from tests.support import create_database, drop_database, mesh, running, wait_for
 
 BURST = 150
 STOP_AT = 50
@@ -35,7 +34,7 @@ async def test_no_event_lost_when_audit_restarts_mid_burst(
     dsn = url = None
     if backend == "postgres":
         dsn = request.getfixturevalue("postgres_dsn")
-        url = await create_database(dsn)
+        url = await create_database(dsn, prefix="audit")
         extra["CXM_AUDIT__DATABASE_URL"] = url
     try:
         with mesh(tmp_path / "mesh", names=["audit"], extra_env=extra) as m:

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import logging
 import sys
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -20,31 +18,13 @@ from services.orchestrator.runbooks.vault import Vault
 from shared.db import make_engine
 from shared.logs import configure_logging
 from tests.runbooks.helpers import Runbooks
-
-
-async def create_database(dsn: str) -> str:
-    """A fresh database on the test server; returns its DSN."""
-    name = f"runbooks_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return f"{dsn.rsplit('/', 1)[0]}/{name}"
-
-
-async def drop_database(dsn: str, url: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-    finally:
-        await conn.close()
+from tests.support import create_database, drop_database
 
 
 @pytest.fixture
 async def pg_database(postgres_dsn: str) -> AsyncIterator[str]:
     """A fresh database on the session's real PostgreSQL server (a ``postgresql://`` DSN)."""
-    url = await create_database(postgres_dsn)
+    url = await create_database(postgres_dsn, prefix="runbooks")
     yield url
     await drop_database(postgres_dsn, url)
 
@@ -58,7 +38,7 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         await eng.dispose()
         return
     dsn: str = request.getfixturevalue("postgres_dsn")
-    url = await create_database(dsn)
+    url = await create_database(dsn, prefix="runbooks")
     eng = make_engine(url.replace("postgresql://", "postgresql+asyncpg://", 1))
     yield eng
     await eng.dispose()
