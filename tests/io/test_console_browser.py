@@ -10,8 +10,6 @@ leaves the work tree as it was.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from services.io.app import create_app
 from services.io.settings import IoSettings
 from shared.settings import Settings
+from tests.io.browser import CHROMIUM, CHROMIUM_ARGS, HAVE_CHROMIUM, SHOTS
 from tests.io.fakes import (
     INCIDENT,
     MESH_TOKEN,
@@ -42,20 +41,6 @@ from tests.support import free_port
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-HAVE_CHROMIUM = Path(CHROMIUM).exists()
-SHOTS = Path(os.environ.get("CXM_SCREENSHOT_DIR") or tempfile.mkdtemp(prefix="cxm-shots-"))
-SHOTS.mkdir(parents=True, exist_ok=True)
 TIMEOUT_MS = 15_000
 
 

@@ -11,8 +11,6 @@ for the browser. Screenshots land in $CXM_SCREENSHOT_DIR, else a temporary direc
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from services.orchestrator.app import create_app as create_orchestrator
 from services.orchestrator.runbooks.catalog import LibrarySettings
 from services.orchestrator.settings import OrchestratorSettings
 from shared.settings import Settings
+from tests.io.browser import CHROMIUM, CHROMIUM_ARGS, HAVE_CHROMIUM, SHOTS
 from tests.io.fakes import MESH_TOKEN, network_app, serve
 from tests.orchestrator.fake_peers import FakeNetwork
 from tests.runbooks.session_mesh import IO_PORT, ORCHESTRATOR_PORT, Routes
@@ -35,20 +34,6 @@ from tests.support import free_port, running
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-HAVE_CHROMIUM = Path(CHROMIUM).exists()
-SHOTS = Path(os.environ.get("CXM_SCREENSHOT_DIR") or tempfile.mkdtemp(prefix="cxm-shots-"))
-SHOTS.mkdir(parents=True, exist_ok=True)
 TIMEOUT_MS = 20_000
 
 HOST_TICKET = "INC-2026-0301"
