@@ -20,6 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared.models import utcnow
 
+SQL_INTEGER_MAX = 2**63 - 1
+"""The largest integer PostgreSQL's BIGINT and SQLite hold: a row id or offset past it is not a
+row (422), never an overflow inside the driver (500)."""
+
 
 class UtcDateTime(sa.types.TypeDecorator[Any]):
     """A timezone-aware timestamp on both SQLite (which drops the zone) and PostgreSQL."""

@@ -12,11 +12,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import sqlalchemy as sa
-from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import event as sa_event
 
@@ -26,6 +26,7 @@ from services.audit.settings import AuditSettings
 from services.audit.store import MIGRATIONS, events
 from shared.agent import AgentSpec, EngineDep, TaskContext
 from shared.contracts import AUDIT_EVENT
+from shared.db import SQL_INTEGER_MAX
 from shared.models import AuditAppended, AuditEvent
 from shared.settings import Settings
 
@@ -43,7 +44,7 @@ async def list_events(
     until: datetime | None = None,
     q: str | None = Query(default=None, description="text searched in details"),
     limit: int = Query(default=200, ge=1, le=5000),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=SQL_INTEGER_MAX),
 ) -> dict[str, Any]:
     """Events in chain order, filtered; ``q`` is a case-insensitive substring of the details."""
     t = events
@@ -67,7 +68,9 @@ async def list_events(
 
 
 @router.get("/events/{event_id}")
-async def get_event(event_id: int, engine: EngineDep) -> dict[str, Any]:
+async def get_event(
+    event_id: Annotated[int, Path(ge=1, le=SQL_INTEGER_MAX)], engine: EngineDep
+) -> dict[str, Any]:
     async with engine.connect() as conn:
         row = (await conn.execute(sa.select(events).where(events.c.id == event_id))).first()
     if row is None:

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import Path as PathParam
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, field_validator
 from pydantic_core import PydanticCustomError
@@ -38,7 +39,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.agent import EngineDep
-from shared.db import Migration, UtcDateTime, create_tables
+from shared.db import SQL_INTEGER_MAX, Migration, UtcDateTime, create_tables
 from shared.logs import get_logger
 from shared.models import utcnow
 
@@ -499,7 +500,11 @@ async def post_token(
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-async def delete_token(token_id: int, admin: AdminDep, engine: EngineDep) -> None:
+async def delete_token(
+    token_id: Annotated[int, PathParam(ge=1, le=SQL_INTEGER_MAX)],
+    admin: AdminDep,
+    engine: EngineDep,
+) -> None:
     """Revoke a token at once: the next request carrying it is refused (401)."""
     if not await revoke_token(engine, token_id, actor=admin.username):
         raise HTTPException(404, f"no active token {token_id}")

@@ -176,6 +176,17 @@ async def test_search_api(db_settings: Settings) -> None:
         one = (await client.get("/api/v1/audit/events", params={"q": "pe4"})).json()["events"][0]
         assert one["occurred_at"] == "2026-03-01T12:04:00.000000Z"
         assert (await client.get(f"/api/v1/audit/events/{one['id']}")).json() == one
+        # Numbers past a database integer are bad input (422 naming the field), not a 500.
+        huge = 2**63
+        for path, params in (
+            ("/api/v1/audit/events", {"offset": huge}),
+            (f"/api/v1/audit/events/{huge}", {}),
+            ("/api/v1/audit/events/0", {}),
+        ):
+            answer = await client.get(path, params=params)
+            assert answer.status_code == 422, (path, answer.text)
+            assert answer.json()["detail"][0]["loc"][-1] in ("offset", "event_id")
+        assert (await client.get(f"/api/v1/audit/events/{2**63 - 1}")).status_code == 404
 
 
 async def test_reports(db_settings: Settings) -> None:
