@@ -7,6 +7,7 @@ page: the audit agent may be down, and a real deployment has no lab at all.
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import httpx
 from fastapi import APIRouter, Body, HTTPException, Request
@@ -70,6 +71,14 @@ async def _relay(request: Request, method: str, path: str, body: Any = None) -> 
     return JSONResponse(content, status_code=response.status_code)
 
 
+def _segment(name: str) -> str:
+    """One path segment for the lab, percent-encoded: a name with ``/``, ``?``, ``%`` or spaces
+    reaches the lab as that name (and gets its 404), never as another path or a bad URL."""
+    if name in (".", ".."):  # a URL would resolve them to another path of the lab
+        raise HTTPException(404, f"no lab object named {name!r}")
+    return quote(name, safe="")
+
+
 LabBody = Annotated[dict[str, Any] | None, Body()]
 
 
@@ -85,11 +94,11 @@ async def lab_link(
     """Degrade (``delay_ms``, ``loss_pct``, ``jitter_ms``, ``duration_s``), recover or flap."""
     if action not in ("degrade", "recover", "flap"):
         raise HTTPException(404, f"unknown lab action {action!r}: degrade, recover or flap")
-    return await _relay(request, "POST", f"/lab/links/{link}/{action}", body or {})
+    return await _relay(request, "POST", f"/lab/links/{_segment(link)}/{action}", body or {})
 
 
 @router.post("/lab/scenarios/{name}")
 async def lab_scenario(
     name: str, request: Request, _user: OperatorDep, body: LabBody = None
 ) -> JSONResponse:
-    return await _relay(request, "POST", f"/lab/scenarios/{name}", body or {})
+    return await _relay(request, "POST", f"/lab/scenarios/{_segment(name)}", body or {})
