@@ -25,6 +25,7 @@ leak into the next network's figures. Prints one JSON document.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
@@ -43,7 +44,9 @@ import networkx as nx
 
 from bench.sweep_lib import hurt_groups, link_load, path_exists, pick_faults
 from services.lab.topology import LabTopology, build_topology
-from shared.settings import AGENT_PORTS
+from shared.errors import SouthboundError
+from shared.settings import AGENT_PORTS, Settings
+from shared.southbound import cnc_client
 from tests.support import Mesh, free_port, mesh_env
 
 FINAL = ("closed", "escalated")
@@ -62,6 +65,8 @@ orchestrator sends ``no_path`` as an error when a re-route finds no way around, 
 error names each group left out and why). Those count under ``escalated_by_reason``; every
 other code is a failed operation (a peer refused, failed or was unreachable)."""
 
+INVENTORY_TTL_S = 1.0
+"""Seconds a read of the service inventory serves the agents during a sweep."""
 CORRELATOR_TOPOLOGY_TTL_S = 60.0
 """The correlator's default ``topology_ttl_s`` (unscaled): the longest any agent trusts a
 topology it read from the previous network's lab."""
@@ -246,7 +251,7 @@ def verify_no_path(
     that the degradation hurts (their own load moves, so it is not counted).
 
     Load is checked twice: the lab's pre-fault load (what the topology's services put on each
-    link), and ``live_rates``, the lab's link counters read when the sweep saw the escalation
+    link), and ``live_rates``, CNC's link rates read when the sweep saw the escalation
     (other incidents' tunnels move traffic; the path agent reads the load at compute time).
     A path "exists" only if it does under both, so a concurrent incident's traffic does not
     count as a contradiction; both answers are kept.
@@ -349,16 +354,23 @@ def classify(
         ]
 
 
-LINK_COUNTERS = "/crosswork/nbi/topology/v3/restconf/data/cisco-crosswork-cxm:link-counters"
+def live_rates(lab: str) -> dict[str, float] | None:
+    """Mbps on each link now, as CNC's performance metrics report it (the busier direction),
+    read from the lab with the same client the agents use (None if it cannot say)."""
 
+    async def read() -> dict[str, float]:
+        settings = Settings(cnc_url=lab, pca_url=lab, lab_url=lab)
+        cnc = cnc_client(settings)
+        try:
+            loads = await cnc.link_utilisation()
+        finally:
+            await cnc.aclose()
+        return {name: load.rate_mbps for name, load in loads.items() if load.rate_mbps is not None}
 
-def live_rates(http: httpx.Client, lab: str) -> dict[str, float] | None:
-    """Mbps on each link now, from the lab's CNC link counters (None if it cannot say)."""
     try:
-        rows = http.get(f"{lab}{LINK_COUNTERS}").json()["link-counters"]
-    except (httpx.HTTPError, KeyError, ValueError):
+        return asyncio.run(read())
+    except SouthboundError:
         return None
-    return {str(r["link-id"]): float(r["rate-mbps"]) for r in rows}
 
 
 def run_network(
@@ -402,7 +414,7 @@ def run_network(
                     http.post(f"{lab}/lab/links/{link}/recover").raise_for_status()
                     recovered.add(link)
                 if ticket["status"] in FINAL and _events(ticket, "ticket_closed"):
-                    classify(outcomes[link], ticket, topo, te_type, live_rates(http, lab))
+                    classify(outcomes[link], ticket, topo, te_type, live_rates(lab))
                     pending.discard(link)
             if pending:
                 time.sleep(poll_s)
@@ -482,6 +494,10 @@ def sweep_mesh(env: dict[str, str], healthy_timeout_s: float = 300.0) -> Iterato
     with tempfile.TemporaryDirectory(prefix="cxm-sweep-") as tmp:
         data_dir = Path(tmp)
         ports = {name: free_port() for name in AGENT_PORTS}
+        # a read of the service inventory serves for its TTL; the next network's services
+        # reuse vpn-ids, so a stale read would silently give them another network's tiers
+        # and bandwidth: keep it short and wait it out in ``switch_lab``
+        env = {"CXM_SERVICE_INVENTORY_TTL_S": str(INVENTORY_TTL_S), **env}
         m = Mesh(data_dir, mesh_env(data_dir, ports, env), ports)
         try:
             for name in AGENT_PORTS:
@@ -500,8 +516,10 @@ def switch_lab(m: Mesh, key: str) -> None:
     m.start("lab")
     m.wait_healthy(["lab"], timeout=180)
     ttl = CORRELATOR_TOPOLOGY_TTL_S * float(m.env.get("CXM_TIME_SCALE", "1"))
-    # a topology cached from the previous lab expires after its TTL; nothing to poll for
-    time.sleep(min(ttl, 10.0))
+    inventory_ttl = float(m.env.get("CXM_SERVICE_INVENTORY_TTL_S", INVENTORY_TTL_S))
+    # a topology or inventory cached from the previous lab expires after its TTL; nothing to
+    # poll for
+    time.sleep(max(min(ttl, 10.0), inventory_ttl))
 
 
 def correlator_quiet(m: Mesh, timeout_s: float = 30.0, poll_s: float = 0.3) -> bool:

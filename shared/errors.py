@@ -7,6 +7,9 @@ caller branches on attributes, never on the text::
     ├── MeshUnavailable       not reached, or still failing transiently after every retry
     ├── PeerError             the peer answered a final 4xx/5xx: .code .message .detail
     └── PeerAnswerInvalid     the peer answered 200 with a result its contract does not allow
+
+    SouthboundError           .transient: CNC/PCA refused or could not be reached
+    └── SouthboundNotFound    the object does not exist (409 data-missing, 404)
 """
 
 from __future__ import annotations
@@ -109,3 +112,10 @@ class SouthboundError(CxmError):
     def __init__(self, message: str, *, transient: bool = False):
         super().__init__(message)
         self.transient = transient
+
+
+class SouthboundNotFound(SouthboundError):
+    """The controller says the object does not exist (RESTCONF 409 ``data-missing``, 404)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, transient=False)

@@ -389,6 +389,10 @@ class ProvisionTunnel(Strict):
     path: list[str] = Field(min_length=2)
     te_type: TeType | None = None
     color: int | None = None
+    avoid_links: list[str] = Field(default_factory=list)
+    """Links the tunnel must not cross (the incident's degraded links). An explicit path
+    already avoids them; a dynamic SRv6 policy, routed by CNC's PCE, is read back and the
+    provisioning fails, naming the link, when its path crosses one."""
 
 
 class TunnelResult(Open):
@@ -439,8 +443,8 @@ class TrafficSteered(Open):
     binding_sid: int | None
     protection_pct: int
     services: list[str]
-    """Steered; empty when the request named none (CNC then steers every service between the
-    policy's ends)."""
+    """Steered (mapped to the policy's color); when the request named none, every service
+    between the policy's ends."""
     not_steered: list[str] = Field(default_factory=list)
     """Requested services whose ends are not the policy's."""
     cnc: dict[str, Any] = Field(default_factory=dict)
@@ -508,6 +512,16 @@ class Cleanup(Strict):
 # --- notify (8007) and audit (8008) --------------------------------------------------------
 
 
+NotifyChannel = Literal["webex", "servicenow", "email"]
+
+SERVICENOW_SYS_ID_LABEL = "servicenow_sys_id"
+SERVICENOW_NUMBER_LABEL = "servicenow_number"
+"""The labels a ticket that came from ServiceNow carries (the correlator's ``servicenow``
+source sets them). They travel with the ticket's labels to the runbook session, whose
+notifications repeat them as ``Notify.details["servicenow"] = {"sys_id", "number"}`` so that
+notify updates that record instead of creating a second one."""
+
+
 class Notify(Strict):
     incident_id: str | None = None
     event: str
@@ -516,6 +530,10 @@ class Notify(Strict):
     subject: str
     body: str = ""
     details: dict[str, Any] = Field(default_factory=dict)
+    channels: list[NotifyChannel] | None = Field(default=None, exclude_if=lambda v: v is None)
+    """Only these channels, of those the routing picks (a runbook step's work note goes to
+    ServiceNow alone, never to Webex or Email); unset, the routing decides alone. Left out of
+    the dump when unset, so a notification without it is the same on the wire as before."""
 
 
 class NotifyResult(Open):

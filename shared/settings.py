@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 AGENT_PORTS: dict[str, int] = {
@@ -76,9 +77,30 @@ class Settings(BaseSettings):
     lab_url: str = "http://127.0.0.1:8010"
     lab_enabled: bool = True
     cnc_url: str | None = Field(default=None, description="Crosswork base URL (the lab if unset)")
-    cnc_token: str | None = None
     pca_url: str | None = Field(default=None, description="PCA base URL (the lab if unset)")
-    pca_token: str | None = None
+    # Southbound logins (docs/southbound.md "Settings"); the defaults are the lab's accounts.
+    cnc_username: str = "cxm"
+    cnc_password: SecretStr = SecretStr("cxm-lab")
+    pca_username: str = "cxm"
+    pca_password: SecretStr = SecretStr("cxm-lab")
+    cnc_service_url: str | None = Field(
+        default=None,
+        description="the service the JWT is for (https://<cnc host>:30603/app-dashboard)",
+    )
+    cnc_token_refresh_s: float = Field(
+        default=300.0, ge=0, description="log in again this long before the JWT's exp"
+    )
+    cnc_read_concurrency: int = Field(
+        default=16, ge=1, description="concurrent keyed reads (link performance metrics, deletes)"
+    )
+    pca_window_s: float = Field(default=60.0, gt=0, description="PCA metrics averaging window")
+    service_inventory: str | None = Field(
+        default=None,
+        description="path or http(s) URL of the service inventory (the lab's export when unset)",
+    )
+    service_inventory_ttl_s: float = Field(default=60.0, ge=0)
+    default_sla_tier: str = "silver"
+    default_service_bandwidth_mbps: float = Field(default=100.0, ge=0)
 
     def url_of(self, agent: str) -> str:
         """Base URL of a peer agent (or the lab)."""
@@ -92,6 +114,19 @@ class Settings(BaseSettings):
     @property
     def pca_base(self) -> str:
         return (self.pca_url or self.lab_url).rstrip("/")
+
+    @property
+    def cnc_service(self) -> str:
+        """The ``service`` CNC's SSO hands the JWT for."""
+        if self.cnc_service_url:
+            return self.cnc_service_url
+        host = urlsplit(self.cnc_base).hostname or "localhost"
+        return f"https://{host}:30603/app-dashboard"
+
+    @property
+    def service_inventory_source(self) -> str:
+        """Where the service inventory is read: the setting, else the lab's OSS export."""
+        return self.service_inventory or f"{self.lab_url.rstrip('/')}/lab/oss/service-inventory"
 
     def db_url(self, agent: str) -> str:
         """The agent's database: the configured URL, or a SQLite file of its own under data_dir."""

@@ -31,6 +31,8 @@ from services.correlator.topology import TopologyCache
 from shared.agent import AgentSpec, EngineDep, TaskContext
 from shared.contracts import INCIDENT_CLOSED, INGEST_ALERTS
 from shared.models import (
+    SERVICENOW_NUMBER_LABEL,
+    SERVICENOW_SYS_ID_LABEL,
     AlertOutcome,
     CloseResult,
     IncidentClosed,
@@ -41,7 +43,7 @@ from shared.models import (
     utcnow,
 )
 from shared.settings import Settings
-from shared.southbound import CncClient
+from shared.southbound import cnc_client
 
 Clock = Callable[[], datetime]
 
@@ -50,9 +52,7 @@ Clock = Callable[[], datetime]
 async def _resources(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     config: CorrelatorSettings = app.state.correlator_config
-    cnc = CncClient(
-        settings.cnc_base, settings.cnc_token, transport=app.state.cnc_transport, timeout_s=5.0
-    )
+    cnc = cnc_client(settings, transport=app.state.cnc_transport, timeout_s=5.0)
     llm_http = httpx.AsyncClient(transport=app.state.llm_transport) if config.llm_base_url else None
     correlator = Correlator(
         settings=settings,
@@ -161,7 +161,8 @@ ALERT_LIST = TypeAdapter(list[NormalizedAlert])
 
 @router.post("/tickets/webhook/{source}", status_code=202)
 async def webhook(source: str, request: Request, correlator: CorrelatorDep) -> Response:
-    """A source's native webhook: pca, cnc, alertmanager, datadog, or generic (mapped)."""
+    """A source's native webhook: pca, cnc, alertmanager, datadog, servicenow (incident
+    records from a Business Rule or Flow), or generic (mapped)."""
     if source not in SOURCES:
         raise HTTPException(404, f"unknown source {source!r}; use one of {', '.join(SOURCES)}")
     raw = await request.body()
@@ -176,7 +177,44 @@ async def webhook(source: str, request: Request, correlator: CorrelatorDep) -> R
             alerts = PARSERS[source](body, topo)
     except SourceError as exc:
         raise HTTPException(422, str(exc)) from None
+    if source == "servicenow":
+        return await _accept_servicenow(correlator, alerts)
     return await _accept(correlator, alerts)
+
+
+async def _accept_servicenow(correlator: Correlator, alerts: list[NormalizedAlert]) -> Response:
+    """Idempotent on the record's sys_id: a record that already made (or joined) a ticket is
+    answered with that ticket and not ingested again, however long ago it was, so a Business
+    Rule that fires again (on update, or a retry) never opens a second ticket. The rest go
+    through the pipeline as any source's alerts (within the dedup window two posts at once
+    are a ``duplicate`` there)."""
+    known: dict[int, dict[str, Any]] = {}
+    for i, alert in enumerate(alerts):
+        fp = alert.fingerprint or ""
+        if alert.status != "firing":
+            continue
+        incident_id = await store.incident_of_fingerprint(correlator.engine, "servicenow", fp)
+        if incident_id is not None:
+            ref = alert.labels.get(SERVICENOW_NUMBER_LABEL) or alert.labels[SERVICENOW_SYS_ID_LABEL]
+            known[i] = {
+                "id": None,
+                "disposition": "duplicate",
+                "incident_id": incident_id,
+                "reason": f"ServiceNow {ref} is already CXM ticket {incident_id}",
+                "fingerprint": fp,
+                "link": alert.link,
+            }
+    fresh = [a for i, a in enumerate(alerts) if i not in known]
+    if not fresh:
+        body = orjson.dumps({"accepted": 0, "alerts": [known[i] for i in range(len(alerts))]})
+        return Response(body, status_code=200, media_type="application/json")
+    try:
+        outcomes = iter(await correlator.ingest(fresh))
+    except WriteFailed as exc:
+        raise HTTPException(503, f"alerts not stored, retry: {exc}") from None
+    entries = [known[i] if i in known else next(outcomes) for i in range(len(alerts))]
+    body = orjson.dumps({"accepted": len(fresh), "alerts": entries})
+    return Response(body, status_code=202, media_type="application/json")
 
 
 @router.post("/tickets/upload-csv", status_code=202)

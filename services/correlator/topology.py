@@ -1,8 +1,9 @@
 """What the correlator knows about the network: links, their nodes and SRLGs, from CNC.
 
-The topology is fetched through the shared CNC client and cached for a while. When CNC is
-unreachable the correlator still works: a link's nodes are read from its name (``pe1-pe2``),
-so correlation degrades to shared nodes only, without SRLGs.
+The topology is fetched through the shared CNC client and cached for a while; each link keeps
+the interfaces CNC names for both its directions, so a CNC alarm about ``pe1:GigabitEthernet…``
+finds its link. When CNC is unreachable the correlator still works: a link's nodes are read from
+its name (``pe1-pe2``), so correlation degrades to shared nodes only, without SRLGs.
 """
 
 from __future__ import annotations
@@ -10,21 +11,14 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from shared.errors import SouthboundError
 from shared.logs import get_logger
-from shared.southbound import TOPOLOGY, CncClient
+from shared.southbound import CncClient, Topology
 
 log = get_logger(__name__)
 
 _LINK_IN_TEXT = re.compile(r"\b([A-Za-z0-9_.:]+-[A-Za-z0-9_.:]+)\b")
-_INTERFACE_KEYS = (
-    ("source-interface", "destination-interface"),
-    ("source-tp", "dest-tp"),
-    ("source-tp", "destination-tp"),
-    ("source_interface", "destination_interface"),
-)
 
 
 @dataclass
@@ -101,10 +95,8 @@ class TopologyCache:
             return self.view
         self._fetched_at = time.monotonic()
         try:
-            # The raw document, so interface names the typed model drops are kept too.
-            data = await self.client._call("GET", f"{TOPOLOGY}/cisco-crosswork-cxm:topology")
-            self.view = parse_topology(data["cisco-crosswork-cxm:topology"], self.extra_interfaces)
-        except (SouthboundError, KeyError, TypeError) as exc:
+            self.view = view_of(await self.client.topology(), self.extra_interfaces)
+        except SouthboundError as exc:
             if self.view.known:
                 log.warning("CNC topology refresh failed; keeping the last one", error=str(exc))
             else:
@@ -112,19 +104,17 @@ class TopologyCache:
         return self.view
 
 
-def parse_topology(doc: dict[str, Any], extra_interfaces: dict[str, str]) -> TopologyView:
+def view_of(topology: Topology, extra_interfaces: dict[str, str]) -> TopologyView:
+    """The correlator's view of CNC's topology: ends, SRLGs and ``node:interface`` names."""
     view = TopologyView(known=True)
-    for link in doc.get("links", []):
-        name = str(link["link-id"])
-        src, dst = str(link["source"]), str(link["destination"])
-        view.links[name] = (src, dst)
-        view.srlgs[name] = frozenset(int(s) for s in link.get("srlgs", []) or [])
-        for src_key, dst_key in _INTERFACE_KEYS:
-            if link.get(src_key):
-                view.interfaces[f"{src}:{link[src_key]}"] = name
-            if link.get(dst_key):
-                view.interfaces[f"{dst}:{link[dst_key]}"] = name
-        for node, ifname in (link.get("interfaces") or {}).items():
-            view.interfaces[f"{node}:{ifname}"] = name
+    for link in topology.links:
+        name = link.link_id
+        view.links[name] = (link.source, link.destination)
+        view.srlgs[name] = frozenset(link.srlgs)
+        for direction in link.interfaces:
+            if direction.source_tp:
+                view.interfaces[f"{direction.source}:{direction.source_tp}"] = name
+            if direction.dest_tp:
+                view.interfaces[f"{direction.destination}:{direction.dest_tp}"] = name
     view.interfaces.update(extra_interfaces)
     return view

@@ -1,6 +1,8 @@
 """Service Impact agent: which L2/L3 VPN services cross the degraded links, and their SLA tiers.
 
-The service inventory and each service's path come from CNC. A CNC failure is not swallowed:
+Each service and the path it rides now come from CNC (its L2NM/L3NM services and the SR
+policies they ride); its SLA tier and committed bandwidth from the operators' inventory (the
+OSS export the CNC client reads). A CNC failure is not swallowed:
 it propagates as a ``SouthboundError`` (503 when transient, 502 otherwise) so the orchestrator
 escalates as the seed's error table asks ("Service Impact API failed → escalate").
 """
@@ -29,7 +31,7 @@ spec = AgentSpec(
 
 
 def _tier(service: VpnService) -> str:
-    """CNC's tier label as one of the seed's tiers; an unknown label counts as the lowest."""
+    """The inventory's tier as one of the seed's tiers; an unknown one counts as the lowest."""
     tier = service.sla_tier.strip().lower()
     if tier not in TIERS:
         log.warning("unknown SLA tier, counted as bronze", service=service.vpn_id, tier=tier)

@@ -41,7 +41,7 @@ from shared.models import (
     TicketStored,
 )
 from shared.settings import Settings
-from shared.southbound import CncClient
+from shared.southbound import cnc_client
 
 log = get_logger(__name__)
 
@@ -57,11 +57,8 @@ async def _resources(app: FastAPI) -> AsyncIterator[None]:
     app.state.http = httpx.AsyncClient(
         timeout=io.peer_timeout_s, transport=app.state.peer_transport
     )
-    cnc = CncClient(
-        settings.cnc_base,
-        settings.cnc_token,
-        transport=app.state.southbound_transport,
-        timeout_s=io.peer_timeout_s,
+    cnc = cnc_client(
+        settings, transport=app.state.southbound_transport, timeout_s=io.peer_timeout_s
     )
     app.state.topology = TopologyCache(cnc, settings.scaled(io.topology_ttl_s))
     await auth.bootstrap_admin(

@@ -39,45 +39,58 @@ def epoch_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+METRIC_VENDOR = "accedian-twamp"
+OBJECT_TYPE = "twamp-sf"
+ROUND_TRIP = "2"
+
+
+def _number(value: float) -> str:
+    """A threshold as PCA writes it: a string, without a trailing ``.0``."""
+    return f"{value:g}"
+
+
 def alerting_policies(thresholds: Thresholds, tenant_id: str) -> dict[str, Any]:
-    """``GET /api/v2/policies/alerting``: one micro-TCA policy with a condition per metric."""
+    """``GET /api/v2/policies/alerting`` (JSON:API): one micro-TCA policy, a condition per metric.
+
+    Metric ids are those of the metrics API (``delayAvg``, ``delayVarAvg``, ``packetsLostPct``),
+    measured round trip (direction ``"2"``); values are strings, as PCA sends them.
+    """
 
     def condition(metric: str, value: float, severity: str) -> dict[str, Any]:
-        def side(comparator: str, threshold: float) -> dict[str, Any]:
+        def side(comparator: str) -> dict[str, Any]:
             return {
-                "duration": "PT1M",
                 "metric": {
-                    "vendor": "accedian",
-                    "objectType": "twamp-sf",
                     "id": metric,
-                    "direction": "rt",
+                    "vendor": METRIC_VENDOR,
+                    "objectType": [OBJECT_TYPE],
+                    "direction": [ROUND_TRIP],
                 },
-                "value": threshold,
                 "comparator": comparator,
+                "value": _number(value),
+                "duration": "PT1M",
             }
 
-        return {
-            "severity": severity,
-            "triggersOn": side("gt", value),
-            "recoversOn": side("lte", value),
-        }
+        return {"severity": severity, "triggersOn": side("gt"), "recoversOn": side("lte")}
 
     return {
         "data": [
             {
+                "type": "alertPolicies",
                 "id": POLICY_ID,
-                "type": "policies",
-                "tenantId": tenant_id,
-                "name": POLICY_NAME,
-                "policyType": "micro-tca",
-                "enabled": True,
-                "conditions": [
-                    condition("delay-avg", thresholds.delay_ms, "major"),
-                    condition("delay-var-avg", thresholds.jitter_ms, "minor"),
-                    condition("packets-lost-pct", thresholds.loss_pct, "critical"),
-                ],
+                "attributes": {
+                    "tenantId": tenant_id,
+                    "policyName": POLICY_NAME,
+                    "policyType": "micro-tca",
+                    "enabled": True,
+                    "conditions": [
+                        condition("delayAvg", thresholds.delay_ms, "major"),
+                        condition("delayVarAvg", thresholds.jitter_ms, "minor"),
+                        condition("packetsLostPct", thresholds.loss_pct, "critical"),
+                    ],
+                },
             }
-        ]
+        ],
+        "meta": {"total": 1},
     }
 
 

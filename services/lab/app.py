@@ -1,4 +1,4 @@
-"""Network lab (8010): CNC and PCA northbound emulation over an in-memory topology.
+"""Network lab (8010): CNC 7.x and PCA northbound, exactly as documented, over an in-memory network.
 
 ``create_app(settings)`` builds the app; the topology is built when the app is (so a bad
 ``CXM_LAB_TOPOLOGY`` fails at start-up with its name), and the lifespan owns the HTTP client
@@ -12,12 +12,16 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from services.lab.alerts import AlertPusher
+from services.lab.auth import Sessions
+from services.lab.cnc import cnc, sso
+from services.lab.common import LabError
 from services.lab.controller import Lab
 from services.lab.network import LabNetwork, Thresholds
-from services.lab.routes import LabError, cnc, control, pca
+from services.lab.pca import login, pca
+from services.lab.routes import control
 from services.lab.settings import LabSettings
 from services.lab.topology import build_topology, delay_threshold_ms
 from shared import __version__
@@ -65,6 +69,20 @@ def create_app(
                 lab_settings=lab_settings,
                 network=LabNetwork(topology, thresholds),
                 pusher=pusher,
+                sessions=Sessions(
+                    cnc_credentials=(
+                        settings.cnc_username,
+                        settings.cnc_password.get_secret_value(),
+                    ),
+                    pca_credentials=(
+                        settings.pca_username,
+                        settings.pca_password.get_secret_value(),
+                    ),
+                    max_sessions=lab_settings.max_sessions,
+                    jwt_ttl_s=lab_settings.jwt_ttl_s,
+                    tgt_ttl_s=lab_settings.tgt_ttl_s,
+                    pca_token_ttl_s=lab_settings.pca_token_ttl_s,
+                ),
             )
             app.state.lab = lab
             pusher.start()
@@ -93,14 +111,16 @@ def create_app(
     app.state.topology = topology
 
     @app.exception_handler(LabError)
-    async def lab_error(request: Request, exc: LabError) -> JSONResponse:
-        return JSONResponse(exc.body, status_code=exc.status)
+    async def lab_error(request: Request, exc: LabError) -> Response:
+        return exc.response()
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:
         return {"status": "ok", "agent": "lab", "version": __version__}
 
+    app.include_router(sso)
     app.include_router(cnc)
+    app.include_router(login)
     app.include_router(pca)
     app.include_router(control)
     return app

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.lab.alerts import AlertPusher, build_alert
+from services.lab.auth import Sessions
 from services.lab.network import LabNetwork, LinkCondition, utcnow
 from services.lab.settings import LabSettings
 from services.lab.topology import ScenarioPlan, ScenarioStep
@@ -48,11 +49,13 @@ class Lab:
         lab_settings: LabSettings,
         network: LabNetwork,
         pusher: AlertPusher,
+        sessions: Sessions,
     ):
         self.settings = settings
         self.lab_settings = lab_settings
         self.network = network
         self.pusher = pusher
+        self.sessions = sessions
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.raised_at: dict[str, datetime] = {}
 
@@ -191,15 +194,6 @@ class Lab:
 
     # --- traffic -------------------------------------------------------------------------
 
-    def steer(
-        self, *, head_end: str, end_point: str, color: int, services: list[str], weight: int
-    ) -> list[str]:
-        steered = self.network.steer(
-            head_end=head_end, end_point=end_point, color=color, services=services, weight=weight
-        )
-        self.evaluate()  # moving traffic can congest (or relieve) a link
-        return steered
-
     def set_traffic(self, factor: float, services: list[str]) -> None:
         self.network.set_traffic(factor, services)
         self.evaluate()
@@ -249,9 +243,12 @@ class Lab:
             )
 
     def reset(self) -> None:
-        """Recover every link (pushing the clears), then forget policies, steering, faults."""
+        """Recover every link (pushing the clears), then forget policies, mappings, faults.
+
+        Logins survive a reset: a client's session is not part of the network."""
         for name in list(self.tasks):
             self._cancel(name)
         self.recover_all()
         self.network.reset()
         self.raised_at.clear()
+        self.evaluate()

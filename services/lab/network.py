@@ -1,38 +1,61 @@
-"""The lab's run-time state: link conditions, SR policies, steering shares, traffic counters.
+"""The lab's run-time state: link conditions, SR policies and RSVP-TE tunnels, steering, load.
 
 :class:`LabNetwork` is plain synchronous code over the immutable :class:`LabTopology`. The
-HTTP layer calls it and turns what it returns into responses and PCA alerts; timers live in the
-app's lifespan, not here, so this module can be tested and benchmarked without an event loop.
-Every value it reports is a function of the state (no random noise), so tests are exact.
+HTTP layer parses requests into the typed calls here and turns what they return (or the
+:class:`PolicyError` they raise) into CNC's answers; timers live in the app's lifespan, so this
+module can be tested and benchmarked without an event loop. Every value it reports is a
+function of the state (no random noise), so tests are exact.
+
+Traffic: every service rides an SR policy. At start each has its own base policy (ODN-style:
+its head-end, its end-point, a color by tier, pinned to the service's path). A service mapped to
+a color (the NSO te-service-mapping) rides the policy (head-end, end-point, that color) while it
+exists and is up, else its base policy again. A link's load is the offered load of every
+service whose ridden policy crosses it.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
-from services.lab.topology import LabLink, LabService, LabTopology
+from services.lab.topology import TIERS, LabLink, LabService, LabTopology
 
 PolicyKey = tuple[str, str, int]
+"""(head-end node, end-point node, color): how CNC identifies an SR policy."""
+TunnelKey = tuple[str, str, str]
+"""(head-end node, end-point node, path-name): how the lab identifies an RSVP-TE tunnel."""
 Operation = Literal[
     "topology",
+    "performance-metrics",
     "services",
+    "service-config",
+    "steering",
     "sr-policies",
     "sr-policy-create",
     "sr-policy-modify",
     "sr-policy-delete",
-    "traffic-steer",
-    "link-counters",
+    "srv6-policy",
+    "rsvp-te",
     "metrics",
     "policies",
+    "monitored-objects",
+    "login",
 ]
 OPERATIONS: tuple[str, ...] = Operation.__args__  # type: ignore[attr-defined]
-MAX_BINDING_SID = 1_048_575
+MAX_LABEL = 1_048_575
 """The largest MPLS label; binding SIDs above it cannot exist."""
+SRGB = (16000, 23999)
+"""The segment routing global block every SR-MPLS node announces."""
+TIER_COLOR: dict[str, int] = {tier: 100 * (i + 1) for i, tier in enumerate(TIERS)}
+"""Base (ODN) policy color of a service by tier: platinum 100, gold 200, silver 300, bronze 400."""
+ODN_BSID_BASE = 900_000
+AUTO_BSID_BASE = 800_000
+Objective = Literal["igp-metric", "te-metric", "delay", "hop-count"]
+OBJECTIVES: tuple[str, ...] = Objective.__args__  # type: ignore[attr-defined]
 
 
 def utcnow() -> datetime:
@@ -78,30 +101,82 @@ class LinkMetrics:
 
 
 @dataclass
-class SrPolicyRecord:
+class PolicyRecord:
+    """An SR policy CNC knows: created through COE (SR-MPLS), the NSO proxy (SRv6), or ODN."""
+
     head_end: str
     end_point: str
     color: int
     path_name: str
     description: str
-    binding_sid: int
-    te_type: str
+    binding_sid: int | None
+    te_type: Literal["sr-mpls", "srv6"]
+    policy_type: Literal["explicit", "dynamic", "odn"]
+    origin: Literal["coe", "nso", "odn"]
     nodes: list[str]
+    """The path from the head-end to the end-point (empty: the PCE found none)."""
     links: list[str]
+    profile_id: int = 0
+    objective: str | None = None
+    srv6_binding_sid: str | None = None
     created_at: datetime = field(default_factory=utcnow)
 
     @property
     def key(self) -> PolicyKey:
         return (self.head_end, self.end_point, self.color)
 
-    def same_as(self, other: SrPolicyRecord) -> bool:
-        """Identical intent: re-creating it is a no-op that succeeds."""
-        return (
-            self.path_name == other.path_name
-            and self.binding_sid == other.binding_sid
-            and self.te_type == other.te_type
-            and self.nodes == other.nodes
-        )
+
+@dataclass
+class TunnelRecord:
+    head_end: str
+    end_point: str
+    path_name: str
+    tunnel_id: int
+    description: str
+    signaled_bandwidth: int
+    setup_priority: int
+    hold_priority: int
+    explicit: bool
+    nodes: list[str]
+    links: list[str]
+
+    @property
+    def key(self) -> TunnelKey:
+        return (self.head_end, self.end_point, self.path_name)
+
+
+@dataclass(frozen=True)
+class Hop:
+    step: int
+    address: str
+    sid: int | None = None
+
+
+@dataclass(frozen=True)
+class SrRequest:
+    """One ``sr-policies[]`` entry of a COE operation, already type-checked."""
+
+    head_end: str
+    end_point: str
+    color: int
+    path_name: str = ""
+    description: str = ""
+    binding_sid: int | None = None
+    profile_id: int = 0
+    hops: tuple[Hop, ...] | None = None
+    objective: str | None = None
+
+
+@dataclass(frozen=True)
+class TunnelRequest:
+    head_end: str
+    end_point: str
+    path_name: str
+    description: str = ""
+    signaled_bandwidth: int = 0
+    setup_priority: int = 7
+    hold_priority: int = 7
+    hops: tuple[Hop, ...] | None = None
 
 
 @dataclass
@@ -114,57 +189,82 @@ class Fault:
 
 
 class PolicyError(ValueError):
-    """An SR policy request COE would answer with ``state: failure`` and this message."""
-
-
-class SteerError(ValueError):
-    """A steering request that cannot apply (unknown policy or service, bad weight)."""
-
-
-def policy_key(item: dict[str, Any], operation: str) -> PolicyKey:
-    """The (head-end, end-point, color) an operation names; COE identifies policies by it."""
-    try:
-        return (str(item["head-end"]), str(item["end-point"]), int(item["color"]))
-    except (KeyError, TypeError, ValueError):
-        raise PolicyError(f"{operation} needs head-end, end-point and an integer color") from None
+    """A request a PCE/CNC refuses: ``state: failure`` (COE) or a 400 (NSO), with this message."""
 
 
 class LabNetwork:
     """Mutable state of the emulated network over an immutable topology."""
 
-    def __init__(
-        self,
-        topology: LabTopology,
-        thresholds: Thresholds,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-    ):
+    def __init__(self, topology: LabTopology, thresholds: Thresholds):
         self.topology = topology
         self.thresholds = thresholds
-        self.clock = clock
+        self.started = utcnow()
         self.conditions: dict[str, LinkCondition] = {}
         self.alerting: dict[str, tuple[str, float, float]] = {}
         """Links with a raised PCA alert → (metric, threshold, value) it was raised on."""
-        self.policies: dict[PolicyKey, SrPolicyRecord] = {}
-        self.steering: dict[str, tuple[PolicyKey, int]] = {}
-        """service id → (policy, percent of its traffic on the policy)."""
+        self.policies: dict[PolicyKey, PolicyRecord] = {}
+        self.base: dict[str, PolicyKey] = {}
+        """service id → its base (ODN) policy."""
+        self.mapping: dict[str, int] = {}
+        """service id → the color its te-service-mapping names."""
+        self.tunnels: dict[TunnelKey, TunnelRecord] = {}
         self.traffic_factor: dict[str, float] = {}
         self.faults: dict[str, Fault] = {}
-        self.octets: dict[str, float] = dict.fromkeys(topology.links, 0.0)
-        self._last_sample = clock()
+        self.addresses: dict[str, str] = {}
+        """IPv4 and IPv6 TE router-ids → node id."""
+        for node in topology.nodes.values():
+            self.addresses[node.loopback] = node.node_id
+            if "srv6" in node.te_capabilities:
+                self.addresses[topology.ipv6_router_id(node.node_id)] = node.node_id
+        self._tunnel_serial = 0
         self._rates: dict[str, float] | None = None
+        self._odn_policies()
 
-    # --- reset ---------------------------------------------------------------------------
+    # --- base policies and reset -----------------------------------------------------------
+
+    def _odn_policies(self) -> None:
+        """One ODN policy per (ends, tier, path): services that agree on all three share it."""
+        colors: dict[tuple[str, str, str, tuple[str, ...]], PolicyKey] = {}
+        serial = itertools.count(ODN_BSID_BASE + 1)
+        for service in sorted(self.topology.services.values(), key=lambda s: s.vpn_id):
+            group = (service.head_end, service.end_point, service.sla_tier, service.nodes)
+            key = colors.get(group)
+            if key is None:
+                color = TIER_COLOR[service.sla_tier]
+                while (service.head_end, service.end_point, color) in self.policies:
+                    color += 1
+                key = (service.head_end, service.end_point, color)
+                colors[group] = key
+                end = self.topology.nodes[service.end_point].loopback
+                self.policies[key] = PolicyRecord(
+                    head_end=service.head_end,
+                    end_point=service.end_point,
+                    color=color,
+                    path_name=f"srte_c_{color}_ep_{end}",
+                    description=f"ODN {service.sla_tier}",
+                    binding_sid=next(serial),
+                    te_type="sr-mpls",
+                    policy_type="odn",
+                    origin="odn",
+                    nodes=list(service.nodes),
+                    links=list(service.path),
+                )
+            self.base[service.vpn_id] = key
 
     def reset(self) -> None:
-        """Back to the pristine network (counters keep counting: they are cumulative)."""
-        self._accumulate()
+        """Back to the pristine network: no conditions, no CXM policies, mappings or faults.
+
+        Raised alerts stay remembered, so the caller's next evaluation pushes their clears."""
         self.conditions.clear()
-        self.alerting.clear()
-        self.policies.clear()
-        self.steering.clear()
+        self.policies = {k: p for k, p in self.policies.items() if p.origin == "odn"}
+        self.tunnels.clear()
+        self.mapping.clear()
         self.traffic_factor.clear()
         self.faults.clear()
+        self._rates = None
+
+    def changed(self) -> None:
+        """Something traffic depends on changed: recompute the load on the next read."""
         self._rates = None
 
     # --- lookups -------------------------------------------------------------------------
@@ -180,9 +280,29 @@ class LabNetwork:
             raise KeyError(link_id)
         return link
 
+    def address(self, node_id: str) -> str:
+        return self.topology.nodes[node_id].loopback
+
+    def node_at(self, address: str) -> str | None:
+        return self.addresses.get(address)
+
+    def prefix_sid(self, node_id: str) -> int | None:
+        node = self.topology.nodes[node_id]
+        return node.prefix_sid if "sr-mpls" in node.te_capabilities else None
+
     def oper_status(self, link_id: str) -> str:
         cond = self.conditions.get(link_id)
         return "down" if cond is not None and cond.down else "up"
+
+    def path_up(self, links: Iterable[str]) -> bool:
+        return all(self.oper_status(link) == "up" for link in links)
+
+    def policy_up(self, record: PolicyRecord) -> bool:
+        return bool(record.nodes) and self.path_up(record.links)
+
+    def created_policies(self) -> list[PolicyRecord]:
+        """The policies CNC was asked for (COE and NSO), not the ODN base policies."""
+        return [p for p in self.policies.values() if p.origin != "odn"]
 
     # --- faults --------------------------------------------------------------------------
 
@@ -215,21 +335,19 @@ class LabNetwork:
         down: bool = False,
         until: datetime | None = None,
     ) -> LinkCondition:
-        self._accumulate()
         cond = LinkCondition(
             delay_ms=delay_ms, jitter_ms=jitter_ms, loss_pct=loss_pct, down=down, until=until
         )
         self.conditions[link_id] = cond
-        self._rates = None
+        self.changed()
         return cond
 
     def recover(self, link_id: str) -> LinkCondition | None:
-        self._accumulate()
-        self._rates = None
+        self.changed()
         return self.conditions.pop(link_id, None)
 
     def metrics(self, link_id: str) -> LinkMetrics:
-        """PCA's view of a link: base delay + injected degradation + queueing when congested."""
+        """PCA's view of a link (round trip): base delay + degradation + queueing when busy."""
         link = self.topology.links[link_id]
         cond = self.conditions.get(link_id)
         util = self.rates().get(link_id, 0.0) / link.capacity_mbps
@@ -265,247 +383,382 @@ class LabNetwork:
             return "cleared", previous
         return None
 
-    # --- SR policies ---------------------------------------------------------------------
+    # --- the PCE -------------------------------------------------------------------------
 
-    def resolve_hop(self, hop: Any) -> str:
-        """A node id from a COE explicit hop (SID, IPv4 address or, for the lab, a node id)."""
-        if isinstance(hop, str):
-            candidate: Any = hop
-        elif isinstance(hop, dict):
-            inner = hop.get("hop", hop)
-            if not isinstance(inner, dict):
-                raise PolicyError(f"hop {hop!r} is not an object")
-            for key in ("node-id", "cisco-crosswork-cxm:node-id"):
-                if key in inner:
-                    candidate = inner[key]
-                    break
-            else:
-                if "node-ipv4-address" in inner:
-                    address = str(inner["node-ipv4-address"])
-                    for node in self.topology.nodes.values():
-                        if node.loopback == address:
-                            return node.node_id
-                    raise PolicyError(f"no node has loopback {address}")
-                if "node-ipv4-sid" in inner:
-                    sid = inner["node-ipv4-sid"]
-                    for node in self.topology.nodes.values():
-                        if str(node.prefix_sid) == str(sid):
-                            return node.node_id
-                    raise PolicyError(f"no node has prefix SID {sid}")
-                raise PolicyError(
-                    f"hop {hop!r} names no node (node-ipv4-address, node-ipv4-sid or node-id)"
-                )
-        else:
-            raise PolicyError(f"hop {hop!r} is not an object")
-        if candidate not in self.topology.nodes:
-            raise PolicyError(f"hop names unknown node {candidate!r}")
-        return str(candidate)
+    def pce(
+        self, head: str, end: str, *, te_type: str, objective: str = "te-metric"
+    ) -> list[str] | None:
+        """Shortest path over nodes that support ``te_type`` and links that are up.
 
-    def validate_policy(self, item: dict[str, Any]) -> SrPolicyRecord:
-        """Check a create/modify entry the way a PCE would; PolicyError says why not."""
-        head, end = item.get("head-end"), item.get("end-point")
-        color, bsid = item.get("color"), item.get("binding-sid")
-        for name, value in (("head-end", head), ("end-point", end)):
-            if not isinstance(value, str) or value not in self.topology.nodes:
-                raise PolicyError(f"{name} {value!r} is not a node of the network")
-        assert isinstance(head, str) and isinstance(end, str)
+        Ties go to the lowest sequence of node ids, so the answer is deterministic.
+        """
+        caps = {n for n, node in self.topology.nodes.items() if te_type in node.te_capabilities}
+        if head not in caps or end not in caps:
+            return None
+
+        def weight(link: LabLink) -> float:
+            if objective == "igp-metric":
+                return link.igp_metric
+            if objective == "delay":
+                return self.metrics(link.link_id).delay_ms
+            if objective == "hop-count":
+                return 1
+            return link.te_metric
+
+        best: dict[str, float] = {}
+        queue: list[tuple[float, list[str]]] = [(0.0, [head])]
+        while queue:
+            cost, path = heapq.heappop(queue)
+            node = path[-1]
+            if node == end:
+                return path
+            if node in best:
+                continue
+            best[node] = cost
+            for other, link_id in self.topology.adjacency[node].items():
+                if other in best or other not in caps or self.oper_status(link_id) == "down":
+                    continue
+                link = self.topology.links[link_id]
+                heapq.heappush(queue, (cost + weight(link), [*path, other]))
+        return None
+
+    # --- SR-MPLS policies (COE operations) -----------------------------------------------
+
+    def _ends(self, head_addr: str, end_addr: str) -> tuple[str, str]:
+        head, end = self.node_at(head_addr), self.node_at(end_addr)
+        if head is None:
+            raise PolicyError(f"head-end {head_addr} is not the TE router-id of any node")
+        if end is None:
+            raise PolicyError(f"end-point {end_addr} is not the TE router-id of any node")
         if head == end:
-            raise PolicyError("head-end and end-point are the same node")
-        if not isinstance(color, int) or isinstance(color, bool) or not 1 <= color <= 2**32 - 1:
-            raise PolicyError(f"color {color!r} must be an integer from 1 to 4294967295")
-        if not isinstance(bsid, int) or isinstance(bsid, bool) or not 16 <= bsid <= MAX_BINDING_SID:
-            raise PolicyError(f"binding-sid {bsid!r} must be an integer from 16 to 1048575")
-        te_type = str(item.get("cisco-crosswork-cxm:te-type") or item.get("te-type") or "sr-mpls")
-        path = item.get("sr-policy-path") or {}
-        explicit = path.get("explicit") if isinstance(path, dict) else None
-        if not isinstance(explicit, dict) or not isinstance(explicit.get("hops"), list):
-            raise PolicyError("the lab supports explicit paths only: sr-policy-path.explicit.hops")
-        hops = sorted(
-            explicit["hops"],
-            key=lambda h: h.get("step", 0) if isinstance(h, dict) else 0,
-        )
-        nodes = [self.resolve_hop(h) for h in hops]
-        if not nodes or nodes[0] != head:
-            nodes.insert(0, head)
-        if nodes[-1] != end:
-            nodes.append(end)
+            raise PolicyError(f"head-end and end-point are the same node ({head}, {head_addr})")
+        return head, end
+
+    def _check_path(self, nodes: list[str], te_type: str, label: str) -> list[str]:
+        """The links of a node path; PolicyError when it is not one the network can carry."""
         if len(set(nodes)) != len(nodes):
-            raise PolicyError(f"the path {' → '.join(nodes)} visits a node twice")
+            raise PolicyError(f"the path {' -> '.join(nodes)} visits a node twice")
+        for node in nodes:
+            if te_type not in self.topology.nodes[node].te_capabilities:
+                raise PolicyError(f"node {node} does not support {label}")
         links: list[str] = []
         for a, b in itertools.pairwise(nodes):
             link = self.topology.link_between(a, b)
             if link is None:
-                raise PolicyError(f"no link between {a} and {b}: the path is not contiguous")
+                raise PolicyError(f"no link between {a} and {b}: consecutive hops not adjacent")
             if self.oper_status(link) == "down":
                 raise PolicyError(f"link {link} on the path is down")
             links.append(link)
-        for node in nodes:
-            if te_type not in self.topology.nodes[node].te_capabilities:
-                raise PolicyError(f"node {node} does not support {te_type}")
-        return SrPolicyRecord(
+        return links
+
+    def _explicit_nodes(self, head: str, end: str, hops: tuple[Hop, ...], sids: bool) -> list[str]:
+        if not hops:
+            raise PolicyError("the explicit path has no hops")
+        nodes = [head]
+        for hop in sorted(hops, key=lambda h: h.step):
+            node = self.node_at(hop.address)
+            if node is None:
+                raise PolicyError(f"hop {hop.step}: {hop.address} is not the router-id of any node")
+            if sids:
+                own = self.prefix_sid(node)
+                if own is None:
+                    raise PolicyError(f"hop {hop.step}: node {node} does not support SR-MPLS")
+                if hop.sid != own:
+                    raise PolicyError(
+                        f"hop {hop.step}: node-ipv4-sid {hop.sid} is not the prefix SID of "
+                        f"{hop.address} ({node}: {own})"
+                    )
+            nodes.append(node)
+        if nodes[-1] != end:
+            raise PolicyError(
+                f"the last hop ({nodes[-1]}) is not the end-point ({end}): hops end with it"
+            )
+        return nodes
+
+    def resolve_sr(self, req: SrRequest) -> PolicyRecord:
+        """Validate a create/modify/dry-run entry the way a PCE would; PolicyError says why not."""
+        head, end = self._ends(req.head_end, req.end_point)
+        if not 1 <= req.color <= 4_294_967_295:
+            raise PolicyError(f"color {req.color} is outside 1..4294967295")
+        if req.binding_sid is not None and not 16 <= req.binding_sid <= MAX_LABEL:
+            raise PolicyError(f"binding-sid {req.binding_sid} is outside 16..{MAX_LABEL}")
+        for node in (head, end):
+            if "sr-mpls" not in self.topology.nodes[node].te_capabilities:
+                raise PolicyError(f"node {node} does not support SR-MPLS")
+        if req.hops is not None:
+            nodes = self._explicit_nodes(head, end, req.hops, sids=True)
+            policy_type: Literal["explicit", "dynamic"] = "explicit"
+        else:
+            found = self.pce(head, end, te_type="sr-mpls", objective=req.objective or "te-metric")
+            if found is None:
+                raise PolicyError(
+                    f"no SR-MPLS path from {head} to {end} ({req.objective}) over links that are up"
+                )
+            nodes, policy_type = found, "dynamic"
+        links = self._check_path(nodes, "sr-mpls", "SR-MPLS")
+        return PolicyRecord(
             head_end=head,
             end_point=end,
+            color=req.color,
+            path_name=req.path_name,
+            description=req.description,
+            binding_sid=req.binding_sid,
+            te_type="sr-mpls",
+            policy_type=policy_type,
+            origin="coe",
+            nodes=nodes,
+            links=links,
+            profile_id=req.profile_id,
+            objective=req.objective,
+        )
+
+    def _bsid_taken(self, bsid: int, key: PolicyKey) -> PolicyRecord | None:
+        for other in self.policies.values():
+            if other.binding_sid == bsid and other.key != key:
+                return other
+        return None
+
+    def _allocate_bsid(self) -> int:
+        used = {p.binding_sid for p in self.policies.values()}
+        bsid = AUTO_BSID_BASE + 1
+        while bsid in used:
+            bsid += 1
+        return bsid
+
+    def create_sr(self, req: SrRequest) -> tuple[PolicyRecord, str]:
+        record = self.resolve_sr(req)
+        existing = self.policies.get(record.key)
+        if existing is not None:
+            same = existing.origin == "coe" and existing.nodes == record.nodes
+            if same and req.binding_sid in (None, existing.binding_sid):
+                return existing, "no change"
+            raise PolicyError("SR policy already exists")
+        if record.binding_sid is None:
+            record.binding_sid = self._allocate_bsid()
+        elif (other := self._bsid_taken(record.binding_sid, record.key)) is not None:
+            raise PolicyError(
+                f"binding-sid {record.binding_sid} is in use by the policy "
+                f"{self.address(other.head_end)} -> {self.address(other.end_point)} "
+                f"color {other.color}"
+            )
+        self.policies[record.key] = record
+        self.changed()
+        return record, "SR policy created"
+
+    def modify_sr(self, req: SrRequest) -> tuple[PolicyRecord, str]:
+        head, end = self._ends(req.head_end, req.end_point)
+        existing = self.policies.get((head, end, req.color))
+        if existing is None or existing.origin != "coe":
+            raise PolicyError("SR policy not found")
+        record = self.resolve_sr(req)
+        if req.binding_sid is not None and req.binding_sid != existing.binding_sid:
+            if (other := self._bsid_taken(req.binding_sid, record.key)) is not None:
+                raise PolicyError(
+                    f"binding-sid {req.binding_sid} is in use by the policy "
+                    f"{self.address(other.head_end)} -> {self.address(other.end_point)} "
+                    f"color {other.color}"
+                )
+        else:
+            record.binding_sid = existing.binding_sid
+        if (
+            record.nodes == existing.nodes
+            and record.binding_sid == existing.binding_sid
+            and record.path_name == existing.path_name
+            and record.description == existing.description
+        ):
+            return existing, "no change"
+        record.created_at = existing.created_at
+        self.policies[record.key] = record
+        self.changed()  # whatever rides the policy now crosses the new path's links
+        return record, "SR policy modified"
+
+    def delete_sr(self, head_addr: str, end_addr: str, color: int) -> str:
+        head, end = self.node_at(head_addr), self.node_at(end_addr)
+        key = (head or "", end or "", color)
+        existing = self.policies.get(key)
+        if existing is None or existing.origin != "coe":
+            raise PolicyError("SR policy not found in Config DB")
+        del self.policies[key]
+        self.changed()  # whatever rode it falls back to its base policy
+        return "SR policy deleted"
+
+    # --- SRv6 policies (NSO proxy) ---------------------------------------------------------
+
+    def put_srv6(
+        self, *, name: str, head: str, tail_addr: str, color: int, description: str = ""
+    ) -> tuple[PolicyRecord, bool]:
+        """Create or replace the SRv6 policy ``name`` on a PCE path; (record, created)."""
+        if head not in self.topology.nodes:
+            raise PolicyError(f"head-end {head} is not a device NSO manages")
+        if "srv6" not in self.topology.nodes[head].te_capabilities:
+            raise PolicyError(f"device {head} has no SRv6 locator: it does not support SRv6")
+        tail = self.node_at(tail_addr)
+        if tail is None:
+            raise PolicyError(f"tail-end {tail_addr} is not the router-id of any node")
+        if tail == head:
+            raise PolicyError(f"head-end and tail-end are the same node ({head})")
+        if "srv6" not in self.topology.nodes[tail].te_capabilities:
+            raise PolicyError(f"tail-end {tail} ({tail_addr}) does not support SRv6")
+        if not 1 <= color <= 4_294_967_295:
+            raise PolicyError(f"color {color} is outside 1..4294967295")
+        previous = self.srv6_named(name)
+        key = (head, tail, color)
+        holder = self.policies.get(key)
+        if holder is not None and holder is not previous:
+            raise PolicyError(
+                f"the policy {self.address(head)} -> {tail_addr} color {color} already "
+                f"exists ({holder.path_name})"
+            )
+        nodes = self.pce(head, tail, te_type="srv6") or []
+        record = PolicyRecord(
+            head_end=head,
+            end_point=tail,
             color=color,
-            path_name=str(item.get("path-name") or f"{head}-{end}-{color}"),
-            description=str(item.get("description") or ""),
-            binding_sid=bsid,
-            te_type=te_type,
+            path_name=name,
+            description=description,
+            binding_sid=None,
+            te_type="srv6",
+            policy_type="dynamic",
+            origin="nso",
+            nodes=nodes,
+            links=self.topology.links_of(nodes) or [] if nodes else [],
+            objective="te-metric",
+            srv6_binding_sid=f"{self.topology.srv6_node_sid(head)[:-1]}e{color % 0xFFF:03x}::",
+        )
+        if previous is not None:
+            record.created_at = previous.created_at
+            del self.policies[previous.key]
+        self.policies[key] = record
+        self.changed()
+        return record, previous is None
+
+    def srv6_named(self, name: str) -> PolicyRecord | None:
+        for policy in self.policies.values():
+            if policy.origin == "nso" and policy.path_name == name:
+                return policy
+        return None
+
+    def delete_srv6(self, name: str) -> bool:
+        policy = self.srv6_named(name)
+        if policy is None:
+            return False
+        del self.policies[policy.key]
+        self.changed()
+        return True
+
+    # --- RSVP-TE tunnels -----------------------------------------------------------------
+
+    def resolve_tunnel(self, req: TunnelRequest) -> TunnelRecord:
+        head, end = self._ends(req.head_end, req.end_point)
+        for name, value in (("setup", req.setup_priority), ("hold", req.hold_priority)):
+            if not 0 <= value <= 7:
+                raise PolicyError(f"{name}-priority {value} is outside 0..7")
+        if req.signaled_bandwidth < 0:
+            raise PolicyError(f"signaled-bandwidth {req.signaled_bandwidth} is negative")
+        for node in (head, end):
+            if "rsvp-te" not in self.topology.nodes[node].te_capabilities:
+                raise PolicyError(f"node {node} does not support RSVP-TE")
+        if req.hops:
+            nodes = self._explicit_nodes(head, end, req.hops, sids=False)
+        else:
+            found = self.pce(head, end, te_type="rsvp-te")
+            if found is None:
+                raise PolicyError(f"no RSVP-TE path from {head} to {end} over links that are up")
+            nodes = found
+        links = self._check_path(nodes, "rsvp-te", "RSVP-TE")
+        return TunnelRecord(
+            head_end=head,
+            end_point=end,
+            path_name=req.path_name,
+            tunnel_id=0,
+            description=req.description,
+            signaled_bandwidth=req.signaled_bandwidth,
+            setup_priority=req.setup_priority,
+            hold_priority=req.hold_priority,
+            explicit=bool(req.hops),
             nodes=nodes,
             links=links,
         )
 
-    def create_policy(self, item: dict[str, Any]) -> tuple[SrPolicyRecord, str]:
-        """Install a policy; identical re-creation succeeds and changes nothing."""
-        record = self.validate_policy(item)
-        existing = self.policies.get(record.key)
+    def create_tunnel(self, req: TunnelRequest) -> tuple[TunnelRecord, str]:
+        record = self.resolve_tunnel(req)
+        existing = self.tunnels.get(record.key)
         if existing is not None:
-            if existing.same_as(record):
-                return existing, "policy already exists with the same path; nothing changed"
-            raise PolicyError(
-                f"a policy {record.head_end} → {record.end_point} color {record.color} "
-                "already exists with another path or binding-sid (use sr-policy-modify)"
-            )
-        for other in self.policies.values():
-            if other.binding_sid == record.binding_sid:
-                raise PolicyError(
-                    f"binding-sid {record.binding_sid} is in use by {other.head_end} → "
-                    f"{other.end_point} color {other.color}"
-                )
-        self._accumulate()
-        self.policies[record.key] = record
-        return record, "policy created"
+            if existing.nodes == record.nodes:
+                return existing, "no change"
+            raise PolicyError("RSVP-TE tunnel already exists")
+        self._tunnel_serial += 1
+        record.tunnel_id = self._tunnel_serial
+        self.tunnels[record.key] = record
+        return record, "RSVP-TE tunnel created"
 
-    def modify_policy(self, item: dict[str, Any]) -> tuple[SrPolicyRecord, str]:
-        """Put an existing policy on a new explicit path.
-
-        The key, binding SID and TE type stay, so whatever is steered onto the policy moves
-        with it instead of being un-steered; what the request leaves out is kept as it was.
-        """
-        key = policy_key(item, "modify")
-        existing = self.policies.get(key)
+    def modify_tunnel(self, req: TunnelRequest) -> tuple[TunnelRecord, str]:
+        head, end = self._ends(req.head_end, req.end_point)
+        existing = self.tunnels.get((head, end, req.path_name))
         if existing is None:
-            raise PolicyError(
-                f"no policy {key[0]} → {key[1]} color {key[2]} to modify (use sr-policy-create)"
-            )
-        kept = {
-            "binding-sid": existing.binding_sid,
-            "te-type": existing.te_type,
-            "path-name": existing.path_name,
-            "description": existing.description,
-        }
-        record = self.validate_policy({**kept, **item})
-        for name, old, new in (
-            ("binding-sid", existing.binding_sid, record.binding_sid),
-            ("te-type", existing.te_type, record.te_type),
-        ):
-            if new != old:
-                raise PolicyError(f"{name} cannot change from {old} to {new}: delete and create")
-        if existing.same_as(record):
-            return existing, "policy already has this path; nothing changed"
-        self._accumulate()
-        record.created_at = existing.created_at
-        self.policies[key] = record
-        self._rates = None  # the steered traffic now crosses the new path's links
-        return record, "policy modified"
+            raise PolicyError("RSVP-TE tunnel not found")
+        record = self.resolve_tunnel(req)
+        record.tunnel_id = existing.tunnel_id
+        if record == existing:
+            return existing, "no change"
+        self.tunnels[record.key] = record
+        return record, "RSVP-TE tunnel modified"
 
-    def delete_policy(self, item: dict[str, Any]) -> tuple[bool, str]:
-        """Remove a policy and whatever was steered onto it; absent is not an error."""
-        key = policy_key(item, "delete")
-        if key not in self.policies:
-            return False, "no such policy; nothing to delete"
-        self._accumulate()
-        del self.policies[key]
-        for service, (policy, _) in list(self.steering.items()):
-            if policy == key:
-                del self.steering[service]
-        self._rates = None
-        return True, "policy deleted"
-
-    def policy_state(self, record: SrPolicyRecord) -> str:
-        return "down" if any(self.oper_status(link) == "down" for link in record.links) else "up"
+    def delete_tunnel(self, head_addr: str, end_addr: str, path_name: str) -> TunnelRecord:
+        key = (self.node_at(head_addr) or "", self.node_at(end_addr) or "", path_name)
+        existing = self.tunnels.pop(key, None)
+        if existing is None:
+            raise PolicyError("RSVP-TE tunnel not found in Config DB")
+        return existing
 
     # --- steering and traffic ------------------------------------------------------------
 
-    def steer(
-        self, *, head_end: str, end_point: str, color: int, services: list[str], weight: int
-    ) -> list[str]:
-        """Carry ``weight`` % of the services' traffic on the policy; returns the services."""
-        key = (head_end, end_point, color)
-        if key not in self.policies:
-            raise SteerError(f"no SR policy {head_end} → {end_point} color {color}")
-        if not 0 <= weight <= 100:
-            raise SteerError(f"weight {weight} must be between 0 and 100")
-        if not services:
-            services = [
-                s.vpn_id
-                for s in self.topology.services.values()
-                if s.head_end == head_end and s.end_point == end_point
-            ]
-        unknown = [s for s in services if s not in self.topology.services]
-        if unknown:
-            raise SteerError(f"unknown services: {', '.join(unknown)}")
-        wrong = [
-            s
-            for s in services
-            if (self.topology.services[s].head_end, self.topology.services[s].end_point)
-            != (head_end, end_point)
-        ]
-        if wrong:
-            raise SteerError(
-                f"services {', '.join(wrong)} do not run {head_end} → {end_point}; "
-                "a policy can only carry services between its own ends"
-            )
-        self._accumulate()
-        for service in services:
-            if weight == 0:
-                self.steering.pop(service, None)
-            else:
-                self.steering[service] = (key, weight)
-        self._rates = None
-        return services
+    def rides(self, service: LabService) -> PolicyRecord:
+        """The policy the service's traffic uses now: its mapped color's when that is up."""
+        color = self.mapping.get(service.vpn_id)
+        if color is not None:
+            mapped = self.policies.get((service.head_end, service.end_point, color))
+            if mapped is not None and self.policy_up(mapped):
+                return mapped
+        return self.policies[self.base[service.vpn_id]]
+
+    def service_up(self, service: LabService) -> bool:
+        return self.policy_up(self.rides(service))
+
+    def map_services(self, colors: dict[str, int]) -> None:
+        """Set te-service-mappings (service id → color); the caller checked the ids."""
+        self.mapping.update(colors)
+        self.changed()
+
+    def unmap(self, vpn_id: str) -> bool:
+        found = self.mapping.pop(vpn_id, None) is not None
+        self.changed()
+        return found
 
     def set_traffic(self, factor: float, services: Iterable[str]) -> None:
         """Scale services' offered load (1.0 = nominal), to drive congestion on purpose."""
-        self._accumulate()
         for service in services:
             if factor == 1.0:
                 self.traffic_factor.pop(service, None)
             else:
                 self.traffic_factor[service] = factor
-        self._rates = None
+        self.changed()
 
     def offered_mbps(self, service: LabService) -> float:
         return service.bandwidth_mbps * self.traffic_factor.get(service.vpn_id, 1.0)
 
     def rates(self) -> dict[str, float]:
-        """Mbps on every link: each service on its own path x (1 - share) + policy x share."""
+        """Mbps on every link: each service's offered load on the links of the policy it rides."""
         if self._rates is not None:
             return self._rates
         rates = dict.fromkeys(self.topology.links, 0.0)
         for service in self.topology.services.values():
             mbps = self.offered_mbps(service)
-            share = 0.0
-            steered = self.steering.get(service.vpn_id)
-            if steered is not None and steered[0] in self.policies:
-                share = steered[1] / 100.0
-                for link in self.policies[steered[0]].links:
-                    rates[link] += mbps * share
-            if share < 1.0:
-                for link in service.path:
-                    rates[link] += mbps * (1.0 - share)
+            for link in self.rides(service).links:
+                rates[link] += mbps
         self._rates = rates
         return rates
 
-    def _accumulate(self) -> None:
-        """Integrate the current rates into the octet counters up to now."""
-        now = self.clock()
-        elapsed = max(0.0, now - self._last_sample)
-        self._last_sample = now
-        if elapsed == 0.0:
-            return
-        for link, mbps in self.rates().items():
-            self.octets[link] += mbps * 1e6 / 8 * elapsed
-
-    def counters(self) -> dict[str, float]:
-        self._accumulate()
-        return self.octets
+    def services_on(self, link_id: str) -> list[LabService]:
+        """The services whose traffic crosses the link now."""
+        return [s for s in self.topology.services.values() if link_id in self.rides(s).links]

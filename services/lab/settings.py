@@ -1,7 +1,8 @@
-"""Settings of the network lab (``CXM_LAB_*``): which topology, its token, alert pushing.
+"""Settings of the network lab (``CXM_LAB_*``): which topology, sessions, alert pushing.
 
-The mesh-wide settings (correlator URL, mesh token, time scale) come from
-:class:`shared.settings.Settings`; these are the knobs only the lab has.
+The mesh-wide settings (correlator URL, mesh token, time scale, and the CNC/PCA logins the lab
+accepts: ``CXM_CNC_USERNAME``/``CXM_CNC_PASSWORD``, ``CXM_PCA_USERNAME``/``CXM_PCA_PASSWORD``)
+come from :class:`shared.settings.Settings`; these are the knobs only the lab has.
 """
 
 from __future__ import annotations
@@ -20,9 +21,14 @@ class LabSettings(BaseSettings):
         description="'default' (the seed's network) or a topohub key such as 'sndlib/abilene'",
     )
     seed: int = Field(default=0, description="makes TE regions, tiers and SRLGs reproducible")
-    token: str | None = Field(
-        default=None, description="bearer token every CNC/PCA request must carry (none: open)"
+    max_sessions: int = Field(
+        default=20, ge=1, description="live CNC ticket-granting tickets per user"
     )
+    jwt_ttl_s: float = Field(default=28800.0, gt=0, description="lifetime of a CNC JWT (8 h)")
+    tgt_ttl_s: float = Field(
+        default=28800.0, gt=0, description="lifetime of a CNC ticket-granting ticket"
+    )
+    pca_token_ttl_s: float = Field(default=3600.0, gt=0, description="lifetime of a PCA token")
     push_alerts: bool = Field(default=True, description="POST PCA alerts to the correlator")
     push_retries: int = Field(default=4, ge=0, description="extra delivery attempts per alert")
     push_backoff_s: float = Field(default=0.5, gt=0, description="first retry delay, doubling")

@@ -40,6 +40,8 @@ TIER_BANDWIDTH_MBPS: dict[str, float] = {
     "bronze": 100.0,
 }
 CAPACITY_STEPS_MBPS: tuple[float, ...] = (1_000, 2_500, 10_000, 40_000, 100_000, 400_000)
+IGP_NETWORK = "ISIS_IPV4_L2"
+"""The one network CNC's topology lists (its ``network-id``, the last part of link ids)."""
 SPEED_OF_LIGHT_IN_FIBRE_KM_PER_MS = 200.0
 """Light covers about 200 km of fibre per millisecond, so delay ≈ km / 200."""
 
@@ -127,12 +129,48 @@ class LabTopology:
     scenarios: dict[str, ScenarioPlan] = field(default_factory=dict)
     adjacency: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
     """node → neighbour → link id, for path checks in O(1)."""
+    ports: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    """link id → (source interface, destination interface), numbered per node in link order."""
+    adjacency_sids: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
+    """link id → (adjacency SID at the source, at the destination): local labels from 24000."""
+    directed: dict[str, tuple[str, bool]] = field(default_factory=dict, repr=False)
+    """CNC's directional link id → (lab link id, True for the source → destination direction)."""
 
     def __post_init__(self) -> None:
         self.adjacency = {node: {} for node in self.nodes}
+        used: Counter[str] = Counter()
         for link in self.links.values():
             self.adjacency[link.source][link.destination] = link.link_id
             self.adjacency[link.destination][link.source] = link.link_id
+            a, b = used[link.source], used[link.destination]
+            used.update((link.source, link.destination))
+            self.ports[link.link_id] = (f"GigabitEthernet0/0/0/{a}", f"GigabitEthernet0/0/0/{b}")
+            self.adjacency_sids[link.link_id] = (24000 + a, 24000 + b)
+            forward, backward = self.cnc_link_ids(link.link_id)
+            self.directed[forward] = (link.link_id, True)
+            self.directed[backward] = (link.link_id, False)
+
+    def cnc_link_ids(self, link_id: str) -> tuple[str, str]:
+        """CNC's ids of the link's two directions, source → destination first."""
+        link = self.links[link_id]
+        a, b = self.ports[link_id]
+        return (
+            f"{link.source} : {a} : {link.destination} : {b} : {IGP_NETWORK}",
+            f"{link.destination} : {b} : {link.source} : {a} : {IGP_NETWORK}",
+        )
+
+    def ipv6_router_id(self, node_id: str) -> str:
+        """The node's IPv6 TE router-id (SRv6 nodes): fc00::<n>, n from its IPv4 loopback."""
+        return f"fc00::{self._host(node_id):x}"
+
+    def srv6_node_sid(self, node_id: str) -> str:
+        """The node's SRv6 uN SID on locator fc00:0:<n>::/48."""
+        return f"fc00:0:{self._host(node_id):x}::"
+
+    def _host(self, node_id: str) -> int:
+        return int(ipaddress.IPv4Address(self.nodes[node_id].loopback)) - int(
+            ipaddress.IPv4Address("10.0.0.0")
+        )
 
     def link_between(self, a: str, b: str) -> str | None:
         return self.adjacency.get(a, {}).get(b)

@@ -2,9 +2,9 @@
 
 The graph is cached for a short TTL (scaled by ``CXM_TIME_SCALE``); after that CNC is asked
 again and the graph is rebuilt only if the topology changed. A request for bandwidth also
-reads CNC's services and SR policies, every time (steering changes all the time), to know each
-link's load. "No path" is an answer, not an error: ``found=False`` with a reason, so the
-orchestrator can branch to escalation.
+reads CNC's services, every time (steering changes all the time), to know each link's load:
+each service's path is the one it rides now. "No path" is an answer, not an error:
+``found=False`` with a reason, so the orchestrator can branch to escalation.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from shared.southbound import (
     CncClient,
     PcaClient,
     SharedRead,
-    SrPolicy,
     VpnService,
     southbound_clients,
 )
@@ -56,9 +55,9 @@ class GraphCache:
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
         self.builds = 0
-        self.load = SharedRead(self._read_load)
-        """Services and SR policies as CNC has them now, for bandwidth accounting (steering
-        changes all the time, so never kept)."""
+        self.load = SharedRead(self.cnc.services)
+        """Services as CNC has them now, each with the path it rides, for bandwidth accounting
+        (steering changes all the time, so never kept)."""
         self.out_of_sla = SharedRead(self._read_sla)
         """Links PCA measures beyond a threshold now, and how far: every path avoids them when
         it can, whichever incident they belong to (concurrent incidents each ban only their
@@ -89,10 +88,6 @@ class GraphCache:
                 )
             return self._graph
 
-    async def _read_load(self) -> tuple[list[VpnService], list[SrPolicy]]:
-        services, policies = await asyncio.gather(self.cnc.services(), self.cnc.sr_policies())
-        return services, policies
-
     async def _read_sla(self) -> dict[str, SlaBreach]:
         links = list((await self.get()).links)
         metrics, limits = await asyncio.gather(self.pca.link_metrics(links), self.pca.thresholds())
@@ -116,10 +111,9 @@ async def _graph_for(request: ComputePath, ctx: TaskContext) -> KnowledgeGraph:
     graph = await _priced(ctx)
     if request.min_bandwidth_mbps is None:
         return graph
-    services, policies = await cache.load()
+    services = await cache.load()
     return graph.reserve(
         services,
-        policies,
         carrying=request.carrying,
         reserved=request.reserved_mbps,
         reservable_share=settings.reservable_share,
@@ -165,13 +159,12 @@ async def compute_path(payload: ComputePath, ctx: TaskContext) -> PathResult:
 async def compute_paths(payload: ComputePaths, ctx: TaskContext) -> PathsResult:
     graph = await _priced(ctx)
     if any(request.min_bandwidth_mbps is not None for request in payload.requests):
-        services, policies = await ctx.state.graph.load()
+        services: list[VpnService] = await ctx.state.graph.load()
     else:
-        services, policies = [], []
+        services = []
     results = graph.plan(
         payload.requests,
         services,
-        policies,
         reservable_share=ctx.state.path_settings.reservable_share,
     )
     log.info(

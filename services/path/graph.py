@@ -7,7 +7,15 @@ constraints exclude and picks the cheapest eligible parallel link.
 
 Bandwidth is TE accounting, not raw capacity: ``reserve`` gives a view of the graph with the
 load the services put on each link now, and a path for N Mbps only uses links with N Mbps of
-headroom below their reservable share.
+headroom below their reservable share. A service's load sits whole on the links of the policy
+it rides now (``VpnService.path``: its own policy, or the protection policy its color maps it
+to); a policy carries whole services, never a share of one.
+
+A link's delay comes from CNC's performance metrics and may be unknown (``delay_ms`` None, a
+read that failed). The delay objective then prices it from its TE metric at the graph's own
+rate: the measured links' total delay over their total TE metric (0.1 ms per unit when no
+link is measured, the convention TE metric = delay x 10). Such a link's delay in a result's
+``total_delay_ms`` is that estimate, and ``delay_estimated_links`` names it.
 
 A link PCA measures out of SLA (``degraded``) is a cost, not a ban: banning them left whole
 regions unreachable when several links were degraded at once, and the customers on a worse
@@ -34,7 +42,6 @@ from shared.models import ComputePath, PathResult
 from shared.southbound import (
     Link,
     LinkMetrics,
-    SrPolicy,
     Thresholds,
     Topology,
     VpnService,
@@ -43,6 +50,24 @@ from shared.southbound import (
 
 TE_PREFERENCE: tuple[str, ...] = ("sr-mpls", "srv6", "rsvp-te")
 """Which tunnel technology to prefer when every node on a path supports several."""
+
+DEFAULT_MS_PER_TE = 0.1
+"""Delay per TE-metric unit when no link's delay is known (TE metric = delay x 10)."""
+
+
+def ms_per_te(links: Iterable[Link]) -> float:
+    """The network's delay per TE-metric unit, from the links whose delay CNC measures."""
+    measured = [link for link in links if link.delay_ms is not None and link.te_metric > 0]
+    total_te = sum(link.te_metric for link in measured)
+    if not total_te:
+        return DEFAULT_MS_PER_TE
+    return sum(link.delay_ms or 0.0 for link in measured) / total_te
+
+
+def _service_load(service: VpnService) -> Iterator[tuple[str, float]]:
+    """(link key, Mbps) the service puts on each link of the path it rides now."""
+    for name in service.path:
+        yield link_key(name), service.bandwidth_mbps
 
 
 def fingerprint(topology: Topology) -> str:
@@ -96,6 +121,8 @@ class KnowledgeGraph:
     out_of_sla: Mapping[str, SlaBreach] = field(default_factory=dict)
     """Links (by ``link_key``) that PCA measures beyond a threshold now: a path crosses one
     only when no path avoids them all (see the module docstring)."""
+    ms_per_te: float = DEFAULT_MS_PER_TE
+    """The delay of a link CNC has no delay for, per unit of its TE metric."""
 
     @classmethod
     def build(cls, topology: Topology) -> KnowledgeGraph:
@@ -118,12 +145,20 @@ class KnowledgeGraph:
                 graph.edges[link.source, link.destination]["links"].append(link)
             else:
                 graph.add_edge(link.source, link.destination, links=[link])
-        return cls(graph=graph, digest=fingerprint(topology), links=links)
+        return cls(
+            graph=graph,
+            digest=fingerprint(topology),
+            links=links,
+            ms_per_te=ms_per_te(topology.links),
+        )
+
+    def delay_of(self, link: Link) -> float:
+        """The link's delay, or its estimate from the TE metric when CNC has none."""
+        return link.delay_ms if link.delay_ms is not None else link.te_metric * self.ms_per_te
 
     def reserve(
         self,
         services: Iterable[VpnService],
-        policies: Iterable[SrPolicy],
         *,
         carrying: Iterable[str] = (),
         reserved: Mapping[str, float] | None = None,
@@ -131,44 +166,25 @@ class KnowledgeGraph:
     ) -> KnowledgeGraph:
         """This graph (not copied) with each link's load, for TE bandwidth accounting.
 
-        A service steered onto a policy with weight w puts w % of its bandwidth on the
-        policy's links and the rest on its own path; ``carrying`` services move with the new
-        path, so they count nowhere. A policy hop over parallel links spreads over them (ECMP).
-        ``reserved`` (link → Mbps) is bandwidth promised to policies not built yet (the same
-        incident's other groups): it counts as load like a service's.
+        A service puts its bandwidth on each link of the path it rides now; ``carrying``
+        services move with the new path, so they count nowhere. ``reserved`` (link → Mbps)
+        is bandwidth promised to policies not built yet (the same incident's other groups):
+        it counts as load like a service's.
         """
-        on_policy = {(p.head_end, p.end_point, p.color): p.hops for p in policies}
         moving = set(carrying)
         load: defaultdict[str, float] = defaultdict(float)
         for service in services:
             if service.vpn_id not in moving:
-                for key, mbps in self._service_load(service, on_policy):
+                for key, mbps in _service_load(service):
                     load[key] += mbps
         for name, mbps in (reserved or {}).items():
             load[link_key(name)] += mbps
         return dataclasses.replace(self, load_mbps=dict(load), reservable_share=reservable_share)
 
-    def _service_load(
-        self, service: VpnService, on_policy: Mapping[tuple[str, str, int], list[str]]
-    ) -> Iterator[tuple[str, float]]:
-        """(link key, Mbps) the service puts on each link it uses now."""
-        hops: list[str] = []
-        share = 0.0
-        if service.steering is not None:
-            key = (service.head_end, service.end_point, service.steering.color)
-            hops = on_policy.get(key, [])
-            share = service.steering.weight / 100 if hops else 0.0
-        for bundle in self._bundles(hops):
-            for link in bundle:
-                yield link_key(link.link_id), service.bandwidth_mbps * share / len(bundle)
-        for name in service.path:
-            yield link_key(name), service.bandwidth_mbps * (1 - share)
-
     def plan(
         self,
         requests: Sequence[ComputePath],
         services: Sequence[VpnService],
-        policies: Sequence[SrPolicy],
         *,
         reservable_share: float,
     ) -> list[PathResult]:
@@ -181,9 +197,8 @@ class KnowledgeGraph:
         CNC's services serves the whole incident), then only the deltas are added.
         """
         moving = {sid for request in requests for sid in request.carrying}
-        base = self.reserve(services, policies, carrying=moving, reservable_share=reservable_share)
+        base = self.reserve(services, carrying=moving, reservable_share=reservable_share)
         by_id = {service.vpn_id: service for service in services}
-        on_policy = {(p.head_end, p.end_point, p.color): p.hops for p in policies}
         extra: defaultdict[str, float] = defaultdict(float)
         results: list[PathResult] = []
         for request in requests:
@@ -198,7 +213,7 @@ class KnowledgeGraph:
             elif not result.found:
                 for sid in request.carrying:
                     if sid in by_id:
-                        for key, mbps in self._service_load(by_id[sid], on_policy):
+                        for key, mbps in _service_load(by_id[sid]):
                             extra[key] += mbps
         return results
 
@@ -336,6 +351,10 @@ class KnowledgeGraph:
 
         return weight
 
+    def _metric(self, name: str) -> Callable[[Link], float]:
+        """A link's cost under the objective ``name``."""
+        return self.delay_of if name == "delay" else _COST[name]
+
     def _cost(self, request: ComputePath) -> Callable[[Link], float]:
         """The request's metric, plus a penalty on links out of SLA.
 
@@ -343,7 +362,7 @@ class KnowledgeGraph:
         avoids all links out of SLA is cheaper than any that crosses one; times the link's
         severity, so fewer and milder breaches win among paths that must cross.
         """
-        metric = _COST[request.metric]
+        metric = self._metric(request.metric)
         if not self.out_of_sla:
             return metric
         unit = 1.0 + sum(metric(link) for link in self.links.values())
@@ -365,7 +384,7 @@ class KnowledgeGraph:
     ) -> PathResult:
         eligible = self._eligible(request)
         penalised = self._cost(request)
-        cost = _COST[request.metric]
+        cost = self._metric(request.metric)
         chosen = [
             min((link for link in bundle if eligible(link)), key=penalised)
             for bundle in self._bundles(nodes)
@@ -374,6 +393,8 @@ class KnowledgeGraph:
         bandwidth: dict[str, Any] = {}
         if request.min_bandwidth_mbps is not None:
             bandwidth["min_headroom_mbps"] = min(self.headroom(link) for link in chosen)
+        unmeasured = [link.link_id for link in chosen if link.delay_ms is None]
+        estimated = {"delay_estimated_links": unmeasured} if unmeasured else {}
         crossed = [
             (link.link_id, self.out_of_sla[link_key(link.link_id)])
             for link in chosen
@@ -394,7 +415,7 @@ class KnowledgeGraph:
             path=nodes,
             links=[link.link_id for link in chosen],
             hop_count=len(nodes),
-            total_delay_ms=round(sum(link.delay_ms for link in chosen), 3),
+            total_delay_ms=round(sum(self.delay_of(link) for link in chosen), 3),
             total_metric=round(sum(cost(link) for link in chosen), 3),
             metric=request.metric,
             te_types=te_types,
@@ -404,6 +425,7 @@ class KnowledgeGraph:
             reason=reason,
             out_of_sla_links=[name for name, _ in crossed],
             **bandwidth,
+            **estimated,
         )
 
     def _bundles(self, nodes: list[str]) -> Iterator[list[Link]]:
@@ -454,8 +476,8 @@ def _pair_key(link: Link) -> str:
 
 
 _COST: dict[str, Callable[[Link], float]] = {
-    "delay": lambda link: link.delay_ms,
     "te": lambda link: link.te_metric,
     "igp": lambda link: link.igp_metric,
     "hops": lambda link: 1.0,
 }
+"""Objectives other than delay, which needs the graph (a link's delay may be estimated)."""

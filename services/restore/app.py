@@ -2,10 +2,20 @@
 
 Hold timers live in the orchestrator, which persists them; every handler here does one
 bounded piece of work and returns, so nothing sleeps while an incident waits.
+
+A policy carries whole services (they are steered onto it by color), not a share of one, so
+the gradual cutover moves whole services: at each step ``steering_share`` picks the group's
+services that stay on the protection policy (the smallest set carrying at least
+``protection_pct`` % of the group's bandwidth, the highest tiers last to go home); those are
+mapped to its color and the others' mappings deleted. A step says the same thing however
+often it is applied. A service that a fresh read shows mapped to another policy's color
+(another incident moved it since) is left where it is.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -29,19 +39,38 @@ from shared.southbound import (
     CncClient,
     LinkMetrics,
     PcaClient,
+    SharedRead,
+    SrPolicy,
     Thresholds,
+    VpnService,
     link_key,
     southbound_clients,
+    steering_share,
 )
 
 log = get_logger(__name__)
+
+
+@asynccontextmanager
+async def _southbound(app: FastAPI) -> AsyncIterator[None]:
+    """The clients for the app's lifetime, and shared reads of CNC's services and policies.
+
+    An incident on a busy link cuts back hundreds of policies at once, each step needing its
+    group's services; every step reading CNC's whole service list for itself made that
+    quadratic, so steps that arrive while a read is under way share it (never cached beyond:
+    each step still sees the mappings as they are once its read started).
+    """
+    async with southbound_clients(app):
+        app.state.services = SharedRead(app.state.cnc.services)
+        app.state.sr_policies = SharedRead(app.state.cnc.sr_policies)
+        yield
 
 
 spec = AgentSpec(
     name="restore",
     title="Restoration Monitor",
     description="SLA recovery checks, gradual cutover and cleanup",
-    resources=southbound_clients,
+    resources=_southbound,
 )
 
 
@@ -95,11 +124,41 @@ async def _policy_key(
     """(head-end, end-point, color): as the orchestrator passed it, else from CNC by name."""
     if payload.head_end and payload.end_point and payload.color is not None:
         return payload.head_end, payload.end_point, payload.color
-    cnc: CncClient = ctx.state.cnc
-    for policy in await cnc.sr_policies():
+    for policy in await ctx.state.sr_policies():
         if policy.path_name == payload.tunnel_id:
             return policy.head_end, policy.end_point, policy.color
     return None
+
+
+def _group(
+    services: list[VpnService], ids: list[str], key: tuple[str, str, int]
+) -> list[VpnService]:
+    """The services of ``ids`` (every one between the policy's ends when none is named) that
+    this policy may move: mapped to its color or to none, not to another incident's policy."""
+    head_end, end_point, color = key
+    wanted = set(ids)
+    return [
+        s
+        for s in services
+        if (s.vpn_id in wanted if wanted else (s.head_end, s.end_point) == (head_end, end_point))
+        and (not s.steered or s.mapped_color == color)
+    ]
+
+
+async def _steer_share(
+    cnc: CncClient, group: list[VpnService], color: int, pct: int
+) -> tuple[list[str], list[str]]:
+    """Map the share of ``group`` that stays on the policy to its color, unmap the rest.
+
+    Returns (vpn-ids on the policy, vpn-ids back on their own policy)."""
+    keep = set(steering_share(group, pct))
+    on = [s for s in group if s.vpn_id in keep]
+    home = [s for s in group if s.vpn_id not in keep]
+    if on:
+        await cnc.map_services(on, color)
+    if leaving := [s for s in home if s.steered]:
+        await cnc.unmap_services(leaving)
+    return [s.vpn_id for s in on], [s.vpn_id for s in home]
 
 
 @spec.serve(CHECK_SLA)
@@ -125,33 +184,31 @@ async def cutover_step(payload: CutoverStep, ctx: TaskContext) -> CutoverResult:
         raise TaskFailed(
             f"no SR policy named {payload.tunnel_id} in CNC", code="unknown_tunnel", status=404
         )
-    head_end, end_point, color = key
+    color = key[2]
     cnc: CncClient = ctx.state.cnc
-    await cnc.steer(
-        head_end=head_end,
-        end_point=end_point,
-        color=color,
-        services=payload.service_ids,
-        protection_pct=payload.protection_pct,
-    )
+    group = _group(await ctx.state.services(), payload.service_ids, key)
+    on, home = await _steer_share(cnc, group, color, payload.protection_pct)
     sla = await _check(ctx, payload.links)
     if sla.within_sla:
-        log.info("cutover step applied", tunnel_id=payload.tunnel_id, step=payload.protection_pct)
+        log.info(
+            "cutover step applied",
+            tunnel_id=payload.tunnel_id,
+            step=payload.protection_pct,
+            on_protection=len(on),
+            home=len(home),
+        )
         return CutoverResult(
             applied=True,
             within_sla=True,
             protection_pct=payload.protection_pct,
             original_pct=payload.original_pct,
             sla=sla.model_dump(),
+            on_protection=on,
+            on_original=home,
         )
     # The original path cannot take the traffic yet: put everything back on protection.
-    await cnc.steer(
-        head_end=head_end,
-        end_point=end_point,
-        color=color,
-        services=payload.service_ids,
-        protection_pct=100,
-    )
+    if group:
+        await cnc.map_services(group, color)
     log.warning(
         "cutover reverted: SLA violated",
         tunnel_id=payload.tunnel_id,
@@ -165,34 +222,43 @@ async def cutover_step(payload: CutoverStep, ctx: TaskContext) -> CutoverResult:
         reverted=True,
         attempted_protection_pct=payload.protection_pct,
         sla=sla.model_dump(),
+        on_protection=[s.vpn_id for s in group],
+        on_original=[],
+    )
+
+
+def _named(policies: list[SrPolicy], payload: Cleanup) -> SrPolicy | None:
+    key = (payload.head_end, payload.end_point, payload.color)
+    return next(
+        (
+            p
+            for p in policies
+            if p.path_name == payload.tunnel_id or (p.head_end, p.end_point, p.color) == key
+        ),
+        None,
     )
 
 
 @spec.serve(CLEANUP)
 async def cleanup(payload: Cleanup, ctx: TaskContext) -> TunnelDeleted:
+    """Every service back on its own policy (mappings deleted), then the policy deleted."""
     cnc: CncClient = ctx.state.cnc
-    policy = None
-    for candidate in await cnc.sr_policies():
-        if candidate.path_name == payload.tunnel_id or (
-            (candidate.head_end, candidate.end_point, candidate.color)
-            == (payload.head_end, payload.end_point, payload.color)
-        ):
-            policy = candidate
-            break
+    policy = _named(await ctx.state.sr_policies(), payload)
     if policy is None:
         log.info("cleanup: policy already absent", tunnel_id=payload.tunnel_id)
         return TunnelDeleted(deleted=True, tunnel_id=payload.tunnel_id, already_absent=True)
-    await cnc.steer(
+    key = (policy.head_end, policy.end_point, policy.color)
+    group = _group(await ctx.state.services(), payload.service_ids, key)
+    if steered := [s for s in group if s.steered]:
+        await cnc.unmap_services(steered)
+    await cnc.delete_sr_policy(
         head_end=policy.head_end,
         end_point=policy.end_point,
         color=policy.color,
-        services=payload.service_ids,
-        protection_pct=0,
+        te_type=policy.te_type or "sr-mpls",
+        path_name=policy.path_name,
     )
-    await cnc.delete_sr_policy(
-        head_end=policy.head_end, end_point=policy.end_point, color=policy.color
-    )
-    log.info("cleanup: policy deleted", tunnel_id=payload.tunnel_id)
+    log.info("cleanup: policy deleted", tunnel_id=payload.tunnel_id, unmapped=len(steered))
     return TunnelDeleted(deleted=True, tunnel_id=payload.tunnel_id, already_absent=False)
 
 

@@ -1,4 +1,4 @@
-"""Pure traffic arithmetic: utilisation from counter deltas, demand sums, trend forecasts."""
+"""Pure traffic arithmetic: link loads from CNC's rates, demand sums, trend forecasts."""
 
 from __future__ import annotations
 
@@ -10,63 +10,51 @@ from typing import Any
 from shared.models import Demand, DemandResult, LinkForecast, LinkLoad
 from shared.southbound import VpnService
 
-TIME_KEYS = ("timestamp", "sample-time", "time")
+
+def sample_time(value: Any, fallback_ts: float) -> float:
+    """CNC's sample time (epoch seconds, or ISO 8601) as epoch seconds; ours when it has none."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return fallback_ts
+    return fallback_ts
 
 
-def parse_counter(raw: Mapping[str, Any], fallback_ts: float) -> dict[str, Any]:
-    """One CNC counter record as (time, octets per direction, capacity).
-
-    Every numeric ``*octets*`` field is a direction (``in-octets``/``out-octets`` and the
-    like); the time is epoch seconds or ISO 8601, or the moment we sampled if CNC gives none.
-    """
-    octets = {
-        k: float(v)
-        for k, v in raw.items()
-        if "octets" in k and isinstance(v, int | float) and not isinstance(v, bool)
-    }
-    ts = fallback_ts
-    for key in TIME_KEYS:
-        value = raw.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            ts = float(value)
-            break
-        if isinstance(value, str):
-            try:
-                ts = datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-                break
-            except ValueError:
-                continue
-    capacity = raw.get("capacity-mbps")
-    return {
-        "ts": ts,
-        "octets": octets,
-        "capacity_mbps": float(capacity) if isinstance(capacity, int | float) else None,
-    }
-
-
-def utilisation(
-    link_id: str, previous: Mapping[str, Any] | None, current: Mapping[str, Any]
+def link_load(
+    link_id: str,
+    *,
+    rate_mbps: float | None,
+    capacity_mbps: float | None,
+    utilisation_pct: float | None = None,
+    delay_ms: float | None = None,
+    directions: Mapping[str, float] | None = None,
 ) -> LinkLoad:
-    """Per-direction load between two samples; the link's figure is its busier direction."""
-    capacity = current.get("capacity_mbps")
-    if previous is None or not capacity:
-        return LinkLoad(link_id=link_id, capacity_mbps=capacity, reason="first sample")
-    interval = float(current["ts"]) - float(previous["ts"])
-    if interval <= 0:
-        return LinkLoad(link_id=link_id, capacity_mbps=capacity, reason="no time elapsed")
-    directions: dict[str, float] = {}
-    for direction, octets in current["octets"].items():
-        before = previous["octets"].get(direction)
-        if before is None or octets < before:  # a counter reset: no rate this interval
-            continue
-        mbps = (octets - before) * 8 / interval / 1e6
-        directions[direction] = round(mbps / capacity * 100, 3)
+    """One link's load as CNC's performance metrics give it: the busier direction's rate.
+
+    CNC reports a rate (``bandwidth-utilization-kbps``), not a counter, so one read is enough.
+    The percentage is CNC's when it gives one, else the rate over the capacity;
+    ``directions`` (Mbps per ``source-destination``) become percentages of the capacity too.
+    """
+    if utilisation_pct is None and rate_mbps is not None and capacity_mbps:
+        utilisation_pct = rate_mbps / capacity_mbps * 100
+    per_direction = {
+        name: round(mbps / capacity_mbps * 100, 3)
+        for name, mbps in (directions or {}).items()
+        if capacity_mbps
+    }
     return LinkLoad(
         link_id=link_id,
-        utilisation_pct=max(directions.values()) if directions else None,
-        directions=directions,
-        capacity_mbps=capacity,
-        interval_s=round(interval, 3),
+        utilisation_pct=round(utilisation_pct, 3) if utilisation_pct is not None else None,
+        directions=per_direction,
+        capacity_mbps=capacity_mbps,
+        rate_mbps=rate_mbps,
+        delay_ms=delay_ms,
+        reason=None if utilisation_pct is not None else "no rate from CNC",
     )
 
 

@@ -1,8 +1,11 @@
 """Traffic Analytics agent: link utilisation, the demand matrix and congestion forecasts.
 
-Utilisation comes from the deltas between successive CNC counter samples, which are kept per
-link in the agent's table; a small sampler in the lifespan takes one every
-``CXM_TRAFFIC_SAMPLE_INTERVAL_S`` (scaled by ``CXM_TIME_SCALE``) so forecasts have a history.
+Utilisation is CNC's own rate per link (``CncClient.link_utilisation()``: the busier
+direction's ``bandwidth-utilization-kbps`` from the performance metrics), so one read gives it.
+Each read is kept per link in the agent's table; a small sampler in the lifespan takes one every
+``CXM_TRAFFIC_SAMPLE_INTERVAL_S`` (scaled by ``CXM_TIME_SCALE``, never below
+``CXM_TRAFFIC_SAMPLE_MIN_INTERVAL_S``: a sample is two keyed reads per link) so forecasts have
+a history.
 Links predicted at or above 70 % are flagged, the seed's threshold for the proactive flow.
 """
 
@@ -19,7 +22,7 @@ from fastapi import FastAPI
 
 from services.traffic import store
 from services.traffic.analytics import demand_matrix as build_demand_matrix
-from services.traffic.analytics import forecast, parse_counter, utilisation
+from services.traffic.analytics import forecast, link_load, sample_time
 from services.traffic.settings import TrafficSettings
 from shared.agent import AgentSpec, TaskContext
 from shared.contracts import DEMAND_MATRIX, LINK_UTILISATION, PREDICT_CONGESTION
@@ -42,24 +45,32 @@ log = get_logger(__name__)
 
 
 async def take_sample(app: FastAPI) -> dict[str, LinkLoad]:
-    """Read CNC's counters once, store them, and return each link's load since the last read."""
+    """Read every link's load from CNC once, store it, and return it."""
     cnc: CncClient = app.state.cnc
     cfg: TrafficSettings = app.state.traffic_settings
     async with app.state.sample_lock:
-        counters = await cnc.link_counters()
+        rates = await cnc.link_utilisation()
         now = time.time()
-        previous = await store.latest(app.state.engine)
         loads: dict[str, LinkLoad] = {}
         rows = []
-        for link_id, raw in counters.items():
-            current = parse_counter(raw, now)
-            load = utilisation(link_id, previous.get(link_id), current)
+        for link_id, rate in rates.items():
+            load = link_load(
+                link_id,
+                rate_mbps=rate.rate_mbps,
+                capacity_mbps=rate.capacity_mbps,
+                utilisation_pct=rate.utilisation_pct,
+                delay_ms=rate.delay_ms,
+                directions=rate.directions,
+            )
             loads[link_id] = load
             rows.append(
                 {
                     "link_id": link_id,
-                    **current,
+                    "ts": sample_time(rate.timestamp, now),
+                    "octets": {},
+                    "capacity_mbps": load.capacity_mbps,
                     "utilisation_pct": load.utilisation_pct,
+                    "rate_mbps": rate.rate_mbps,
                     "directions": load.directions or None,
                 }
             )
@@ -73,7 +84,7 @@ async def _sampler(app: FastAPI, interval_s: float) -> None:
         try:
             await take_sample(app)
         except SouthboundError as exc:
-            log.warning("counter sample failed", error=str(exc))
+            log.warning("load sample failed", error=str(exc))
         await asyncio.sleep(interval_s)
 
 
@@ -87,7 +98,10 @@ async def _southbound(app: FastAPI) -> AsyncIterator[None]:
     async with southbound_clients(app):
         if cfg.sampler_enabled:
             sampler = asyncio.create_task(
-                _sampler(app, settings.scaled(cfg.sample_interval_s)), name="traffic-sampler"
+                _sampler(
+                    app, max(settings.scaled(cfg.sample_interval_s), cfg.sample_min_interval_s)
+                ),
+                name="traffic-sampler",
             )
         try:
             yield

@@ -1,10 +1,16 @@
-"""Counter samples per link: the previous one gives utilisation, the recent ones a forecast."""
+"""Load samples per link (CNC's rates): the recent ones give a forecast.
+
+Version 1 kept cumulative octet counters (utilisation was the delta between two samples);
+CNC's performance metrics give a rate, so version 2 keeps ``rate_mbps`` and leaves
+``octets`` empty.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import Migration, create_tables
@@ -20,8 +26,30 @@ samples = sa.Table(
     sa.Column("capacity_mbps", sa.Float, nullable=True),
     sa.Column("utilisation_pct", sa.Float, nullable=True),
     sa.Column("directions", sa.JSON, nullable=True),
+    sa.Column("rate_mbps", sa.Float, nullable=True),
 )
-MIGRATIONS = (Migration(1, "link counter samples", create_tables(metadata, "link_samples")),)
+_v1 = sa.MetaData()
+sa.Table(
+    "link_samples",
+    _v1,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("link_id", sa.String(200), nullable=False, index=True),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("octets", sa.JSON, nullable=False),
+    sa.Column("capacity_mbps", sa.Float, nullable=True),
+    sa.Column("utilisation_pct", sa.Float, nullable=True),
+    sa.Column("directions", sa.JSON, nullable=True),
+)
+
+
+def _add_rate(conn: Connection) -> None:
+    conn.execute(sa.text("ALTER TABLE link_samples ADD COLUMN rate_mbps FLOAT"))
+
+
+MIGRATIONS = (
+    Migration(1, "link counter samples", create_tables(_v1, "link_samples")),
+    Migration(2, "link rates", _add_rate),
+)
 
 
 async def latest(engine: AsyncEngine) -> dict[str, dict[str, Any]]:

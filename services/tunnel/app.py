@@ -6,10 +6,20 @@ so neither a retried task nor a replayed orchestrator node ever creates a second
 Transient CNC failures are retried with exponential backoff; after the last attempt the task
 fails with ``tunnel_provision_failed`` (502), which the orchestrator escalates.
 
-``reroute_tunnel`` moves a live tunnel onto a new explicit path with CNC ``sr-policy-modify``
-rather than a second tunnel: the policy keeps its key and binding SID, so the traffic already
-steered onto it follows without being moved. It retries the same way and fails with
-``tunnel_reroute_failed`` (502).
+SR-MPLS and RSVP-TE policies follow the explicit path asked for. SRv6 policies are dynamic:
+CNC's PCE computes their path (TE metric, avoiding links that are down), so after the create
+the agent reads the policy back and fails the provisioning, naming the link, when that path
+crosses one the request must avoid (``avoid_links``: the incident's degraded links); the
+policy is then removed again. The tunnel answers with the path the policy really takes.
+
+Steering gives the group's services the policy's color (``CncClient.map_services``, the
+L3NM/L2NM TE-service mapping: CNC's automated steering then puts all of a service's traffic on
+the policy); removal deletes those mappings (``unmap_services``) before the policy.
+
+``reroute_tunnel`` moves a live tunnel onto a new path with CNC ``sr-policy-modify`` rather
+than a second tunnel: the policy keeps its key and binding SID, so the traffic already
+steered onto it (by color) follows without being moved. It retries the same way and fails
+with ``tunnel_reroute_failed`` (502).
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -49,6 +60,7 @@ from shared.southbound import (
     SrPolicy,
     Topology,
     VpnService,
+    link_key,
     southbound_clients,
 )
 
@@ -74,6 +86,7 @@ async def _southbound(app: FastAPI) -> AsyncIterator[None]:
         cnc: CncClient = app.state.cnc
         app.state.topology = SharedRead(cnc.topology)
         app.state.sr_policies = SharedRead(cnc.sr_policies)
+        app.state.services = SharedRead(cnc.services)
         app.state.service_ends = ServiceEnds(
             cnc.services, ttl_s=app.state.settings.scaled(app.state.tunnel_settings.ends_ttl_s)
         )
@@ -89,8 +102,21 @@ spec = AgentSpec(
 )
 
 
+@dataclass(frozen=True)
+class ServiceRef:
+    """What steering needs of a service: its ends and its model (L2NM or L3NM)."""
+
+    head_end: str
+    end_point: str
+    service_type: str
+
+    @property
+    def ends(self) -> tuple[str, str]:
+        return self.head_end, self.end_point
+
+
 class ServiceEnds:
-    """Each VPN service's (head-end, end-point) as CNC has them, read at most once per TTL.
+    """Each VPN service's ends and type as CNC has them, read at most once per TTL.
 
     A service's ends are its configuration (where its sites attach), not its state, so
     steering does not need a fresh read of every service per policy: the view is read again
@@ -100,17 +126,28 @@ class ServiceEnds:
     def __init__(self, read: Callable[[], Awaitable[list[VpnService]]], *, ttl_s: float):
         self._read = SharedRead(read)
         self._ttl_s = ttl_s
-        self._ends: dict[str, tuple[str, str]] = {}
+        self._refs: dict[str, ServiceRef] = {}
         self._read_at = -float("inf")
 
-    async def of(self, ids: list[str]) -> dict[str, tuple[str, str]]:
-        """The ends of those of ``ids`` that CNC knows."""
+    async def _fresh(self, *, unless_known: list[str] | None = None) -> dict[str, ServiceRef]:
         stale = time.monotonic() - self._read_at > self._ttl_s
-        if stale or any(sid not in self._ends for sid in ids):
+        if stale or unless_known is None or any(s not in self._refs for s in unless_known):
             services = await self._read()
-            self._ends = {s.vpn_id: (s.head_end, s.end_point) for s in services}
+            self._refs = {
+                s.vpn_id: ServiceRef(s.head_end, s.end_point, s.service_type) for s in services
+            }
             self._read_at = time.monotonic()
-        return {sid: self._ends[sid] for sid in ids if sid in self._ends}
+        return self._refs
+
+    async def of(self, ids: list[str]) -> dict[str, ServiceRef]:
+        """The refs of those of ``ids`` that CNC knows."""
+        refs = await self._fresh(unless_known=ids)
+        return {sid: refs[sid] for sid in ids if sid in refs}
+
+    async def between(self, head_end: str, end_point: str) -> dict[str, ServiceRef]:
+        """Every service from ``head_end`` to ``end_point`` (read within the TTL)."""
+        refs = await self._fresh(unless_known=[])
+        return {sid: ref for sid, ref in refs.items() if ref.ends == (head_end, end_point)}
 
 
 # --- pure helpers ----------------------------------------------------------------------------
@@ -143,25 +180,34 @@ def choose_te_type(topology: Topology, path: list[str], wanted: str | None) -> s
     )
 
 
-def explicit_hops(topology: Topology, path: list[str], te_type: str) -> list[dict[str, Any]]:
-    """COE explicit hops after the head-end: node SID (prefix-sid) and loopback per step."""
+def explicit_hops(topology: Topology, path: list[str], te_type: str) -> list[str]:
+    """The policy's hops after the head-end (node ids, ending with the end-point), once the
+    path is checked: every hop a link, every SR-MPLS hop with a prefix SID. The client turns
+    them into each API's hops (COE node SIDs and addresses, RSVP-TE addresses)."""
     nodes = {node.node_id: node for node in topology.nodes}
     adjacent = {frozenset((link.source, link.destination)) for link in topology.links}
     for u, v in itertools.pairwise(path):
         if frozenset((u, v)) not in adjacent:
             raise TaskFailed(f"path hop {u} → {v} is not a link in the topology", code="bad_path")
-    hops: list[dict[str, Any]] = []
-    for step, name in enumerate(path[1:], start=1):
-        node = nodes[name]
-        if te_type == "sr-mpls" and node.prefix_sid is None:
+    for name in path[1:]:
+        if te_type == "sr-mpls" and nodes[name].prefix_sid is None:
             raise TaskFailed(f"node {name} has no prefix SID for sr-mpls", code="te_unsupported")
-        hop: dict[str, Any] = {}
-        if node.prefix_sid is not None:
-            hop["node-ipv4-sid"] = node.prefix_sid
-        if node.loopback:
-            hop["node-ipv4-address"] = node.loopback
-        hops.append({"step": step, "hop": hop})
-    return hops
+    return list(path[1:])
+
+
+def crossed_links(topology: Topology, path: list[str], avoid: list[str]) -> list[str]:
+    """The links of ``avoid`` that ``path`` (node ids) crosses, in the path's order.
+
+    A policy's path is known node by node, so a hop between two nodes crosses an avoided link
+    joining them even when a parallel link joins them too (CNC does not say which it takes).
+    """
+    by_key = {link_key(link.link_id): link for link in topology.links}
+    pairs: dict[frozenset[str], str] = {}
+    for name in avoid:
+        link = by_key.get(link_key(name))
+        ends = (link.source, link.destination) if link else tuple(name.split("-", 1))
+        pairs.setdefault(frozenset(ends), name)
+    return [pairs[frozenset(hop)] for hop in itertools.pairwise(path) if frozenset(hop) in pairs]
 
 
 def allocate(
@@ -230,6 +276,12 @@ def _find(policies: list[SrPolicy], tunnel_id: str) -> SrPolicy | None:
     return next((p for p in policies if p.path_name == tunnel_id), None)
 
 
+def _nodes_of(policy: SrPolicy) -> list[str]:
+    """The policy's path as node ids from its head-end."""
+    hops = list(policy.hops)
+    return hops if hops[:1] == [policy.head_end] else [policy.head_end, *hops]
+
+
 # --- handlers --------------------------------------------------------------------------------
 
 
@@ -274,8 +326,8 @@ async def provision_tunnel(payload: ProvisionTunnel, ctx: TaskContext) -> Tunnel
             return _result(row)
         if row is None:
             row, existing = await _plan(payload, ctx)
-            return await _create(row, ctx, first_look=(existing,))
-        return await _create(row, ctx)
+            return await _create(row, ctx, payload.avoid_links, first_look=(existing,))
+        return await _create(row, ctx, payload.avoid_links)
 
 
 async def _plan(
@@ -336,13 +388,18 @@ async def _plan(
 
 
 async def _create(
-    row: dict[str, Any], ctx: TaskContext, *, first_look: tuple[SrPolicy | None] | None = None
+    row: dict[str, Any],
+    ctx: TaskContext,
+    avoid: list[str],
+    *,
+    first_look: tuple[SrPolicy | None] | None = None,
 ) -> TunnelResult:
     """Create the policy in CNC unless it already exists there under this path-name.
 
     ``first_look`` is what the planning read already found under the name, so the first
     attempt does not read every policy again (per create, that made an incident with
-    thousands of policies quadratic); later attempts look afresh."""
+    thousands of policies quadratic); later attempts look afresh. An SRv6 policy's path is
+    the PCE's: it is read back and checked against ``avoid``."""
     cnc: CncClient = ctx.state.cnc
     attempts = 0
 
@@ -364,16 +421,18 @@ async def _create(
 
     try:
         outcome = await _retried(ctx, attempt, "sr-policy-create")
+        if row["te_type"] == "srv6":
+            await _check_dynamic_path(ctx, row, avoid)
     except SouthboundError as exc:
-        await store.update(
-            ctx.engine, row["tunnel_id"], state="failed", attempts=attempts, last_error=str(exc)
-        )
-        log.error("tunnel provisioning failed", tunnel_id=row["tunnel_id"], error=str(exc))
+        await _failed(ctx, row, attempts, str(exc))
         raise TaskFailed(
             f"provisioning {row['tunnel_id']} failed after {attempts} attempt(s): {exc}",
             code=PROVISION_FAILED,
             status=502,
         ) from exc
+    except TaskFailed as exc:
+        await _failed(ctx, row, attempts, str(exc))
+        raise
     await store.update(
         ctx.engine,
         row["tunnel_id"],
@@ -381,6 +440,8 @@ async def _create(
         attempts=attempts,
         binding_sid=row["binding_sid"],
         color=row["color"],
+        path=row["path"],
+        hops=row["hops"],
         last_error=None,
     )
     log.info(
@@ -388,9 +449,70 @@ async def _create(
         tunnel_id=row["tunnel_id"],
         binding_sid=row["binding_sid"],
         te_type=row["te_type"],
+        path=row["path"],
         cnc_state=outcome.get("state"),
     )
     return _result({**row, "state": "up"})
+
+
+async def _failed(ctx: TaskContext, row: dict[str, Any], attempts: int, error: str) -> None:
+    await store.update(
+        ctx.engine, row["tunnel_id"], state="failed", attempts=attempts, last_error=error
+    )
+    log.error("tunnel provisioning failed", tunnel_id=row["tunnel_id"], error=error)
+
+
+async def _check_dynamic_path(ctx: TaskContext, row: dict[str, Any], avoid: list[str]) -> None:
+    """Read a new dynamic (SRv6) policy back: keep the path CNC's PCE gave it in ``row``, or
+    remove the policy and fail when that path crosses a link the request must avoid.
+
+    Raises ``TaskFailed`` (``tunnel_provision_failed``, 502) naming the links; a southbound
+    failure of the read or the removal propagates as ``SouthboundError``.
+    """
+    cnc: CncClient = ctx.state.cnc
+    nodes, crossed = await _dynamic_path(ctx, row, avoid)
+    if crossed:
+        await _retried(
+            ctx,
+            lambda: cnc.delete_sr_policy(
+                head_end=row["head_end"],
+                end_point=row["end_point"],
+                color=row["color"],
+                te_type=row["te_type"],
+                path_name=row["tunnel_id"],
+            ),
+            "sr-policy-delete",
+        )
+        raise TaskFailed(
+            f"provisioning {row['tunnel_id']} failed: CNC's PCE routed the dynamic SRv6 policy "
+            f"over {', '.join(crossed)} ({' -> '.join(nodes)}), which it must avoid; "
+            "the policy was removed",
+            code=PROVISION_FAILED,
+            status=502,
+        )
+    row["path"] = nodes
+    row["hops"] = nodes[1:]
+
+
+async def _dynamic_path(
+    ctx: TaskContext, row: dict[str, Any], avoid: list[str]
+) -> tuple[list[str], list[str]]:
+    """The path (node ids) CNC lists for the row's policy, and the links of ``avoid`` it
+    crosses. A keyed read of CNC's operational list, not the shared read of all of it: a
+    read in flight may predate the change."""
+    cnc: CncClient = ctx.state.cnc
+    policy = await _retried(
+        ctx,
+        lambda: cnc.sr_policy(
+            head_end=row["head_end"], end_point=row["end_point"], color=row["color"]
+        ),
+        "sr-policy",
+    )
+    if policy is None:
+        raise SouthboundError(f"CNC does not list {row['tunnel_id']} after changing it")
+    nodes = _nodes_of(policy)
+    topology = await _retried(ctx, ctx.state.topology, "topology")
+    return nodes, crossed_links(topology, nodes, avoid)
 
 
 async def _known(ctx: TaskContext, incident_id: str, tunnel_id: str) -> dict[str, Any]:
@@ -404,6 +526,7 @@ async def _known(ctx: TaskContext, incident_id: str, tunnel_id: str) -> dict[str
 
 @spec.serve(STEER_TRAFFIC)
 async def steer_traffic(payload: SteerTraffic, ctx: TaskContext) -> TrafficSteered:
+    """Give the group's services the policy's color: all of their traffic rides it."""
     cnc: CncClient = ctx.state.cnc
     async with await _policy_lock(ctx, payload.incident_id, payload.tunnel_id):
         row = await _known(ctx, payload.incident_id, payload.tunnel_id)
@@ -411,18 +534,10 @@ async def steer_traffic(payload: SteerTraffic, ctx: TaskContext) -> TrafficSteer
             raise TaskFailed(
                 f"tunnel {payload.tunnel_id} is {row['state']}, not up", code="tunnel_not_up"
             )
-        services, not_carried = await _carried(ctx, row, payload.service_ids)
-        output = await _retried(
-            ctx,
-            lambda: cnc.steer(
-                head_end=row["head_end"],
-                end_point=row["end_point"],
-                color=row["color"],
-                services=services,
-                protection_pct=100,
-            ),
-            "traffic-steer",
-        )
+        carried, not_carried = await _carried(ctx, row, payload.service_ids)
+        pairs = [(sid, ref.service_type) for sid, ref in carried.items()]
+        await _retried(ctx, lambda: cnc.map_services(pairs, row["color"]), "map-services")
+        services = list(carried)
         await store.update(ctx.engine, row["tunnel_id"], protection_pct=100, services=services)
     return TrafficSteered(
         traffic_steered=True,
@@ -434,33 +549,49 @@ async def steer_traffic(payload: SteerTraffic, ctx: TaskContext) -> TrafficSteer
         protection_pct=100,
         services=services,
         not_steered=not_carried,
-        cnc=output,
+        cnc={"te-service-mapping": {"color": row["color"], "vpn-ids": services}},
     )
 
 
 async def _carried(
     ctx: TaskContext, tunnel: dict[str, Any], wanted: list[str]
-) -> tuple[list[str], list[str]]:
+) -> tuple[dict[str, ServiceRef], list[str]]:
     """Split the services into those this policy can carry and the rest.
 
-    A policy is one-way, from its head-end to its end-point, so it can only carry services
-    that run that way; CNC refuses to steer any other, the reverse direction included (that
-    one needs a policy of its own, headed at the other end). An empty request means every
-    service between the ends, which CNC resolves itself.
+    A policy is one-way, from its head-end to its end-point, and automated steering only puts
+    a service on a policy towards its own end-point, so only services that run that way ride
+    it; the reverse direction needs a policy of its own, headed at the other end. An empty
+    request means every service between the policy's ends.
     """
-    if not wanted:
-        return [], []
     ends = (tunnel["head_end"], tunnel["end_point"])
-    known = await ctx.state.service_ends.of(wanted)
-    between = {sid for sid, their_ends in known.items() if their_ends == ends}
-    carried = [s for s in wanted if s in between]
+    service_ends: ServiceEnds = ctx.state.service_ends
+    if wanted:
+        known = await service_ends.of(wanted)
+        carried = {sid: known[sid] for sid in wanted if sid in known and known[sid].ends == ends}
+    else:
+        carried = await service_ends.between(*ends)
     if not carried:
         raise TaskFailed(
             f"none of the services can ride {tunnel['tunnel_id']} "
             f"({tunnel['head_end']} -> {tunnel['end_point']})",
             code="no_steerable_services",
         )
-    return carried, [s for s in wanted if s not in between]
+    return carried, [s for s in wanted if s not in carried]
+
+
+async def _unmap(ctx: TaskContext, policy: SrPolicy, ids: list[str]) -> list[str]:
+    """Delete the TE-service mappings of those of ``ids`` still mapped to ``policy``'s color.
+
+    A service another incident has since mapped onto a policy of its own keeps that mapping.
+    Returns the vpn-ids unmapped.
+    """
+    cnc: CncClient = ctx.state.cnc
+    wanted = set(ids)
+    services = await _retried(ctx, ctx.state.services, "services")
+    ours = [s for s in services if s.vpn_id in wanted and s.mapped_color == policy.color]
+    if ours:
+        await _retried(ctx, lambda: cnc.unmap_services(ours), "unmap-services")
+    return [s.vpn_id for s in ours]
 
 
 @spec.serve(REROUTE_TUNNEL)
@@ -504,6 +635,19 @@ async def reroute_tunnel(payload: RerouteTunnel, ctx: TaskContext) -> TunnelRero
         }
         try:
             await _retried(ctx, lambda: cnc.modify_sr_policy(**_policy(moved)), "sr-policy-modify")
+            if te_type == "srv6":
+                # The PCE, not the request, routes an SRv6 policy: it must at least have left
+                # the links the tunnel was moved off.
+                left = [f"{u}-{v}" for u, v in itertools.pairwise(previous)]
+                kept = {frozenset(hop) for hop in itertools.pairwise(payload.path)}
+                off = [name for name in left if frozenset(name.split("-", 1)) not in kept]
+                nodes, crossed = await _dynamic_path(ctx, moved, off)
+                if crossed:
+                    raise SouthboundError(
+                        f"CNC's PCE keeps the dynamic SRv6 policy on {', '.join(crossed)} "
+                        f"({' -> '.join(nodes)})"
+                    )
+                moved = {**moved, "path": nodes, "hops": nodes[1:]}
         except SouthboundError as exc:
             await store.update(ctx.engine, row["tunnel_id"], last_error=str(exc))
             log.error("tunnel reroute failed", tunnel_id=payload.tunnel_id, error=str(exc))
@@ -519,7 +663,7 @@ async def reroute_tunnel(payload: RerouteTunnel, ctx: TaskContext) -> TunnelRero
         "tunnel rerouted",
         tunnel_id=payload.tunnel_id,
         previous_path=previous,
-        path=payload.path,
+        path=moved["path"],
     )
     return _rerouted(moved, previous)
 
@@ -538,23 +682,17 @@ async def delete_tunnel(payload: DeleteTunnel, ctx: TaskContext) -> TunnelDelete
         policies = await _retried(ctx, ctx.state.sr_policies, "sr-policies")
         policy = _find(policies, payload.tunnel_id)
         if policy is not None:
-            if row is not None and row["protection_pct"]:
+            if row is not None and row["services"]:
                 # Never delete a policy that still carries traffic: move it back first.
-                await _retried(
-                    ctx,
-                    lambda: cnc.steer(
-                        head_end=policy.head_end,
-                        end_point=policy.end_point,
-                        color=policy.color,
-                        services=list(row["services"]),
-                        protection_pct=0,
-                    ),
-                    "traffic-steer",
-                )
+                await _unmap(ctx, policy, list(row["services"]))
             await _retried(
                 ctx,
                 lambda: cnc.delete_sr_policy(
-                    head_end=policy.head_end, end_point=policy.end_point, color=policy.color
+                    head_end=policy.head_end,
+                    end_point=policy.end_point,
+                    color=policy.color,
+                    te_type=policy.te_type or (row or {}).get("te_type") or "sr-mpls",
+                    path_name=policy.path_name,
                 ),
                 "sr-policy-delete",
             )

@@ -8,7 +8,7 @@ import pytest
 import respx
 
 from shared.settings import Settings
-from tests.agents.fakes import CNC, PCA, FakeNetwork
+from tests.agents.fakes import CNC, OSS, PCA, FakeNetwork
 
 
 @pytest.fixture
@@ -22,4 +22,4 @@ def net() -> Iterator[FakeNetwork]:
 
 @pytest.fixture
 def agent_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"cnc_url": CNC, "pca_url": PCA})
+    return settings.model_copy(update={"cnc_url": CNC, "pca_url": PCA, "service_inventory": OSS})

@@ -27,9 +27,12 @@ async def test_counts_services_by_tier_as_in_the_seed(
     assert first["tier"] == "platinum"
     assert {"service_id", "name", "service_type", "head_end", "end_point", "path"} <= set(first)
     assert {s["service_type"] for s in result["affected_services"]} == {"l2vpn", "l3vpn"}
-    # A service recorded in the other direction (pe3-pe2) still crosses pe2-pe3.
-    reversed_ = [s for s in result["affected_services"] if s["path"] == ["pe3-pe2"]]
-    assert reversed_ and all(s["degraded_links"] == ["pe3-pe2"] for s in reversed_)
+    # A service running the other way (pe3 -> pe2) still crosses pe2-pe3.
+    reversed_ = [s for s in result["affected_services"] if s["head_end"] == "pe3"]
+    assert len(reversed_) == 7
+    assert all(s["path"] == s["degraded_links"] == ["pe2-pe3"] for s in reversed_)
+    # tiers and bandwidth come from the operators' inventory, not from CNC
+    assert {s["bandwidth_mbps"] for s in result["affected_services"]} == {100}
 
 
 async def test_no_service_on_the_link_means_no_impact(
@@ -53,7 +56,7 @@ async def test_cnc_failure_is_an_error_not_an_empty_answer(
         transient = await run_task(
             client, "assess_impact", {"incident_id": "INC-2026-0003", "degraded_links": ["pe1-pe2"]}
         )
-        net.services_status = 401
+        net.services_status = 400
         final = await run_task(
             client, "assess_impact", {"incident_id": "INC-2026-0003", "degraded_links": ["pe1-pe2"]}
         )

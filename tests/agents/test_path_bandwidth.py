@@ -20,7 +20,16 @@ from services.path.app import create_app as path_app
 from services.path.graph import KnowledgeGraph
 from shared.models import ComputePath
 from shared.settings import Settings
-from shared.southbound import CncClient, Link, Node, SrPolicy, Topology, VpnService
+from shared.southbound import (
+    CncClient,
+    Link,
+    Node,
+    Topology,
+    VpnService,
+    cnc_client,
+    service_inventory,
+    steering_share,
+)
 from tests.agents.fakes import FakeNetwork, run_task
 from tests.support import running
 
@@ -38,24 +47,20 @@ def _graph() -> KnowledgeGraph:
     return KnowledgeGraph.build(Topology(nodes=nodes, links=links))
 
 
-def _service(vpn_id: str, mbps: float, path: list[str], **steering: int) -> VpnService:
-    return VpnService.model_validate(
-        {
-            "vpn-id": vpn_id,
-            "name": vpn_id,
-            "service-type": "l3vpn",
-            "sla-tier": "gold",
-            "head-end": "a",
-            "end-point": "d",
-            "path": path,
-            "bandwidth-mbps": mbps,
-            **({"cisco-crosswork-cxm:steering": steering} if steering else {}),
-        }
+def _service(vpn_id: str, mbps: float, path: list[str], color: int | None = None) -> VpnService:
+    """A service a -> d riding ``path``; ``color`` set when it is steered onto a policy."""
+    return VpnService(
+        vpn_id=vpn_id,
+        name=vpn_id,
+        service_type="l3vpn",
+        sla_tier="gold",
+        head_end="a",
+        end_point="d",
+        path=path,
+        bandwidth_mbps=mbps,
+        color=color if color is not None else 200,
+        steered=color is not None,
     )
-
-
-def _policy(color: int, *hops: str) -> SrPolicy:
-    return SrPolicy(head_end="a", end_point="d", color=color, path_name="p", hops=list(hops))
 
 
 BUSY = _service("busy", 7000, ["a-b"])  # a-b: 10,000 Mbps of capacity, 1,000 of headroom
@@ -68,7 +73,7 @@ def _ask(mbps: float, **overrides: Any) -> ComputePath:
 
 
 def test_a_link_with_capacity_but_no_headroom_is_avoided() -> None:
-    graph = _graph().reserve([BUSY], [], reservable_share=0.8)
+    graph = _graph().reserve([BUSY], reservable_share=0.8)
     fits = graph.shortest(_ask(1000))
     detour = graph.shortest(_ask(1500))
     assert fits.path == ["a", "b", "d"]
@@ -79,36 +84,46 @@ def test_a_link_with_capacity_but_no_headroom_is_avoided() -> None:
 
 
 def test_services_the_path_carries_do_not_count_against_it() -> None:
-    graph = _graph().reserve([BUSY], [], carrying=["busy"], reservable_share=0.8)
+    graph = _graph().reserve([BUSY], carrying=["busy"], reservable_share=0.8)
     result = graph.shortest(_ask(7500))
     assert result.path == ["a", "b", "d"]
     assert result.model_dump()["min_headroom_mbps"] == 8000
 
 
-def test_a_steered_service_loads_the_policy_in_proportion_to_its_weight() -> None:
+def test_a_service_loads_the_path_it_rides_now() -> None:
+    """A steered service's path is its protection policy's: all of its load is there, none
+    on the links it would take home (a policy carries whole services)."""
     services = [
-        _service("steered", 1000, ["a-b", "b-d"], color=7, weight=75),
-        _service("stale", 400, ["a-b"], color=9, weight=100),  # no such policy: stays home
+        _service("steered", 1000, ["a-c", "c-d"], color=1007),
+        _service("home", 400, ["a-b", "b-d"]),
     ]
-    graph = _graph().reserve(services, [_policy(7, "a", "c", "d")], reservable_share=0.8)
-    assert graph.load_mbps == {"a-c": 750, "c-d": 750, "a-b": 650, "b-d": 250}
+    graph = _graph().reserve(services, reservable_share=0.8)
+    assert graph.load_mbps == {"a-c": 1000, "c-d": 1000, "a-b": 400, "b-d": 400}
     around = ["a-b"]
-    assert graph.shortest(_ask(7200, avoid_links=around)).path == ["a", "c", "d"]
-    assert graph.shortest(_ask(7300, avoid_links=around)).found is False  # a-c: 7,250 left
+    assert graph.shortest(_ask(7000, avoid_links=around)).path == ["a", "c", "d"]
+    assert graph.shortest(_ask(7100, avoid_links=around)).found is False  # a-c: 7,000 left
 
 
-def test_a_policy_hop_over_parallel_links_spreads_over_them() -> None:
-    graph = _graph()
-    twin = Link(link_id="a-b-2", source="a", destination="b")
-    graph.graph.edges["a", "b"]["links"].append(twin)
-    graph.links[twin.link_id] = twin
-    steered = _service("s", 1000, [], color=7, weight=100)
-    loaded = graph.reserve([steered], [_policy(7, "a", "b", "d")], reservable_share=1)
-    assert loaded.load_mbps == {"a-b": 500, "a-b-2": 500, "b-d": 1000}
+def test_a_link_without_a_measured_delay_is_priced_by_its_te_metric() -> None:
+    """CNC's performance metrics may have no delay for a link: the delay objective then
+    estimates it from the TE metric at the rate the measured links run at."""
+    nodes = [Node(node_id=n, te_capabilities=["sr-mpls"]) for n in "abcd"]
+    links = [
+        Link(link_id="a-b", source="a", destination="b", te_metric=10, delay_ms=1.0),
+        Link(link_id="b-d", source="b", destination="d", te_metric=10, delay_ms=None),
+        Link(link_id="a-c", source="a", destination="c", te_metric=10, delay_ms=1.0),
+        Link(link_id="c-d", source="c", destination="d", te_metric=10, delay_ms=3.0),
+    ]
+    graph = KnowledgeGraph.build(Topology(nodes=nodes, links=links))
+    assert graph.ms_per_te == 5 / 30  # 5 ms over 30 TE units measured
+    result = graph.shortest(ComputePath(incident_id="INC-1", head_end="a", end_point="d"))
+    assert result.path == ["a", "b", "d"]  # 1 + 10 x 1/6 ms beats 1 + 3 ms
+    assert result.total_delay_ms == round(1 + 10 / 6, 3)
+    assert result.model_dump()["delay_estimated_links"] == ["b-d"]
 
 
 def test_no_path_says_bandwidth_is_the_constraint() -> None:
-    graph = _graph().reserve([BUSY], [], reservable_share=0.8)
+    graph = _graph().reserve([BUSY], reservable_share=0.8)
     short = graph.shortest(_ask(8500))
     cut = graph.shortest(_ask(8500, avoid_links=["a-b", "a-c"]))
     assert short.found is False and short.reason is not None
@@ -154,7 +169,10 @@ AROUND = ["pe1", "p1", "p2", "pe4"]
 
 @pytest.fixture
 def lab_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"cnc_url": "http://lab", "pca_url": "http://lab"})
+    """Every southbound URL on the in-process lab (its CNC, PCA and OSS inventory)."""
+    return settings.model_copy(
+        update={"cnc_url": "http://lab", "pca_url": "http://lab", "lab_url": "http://lab"}
+    )
 
 
 @asynccontextmanager
@@ -162,12 +180,14 @@ async def lab_path(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient,
     """The path agent on the lab's default topology, and a CNC client to change the lab."""
     lab = lab_app(settings, LabSettings(push_alerts=False))
     transport = httpx.ASGITransport(app=lab)
-    cnc = CncClient("http://lab", transport=transport)
+    inventory = service_inventory(settings, transport=transport)
+    cnc = cnc_client(settings, transport=transport, inventory=inventory)
     async with running(lab), running(path_app(settings, southbound_transport=transport)) as path:
         try:
             yield path, cnc
         finally:
             await cnc.aclose()
+            await inventory.aclose()
 
 
 async def _path(client: httpx.AsyncClient, **payload: Any) -> dict[str, Any]:
@@ -208,27 +228,24 @@ async def test_steered_load_counts_unless_the_path_carries_it(lab_settings: Sett
         await cnc.create_sr_policy(
             head_end="pe1",
             end_point="pe4",
-            color=100,
+            color=1100,
             path_name="protect",
             binding_sid=24001,
-            hops=[{"step": i, "hop": {"node-id": n}} for i, n in enumerate(AROUND[1:], 1)],
+            hops=AROUND[1:],
             description="INC-1",
             te_type="sr-mpls",
         )
-
-        async def steer(pct: int) -> None:
-            await cnc.steer(
-                head_end="pe1", end_point="pe4", color=100, services=CORRIDOR, protection_pct=pct
-            )
-
-        await steer(100)
+        corridor = [s for s in await cnc.services() if s.vpn_id in CORRIDOR]
+        await cnc.map_services(corridor, 1100)
         moving = await _path(path, avoid_links=DEGRADED, min_bandwidth_mbps=4100, carrying=CORRIDOR)
         staying = await _path(path, avoid_links=DEGRADED, min_bandwidth_mbps=4100)
         off_p2_pe4 = [*DEGRADED, "p2-pe4"]
         rerouted = await _path(
             path, avoid_links=off_p2_pe4, min_bandwidth_mbps=4100, carrying=CORRIDOR
         )
-        await steer(50)
+        # half of the corridor's bandwidth goes home, lowest tiers first
+        kept = set(steering_share(corridor, 50))
+        await cnc.unmap_services([s for s in corridor if s.vpn_id not in kept])
         services = {s.vpn_id: s for s in await cnc.services()}
         half = await _path(path, avoid_links=DEGRADED, min_bandwidth_mbps=1000)
     assert moving["path"] == AROUND and moving["min_headroom_mbps"] == 6600
@@ -236,11 +253,13 @@ async def test_steered_load_counts_unless_the_path_carries_it(lab_settings: Sett
     assert "2500 Mbps of headroom on p2-pe4" in staying["reason"]  # and its own 1,400 on it
     assert rerouted["path"] == ["pe1", "p1", "p2", "pe3", "pe4"]
     assert rerouted["min_headroom_mbps"] == 7100  # pe3-pe4 keeps the metro services' 900
-    steering = services["vpn-001"].steering
-    assert steering is not None and (steering.color, steering.weight) == (100, 50)
-    assert services["vpn-016"].steering is None
+    on_policy = sum(services[sid].bandwidth_mbps for sid in kept)
+    assert 2050 <= on_policy < 4100
+    assert all(services[sid].steered and services[sid].color == 1100 for sid in kept)
+    assert all(not s.steered and s.color != 1100 for s in corridor if s.vpn_id not in kept)
+    assert all(services[sid].path == ["pe1-p1", "p1-p2", "p2-pe4"] for sid in kept)
     assert half["path"] == AROUND
-    assert half["min_headroom_mbps"] == 8000 - 1400 - 2050  # p2-pe4: its own + half the corridor
+    assert half["min_headroom_mbps"] == 8000 - 1400 - on_policy  # p2-pe4: its own + the kept
 
 
 async def test_a_burst_of_requests_shares_one_read_of_the_load(lab_settings: Settings) -> None:

@@ -28,9 +28,9 @@ __all__ = ["lab_settings"]  # the fixture, shared with the bandwidth tests
 
 def test_reserved_bandwidth_reduces_headroom() -> None:
     """a-b has 1,000 Mbps of headroom after BUSY; 600 promised elsewhere leaves 400."""
-    free = _graph().reserve([BUSY], [], reservable_share=0.8)
+    free = _graph().reserve([BUSY], reservable_share=0.8)
     fits = free.shortest(_ask(500))
-    graph = _graph().reserve([BUSY], [], reserved={"b-a": 600}, reservable_share=0.8)
+    graph = _graph().reserve([BUSY], reserved={"b-a": 600}, reservable_share=0.8)
     detour = graph.shortest(_ask(500))
     assert fits.path == ["a", "b", "d"]
     assert graph.headroom(graph.links["a-b"]) == 400  # named either way round
@@ -56,11 +56,11 @@ def test_a_plan_reserves_each_path_and_leaves_a_stuck_group_where_it_is() -> Non
     group (500 Mbps) no longer fits there (100 left) and goes round by c."""
     stuck = _ask(900, avoid_links=["a-b", "a-c"], carrying=["mover"])
     after = _ask(500)
-    first, second = _graph().plan([stuck, after], [BUSY, MOVER], [], reservable_share=0.8)
+    first, second = _graph().plan([stuck, after], [BUSY, MOVER], reservable_share=0.8)
     assert not first.found
     assert second.path == ["a", "c", "d"]
     # had the stuck group moved, its load would have left a-b: 1,000 Mbps of room there
-    [alone] = _graph().plan([after], [BUSY], [], reservable_share=0.8)
+    [alone] = _graph().plan([after], [BUSY], reservable_share=0.8)
     assert alone.path == ["a", "b", "d"]
 
 

@@ -103,8 +103,10 @@ async def test_another_incidents_degraded_link_is_avoided_on_the_lab(settings: S
     avoid = {"avoid_links": ["pe1-pe2", "pe2-pe3"]}
     async with running(lab) as control, running(on) as path, running(off) as blind:
         assert (await _path(path, **avoid))["path"] == ["pe1", "p1", "p2", "pe4"]
-        # p1-p2 degrades (another incident's link: this request does not name it)
-        response = await control.post("/lab/links/p1-p2/degrade", json={})
+        # p1-p2 loses packets (another incident's link: this request does not name it); no
+        # delay is added, so only PCA's view, not CNC's measured delay, tells it apart
+        degrade = {"delay_ms": 0, "jitter_ms": 0, "loss_pct": 3}
+        response = await control.post("/lab/links/p1-p2/degrade", json=degrade)
         assert response.status_code < 300, response.text
         around = await _path(path, **avoid)
         assert "p1-p2" not in around["links"]

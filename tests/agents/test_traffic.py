@@ -1,4 +1,4 @@
-"""Traffic Analytics: utilisation from counter deltas, the demand matrix, congestion forecast."""
+"""Traffic Analytics: utilisation from CNC's link rates, the demand matrix, congestion forecast."""
 
 from __future__ import annotations
 
@@ -10,41 +10,25 @@ from tests.agents.fakes import FakeNetwork, run_task
 from tests.support import running, wait_for
 
 QUIET = TrafficSettings(sampler_enabled=False)
-GBIT = 1e9 / 8  # octets per second at 1 Gbps
 
 
-def _sample(net: FakeNetwork, t: float, octets: dict[str, tuple[float, float]]) -> None:
-    net.counters = {
-        link: {"in-octets": a, "out-octets": b, "capacity-mbps": 10000, "timestamp": t}
-        for link, (a, b) in octets.items()
-    }
-
-
-async def test_utilisation_from_two_counter_samples(
+async def test_utilisation_is_cncs_rate_over_capacity(
     agent_settings: Settings, net: FakeNetwork
 ) -> None:
+    """One read is enough: CNC reports a rate per direction, not a counter."""
+    net.utilisation["pe1-pe2"] = 4000.0
     async with running(create_app(agent_settings, traffic_settings=QUIET)) as client:
-        _sample(net, 1000.0, {"pe1-pe2": (0, 0), "pe2-pe3": (5e9, 0)})
-        first = (await run_task(client, "link_utilisation", {})).json()["result"]
-        # 10 s later: pe1-pe2 carried 4 Gbps in and 1 Gbps out; pe2-pe3 1 Gbps in.
-        _sample(net, 1010.0, {"pe1-pe2": (40 * GBIT, 10 * GBIT), "pe2-pe3": (5e9 + 10 * GBIT, 0)})
-        second = (await run_task(client, "link_utilisation", {"links": ["pe2-pe1"]})).json()
-    assert first["links"]["pe1-pe2"]["utilisation_pct"] is None
-    links = second["result"]["links"]
+        every = (await run_task(client, "link_utilisation", {})).json()["result"]
+        one = (await run_task(client, "link_utilisation", {"links": ["pe2-pe1"]})).json()
+    assert set(every["links"]) == {link["link-id"] for link in net.topology["links"]}
+    links = one["result"]["links"]
     assert list(links) == ["pe1-pe2"]
     load = links["pe1-pe2"]
     assert load["utilisation_pct"] == 40.0
-    assert load["directions"] == {"in-octets": 40.0, "out-octets": 10.0}
-    assert load["interval_s"] == 10.0
-
-
-async def test_counter_reset_gives_no_rate(agent_settings: Settings, net: FakeNetwork) -> None:
-    async with running(create_app(agent_settings, traffic_settings=QUIET)) as client:
-        _sample(net, 0.0, {"pe1-pe2": (9e9, 9e9)})
-        await run_task(client, "link_utilisation", {})
-        _sample(net, 10.0, {"pe1-pe2": (1e3, 1e3)})
-        result = (await run_task(client, "link_utilisation", {})).json()["result"]
-    assert result["links"]["pe1-pe2"]["utilisation_pct"] is None
+    assert load["rate_mbps"] == 4000.0 and load["capacity_mbps"] == 10000.0
+    # with no figure of the test's, a link carries what the services riding it put on it
+    assert every["links"]["pe2-pe3"]["rate_mbps"] == 1500.0  # 15 services x 100 Mbps
+    assert every["links"]["p4-pe4"]["utilisation_pct"] == 0.0
 
 
 async def test_demand_matrix_from_services(agent_settings: Settings, net: FakeNetwork) -> None:
@@ -67,14 +51,16 @@ async def test_demand_matrix_from_services(agent_settings: Settings, net: FakeNe
 async def test_predicts_congestion_from_a_rising_trend(
     agent_settings: Settings, net: FakeNetwork
 ) -> None:
-    async with running(create_app(agent_settings, traffic_settings=QUIET)) as client:
-        rising = 0.0
-        flat = 0.0
-        for step in range(6):
-            _sample(net, 60.0 * step, {"pe1-pe2": (rising, 0), "p1-p2": (flat, 0)})
-            await run_task(client, "link_utilisation", {})
-            rising += 60 * (1 + step) * GBIT  # 10 %, 20 %, 30 % ... of 10 Gbps
-            flat += 60 * 2 * GBIT  # a steady 20 %
+    """A minute between samples (stored as the sampler stores them): pe1-pe2 climbs 10 % a
+    minute, p1-p2 holds at 20 %."""
+    app = create_app(agent_settings, traffic_settings=QUIET)
+    async with running(app) as client:
+        for step in range(5):
+            rows = [
+                _row("pe1-pe2", 60.0 * step, 10.0 * (1 + step)),
+                _row("p1-p2", 60.0 * step, 20.0),
+            ]
+            await store.add(app.state.engine, rows, keep=QUIET.history)
         response = await run_task(client, "predict_congestion", {"horizon_s": 180})
     result = response.json()["result"]
     assert result["threshold_pct"] == 70
@@ -86,10 +72,21 @@ async def test_predicts_congestion_from_a_rising_trend(
     assert calm["predicted_pct"] == 20.0 and calm["congested"] is False
 
 
+def _row(link: str, ts: float, pct: float) -> dict[str, object]:
+    return {
+        "link_id": link,
+        "ts": ts,
+        "octets": {},
+        "capacity_mbps": 10000.0,
+        "utilisation_pct": pct,
+        "rate_mbps": pct * 100,
+        "directions": None,
+    }
+
+
 async def test_sampler_runs_in_the_lifespan(agent_settings: Settings, net: FakeNetwork) -> None:
-    """With the sampler on (1 s x time scale 0.01), counters are sampled without any task."""
-    _sample(net, 0.0, {"pe1-pe2": (0, 0)})
+    """With the sampler on (1 s x time scale 0.01), loads are sampled without any task."""
     app = create_app(agent_settings, traffic_settings=TrafficSettings(sample_interval_s=1))
     async with running(app):
         latest = await wait_for(lambda: store.latest(app.state.engine), timeout=10)
-    assert set(latest) == {"pe1-pe2"}
+    assert set(latest) == {link["link-id"] for link in net.topology["links"]}

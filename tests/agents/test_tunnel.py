@@ -47,12 +47,14 @@ async def test_provisions_sr_mpls_with_explicit_hops(
     assert result["binding_sid"] == 24001 and isinstance(result["binding_sid"], int)
     assert result["te_type"] == "sr-mpls"
     assert result["state"] == "up"
+    assert result["path"] == PROTECT and result["hops"] == PROTECT[1:]
     [created] = net.creates
+    assert created["api"] == "coe"  # SR-MPLS: the optimization engine's sr-policy-create
+    assert (created["head-end"], created["end-point"]) == ("10.0.0.1", "10.0.0.4")
     assert created["path-name"] == result["tunnel_id"]
     assert created["binding-sid"] == 24001
     assert created["color"] == result["color"]
-    assert created["cisco-crosswork-cxm:te-type"] == "sr-mpls"
-    assert created["sr-policy-path"]["explicit"]["hops"] == [
+    assert created["sr-policy-path"]["hops"] == [
         {"step": 1, "hop": {"node-ipv4-sid": 16011, "node-ipv4-address": "10.0.0.11"}},
         {"step": 2, "hop": {"node-ipv4-sid": 16012, "node-ipv4-address": "10.0.0.12"}},
         {"step": 3, "hop": {"node-ipv4-sid": 16004, "node-ipv4-address": "10.0.0.4"}},
@@ -83,7 +85,51 @@ async def test_te_type_follows_node_capabilities(
     assert none.json()["detail"]["code"] == "te_unsupported"
     assert "p4" in none.json()["detail"]["message"]
     assert unsupported.status_code == 422 and "p3" in unsupported.json()["detail"]["message"]
-    assert len(net.creates) == 2
+    assert [c["api"] for c in net.creates] == ["rsvp-te", "nso-srv6"]
+
+
+async def test_an_srv6_policy_takes_the_pces_path(
+    agent_settings: Settings, net: FakeNetwork
+) -> None:
+    """SRv6 is dynamic: CNC's PCE routes it, and the tunnel answers with the path it took."""
+    net.srv6_path = ["pe1", "pe3", "pe4"]  # not even adjacent: whatever the PCE says goes
+    net.topology["links"].append(
+        {**net.topology["links"][0], "link-id": "pe1-pe3", "destination": "pe3"}
+    )
+    async with running(create_app(agent_settings)) as client:
+        response = await run_task(
+            client,
+            "provision_tunnel",
+            _provision(te_type="srv6", avoid_links=["pe1-pe2", "pe2-pe3"]),
+        )
+        again = await run_task(client, "provision_tunnel", _provision(te_type="srv6"))
+    assert response.status_code == 200, response.text
+    result = response.json()["result"]
+    assert result["te_type"] == "srv6"
+    assert result["path"] == ["pe1", "pe3", "pe4"] and result["hops"] == ["pe3", "pe4"]
+    assert again.json()["result"] == result
+    [created] = net.creates
+    assert created["api"] == "nso-srv6" and created["name"] == result["tunnel_id"]
+    assert created["tail-end"] == "10.0.0.4" and created["color"] == result["color"]
+
+
+async def test_an_srv6_path_over_a_link_to_avoid_fails_the_provisioning(
+    agent_settings: Settings, net: FakeNetwork
+) -> None:
+    net.srv6_path = ["pe1", "pe2", "pe3", "pe4"]
+    async with running(create_app(agent_settings)) as client:
+        response = await run_task(
+            client,
+            "provision_tunnel",
+            _provision(te_type="srv6", avoid_links=["pe3-pe2"]),
+        )
+    assert response.status_code == 502
+    detail = response.json()["detail"]
+    assert detail["code"] == "tunnel_provision_failed"
+    assert "pe3-pe2" in detail["message"] and "pe1 -> pe2 -> pe3 -> pe4" in detail["message"]
+    # the policy the PCE routed there is not left behind
+    assert net.policies == []
+    assert net.deletes == [{"api": "nso-srv6", "name": "sr-policy-pe1-pe4-protect-001"}]
 
 
 async def test_binding_sids_are_unique_and_skip_ones_in_use(
@@ -226,15 +272,11 @@ async def test_steer_and_delete(agent_settings: Settings, net: FakeNetwork) -> N
         )
         assert steer.status_code == 200, steer.text
         assert steer.json()["result"]["traffic_steered"] is True
-        # a pe1 -> pe4 policy carries only pe1 <-> pe4 services; the others are reported
+        # a pe1 -> pe4 policy carries only pe1 -> pe4 services; the others are reported
         assert steer.json()["result"]["not_steered"] == ["vpn-001"]
-        assert net.steers[-1] == {
-            "head-end": "pe1",
-            "end-point": "pe4",
-            "color": tunnel["color"],
-            "services": ["vpn-x1", "vpn-x2"],
-            "weight": 100,
-        }
+        assert steer.json()["result"]["services"] == ["vpn-x1", "vpn-x2"]
+        # steered by color: one te-service-mapping PATCH for the group
+        assert net.maps == [{"vpn-x1": tunnel["color"], "vpn-x2": tunnel["color"]}]
         stranger = await run_task(
             client,
             "steer_traffic",
@@ -253,7 +295,8 @@ async def test_steer_and_delete(agent_settings: Settings, net: FakeNetwork) -> N
             client, "delete_tunnel", {"incident_id": "INC-2026-0009", "tunnel_id": "nope"}
         )
     assert first.json()["result"]["deleted"] is True
-    assert net.steers[-1]["weight"] == 0  # traffic moved off before the delete
+    assert sorted(net.unmaps) == ["vpn-x1", "vpn-x2"]  # traffic moved off before the delete
+    assert net.mappings == {}
     assert second.json()["result"] == {
         "deleted": True,
         "tunnel_id": tunnel["tunnel_id"],
@@ -292,7 +335,30 @@ async def test_a_policy_carries_only_services_that_run_its_way(
         )
     assert steer.status_code == 200, steer.text
     assert steer.json()["result"]["not_steered"] == ["vpn-back"]
-    assert net.steers[-1]["services"] == ["vpn-x1"]
+    assert net.maps == [{"vpn-x1": tunnel["color"]}]
+
+
+async def test_removing_a_tunnel_leaves_services_another_policy_took(
+    agent_settings: Settings, net: FakeNetwork
+) -> None:
+    """A service a second incident has moved onto its own live policy keeps that mapping
+    when the first incident's tunnel goes."""
+    async with running(create_app(agent_settings)) as client:
+        first = (await run_task(client, "provision_tunnel", _provision())).json()["result"]
+        second = (await run_task(client, "provision_tunnel", _provision("INC-2026-0002"))).json()[
+            "result"
+        ]
+        for incident, tunnel, services in (
+            ("INC-2026-0001", first, ["vpn-x1", "vpn-x2"]),
+            ("INC-2026-0002", second, ["vpn-x2"]),
+        ):
+            steer = {"incident_id": incident, "tunnel_id": tunnel["tunnel_id"]}
+            steered = await run_task(client, "steer_traffic", {**steer, "service_ids": services})
+            assert steered.status_code == 200, steered.text
+        delete = {"incident_id": "INC-2026-0001", "tunnel_id": first["tunnel_id"]}
+        assert (await run_task(client, "delete_tunnel", delete)).status_code == 200
+    assert net.unmaps == ["vpn-x1"]
+    assert net.mappings == {"vpn-x2": second["color"]}
 
 
 async def test_steering_an_unknown_tunnel_is_404(
@@ -336,12 +402,13 @@ class OnLab:
 
 @pytest.fixture
 async def on_lab(agent_settings: Settings) -> AsyncIterator[OnLab]:
-    """The tunnel agent with its CNC calls going to the lab over ASGI."""
-    lab = lab_app(agent_settings, LabSettings(push_alerts=False))
+    """The tunnel agent with its CNC calls going to the lab over ASGI (the lab's inventory)."""
+    settings = agent_settings.model_copy(update={"service_inventory": None})
+    lab = lab_app(settings, LabSettings(push_alerts=False))
     transport = httpx.ASGITransport(app=lab)
     async with (
         running(lab) as lab_client,
-        running(create_app(agent_settings, southbound_transport=transport)) as tunnel,
+        running(create_app(settings, southbound_transport=transport)) as tunnel,
     ):
         yield OnLab(lab_client, tunnel)
 
@@ -395,7 +462,8 @@ async def test_rerouting_what_cannot_be_rerouted_is_a_4xx(on_lab: OnLab) -> None
     assert "p3 does not support srv6" in mismatch.json()["detail"]["message"]
     elsewhere = await on_lab.reroute(tunnel["tunnel_id"], ["pe1", "p1", "p2", "pe3"])
     assert elsewhere.status_code == 422 and elsewhere.json()["detail"]["code"] == "bad_path"
-    assert (await on_lab.policy())["hops"] == PROTECT
+    # SRv6 is dynamic: the policy is where CNC's PCE put it, and nothing moved it
+    assert (await on_lab.policy())["hops"] == tunnel["path"]
     delete = {"incident_id": "INC-2026-0001", "tunnel_id": tunnel["tunnel_id"]}
     assert (await run_task(on_lab.tunnel, "delete_tunnel", delete)).status_code == 200
     deleted = await on_lab.reroute(tunnel["tunnel_id"], ["pe1", "p1", "p2", "pe3", "pe4"])
@@ -413,16 +481,19 @@ async def test_a_transient_reroute_failure_is_retried(on_lab: OnLab) -> None:
     assert (await on_lab.policy())["hops"] == AROUND_P1_P2
 
 
-async def test_three_reroute_failures_give_up_with_502(on_lab: OnLab) -> None:
+async def test_a_refused_reroute_fails_at_once_with_502(on_lab: OnLab) -> None:
+    """CNC answering ``state: failure`` has decided: no retry, the tunnel stays where it is."""
     tunnel = await on_lab.provision_and_steer()
-    fault = {"operation": "sr-policy-modify", "status": 200, "count": 3}
+    fault = {"operation": "sr-policy-modify", "status": 200, "count": 2}
     await on_lab.lab.post("/lab/faults", json=fault)
     failed = await on_lab.reroute(tunnel["tunnel_id"], AROUND_P1_P2)
     assert failed.status_code == 502
     assert failed.json()["detail"]["code"] == "tunnel_reroute_failed"
     assert "injected fault on sr-policy-modify" in failed.json()["detail"]["message"]
-    assert (await on_lab.lab.get("/lab/faults")).json() == []  # all three attempts were made
+    [left] = (await on_lab.lab.get("/lab/faults")).json()  # one attempt, not three
+    assert left["remaining"] == 1
     assert (await on_lab.policy())["hops"] == PROTECT
+    await on_lab.lab.delete("/lab/faults")
     # the tunnel is still live on its old path, so the reroute can be tried again
     retried = await on_lab.reroute(tunnel["tunnel_id"], AROUND_P1_P2)
     assert retried.status_code == 200 and retried.json()["result"]["previous_path"] == PROTECT

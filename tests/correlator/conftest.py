@@ -16,32 +16,23 @@ from services.correlator.app import create_app
 from services.correlator.engine import Correlator
 from services.correlator.settings import CorrelatorSettings
 from shared.settings import Settings
+from tests.agents.fakes import TopologyCnc
 from tests.support import running, wait_for
 
 TOKEN = "test-mesh-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
-# The lab's default topology shape (CNC ``cisco-crosswork-cxm:topology``): pe1-pe2 and
-# pe3-pe4 share no node but share SRLG 100 (one conduit); p9-p10 is unrelated to the rest.
-TOPOLOGY = {
-    "cisco-crosswork-cxm:topology": {
-        "nodes": [{"node-id": n} for n in ("pe1", "pe2", "pe3", "pe4", "p9", "p10")],
-        "links": [
-            {
-                "link-id": "pe1-pe2",
-                "source": "pe1",
-                "destination": "pe2",
-                "srlgs": [100],
-                "source-interface": "GigabitEthernet0/0/0/0",
-                "destination-interface": "GigabitEthernet0/0/0/1",
-            },
-            {"link-id": "pe2-pe3", "source": "pe2", "destination": "pe3", "srlgs": [200]},
-            {"link-id": "pe3-pe4", "source": "pe3", "destination": "pe4", "srlgs": [100]},
-            {"link-id": "pe1-pe4", "source": "pe1", "destination": "pe4", "srlgs": []},
-            {"link-id": "p9-p10", "source": "p9", "destination": "p10", "srlgs": [900]},
-        ],
-    }
-}
+# pe1-pe2 and pe3-pe4 share no node but share SRLG 100 (one conduit); p9-p10 is unrelated to
+# the rest. Served as CNC documents it (ietf-network-state); pe1-pe2 ends on
+# pe1:GigabitEthernet0/0/0/0 and pe2:GigabitEthernet0/0/0/1.
+NODES = ["pe1", "pe2", "pe3", "pe4", "p9", "p10"]
+LINKS = [
+    ("pe1", "pe2", [100]),
+    ("pe2", "pe3", [200]),
+    ("pe3", "pe4", [100]),
+    ("pe1", "pe4", []),
+    ("p9", "p10", [900]),
+]
 
 
 class FakeClock:
@@ -79,16 +70,11 @@ class Peers:
         return [p for a, t, p in self.tasks if a == agent and (task_type is None or t == task_type)]
 
 
-@dataclass
-class Cnc:
-    up: bool = True
-    calls: int = 0
+class Cnc(TopologyCnc):
+    """CNC with the correlator's topology; ``up = False`` answers 503 to everything."""
 
-    def handler(self, request: httpx.Request) -> httpx.Response:
-        self.calls += 1
-        if not self.up:
-            return httpx.Response(503)
-        return httpx.Response(200, json=TOPOLOGY)
+    def __init__(self) -> None:
+        super().__init__(nodes=list(NODES), links=list(LINKS))
 
 
 @pytest.fixture

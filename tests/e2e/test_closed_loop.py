@@ -151,10 +151,11 @@ def test_seed_incident_closes_after_recovery(stack: Mesh) -> None:
         assert detail["status"] == "closed"
         assert [e["task_type"] for e in detail["events"]].count("ticket_closed") == 1
 
-        # the protection tunnel is gone and the traffic is back on the original path
+        # the protection tunnel is gone and every service is back on its own policy: no
+        # te-service-mapping names the tunnel's color any more
         state = http.get(f"{stack.url('lab')}/lab/state").json()
         assert not [p for p in state["sr_policies"] if p.get("path-name") == four["tunnel_id"]]
-        assert all(s["weight"] == 0 for s in state["steering"].values())
+        assert not [s for s in state["steering"].values() if s["color"] == four["color"]]
 
 
 def test_tunnel_moved_off_a_protection_link_that_degrades(stack: Mesh) -> None:

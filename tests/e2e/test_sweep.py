@@ -27,7 +27,7 @@ import pytest
 
 from bench.sweep import NOT_AN_OPERATION, sweep
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e-sweep"), pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e-sweep"), pytest.mark.timeout(900)]
 
 NETWORKS = ["sndlib/polska", "sndlib/nobel-eu", "topozoo/Aarnet"]
 FAULTS = 2
@@ -41,7 +41,7 @@ def result() -> dict[str, Any]:
         NETWORKS,
         faults=FAULTS,
         env={"CXM_TIME_SCALE": "0.02", "CXM_LOG_LEVEL": "WARNING"},
-        network_timeout_s=120.0,
+        network_timeout_s=200.0,
     )
 
 

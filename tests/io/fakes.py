@@ -16,11 +16,12 @@ from typing import Any
 import httpx
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from shared.contracts import APPROVAL_DECISION, DELETE_TUNNEL
 from shared.models import utcnow
+from tests.agents.fakes import TopologyCnc
 from tests.support import free_port
 
 INCIDENT = "INC-2026-0001"
@@ -39,23 +40,16 @@ LINKS = [
 TUNNEL_PATH = ["pe1", "p1", "pe4", "p2", "pe3"]
 
 
-def topology_body() -> dict[str, Any]:
-    """The lab's answer to CncClient.topology(): the seed's example network."""
-    return {
-        "cisco-crosswork-cxm:topology": {
-            "nodes": [{"node-id": n, "role": "pe" if n.startswith("pe") else "p"} for n in NODES],
-            "links": [
-                {"link-id": f"{a}-{b}", "source": a, "destination": b, "delay-ms": 2.0}
-                for a, b in LINKS
-            ],
-        }
-    }
+def topology_cnc() -> TopologyCnc:
+    """CNC as CncClient.topology() reads it (login, topology, link delays): the seed's example
+    network."""
+    return TopologyCnc(nodes=list(NODES), links=[(a, b, []) for a, b in LINKS])
 
 
 def network_app(
     calls: list[tuple[str, Any]] | None = None, audit_log: dict[str, list[Any]] | None = None
 ) -> FastAPI:
-    """CNC's topology path, the lab's control API and the audit query API in one app.
+    """CNC (its login and topology), the lab's control API and the audit query API in one app.
 
     The audit API answers ``audit_log[incident_id]`` when a test filled it in (it may do so
     after the app started), else one ``incident_created`` event.
@@ -64,9 +58,16 @@ def network_app(
     seen = calls if calls is not None else []
     log = audit_log if audit_log is not None else {}
 
-    @app.get("/crosswork/nbi/topology/v3/restconf/data/cisco-crosswork-cxm:topology")
-    async def topology() -> dict[str, Any]:
-        return topology_body()
+    cnc = topology_cnc()
+
+    @app.api_route("/crosswork/{rest:path}", methods=["GET", "POST", "DELETE"])
+    async def crosswork(request: Request) -> Response:
+        answer = cnc.answer(request.method, request.url.path)
+        return Response(
+            answer.content,
+            status_code=answer.status_code,
+            media_type=answer.headers.get("content-type"),
+        )
 
     @app.get("/lab/topology")
     async def lab_topology() -> dict[str, Any]:

@@ -137,7 +137,7 @@ def test_the_check_agrees_with_the_path_agent(key: str) -> None:
     for fault in pick_faults(t, 3):
         for group in hurt_groups(t, fault)[:4]:
             load = link_load(t, carrying=group.services)
-            view = graph.reserve(services, [], carrying=group.services, reservable_share=0.8)
+            view = graph.reserve(services, carrying=group.services, reservable_share=0.8)
             for mbps, srlg in ((None, False), (group.bandwidth_mbps, False), (None, True)):
                 ask = ComputePath(
                     incident_id="INC-1",

@@ -16,7 +16,8 @@ from services.lab.app import create_app as create_lab
 from services.lab.settings import LabSettings
 from services.lab.topology import build_topology
 from shared.settings import Settings
-from tests.support import running
+from tests.lab.conftest import NETWORKS
+from tests.support import running, wait_for
 
 
 def test_abilene_from_topohub_is_deterministic() -> None:
@@ -44,13 +45,27 @@ def test_unknown_topology_names_itself() -> None:
         build_topology("sndlib/atlantis")
 
 
-async def test_abilene_lab_serves_through_the_clients(make_lab: object, settings: Settings) -> None:
+async def test_abilene_lab_serves_the_documented_shapes(
+    make_lab: object, settings: Settings
+) -> None:
     async with make_lab(settings, LabSettings(topology="sndlib/abilene")) as lab:  # type: ignore[operator]
-        topo = await lab.cnc.topology()
-        services = await lab.cnc.services()
-        assert len(topo.nodes) == 12 and len(services) == 132
-        link = topo.links[0].link_id
-        assert (await lab.pca.link_metrics([link]))[link].delay_ms == topo.links[0].delay_ms
+        data = await lab.get(NETWORKS)
+        (network,) = data["ietf-network-state:networks"]["network"]
+        assert len(network["node"]) == 12
+        assert len(network["ietf-network-topology-state:link"]) == 30
+        services = await lab.services("l3vpn") + await lab.services("l2vpn")
+        assert len(services) == 132
+        # every service's ref names a policy of the operational list
+        policies = {(p["headend"], p["endpoint"], p["color"]) for p in await lab.policies()}
+        address = {n: lab.lab.network.address(n) for n in lab.lab.network.topology.nodes}
+        for svc in services:
+            transport = next(iter(svc["underlay-transport"].values()))
+            (ref,) = transport["sr-policy-ref"]
+            assert (address[ref["headend"]], ref["endpoint"], ref["color"]) in policies
+        link = next(iter(lab.lab.network.topology.links.values()))
+        forward = network["ietf-network-topology-state:link"][0]["link-id"]
+        pm = (await lab.pm(forward)).json()["cisco-crosswork-performance-metrics:igp-link-pm"][0]
+        assert int(pm["delay"]) == round(link.delay_ms * 1000)
         response = await lab.client.post("/lab/scenarios/sla-degradation", json={"step_s": 0})
         hurt = response.json()["links"]
         await lab.app.state.lab.pusher.drain()
@@ -89,8 +104,9 @@ async def test_scenario_wait_follows_the_ticket_to_closed(settings: Settings) ->
             ("status_update", {"status": "assessing", "phase": "2", "message": "15 services"}),
             ("ticket_closed", {"resolution": "resolved", "duration_seconds": 1, "summary": "ok"}),
         ]
+        # the ticket opens once the scenario hurt the link (run_scenario ignores older tickets)
+        await wait_for(lambda: "pe1-pe2" in lab_app.state.lab.network.conditions, timeout=30)
         for task_type, payload in tasks:
-            await asyncio.sleep(0.05)
             body = {"task_type": task_type, "payload": {"incident_id": "INC-2026-0001", **payload}}
             response = await io_client.post("/a2a/tasks", json=body, headers=headers)
             assert response.status_code == 200, response.text

@@ -51,6 +51,9 @@ async def test_happy_path_follows_the_seed(orchestrator: OrchFactory, net: FakeN
     assert isinstance(provisioning["binding_sid"], int)
     assert provisioning["te_type"] == "sr-mpls"
     assert provisioning["path"] == ["pe1", "pe4", "pe3"]
+    # the tunnel must keep off the degraded links (a dynamic SRv6 path is checked against them)
+    [provision] = [r.payload for r in net.received if r.task_type == "provision_tunnel"]
+    assert provision["avoid_links"] == ["pe1-pe2", "pe2-pe3"]
     assert updates["5"]["details"]["traffic_steered"] is True
     monitoring = [p for p in net.events(INC, "status_update") if p["phase"] == "6"]
     hold = [p for p in monitoring if "hold_timer" in p["details"]]

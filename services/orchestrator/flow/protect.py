@@ -330,7 +330,8 @@ async def provision(
     missing = list(state.get("unprotected") or [])
     first_error: MeshError | None = None
     every = paths(state)
-    answers = await fx.each(every, lambda i, p: _provision_one(fx, p, i))
+    avoid = list(state["degraded_links"])
+    answers = await fx.each(every, lambda i, p: _provision_one(fx, p, i, avoid))
     for path, tunnel in zip(every, answers, strict=True):
         group = group_of(state, path)
         if isinstance(tunnel, MeshError):
@@ -351,7 +352,9 @@ async def provision(
     return await _provisioned(fx, state, built, missing)
 
 
-async def _provision_one(fx: Effects, path: dict[str, Any], index: int) -> TunnelResult:
+async def _provision_one(
+    fx: Effects, path: dict[str, Any], index: int, avoid: list[str]
+) -> TunnelResult:
     return await fx.call(
         PROVISION_TUNNEL,
         ProvisionTunnel(
@@ -360,6 +363,7 @@ async def _provision_one(fx: Effects, path: dict[str, Any], index: int) -> Tunne
             end_point=path["end_point"],
             path=path["path"],
             te_type=fx.orch.te_type or path.get("path_type"),
+            avoid_links=avoid,
         ),
         key=group_key(index),
     )
