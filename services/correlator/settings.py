@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SOURCES: tuple[str, ...] = ("pca", "cnc", "alertmanager", "datadog", "generic")
+SOURCES: tuple[str, ...] = ("pca", "cnc", "alertmanager", "datadog", "generic", "servicenow")
 
 
 class WebhookAuth(BaseModel):
@@ -62,7 +62,8 @@ class CorrelatorSettings(BaseSettings):
     llm_model: str = "gpt-4o-mini"
     llm_timeout_s: float = Field(default=10.0, gt=0)
 
-    # Webhook authentication, per source (pca, cnc, alertmanager, datadog, generic, rest, csv).
+    # Webhook authentication, per source (pca, cnc, alertmanager, datadog, generic, servicenow,
+    # rest, csv, demo, silences).
     webhook_auth: dict[str, WebhookAuth] = Field(default_factory=dict)
 
     # Generic JSON: normalized field -> dotted path in the posted object.

@@ -18,7 +18,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from services.correlator.topology import TopologyView
-from shared.models import LINK_PATTERN, NormalizedAlert, Severity
+from shared.models import (
+    LINK_PATTERN,
+    SERVICENOW_NUMBER_LABEL,
+    SERVICENOW_SYS_ID_LABEL,
+    NormalizedAlert,
+    Severity,
+)
 
 MAX_ALERTS = 10000
 CSV_COLUMNS: tuple[str, ...] = (
@@ -584,6 +590,218 @@ def parse_datadog(body: Any, topo: TopologyView) -> list[NormalizedAlert]:
     return out
 
 
+# --- ServiceNow incidents (a Business Rule or Flow posting the record) -----------------------
+
+SNOW_PRIORITY_SEVERITY: dict[int, Severity] = {
+    1: "critical",
+    2: "high",
+    3: "medium",
+    4: "low",
+    5: "low",
+}
+"""ServiceNow priority → CXM severity. 5 (Planning) is ``low``, not ``info``: the correlator
+discards a firing ``info`` alert, and a ticket someone opened is never noise to discard."""
+SNOW_PRIORITY: dict[tuple[int, int], int] = {
+    (1, 1): 1,
+    (1, 2): 2,
+    (1, 3): 3,
+    (2, 1): 2,
+    (2, 2): 3,
+    (2, 3): 4,
+    (3, 1): 3,
+    (3, 2): 4,
+    (3, 3): 5,
+}
+"""ServiceNow's default priority lookup (impact, urgency) → priority, for a record posted
+without its priority."""
+SNOW_STATES: dict[str, int] = {
+    "new": 1,
+    "in progress": 2,
+    "in_progress": 2,
+    "on hold": 3,
+    "on_hold": 3,
+    "resolved": 6,
+    "closed": 7,
+    "canceled": 8,
+    "cancelled": 8,
+}
+SNOW_ENDED = frozenset({6, 7, 8})
+"""Resolved, Closed, Canceled: such a record is never a new ticket (it clears its host's)."""
+_SYS_ID = re.compile(r"^[0-9a-fA-F]{32}$")
+_CHOICE = re.compile(r"^\s*(-?\d+)\b")
+
+
+def _snow_value(value: Any, *, display: bool = False) -> Any:
+    """A field as the Table API gives it: plain, or ``{value, display_value}`` (the record
+    read with ``sysparm_display_value=all``); ``display`` prefers the display value."""
+    if isinstance(value, dict):
+        first, second = ("display_value", "value") if display else ("value", "display_value")
+        return value.get(first) if value.get(first) not in (None, "") else value.get(second)
+    return value
+
+
+def _snow_choice(value: Any, field: str, where: str, allowed: range) -> int | None:
+    """A numeric choice: ``1``, ``"1"``, ``"1 - Critical"`` or ``{value, display_value}``."""
+    raw = _snow_value(value)
+    if raw is None or raw == "":
+        return None
+    match = None if isinstance(raw, bool) else _CHOICE.match(str(raw))
+    number = int(match.group(1)) if match else None
+    if number is None or number not in allowed:
+        raise SourceError(
+            f"{where}: {field} {raw!r} is not one of {allowed.start}..{allowed.stop - 1}"
+        )
+    return number
+
+
+def servicenow_severity(item: Mapping[str, Any], where: str = "servicenow") -> Severity:
+    """``priority`` (1 Critical … 5 Planning), else ServiceNow's own lookup of ``impact`` and
+    ``urgency`` (a missing one counts as 3, ServiceNow's default), else ``medium``."""
+    priority = _snow_choice(item.get("priority"), "priority", where, range(1, 6))
+    if priority is None:
+        impact = _snow_choice(item.get("impact"), "impact", where, range(1, 4))
+        urgency = _snow_choice(item.get("urgency"), "urgency", where, range(1, 4))
+        if impact is None and urgency is None:
+            return "medium"
+        priority = SNOW_PRIORITY[(impact or 3, urgency or 3)]
+    return SNOW_PRIORITY_SEVERITY[priority]
+
+
+def _snow_state(value: Any, where: str) -> int:
+    """The incident state's code; a record posted without one is New."""
+    raw = _snow_value(value)
+    if raw is None or raw == "":
+        return 1
+    if isinstance(raw, bool):
+        raise SourceError(f"{where}: state {raw!r} is not an incident state")
+    text = str(raw).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    code = SNOW_STATES.get(text.lower())
+    if code is None:
+        raise SourceError(
+            f"{where}: state {raw!r} is not an incident state (a code such as 1, or New, "
+            "In Progress, On Hold, Resolved, Closed, Canceled)"
+        )
+    return code
+
+
+def _snow_text(item: Mapping[str, Any], field: str, where: str, limit: int) -> str:
+    raw = item.get(field)
+    if isinstance(raw, dict) and not {"value", "display_value"} & raw.keys():
+        raise SourceError(f"{where}: {field} must be text (or {{display_value, value}})")
+    value = _snow_value(raw, display=True)
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        raise SourceError(f"{where}: {field} must be text (or {{display_value, value}})")
+    return str(value).strip()[:limit]
+
+
+def _snow_host(item: Mapping[str, Any], where: str) -> str:
+    """The record's host: ``u_host`` or ``host``, else the configuration item's name."""
+    for field in ("u_host", "host"):
+        name = _snow_text(item, field, where, 200)
+        if name:
+            return _snow_name(name, field, where)
+    ci = item.get("cmdb_ci")
+    name = _snow_text(item, "cmdb_ci", where, 200)
+    if not name:
+        raise SourceError(
+            f"{where}: no host: set u_host (or host), or cmdb_ci to the configuration item "
+            "(its name, or {display_value, value})"
+        )
+    if _SYS_ID.match(name) and not (isinstance(ci, dict) and ci.get("display_value")):
+        raise SourceError(
+            f"{where}: cmdb_ci {name!r} is a reference, not a name: post its display value "
+            "(current.cmdb_ci.getDisplayValue()) or {display_value, value}"
+        )
+    return _snow_name(name, "cmdb_ci", where)
+
+
+def _snow_name(name: str, field: str, where: str) -> str:
+    if len(name) > 128 or any(c.isspace() for c in name):
+        raise SourceError(
+            f"{where}: {field} {name!r} is not a host name (no spaces, at most 128 characters)"
+        )
+    return name
+
+
+def parse_servicenow(body: Any, topo: TopologyView) -> list[NormalizedAlert]:
+    """Incident records as a ServiceNow Business Rule or Flow posts them: one record, a list,
+    or the Table API's ``{"result": ...}``.
+
+    Each becomes a ticket about its host (``u_host``/``host``, else ``cmdb_ci``), or about a
+    link or node when the topology knows that name (a network incident), like the monitoring
+    sources' hosts. The record's ``sys_id`` is the fingerprint (so a resent record is a
+    duplicate) and, with its ``number``, a label the ticket carries to notify, which then
+    updates this record instead of creating another. A Resolved, Closed or Canceled record
+    is a clear, never a new ticket.
+    """
+    if isinstance(body, dict) and isinstance(body.get("result"), dict | list):
+        body = body["result"]
+    out = []
+    for i, item in enumerate(_items(body, "servicenow", ("records", "incidents"))):
+        where = f"servicenow record {i}"
+        sys_id = str(_snow_value(item.get("sys_id")) or "").strip()
+        if not sys_id:
+            raise SourceError(f"{where}: sys_id is required (the incident record's sys_id)")
+        if not _SYS_ID.match(sys_id):
+            raise SourceError(f"{where}: sys_id {sys_id!r} is not a sys_id (32 hex digits)")
+        number = _snow_text(item, "number", where, 41)
+        if len(number) > 40 or any(c.isspace() for c in number):
+            raise SourceError(f"{where}: number {number!r} is not an incident number")
+        state = _snow_state(item.get("state"), where)
+        severity_of = servicenow_severity(item, where)
+        name = _snow_host(item, where)
+        link: str | None = None
+        node: str | None = None
+        host: str | None = None
+        canonical = topo.canonical(name) if _LINK_RE.match(name) else name
+        if canonical in topo.links:
+            link = canonical
+        else:
+            node, host = host_or_node(name, topo)
+        description = _snow_text(item, "description", where, 20000)
+        title = _snow_text(item, "short_description", where, 500)
+        title = title or description.partition("\n")[0][:500] or f"ServiceNow {number or sys_id}"
+        labels = _labels(item.get("labels") if isinstance(item.get("labels"), dict) else None)
+        for key, value in item.items():
+            # the incident table's custom fields (u_path → path): values a runbook may read
+            if key.startswith("u_") and key != "u_host" and len(key) > 2:
+                plain = _snow_value(value, display=True)
+                if plain not in (None, "") and not isinstance(plain, dict | list):
+                    labels.setdefault(key[2:], str(plain))
+        for field in ("category", "subcategory"):
+            text = _snow_text(item, field, where, 200)
+            if text:
+                labels[field] = text
+        if item.get("cmdb_ci") not in (None, ""):
+            labels["cmdb_ci"] = _snow_text(item, "cmdb_ci", where, 200)
+        labels[SERVICENOW_SYS_ID_LABEL] = sys_id
+        if number:
+            labels[SERVICENOW_NUMBER_LABEL] = number
+        labels["servicenow_state"] = str(state)
+        out.append(
+            _build(
+                where,
+                source="servicenow",
+                link=link,
+                node=node,
+                host=host,
+                status="resolved" if state in SNOW_ENDED else "firing",
+                severity=severity_of,
+                summary=title,
+                labels=labels,
+                annotations={"description": description} if description else {},
+                fingerprint=f"servicenow-{sys_id.lower()}",
+                starts_at=parse_time(_snow_value(item.get("opened_at")), f"{where}: opened_at"),
+                external_id=number or sys_id,
+            )
+        )
+    return out
+
+
 # --- generic JSON with a field mapping -------------------------------------------------------
 
 
@@ -722,4 +940,5 @@ PARSERS: dict[str, Parser] = {
     "cnc": parse_cnc,
     "alertmanager": parse_alertmanager,
     "datadog": parse_datadog,
+    "servicenow": parse_servicenow,
 }

@@ -261,6 +261,22 @@ async def list_alerts(
     return [dict(r) for r in rows]
 
 
+async def incident_of_fingerprint(engine: AsyncEngine, source: str, fingerprint: str) -> str | None:
+    """The incident the first alert of ``source`` with this fingerprint opened or joined, if
+    any: how a ServiceNow record that was already made a ticket is known again after its
+    ticket closed (the dedup window alone forgets it)."""
+    t = alerts
+    query = (
+        sa.select(t.c.incident_id)
+        .where(t.c.fingerprint == fingerprint, t.c.source == source, t.c.incident_id.is_not(None))
+        .order_by(t.c.received_at, t.c.id)
+        .limit(1)
+    )
+    async with engine.connect() as conn:
+        found: str | None = await conn.scalar(query)
+    return found
+
+
 async def list_incidents(
     engine: AsyncEngine, *, status: str | None, limit: int
 ) -> list[dict[str, Any]]:

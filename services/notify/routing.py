@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from services.notify.settings import CHANNELS, LEVELS, Channel
 
@@ -18,12 +18,25 @@ def level_of(severity: str, tier: str | None) -> str:
 
 
 def route(
-    severity: str, tier: str | None, matrix: Mapping[str, Sequence[Channel]]
+    severity: str,
+    tier: str | None,
+    matrix: Mapping[str, Sequence[Channel]],
+    *,
+    always: Collection[Channel] = (),
+    only: Collection[Channel] | None = None,
 ) -> tuple[str, list[Channel]]:
-    """``(level, channels)`` in the fixed channel order; ``info`` falls back to the ``low`` row."""
+    """``(level, channels)`` in the fixed channel order; ``info`` falls back to the ``low`` row.
+
+    ``always`` joins the level's row whatever its level (a ticket that came from ServiceNow
+    keeps its own record up to date even when its severity would not create one); ``only``,
+    when given, keeps just those of the result (``Notify.channels``: a runbook step's work
+    note is for ServiceNow, not for Webex or Email).
+    """
     level = level_of(severity, tier)
     row = matrix.get(level)
     if row is None and level == "info":
         row = matrix.get("low", ())
-    wanted = set(row or ())
+    wanted = set(row or ()) | set(always)
+    if only is not None:
+        wanted &= set(only)
     return level, [c for c in CHANNELS if c in wanted]

@@ -44,6 +44,9 @@ SNOW_IMPACT_URGENCY: dict[str, tuple[str, str]] = {
 }
 """Routing level → ServiceNow (impact, urgency); the priority lookup makes 1/1 a P1."""
 
+ALWAYS_SERVICENOW: tuple[Channel, ...] = ("servicenow",)
+"""A ticket that came from ServiceNow keeps its record up to date whatever its level."""
+
 REDELIVERY_CONCURRENCY = 8
 """(incident, channel) pairs redelivered at once: a slow channel does not hold up the others,
 and a restart with a long backlog does not open hundreds of connections at once."""
@@ -139,7 +142,13 @@ class Notifier:
         self._wake.set()
 
     async def notify(self, payload: Notify, *, key: str) -> NotifyResult:
-        level, routed = route(payload.severity, payload.tier, self.settings.notify_routing)
+        level, routed = route(
+            payload.severity,
+            payload.tier,
+            self.settings.notify_routing,
+            always=ALWAYS_SERVICENOW if servicenow_ref(payload) else (),
+            only=payload.channels,
+        )
         message = render(payload, console_url=self.console_url)
         if payload.incident_id:
             await store.update_mapping(
@@ -386,12 +395,32 @@ class Notifier:
     async def _servicenow(
         self, client: ServiceNowClient, payload: Notify, message: Rendered
     ) -> Sent:
-        """Create the ServiceNow incident once per CXM incident, then update or resolve it."""
+        """Create the ServiceNow incident once per CXM incident (or adopt the one the ticket
+        came from), then update, hold or resolve it."""
         if not payload.incident_id:
             raise ChannelError("a ServiceNow incident needs a CXM incident_id", transient=False)
         mapping = await store.mapping_for(self.engine, payload.incident_id)
+        ref = servicenow_ref(payload)
         created_now = False
-        if mapping is None:
+        if mapping is None and ref is not None:
+            # The ticket came from this record: it is the one to update, never a second one.
+            other = await store.mapping_by_ref(self.engine, sys_id=ref.sys_id, number=None)
+            if other is not None:
+                raise ChannelError(
+                    f"ServiceNow {ref.number or ref.sys_id} already follows CXM incident "
+                    f"{other['incident_id']}",
+                    transient=False,
+                )
+            await store.save_mapping(
+                self.engine,
+                incident_id=payload.incident_id,
+                sys_id=ref.sys_id,
+                number=ref.number,
+                state=None,
+            )
+            mapping = await store.mapping_for(self.engine, payload.incident_id)
+            assert mapping is not None
+        elif mapping is None:
             # A create whose answer was lost left an incident behind: find it, do not duplicate.
             found = await client.find_by_correlation(payload.incident_id)
             record = found or await client.create(self._create_fields(payload, message))
@@ -408,7 +437,18 @@ class Notifier:
         sys_id: str = mapping["sys_id"]
         number = mapping["number"]
         action = "created"
-        if message.kind == "closed":
+        if message.kind == "review":
+            # Manual review: a person looks before it is resolved. On Hold says so in
+            # ServiceNow's own terms; the note says why.
+            fields: dict[str, Any] = {"state": "3"}
+            if self.settings.servicenow_hold_reason:
+                fields["hold_reason"] = self.settings.servicenow_hold_reason
+            if not created_now:
+                fields["work_notes"] = message.work_note
+            await client.update(sys_id, fields)
+            await store.update_mapping(self.engine, payload.incident_id, state="3")
+            action = "on_hold"
+        elif message.kind == "closed":
             if str(payload.details.get("resolution", "")).lower() == "escalated":
                 await client.update(sys_id, {"work_notes": message.work_note})
                 action = "updated"
@@ -426,10 +466,15 @@ class Notifier:
                 )
                 action = "resolved"
         elif not created_now:
-            fields: dict[str, Any] = {"work_notes": message.work_note}
+            fields = {"work_notes": message.work_note}
             if message.kind == "escalation":
                 fields["urgency"] = "1"
+            if ref is not None and mapping["state"] in (None, "1") and _works_on(payload, message):
+                # CXM took the record up (a runbook runs, or it escalated): In Progress
+                fields["state"] = "2"
             await client.update(sys_id, fields)
+            if "state" in fields:
+                await store.update_mapping(self.engine, payload.incident_id, state=fields["state"])
             action = "updated"
         return Sent(external_id=sys_id, info={"number": number, "action": action})
 
@@ -451,6 +496,30 @@ class Notifier:
         if self.settings.servicenow_caller_id:
             fields["caller_id"] = self.settings.servicenow_caller_id
         return fields
+
+
+@dataclass(frozen=True)
+class ServiceNowRef:
+    """The ServiceNow record a ticket came from (``Notify.details["servicenow"]``)."""
+
+    sys_id: str
+    number: str | None
+
+
+def servicenow_ref(payload: Notify) -> ServiceNowRef | None:
+    """The record the notification's ticket came from, if it did; a malformed one is none."""
+    raw = payload.details.get("servicenow")
+    if not isinstance(raw, dict):
+        return None
+    sys_id, number = raw.get("sys_id"), raw.get("number")
+    if not isinstance(sys_id, str) or not 0 < len(sys_id) <= 64:
+        return None
+    return ServiceNowRef(sys_id, number if isinstance(number, str) and number else None)
+
+
+def _works_on(payload: Notify, message: Rendered) -> bool:
+    """A notification saying CXM is working on the ticket: a session started, or escalated."""
+    return message.kind == "escalation" or payload.details.get("status") == "in_progress"
 
 
 def _str(value: Any) -> str | None:

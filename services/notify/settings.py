@@ -69,6 +69,12 @@ class NotifySettings(BaseSettings):
     servicenow_caller_id: str | None = None
     servicenow_category: str = "network"
     servicenow_close_code: str = "Solved (Permanently)"
+    servicenow_hold_reason: str | None = Field(
+        default=None,
+        description="the incident's hold_reason choice value set with On Hold (manual review); "
+        "unset sends none: no stock choice (Awaiting Caller/Change/Problem/Vendor) means "
+        "'awaiting an engineer's review', so an instance that wants one adds its own",
+    )
     servicenow_webhook_secret: SecretStr | None = Field(
         default=None, description="shared secret of the inbound webhook; unset refuses it"
     )

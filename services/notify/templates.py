@@ -25,6 +25,9 @@ EVENT_KINDS: dict[str, str] = {
     "incident_closed": "closed",
     "restoration_complete": "closed",
     "resolved": "closed",
+    "runbook_step": "step",
+    "manual_review": "review",
+    "on_hold": "review",
 }
 """Event names peers send → the template that renders them; anything else is ``update``."""
 
@@ -34,6 +37,8 @@ TITLES: dict[str, str] = {
     "escalation": "ESCALATED",
     "error": "Error",
     "closed": "Closed",
+    "step": "Runbook step",
+    "review": "Manual review",
     "update": "Update",
 }
 
@@ -124,7 +129,10 @@ def render(payload: Notify, *, console_url: str | None = None) -> Rendered:
     note = [f"CXM {TITLES[kind].lower()}: {payload.subject}"]
     if body:
         note.append(body)
-    note += [f"{k}: {v}" for k, v in facts.items() if k not in ("Console",)]
+    if kind != "step":
+        # a step's note is one of many on the same record: the incident's facts are in the
+        # notes around it, so it carries only the step
+        note += [f"{k}: {v}" for k, v in facts.items() if k not in ("Console",)]
     return Rendered(
         kind=kind,
         subject=subject,

@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from services.orchestrator import store
 from services.orchestrator.flow import Deps, build_graph
 from services.orchestrator.runbooks import api as runbook_api
-from services.orchestrator.runbooks import sessions, tickets
+from services.orchestrator.runbooks import host_tickets, sessions, tickets
 from services.orchestrator.runbooks.catalog import LibrarySettings
 from services.orchestrator.runbooks.lifespan import RunbookServices, runbook_resources
 from services.orchestrator.runbooks.matching import MatchSettings
@@ -191,6 +191,9 @@ async def incident_signal(payload: IncidentSignal, ctx: TaskContext) -> SignalRe
     runner = _runner(ctx)
     row = await store.get(runner.engine, payload.incident_id)
     if row is None:
+        host = await host_tickets.signal(payload, ctx)
+        if host is not None:
+            return host
         raise TaskFailed(
             f"unknown incident {payload.incident_id}", code="unknown_incident", status=404
         )
@@ -263,7 +266,7 @@ async def approval_decision(payload: ApprovalDecision, ctx: TaskContext) -> Deci
 
 @spec.serve(GET_INCIDENT)
 async def get_incident(payload: GetIncident, ctx: TaskContext) -> IncidentView:
-    found = await _runner(ctx).describe(payload.incident_id)
+    found = await _describe(_runner(ctx), payload.incident_id)
     if found is None:
         raise TaskFailed(
             f"unknown incident {payload.incident_id}", code="unknown_incident", status=404
@@ -289,10 +292,16 @@ async def list_incidents(runner: RunnerDep, open_only: bool = False) -> Incident
 
 @router.get("/incidents/{incident_id}")
 async def read_incident(incident_id: str, runner: RunnerDep) -> dict[str, Any]:
-    found = await runner.describe(incident_id)
+    found = await _describe(runner, incident_id)
     if found is None:
         raise HTTPException(404, f"unknown incident {incident_id}")
     return found
+
+
+async def _describe(runner: Runner, incident_id: str) -> dict[str, Any] | None:
+    """A network incident (its graph run) or else a host ticket (its runbook sessions)."""
+    found = await runner.describe(incident_id)
+    return found if found is not None else await host_tickets.describe(runner.engine, incident_id)
 
 
 def create_app(

@@ -20,8 +20,10 @@ taken down afterwards. Without root (or without ``mount``) the module is skipped
 
 The paths: approved and verified (ServiceNow created, updated with work notes, resolved);
 the deletion rejected (session ``rejected``, ticket escalated); the deletion failing on a
-filesystem remounted read-only (rollback ran, escalated); and an alert no runbook fits
-(nothing runs until an operator picks one).
+filesystem remounted read-only (rollback ran, escalated); an alert no runbook fits
+(nothing runs until an operator picks one); and an incident opened in ServiceNow, posted by
+its Business Rule to the correlator, run on the host and resolved on that same record (one
+work note per step, never a second incident).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ MAIN_STEP = "delete files older than the age guard"
 MIB = 1024 * 1024
 OLD = 30 * 86400  # seconds: well past the runbook's min_age_days of 7
 SNOW_USER, SNOW_PASSWORD = "cxm.integration", "snow-test-password"
+SNOW_RULE_TOKEN = "snow-business-rule-token"
 T = TypeVar("T")
 
 
@@ -102,6 +105,25 @@ class FakeServiceNow:
         with self.lock:
             found = [r for r in self.records.values() if r.get("correlation_id") == incident_id]
             return dict(found[0]) if found else None
+
+    def open(self, short_description: str, **fields: Any) -> dict[str, Any]:
+        """A record a person opens in ServiceNow's own UI (no API call of ours makes it)."""
+        with self.lock:
+            n = len(self.records) + 1
+            record = {
+                "sys_id": f"{0x5E0 + n:032x}",
+                "number": f"INC{10000 + n:07d}",
+                "state": "1",
+                "short_description": short_description,
+                **fields,
+            }
+            self.records[record["sys_id"]] = record
+            return dict(record)
+
+    def on(self, sys_id: str) -> list[dict[str, Any]]:
+        """The calls made on one record (by its sys_id)."""
+        with self.lock:
+            return [c for c in self.calls if c["sys_id"] == sys_id]
 
 
 @pytest.fixture(scope="module")
@@ -382,6 +404,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, servicenow: FakeServiceNow) 
             "CXM_SERVICENOW_USERNAME": SNOW_USER,
             "CXM_SERVICENOW_PASSWORD": SNOW_PASSWORD,
             "CXM_SERVICENOW_CATEGORY": "software",
+            # the Business Rule that posts new ServiceNow incidents to the correlator
+            "CXM_CORRELATOR_WEBHOOK_AUTH": json.dumps(
+                {"servicenow": {"bearer_token": SNOW_RULE_TOKEN}}
+            ),
         },
     )
     m = Mesh(data, env, ports)
@@ -438,7 +464,7 @@ def operator(http: httpx.Client, m: Mesh, username: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {r.json()['token']}"}
 
 
-HOSTS = ("web-01", "web-02", "web-03", "web-04")
+HOSTS = ("web-01", "web-02", "web-03", "web-04", "web-05")
 """One host (and connection) per test: the correlator keeps one open ticket per host, and the
 frequency guard counts sessions per runbook and host."""
 
@@ -756,3 +782,114 @@ def test_weak_match_waits_for_an_operator(stack: Stack, disk: Disk) -> None:
     assert done["verification"]["outcome"] == "resolved"
     assert disk.usage_pct() < 90
     assert stack.closed(incident)["resolution"] == "resolved"
+
+
+def test_an_incident_opened_in_servicenow_is_run_and_resolved_on_its_record(
+    stack: Stack, disk: Disk
+) -> None:
+    """ServiceNow both ways: a person opens an incident in ServiceNow; its "after insert"
+    Business Rule posts the record to the correlator; CXM matches and runs linux-disk-full on
+    the host over SSH, writes one work note per step on that record, and resolves it with
+    close code and notes. No ServiceNow incident is created; the rule firing again changes
+    nothing."""
+    host = "web-05"
+    pct = disk.usage_pct()
+    before = len(stack.snow.records)
+    opened = stack.snow.open(
+        f"Disk space low: filesystem {disk.path} on {host} is {pct}% full",
+        priority="3",
+        cmdb_ci=host,
+    )
+    # what the rule's REST message sends for ``current`` (the custom u_ fields are what the
+    # runbook reads: the directory, the goal, the age guard)
+    rule = {
+        "sys_id": opened["sys_id"],
+        "number": opened["number"],
+        "state": "1",
+        "short_description": opened["short_description"],
+        "description": (
+            f"Filesystem {disk.path} ({pct}% used) has less than 10% space left and will soon "
+            "be out of space: no space left on device."
+        ),
+        # Moderate: medium, which the routing alone would not send to ServiceNow (the
+        # record follows anyway), and which runs a strong match by itself whatever the
+        # history the other tests left (a rejected and a failed run of linux-disk-full)
+        "impact": "2",
+        "urgency": "2",
+        "priority": "3",
+        "cmdb_ci": {"display_value": host, "value": "b0c4030ac0a800090152e7a4564ca36c"},
+        "category": "software",
+        "u_path": str(disk.path),
+        "u_threshold_pct": "90",
+        "u_min_age_days": "7",
+        "labels": {"alertname": "NodeFilesystemAlmostOutOfSpace", "mountpoint": str(disk.path)},
+    }
+    url = f"{stack.m.url('correlator')}/api/v1/tickets/webhook/servicenow"
+    wrong = stack.http.post(url, json=rule, headers=stack.mesh_auth())
+    assert wrong.status_code == 401, wrong.text  # the rule's own token, not the mesh's
+    auth = {"Authorization": f"Bearer {SNOW_RULE_TOKEN}"}
+    bad = stack.http.post(url, json={**rule, "sys_id": opened["number"]}, headers=auth)
+    assert bad.status_code == 422 and "is not a sys_id" in bad.text, bad.text
+    r = stack.http.post(url, json=rule, headers=auth)
+    assert r.status_code == 202, r.text
+    (entry,) = r.json()["alerts"]
+    assert entry["disposition"] == "new_incident", entry
+    incident = entry["incident_id"]
+
+    ticket = wait_until(lambda: stack.ticket(incident), f"ticket {incident} in IO")
+    assert ticket["kind"] == "host" and ticket["severity"] == "medium"
+    new = next(e["payload"] for e in ticket["events"] if e["task_type"] == "new_ticket")
+    assert new["host"] == host
+    assert new["labels"]["servicenow_number"] == opened["number"]
+    assert new["labels"]["path"] == str(disk.path)
+    session_id = stack.auto_session(incident, assert_disk_match(stack.matched(incident)))
+
+    approval = stack.pending(incident)
+    assert approval["details"]["step"] == MAIN_STEP
+    r = stack.http.post(
+        stack.io(f"/api/v1/approvals/{approval['approval_id']}/approve"),
+        json={"notes": "approved from the ServiceNow ticket"},
+        headers=stack.alice,
+    )
+    assert r.status_code == 200, r.text
+    done = stack.settled(session_id)
+    assert done["status"] == "completed", done
+    assert done["verification"]["outcome"] == "resolved", done["verification"]
+    assert disk.usage_pct() < 90 and (disk.path / "fresh.log").exists()
+    assert stack.closed(incident)["resolution"] == "resolved"
+
+    sys_id = opened["sys_id"]
+    calls = wait_until(
+        lambda: (c := stack.snow.on(sys_id)) and c[-1]["body"].get("state") == "6" and c,
+        f"ServiceNow {opened['number']} resolved",
+    )
+    # no second incident: nothing created, nothing looked up, only PATCHes of this record
+    assert len(stack.snow.records) == before + 1
+    assert not [c for c in stack.snow.of(incident) if c["method"] == "POST"]
+    assert {c["method"] for c in calls} == {"PATCH"}
+    assert all(c["authorization"].startswith("Basic ") for c in calls)
+    patches = [c["body"] for c in calls]
+    assert patches[0]["state"] == "2"  # taken up: In Progress
+    notes = [p["work_notes"] for p in patches if "work_notes" in p]
+    steps = [n for n in notes if n.startswith("CXM runbook step: ")]
+    assert len(steps) == len(done["steps"]) == 7, steps
+    for note, step in zip(steps, done["steps"], strict=True):
+        assert f"{step['phase']} · {step['name']} (step" in note
+        assert ": completed (exit 0)" in note, note
+    main = next(n for n in steps if MAIN_STEP in n)
+    assert "output (last lines):" in main and "freed " in main, main
+    assert any("waits for an approval" in n for n in notes), notes
+    resolved = patches[-1]
+    assert resolved["close_code"] == "Solved (Permanently)"
+    for reason in done["verification"]["reasons"]:
+        assert reason in resolved["close_notes"], reason
+    assert stack.snow.records[sys_id]["state"] == "6"
+
+    # the rule fires again (CXM's own updates, a retry): the same ticket, nothing new
+    again = stack.http.post(url, json={**rule, "state": "2"}, headers=auth)
+    assert again.status_code == 200, again.text
+    (entry,) = again.json()["alerts"]
+    assert (entry["disposition"], entry["incident_id"]) == ("duplicate", incident)
+    tickets = stack.http.get(stack.io("/api/v1/tickets")).json()
+    assert [t["incident_id"] for t in tickets].count(incident) == 1
+    assert not [t for t in tickets if t.get("host") == host and t["incident_id"] != incident]

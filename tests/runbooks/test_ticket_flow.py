@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from services.correlator.app import create_app as create_correlator
 from services.correlator.settings import CorrelatorSettings
 from services.orchestrator.runbooks.sessions import sessions
-from tests.correlator.conftest import TOPOLOGY
+from tests.correlator.conftest import Cnc
 from tests.runbooks.session_mesh import MESH_TOKEN, Cxm, cxm_mesh, local_step
 from tests.support import running, wait_for
 
@@ -92,7 +92,7 @@ async def ticket_mesh(tmp_path: Path) -> AsyncIterator[tuple[Cxm, httpx.AsyncCli
             cxm.settings,
             mesh_transport=cxm.routes,
             config=CorrelatorSettings(group_wait_s=1.0, tick_s=1.0),
-            cnc_transport=httpx.MockTransport(lambda _: httpx.Response(200, json=TOPOLOGY)),
+            cnc_transport=httpx.MockTransport(Cnc().handler),
         )
         async with running(correlator) as corr:
             cxm.routes.apps[CORRELATOR_PORT] = correlator
@@ -121,6 +121,34 @@ async def demo(corr: httpx.AsyncClient, **ticket: Any) -> str:
     assert entry["disposition"] == "new_incident", entry
     incident_id: str = entry["incident_id"]
     return incident_id
+
+
+def orchestrator(cxm: Cxm) -> httpx.AsyncClient:
+    assert cxm.orchestrator is not None
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=cxm.orchestrator), base_url="http://orchestrator"
+    )
+
+
+async def signal(cxm: Cxm, incident_id: str, **details: Any) -> dict[str, Any]:
+    """What ServiceNow's webhook makes notify send when a person resolves the record."""
+    body = {
+        "task_type": "incident_signal",
+        "payload": {"incident_id": incident_id, "signal": "operator_resolved", "details": details},
+    }
+    async with orchestrator(cxm) as orch:
+        response = await orch.post("/a2a/tasks", json=body, headers=MESH)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()["result"]
+    return result
+
+
+async def orchestrator_view(cxm: Cxm, incident_id: str) -> dict[str, Any]:
+    async with orchestrator(cxm) as orch:
+        response = await orch.get(f"/api/v1/incidents/{incident_id}")
+    assert response.status_code == 200, response.text
+    view: dict[str, Any] = response.json()
+    return view
 
 
 async def sessions_started(cxm: Cxm) -> int:
@@ -159,6 +187,13 @@ async def test_host_alert_matched_and_a_strong_match_runs_by_itself(tmp_path: Pa
         assert session["verification"]["outcome"] == "resolved", session
         closed = await cxm.closed_ticket(incident_id)
         assert closed["resolution"] == "resolved"
+        # the orchestrator shows the host ticket like an incident, from its sessions
+        view = await orchestrator_view(cxm, incident_id)
+        assert view["kind"] == "host" and view["host"] == "web-03"
+        assert (view["status"], view["final"]) == ("resolved", True)
+        assert view["runbook_session_id"] == session_id
+        # a person resolving the record afterwards changes nothing
+        assert (await signal(cxm, incident_id, resolved_by="ann"))["accepted"] is False
         # the network loop never ran for it: IO knows no other ticket
         listed = await cxm.io.get("/api/v1/tickets", headers=cxm.admin())
         assert [t["kind"] for t in listed.json()] == ["host"]
@@ -207,6 +242,24 @@ async def test_weak_match_starts_nothing(tmp_path: Path) -> None:
         assert ticket["runbook_session_id"] is None
         assert ticket["status"] == "analyzing"
         assert await sessions_started(cxm) == 0
+        view = await orchestrator_view(cxm, incident_id)
+        assert (view["kind"], view["status"], view["final"]) == ("host", "analyzing", False)
+        # nobody ran anything; a person fixed the printer and resolved the ServiceNow record
+        answer = await signal(cxm, incident_id, resolved_by="pat", source="servicenow")
+        assert answer == {"incident_id": incident_id, "accepted": True, "status": "resolved"}
+        closed = await cxm.closed_ticket(incident_id)
+        assert closed["resolution"] == "resolved"
+        (event,) = [e for e in closed["events"] if e["task_type"] == "ticket_closed"]
+        assert event["payload"]["details"]["resolved_by"] == "pat"
+        view = await orchestrator_view(cxm, incident_id)
+        assert (view["status"], view["final"], view["closed_by"]) == ("resolved", True, "pat")
+        assert (await signal(cxm, incident_id))["accepted"] is False  # once
+
+        async def freed() -> bool:
+            found = await corr.get("/api/v1/incidents", params={"status": "closed"})
+            return any(i["incident_id"] == incident_id for i in found.json())
+
+        await wait_for(freed, timeout=30)
 
 
 async def test_match_endpoints_have_no_side_effect(tmp_path: Path) -> None:

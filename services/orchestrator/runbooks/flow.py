@@ -39,7 +39,7 @@ from langgraph.types import Command, interrupt
 from services.orchestrator.flow.effects import Effects
 from services.orchestrator.flow.phases import TO_END, End
 from services.orchestrator.flow.state import iso, parse
-from services.orchestrator.runbooks import sessions
+from services.orchestrator.runbooks import notes, sessions
 from services.orchestrator.runbooks.actions import Action, StepOutput
 from services.orchestrator.runbooks.documents import RunbookDocument, Step, judge, step_path
 from services.orchestrator.runbooks.render import (
@@ -53,6 +53,7 @@ from shared.contracts import (
     APPROVAL_REQUIRED,
     ERROR_NOTICE,
     INCIDENT_CLOSED,
+    NOTIFY,
     STATUS_UPDATE,
     TICKET_CLOSED,
 )
@@ -60,6 +61,8 @@ from shared.models import (
     ApprovalRequired,
     ErrorNotice,
     IncidentClosed,
+    Notify,
+    NotifyChannel,
     StatusUpdate,
     TicketClosed,
     utcnow,
@@ -162,7 +165,8 @@ class SessionEffects(Effects):
         )
 
     async def step_event(self, event: str, record: dict[str, Any]) -> None:
-        """Audit a step's start or finish (who started the session, what ran where)."""
+        """Audit a step's start or finish (who started the session, what ran where); a step
+        that ended also becomes a work note on the ticket's ServiceNow record."""
         await self.audit(
             "runbook_step",
             {
@@ -172,6 +176,58 @@ class SessionEffects(Effects):
                 **{k: record.get(k) for k in ("name", "phase", "status", "connection", "command")},
                 **({"reason": record.get("reason")} if event == "finished" else {}),
             },
+        )
+        if event == "finished":
+            await self.step_note(record)
+
+    async def step_note(self, record: dict[str, Any]) -> None:
+        """One work note per step, for ServiceNow alone (Webex and Email hear of the session's
+        start, approvals and end, not of every step). It goes through the outbox like every
+        notification, so it is not lost while notify is down and lands in order."""
+        steps = self.session.get("steps") or []
+        position = next(
+            (i + 1 for i, s in enumerate(steps) if s.get("key") == record.get("key")),
+            self.session.get("cursor", 0) + 1,
+        )
+        await self.notify(
+            "runbook_step",
+            f"{self.iid}: runbook {self.session['runbook_id']} step {record['name']!r} "
+            f"{record.get('status')}",
+            notes.step_note(record, position=position, total=max(len(steps), position)),
+            {
+                **self.about(),
+                "step": record["name"],
+                "step_phase": record["phase"],
+                "step_status": record.get("status"),
+                "exit_code": record.get("exit_code"),
+            },
+            channels=["servicenow"],
+        )
+
+    async def notify(
+        self,
+        event: str,
+        subject: str,
+        body: str,
+        details: dict[str, Any],
+        *,
+        channels: list[NotifyChannel] | None = None,
+    ) -> None:
+        """The incident's ``notify``, naming the ServiceNow record the ticket came from (if it
+        did: notify then updates that record instead of creating one) and, for a note meant
+        for some channels only, those channels."""
+        ref = notes.servicenow_ref(self.session["ticket"])
+        await self.put(
+            NOTIFY,
+            Notify(
+                incident_id=self.iid,
+                event=event,
+                severity=cast(Any, self.session["severity"]),
+                subject=subject,
+                body=body,
+                details={**details, "servicenow": ref} if ref else details,
+                channels=channels,
+            ),
         )
 
 
@@ -629,10 +685,11 @@ async def finish(state: SessionState, config: RunnableConfig) -> Command[End]:
     note = f"{summary}\n{_steps_note(state.get('steps') or [])}"
     if outcome == "in_progress":
         await fx.ticket_status("in_progress", f"Manual review needed. {summary}", details)
+        # ServiceNow puts the record On Hold with this note: a person reviews before it closes
         await fx.notify(
-            "status_update",
+            "manual_review",
             f"{fx.iid}: manual review needed after runbook {state['runbook_id']}",
-            note,
+            f"Manual review needed before this is resolved: {note}",
             {**details, "status": "in_progress", "phase": "verification"},
         )
     else:
@@ -695,8 +752,9 @@ async def finish(state: SessionState, config: RunnableConfig) -> Command[End]:
 
 
 def _steps_note(steps: list[dict[str, Any]]) -> str:
-    """One line per step for an external ticket's work note: phase, name, status, exit code
-    and why (never the output: that stays in CXM, where its access is controlled)."""
+    """One line per step for an external ticket's closing note: phase, name, status, exit code
+    and why (never the output: only each step's own note carries a masked tail of it,
+    ``notes.step_note``; the whole output stays in CXM, where its access is controlled)."""
     lines = []
     for s in steps:
         line = f"- {s['phase']} · {s['name']}: {s['status']}"

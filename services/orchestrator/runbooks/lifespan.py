@@ -20,7 +20,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.orchestrator.runbooks import catalog, sessions
+from services.orchestrator.runbooks import catalog, host_tickets, sessions
 from services.orchestrator.runbooks.catalog import LibrarySettings
 from services.orchestrator.runbooks.connectors import ConnectorPool, CredentialUse
 from services.orchestrator.runbooks.flow import build_session_graph, initial_state
@@ -101,6 +101,7 @@ async def runbook_resources(
     async with AsyncExitStack() as stack:
         await catalog.init(engine)
         await sessions.init(engine)
+        await host_tickets.init(engine)
         shipped = await catalog.load_library(catalog.library_dir(library))
         await catalog.sync_library(engine, shipped)
         log.info("runbook library synced", runbooks=len(shipped))

@@ -16,6 +16,10 @@ escalated.
 
 Redelivery of the same ``start_incident`` (the correlator's outbox retries) matches again but
 starts nothing twice: a ticket that already has a session keeps it.
+
+A ticket that came from ServiceNow (labelled with the record's ``sys_id`` and ``number`` by
+the correlator) also gets a first work note on that record with the matches; it is what
+makes notify adopt the record, so the session's notes and its resolution land there.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.orchestrator.runbooks import catalog
+from services.orchestrator.runbooks import catalog, host_tickets
 from services.orchestrator.runbooks.matching import (
     Embedder,
     EmbedderUnavailable,
@@ -40,14 +44,16 @@ from services.orchestrator.runbooks.matching import (
     TicketText,
     load_embedder,
 )
+from services.orchestrator.runbooks.notes import servicenow_ref
 from services.orchestrator.runbooks.sessions import sessions as session_table
 from shared.agent import TaskContext
-from shared.contracts import AUDIT_EVENT, STATUS_UPDATE
+from shared.contracts import AUDIT_EVENT, NOTIFY, STATUS_UPDATE
 from shared.errors import TaskFailed
 from shared.logs import get_logger
 from shared.models import (
     AuditEvent,
     IncidentStarted,
+    Notify,
     RunbookMatches,
     SessionStarted,
     StartIncident,
@@ -188,6 +194,7 @@ async def arrive(
     """
     services: RunbookServices = ctx.app.state.runbooks
     matching = services.matching
+    await host_tickets.record(services.engine, start)
     result = await matching.match(ticket_text(start))
     known = await _sessions_of(services.engine, start.incident_id)
     session_id = known[0] if known else None
@@ -245,6 +252,34 @@ async def arrive(
                 details=details,
             ),
             key=f"runbook-matches:{start.incident_id}",
+            incident_id=start.incident_id,
+        )
+    ref = servicenow_ref(ticket_values(start))
+    if ref is not None:
+        # The ticket came from a ServiceNow record: its first work note says what CXM found.
+        # Notify adopts that record here (no second incident is created), and moves it to
+        # In Progress when a session started.
+        lines = [
+            message,
+            *(f"- {m.runbook_id} ({m.confidence:.2f}): {m.explanation}" for m in result.matches),
+        ]
+        await ctx.outbox.put(
+            NOTIFY,
+            Notify(
+                incident_id=start.incident_id,
+                event="status_update",
+                severity=start.severity,
+                subject=f"{start.incident_id}: matched to the runbooks",
+                body="\n".join(lines),
+                details={
+                    "servicenow": ref,
+                    "status": status,
+                    "phase": "runbook",
+                    "runbook_session_id": session_id,
+                },
+                channels=["servicenow"],
+            ),
+            key=f"runbook-matches-note:{start.incident_id}",
             incident_id=start.incident_id,
         )
     await ctx.outbox.put(
