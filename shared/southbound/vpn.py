@@ -1,0 +1,125 @@
+"""L3 and L2 VPN services as CXM sees them, folded from four sources.
+
+No one source has a whole service: CAT's operational view (``content=nonconfig``) has its
+status and the policy it rides (the discovered underlay), the NSO intent (L3NM/L2NM, RFC
+9182/9291) its ends and its TE-service mapping, the operators' inventory its tier and
+bandwidth, and the topology the links the policy's hops cross (docs/southbound.md,
+"Services").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from shared.inventory import InventoryEntry
+from shared.logs import get_logger
+from shared.southbound.http import as_int, restconf_list
+from shared.southbound.models import SrPolicy, VpnService
+from shared.southbound.topology import TopologyIndex
+
+log = get_logger(__name__)
+
+SERVICE_TYPES: tuple[str, ...] = ("l3vpn", "l2vpn")
+"""CXM's ``VpnService.service_type`` values; each names its RFC 9182/9291 model."""
+
+TE_MAPPING = "ietf-te-service-mapping:te-service-mapping"
+
+
+def fold_services(
+    kind: str,
+    oper_data: Any,
+    config_data: Any,
+    index: TopologyIndex,
+    policies: list[SrPolicy],
+    inventory: dict[str, InventoryEntry],
+    missing: Callable[[str], InventoryEntry],
+) -> list[VpnService]:
+    """One kind's services from its operational and config reads; ``missing`` gives the
+    inventory entry of a service the inventory does not list. A service whose two ends
+    cannot be told is skipped (logged)."""
+    keys = (f"ietf-{kind}-ntw:vpn-service", f"ietf-{kind}-ntw:vpn-services", "vpn-service")
+    oper = {str(s.get("vpn-id")): s for s in restconf_list(oper_data, *keys)}
+    config = {str(s.get("vpn-id")): s for s in restconf_list(config_data, *keys)}
+    by_key: dict[tuple[str, str, int | None], SrPolicy] = {
+        (p.head_end, p.end_point, p.color): p for p in policies if p.te_type != "rsvp-te"
+    }
+    tunnels: dict[int | None, SrPolicy] = {
+        p.tunnel_id: p for p in policies if p.tunnel_id is not None
+    }
+    out: list[VpnService] = []
+    for vpn_id in [*oper, *(v for v in config if v not in oper)]:
+        o, c = oper.get(vpn_id, {}), config.get(vpn_id, {})
+        underlay = (o.get("underlay-transport") or {}).get(
+            f"cisco-{kind}-ntw:discovered-underlay-transport"
+        ) or {}
+        refs = [r for r in underlay.get("sr-policy-ref") or [] if isinstance(r, dict)]
+        tunnel_refs = [r for r in underlay.get("te-tunnel-ref") or [] if isinstance(r, dict)]
+        vpn_nodes = [
+            str(n["vpn-node-id"])
+            for n in (c.get("vpn-nodes") or {}).get("vpn-node") or []
+            if isinstance(n, dict) and n.get("vpn-node-id") is not None
+        ]
+        head = (
+            index.node_of(refs[0].get("headend"))
+            if refs
+            else index.node_of(tunnel_refs[0].get("source"))
+            if tunnel_refs
+            else None
+        ) or (vpn_nodes[0] if vpn_nodes else None)
+        end = next((n for n in vpn_nodes if n != head), None)
+        if end is None and refs:
+            end = index.node_of(refs[0].get("endpoint"))
+        if end is None and tunnel_refs:
+            end = index.node_of(tunnel_refs[0].get("destination"))
+        if head is None or end is None:
+            log.warning("service without two ends skipped", vpn_id=vpn_id, kind=kind)
+            continue
+        color = int(refs[0]["color"]) if refs and refs[0].get("color") is not None else None
+        hops: list[str] = []
+        if refs:
+            ridden = by_key.get((head, index.node_of(refs[0].get("endpoint")) or end, color))
+            hops = ridden.hops if ridden is not None else []
+        elif tunnel_refs:
+            tunnel = tunnels.get(as_int(tunnel_refs[0].get("tunnel-id")))
+            hops = tunnel.hops if tunnel is not None else []
+        if len(hops) < 2:
+            # No policy (or one CNC does not list): the service follows the IGP.
+            hops = index.igp_path(head, end) or []
+        mapping = (c.get(TE_MAPPING) or {}).get("te-mapping") or {}
+        mapped = as_int((mapping.get("sr-policy") or {}).get("color"))
+        entry = inventory.get(vpn_id) or missing(vpn_id)
+        status = str(((o.get("status") or {}).get("oper-status") or {}).get("status", ""))
+        status = status.rsplit(":", 1)[-1]
+        out.append(
+            VpnService(
+                vpn_id=vpn_id,
+                name=entry.name or c.get("vpn-description") or vpn_id,
+                service_type=kind,
+                sla_tier=entry.sla_tier,
+                head_end=head,
+                end_point=end,
+                path=index.links_of(hops),
+                bandwidth_mbps=entry.bandwidth_mbps,
+                oper_status={"op-up": "up", "op-down": "down"}.get(status, "unknown"),
+                color=color,
+                steered=bool(c.get(TE_MAPPING)),
+                mapped_color=mapped,
+            )
+        )
+    return out
+
+
+def service_pairs(services: Sequence[VpnService | tuple[str, str]]) -> list[tuple[str, str]]:
+    """``(vpn-id, service type)`` of each service; an unknown type raises ``ValueError``."""
+    out: list[tuple[str, str]] = []
+    for service in services:
+        if isinstance(service, VpnService):
+            out.append((service.vpn_id, service.service_type))
+        else:
+            vpn_id, kind = service
+            out.append((vpn_id, kind))
+    for _, kind in out:
+        if kind not in SERVICE_TYPES:
+            raise ValueError(f"unknown service type {kind!r}")
+    return out
