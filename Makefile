@@ -36,6 +36,7 @@ bench: $(STAMP) system-deps  ## every benchmark, each printing JSON
 	$(PY) -m bench.orchestrator_scale
 	$(PY) -m bench.sweep
 	$(PY) -m bench.runbook_sessions
+	$(PY) -m bench.fuzz
 
 compose-config: system-deps
 	docker-compose -f deploy/docker-compose.yml config -q

@@ -231,8 +231,11 @@ async def open_incidents(
 class Incidents:
     """Reads the orchestrator's incident list and tells which incidents are parked."""
 
-    def __init__(self, url: str, ids: set[str]) -> None:
-        self.http = httpx.Client(base_url=url, timeout=60)
+    def __init__(self, url: str, token: str, ids: set[str]) -> None:
+        # the orchestrator's REST, like every agent's, asks for the mesh token
+        self.http = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+        )
         self.ids = ids
         self.last: dict[str, Any] = {}
 
@@ -296,7 +299,9 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         wait_idle(pid, timeout=60)
         idle = proc_status(pid)
 
-        incidents = Incidents(mesh.url("orchestrator"), {p["incident_id"] for p in payloads})
+        incidents = Incidents(
+            mesh.url("orchestrator"), mesh.token, {p["incident_id"] for p in payloads}
+        )
         load_before = os.getloadavg()
         cpu_open, peers_cpu_open = cpu_seconds(pid), cpu_seconds(peers.proc.pid)
         started = time.monotonic()

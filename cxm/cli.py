@@ -1,4 +1,4 @@
-"""The ``cxm`` command line: run the mesh, one agent, or a lab scenario."""
+"""The ``cxm`` command line: run the mesh, one agent, a lab scenario, or make secrets."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import asyncio
 import importlib
 import sys
 from collections.abc import Sequence
+
+from pydantic_settings import SettingsError
 
 from cxm.scenario import run_scenario
 from cxm.supervisor import port_free, supervise
@@ -57,8 +59,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     scenario.add_argument("--wait", action="store_true", help="wait until the ticket closes")
     audit = sub.add_parser("audit", help="audit log tools: `cxm audit verify` checks the chain")
     audit.add_argument("args", nargs=argparse.REMAINDER)
+    secrets = sub.add_parser(
+        "secrets", help="`cxm secrets init`: generate the mesh token and database password once"
+    )
+    secrets.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except SettingsError as exc:
+        # a *_FILE that is missing or empty: say which, never a traceback (or a value)
+        print(f"cxm: {exc}", file=sys.stderr)
+        return 2
 
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "secrets":
+        return int(importlib.import_module("cxm.secrets").main(args.args, load_settings()))
     if args.command == "agent":
         return run_agent(args.name)
     if args.command == "up":

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import signal
 import socket
 import sys
@@ -21,23 +20,18 @@ from pathlib import Path
 
 import httpx
 
+from cxm.secrets import MESH_TOKEN, ensure_secret
 from shared.settings import AGENT_PORTS, Settings, load_settings
 
 RESTART_BACKOFF_MAX_S = 30.0
 
 
 def ensure_mesh_token(settings: Settings) -> str:
-    """The configured mesh token, or one generated and kept with owner-only permissions."""
+    """The configured mesh token, or one generated once and kept with owner-only permissions
+    (the same file ``cxm secrets init`` writes)."""
     if settings.mesh_token:
         return settings.mesh_token
-    path = Path(settings.data_dir) / "mesh-token"
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(token)
+    token, _ = ensure_secret(Path(settings.data_dir) / MESH_TOKEN)
     return token
 
 

@@ -12,11 +12,17 @@ with one skill per contract (its description and tags), the A2A 1.0 JSON-RPC bin
 a2a-sdk (a data part ``{task_type, payload}`` reaches the same handler), ``/health`` and
 ``/metrics``. The lifespan
 owns the database engine, the mesh client and whatever the agent adds.
+
+Secure by default: when a mesh token is configured, every route asks for
+``Authorization: Bearer <mesh token>`` except the few in :data:`OPEN_PATHS` and the routes an
+agent marks with a :class:`RouteAuth` (a webhook checked per source, IO's user tokens, an open
+console page). Nothing is skipped for loopback callers; ``docs/security.md`` says why.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import hmac
 import json
 import time
@@ -52,6 +58,7 @@ from a2a.types.a2a_pb2 import (
 )
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import RouteContext, iter_route_contexts
 from google.protobuf.struct_pb2 import Struct
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -62,6 +69,7 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared import __version__
@@ -78,7 +86,17 @@ log = get_logger(__name__)
 
 JSONRPC_PATH = "/a2a/jsonrpc"
 TASKS_PATH = "/a2a/tasks"
-PROTECTED_PREFIXES = (TASKS_PATH, JSONRPC_PATH)
+AGENT_CARD_PATHS = ("/.well-known/agent-card.json", "/.well-known/agent.json")
+DOCS_PATHS = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
+OPEN_PATHS: frozenset[str] = frozenset({"/health", "/metrics", *AGENT_CARD_PATHS, *DOCS_PATHS})
+"""The only routes every agent serves without the mesh token: these exact paths, GET only.
+
+Health and metrics are what a supervisor, a load balancer and Prometheus poll, which carry no
+token; the agent cards are how an A2A client discovers the agent and learns that it needs the
+token; the OpenAPI document and its pages describe the API, which is public in the source, and
+IO's Swagger page (and a fuzzer) reads the document before it has any token. None of them
+reads or changes any incident, alert, audit event or topology.
+"""
 
 Req = TypeVar("Req", bound=BaseModel)
 Resp = TypeVar("Resp", bound=BaseModel)
@@ -108,6 +126,104 @@ class TaskRejected(Exception):
         super().__init__(str(detail))
         self.status = status
         self.detail = detail
+
+
+class Access(enum.StrEnum):
+    """What a route asks of its caller; every route has exactly one (``docs/security.md``)."""
+
+    MESH = "mesh"
+    """``Authorization: Bearer <mesh token>``: the default for every route not marked otherwise."""
+    OPEN = "open"
+    """Nothing, on purpose: :data:`OPEN_PATHS`, IO's console page and the lab's control API."""
+    USER = "user"
+    """An IO user's token and role (IO's ``/api/v1/*``): 401 without, 403 below the role."""
+    WEBHOOK = "webhook"
+    """The source's own secret (bearer and/or HMAC of the body, per source): 401 without."""
+    CONTROLLER = "controller"
+    """CNC's or PCA's own login, as the lab emulates them: 401/403 without."""
+
+
+@dataclass(frozen=True)
+class RouteAuth:
+    """Declares that a route checks its own credential (or none), not the mesh token.
+
+    Put it on a route or a router as a dependency, or on a mounted ASGI app as ``route_auth``::
+
+        @router.post("/webhook", dependencies=[RouteAuth(Access.WEBHOOK, "HMAC").depends])
+        spec.include_router(router, auth=RouteAuth(Access.USER, "IO user token and role"))
+
+    It does nothing when a request comes: the route (or its own dependency) does the checking.
+    It tells the mesh middleware to let the request through and the route-auth test what to
+    expect of the route, and ``why`` says it to a reader.
+    """
+
+    access: Access
+    why: str
+
+    def __post_init__(self) -> None:
+        if self.access is Access.MESH:
+            raise ValueError("the mesh token is the default; do not declare it")
+        if not self.why.strip():
+            raise ValueError("say why the route does not ask for the mesh token")
+
+    async def __call__(self) -> None:
+        """A no-op dependency: the marker is read from the route, not run."""
+
+    @property
+    def depends(self) -> Any:
+        """``Depends(self)``, for ``dependencies=[...]`` of a route, a router or an include."""
+        return Depends(self)
+
+
+def route_auth(route: BaseRoute | RouteContext) -> RouteAuth | None:
+    """How ``route`` is authenticated: its marker, :data:`OPEN_PATHS`, or ``None`` (mesh token).
+
+    Takes what ``fastapi.routing.iter_route_contexts`` yields, so routes of included routers
+    come with the dependencies of the router and of the include.
+    """
+    found = {
+        dep.dependency
+        for dep in getattr(route, "dependencies", None) or ()
+        if isinstance(dep.dependency, RouteAuth)
+    }
+    original = route.original_route if isinstance(route, RouteContext) else route
+    if isinstance(original, Mount):
+        marker = getattr(original.app, "route_auth", None)
+        if isinstance(marker, RouteAuth):
+            found.add(marker)
+    if len(found) > 1:
+        raise ValueError(f"{getattr(route, 'path', route)}: declared twice: {found}")
+    if found:
+        return found.pop()
+    methods = getattr(route, "methods", None) or set()
+    if getattr(route, "path", None) in OPEN_PATHS and methods <= {"GET", "HEAD"}:
+        return RouteAuth(Access.OPEN, "the framework's allowlist (shared.agent.OPEN_PATHS)")
+    return None
+
+
+RouteTable = list[tuple[RouteContext, RouteAuth | None]]
+
+
+def route_table(app: FastAPI) -> RouteTable:
+    """Every route of ``app`` as the router tries them, with how each is authenticated."""
+    return [(route, route_auth(route)) for route in iter_route_contexts(app.routes)]
+
+
+def access_of(table: RouteTable, scope: Scope) -> RouteAuth | None:
+    """How the route that will answer ``scope`` is authenticated; ``None``: the mesh token.
+
+    The route is found the way the router finds it: the first full match, else the first
+    route whose path matches with another method (it answers 405). A request that reaches no
+    route (a 404) needs the token too, which keeps which paths exist to callers that hold it.
+    """
+    partial: tuple[RouteAuth | None] | None = None
+    for route, auth in table:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return auth
+        if match is Match.PARTIAL and partial is None:
+            partial = (auth,)
+    return partial[0] if partial else None
 
 
 @dataclass(frozen=True)
@@ -169,7 +285,7 @@ class AgentSpec:
     migrations: Sequence[Migration] = ()
     resources: Resources | None = None
     health_checks: list[HealthCheck] = field(default_factory=list)
-    routers: list[APIRouter] = field(default_factory=list)
+    routers: list[tuple[APIRouter, RouteAuth | None]] = field(default_factory=list)
     skills: dict[str, Skill] = field(default_factory=dict)
     outbox: bool = False
     """Give the agent a durable outbox (``app.state.outbox``) for tasks it sends to peers."""
@@ -197,8 +313,9 @@ class AgentSpec:
 
         return register
 
-    def include_router(self, router: APIRouter) -> None:
-        self.routers.append(router)
+    def include_router(self, router: APIRouter, *, auth: RouteAuth | None = None) -> None:
+        """Serve ``router``'s routes; ``auth`` when none of them takes the mesh token."""
+        self.routers.append((router, auth))
 
     # --- the app ---------------------------------------------------------------------------
 
@@ -243,6 +360,7 @@ class AgentSpec:
         app.state.spec = self
         registry = CollectorRegistry()
         app.state.metrics = _Metrics(registry)
+        # every route not in OPEN_PATHS nor marked with a RouteAuth asks for the mesh token
         app.add_middleware(_MeshAuthMiddleware, token=settings.mesh_token)
 
         @app.get("/health", tags=["ops"])
@@ -286,8 +404,8 @@ class AgentSpec:
             ],
             jsonrpc_routes=create_jsonrpc_routes(handler, rpc_url=JSONRPC_PATH),
         )
-        for router in self.routers:
-            app.include_router(router)
+        for router, auth in self.routers:
+            app.include_router(router, dependencies=[auth.depends] if auth else None)
         return app
 
     def agent_card(self, settings: Settings) -> AgentCard:
@@ -495,7 +613,11 @@ class _EnvelopeExecutor(AgentExecutor):
 
 
 class _MeshAuthMiddleware:
-    """Mesh endpoints need the bearer token when one is configured; cards and health do not.
+    """Every request needs the mesh bearer token when one is configured, unless the route it
+    reaches is open or checks its own credential (:func:`route_auth`, :func:`access_of`).
+
+    Loopback callers get no exemption: on a shared host, behind a local reverse proxy or a
+    container's published port, "from 127.0.0.1" proves nothing about who is calling.
 
     Plain ASGI rather than ``BaseHTTPMiddleware``: it sits in front of every request, and the
     latter costs an extra task and stream per call.
@@ -504,16 +626,23 @@ class _MeshAuthMiddleware:
     def __init__(self, app: ASGIApp, token: str | None):
         self.app = app
         self.expected = f"Bearer {token}".encode() if token else None
+        self.table: RouteTable | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            self.expected
-            and scope["type"] == "http"
-            and scope["path"].startswith(PROTECTED_PREFIXES)
-        ):
+        if self.expected and scope["type"] in ("http", "websocket"):
+            if self.table is None:  # on the first request, once every router and mount is in
+                self.table = route_table(scope["app"])
             given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
+            # the token first: a peer's call costs no route lookup
+            if (
+                not hmac.compare_digest(given, self.expected)
+                and access_of(self.table, scope) is None
+            ):
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
                 response = _problem(401, "missing or wrong mesh bearer token (CXM_MESH_TOKEN)")
+                response.headers["WWW-Authenticate"] = 'Bearer realm="cxm-mesh"'
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -188,7 +188,13 @@ class StartIncident(Strict):
     """Correlator → orchestrator: run the network loop for degraded links (``kind`` network,
     the default), or match a host ticket to a runbook (``kind`` host: no links, a ``host``)."""
 
-    incident_id: str
+    incident_id: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[!-~]+$",
+        description="visible ASCII, no spaces: it travels in the Idempotency-Key of the "
+        "incident's tasks",
+    )
     severity: Severity
     summary: str
     degraded_links: list[str] = Field(default_factory=list)

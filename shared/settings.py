@@ -4,16 +4,29 @@ Everything is read from the environment with the ``CXM_`` prefix. An agent can o
 field for itself alone with ``CXM_<AGENT>__<FIELD>`` (for example
 ``CXM_AUDIT__DATABASE_URL``), which is how compose points one agent at PostgreSQL while the
 others keep their defaults. Nothing else in the code base reads the environment.
+
+Any field can also be read from a file named by ``<VARIABLE>_FILE`` (``CXM_MESH_TOKEN_FILE``,
+``CXM_DATABASE_PASSWORD_FILE``, ``CXM_AUDIT__MESH_TOKEN_FILE``), the convention of Docker
+secrets and of the official images: compose keeps secrets in files on a volume, never in the
+environment. The variable itself, when set, wins over its file.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal
-from urllib.parse import urlsplit
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 AGENT_PORTS: dict[str, int] = {
     "orchestrator": 8000,
@@ -33,7 +46,81 @@ AGENT_PORTS: dict[str, int] = {
 AGENTS: tuple[str, ...] = tuple(name for name in AGENT_PORTS if name != "lab")
 
 
-class Settings(BaseSettings):
+FILE_SUFFIX = "_FILE"
+
+
+def read_secret_file(path: str | os.PathLike[str], *, variable: str) -> str:
+    """The value kept in ``path``, without the trailing newline editors and ``echo`` add.
+
+    A file that is missing, unreadable or empty is an error naming the variable (never the
+    value): an agent must not start unauthenticated because a secret file was not there yet.
+    """
+    try:
+        value = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise SettingsError(f"{variable}: cannot read {path}: {exc.strerror or exc}") from None
+    if not value:
+        raise SettingsError(f"{variable}: {path} is empty")
+    return value
+
+
+class FileVariablesSource(PydanticBaseSettingsSource):
+    """``<PREFIX><FIELD>_FILE`` → the field's value read from that file.
+
+    It takes the prefix and case rule of the environment source it sits behind, so a per-agent
+    prefix (``CXM_AUDIT__``) reads ``CXM_AUDIT__MESH_TOKEN_FILE``. A field whose ``*_file``
+    twin is a field of its own (the runbook vault's rotating ``credential_key_file``) keeps that
+    meaning, and fields reached through an alias are left to the environment.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], env: EnvSettingsSource):
+        super().__init__(settings_cls)
+        self.prefix = env.env_prefix
+        self.case_sensitive = env.case_sensitive
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        # Unused: __call__ reads every field at once.
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        environ = (
+            dict(os.environ)
+            if self.case_sensitive
+            else {key.upper(): value for key, value in os.environ.items()}
+        )
+        fields = self.settings_cls.model_fields
+        values: dict[str, Any] = {}
+        for name, info in fields.items():
+            if f"{name}_file" in fields or info.validation_alias is not None or info.alias:
+                continue
+            variable = f"{self.prefix}{name}{FILE_SUFFIX}"
+            path = environ.get(variable if self.case_sensitive else variable.upper())
+            if path:
+                value: Any = read_secret_file(path, variable=variable.upper())
+                if self.field_is_complex(info):  # JSON in the file, as in the variable
+                    value = self.decode_complex_value(name, info, value)
+                values[name] = value
+        return values
+
+
+class CxmSettings(BaseSettings):
+    """Base of every CXM settings class: the environment first, then ``*_FILE`` files."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        assert isinstance(env_settings, EnvSettingsSource)
+        files = FileVariablesSource(settings_cls, env_settings)
+        return init_settings, env_settings, files, dotenv_settings, file_secret_settings
+
+
+class Settings(CxmSettings):
     """Settings shared by all processes; see the module docstring for per-agent overrides."""
 
     model_config = SettingsConfigDict(env_prefix="CXM_", extra="ignore", populate_by_name=True)
@@ -46,6 +133,11 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; SQLite under data_dir when unset"
+    )
+    database_password: SecretStr | None = Field(
+        default=None,
+        description="password of a PostgreSQL URL that names a user and no password "
+        "(CXM_DATABASE_PASSWORD_FILE in compose), so the URL itself holds no secret",
     )
     log_level: str = "INFO"
     log_format: Literal["console", "json"] = "console"
@@ -131,11 +223,22 @@ class Settings(BaseSettings):
     def db_url(self, agent: str) -> str:
         """The agent's database: the configured URL, or a SQLite file of its own under data_dir."""
         if self.database_url:
-            url = self.database_url
+            url = self._with_password(self.database_url)
             if url.startswith("postgresql://") or url.startswith("postgres://"):
                 url = "postgresql+asyncpg://" + url.split("://", 1)[1]
             return url
         return f"sqlite+aiosqlite:///{(self.data_dir / f'{agent}.db').as_posix()}"
+
+    def _with_password(self, url: str) -> str:
+        """``url`` with ``database_password`` filled in, when it names a user but no password."""
+        if self.database_password is None or not url.startswith(("postgres", "postgresql")):
+            return url
+        scheme, _, rest = url.partition("://")
+        userinfo, at, location = rest.partition("@")
+        if not at or ":" in userinfo:
+            return url
+        secret = quote(self.database_password.get_secret_value(), safe="")
+        return f"{scheme}://{userinfo}:{secret}@{location}"
 
     def scaled(self, seconds: float) -> float:
         """A duration from the seed's tables, scaled by CXM_TIME_SCALE."""

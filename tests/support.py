@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ import asyncpg
 import httpx
 from fastapi import FastAPI
 
+from shared.agent import RouteTable, access_of, route_table
 from shared.settings import AGENT_PORTS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,12 +44,47 @@ def free_port() -> int:
     raise RuntimeError("no free loopback port in 20000-32000")
 
 
+class MeshAuth(httpx.Auth):
+    """What a peer agent sends: the app's mesh token, on the routes that ask for it only.
+
+    A request that already carries ``Authorization`` keeps it, and routes with their own auth
+    (IO's user tokens, webhooks, the lab) get nothing added, so tests of those see exactly what
+    they send. A test that checks the mesh token itself passes ``auth=httpx.Auth()`` (a no-op)
+    on the request (``tests/foundation/test_route_auth.py`` uses bare clients throughout).
+    """
+
+    def __init__(self, app: FastAPI):
+        self.app = app
+        self.table: RouteTable | None = None
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = getattr(self.app.state.settings, "mesh_token", None)
+        if token and "authorization" not in request.headers:
+            if self.table is None:
+                self.table = route_table(self.app)
+            scope = {
+                "type": "http",
+                "method": request.method,
+                "path": request.url.path,
+                "root_path": "",
+                "headers": [],
+            }
+            if access_of(self.table, scope) is None:
+                request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+
 @asynccontextmanager
 async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan entered, and a client that talks to it in-process."""
+    """The app with its lifespan entered, and a client that talks to it in-process.
+
+    The client calls as a peer agent would (:class:`MeshAuth`).
+    """
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://testserver", auth=MeshAuth(app)
+        ) as client:
             yield client
 
 
@@ -129,6 +165,11 @@ class Mesh:
     def log(self, name: str) -> str:
         path = self.data_dir / f"{name}.log"
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    @property
+    def mesh_auth(self) -> dict[str, str]:
+        """The header a peer sends: agents' REST (incidents, alerts, audit) asks for it."""
+        return {"Authorization": f"Bearer {self.token}"}
 
     @property
     def io_token(self) -> str:

@@ -34,6 +34,20 @@ router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 APPEND_ONLY = "the audit log is append-only: events cannot be changed or deleted"
 
 
+def _period(
+    start: datetime | None, end: datetime | None, start_name: str, end_name: str
+) -> tuple[datetime, datetime]:
+    """``reports.default_period``, or a 422 naming the bounds when UTC cannot hold them."""
+    try:
+        return reports.default_period(start, end)
+    except OverflowError:
+        raise HTTPException(
+            422,
+            f"{start_name}/{end_name} out of range: in UTC, and with 30 days before "
+            f"{end_name} for a default {start_name}, they must fall within the years 1-9999",
+        ) from None
+
+
 @router.get("/events")
 async def list_events(
     engine: EngineDep,
@@ -56,9 +70,9 @@ async def list_events(
     if source_agent:
         query = query.where(t.c.source_agent == source_agent)
     if since:
-        query = query.where(t.c.occurred_at >= reports.default_period(since, None)[0])
+        query = query.where(t.c.occurred_at >= _period(since, None, "since", "until")[0])
     if until:
-        query = query.where(t.c.occurred_at < reports.default_period(None, until)[1])
+        query = query.where(t.c.occurred_at < _period(None, until, "since", "until")[1])
     if q:
         text = sa.func.lower(sa.cast(t.c.details, sa.Text))
         query = query.where(text.contains(q.lower(), autoescape=True))
@@ -149,7 +163,7 @@ async def sla_report(
     format: reports.Format = "json",
 ) -> Response:
     """MTTR and SLA compliance by tier and period (default: the last 30 days, one bucket)."""
-    start, end = reports.default_period(period_start, period_end)
+    start, end = _period(period_start, period_end, "period_start", "period_end")
     if end <= start:
         raise HTTPException(422, "period_end must be after period_start")
     audit_settings: AuditSettings = request.app.state.audit_settings
@@ -204,8 +218,8 @@ def build_spec() -> AgentSpec:
         description="Durable, verifiable event log, search and compliance reports",
         migrations=MIGRATIONS,
         resources=_resources,
-        routers=[router],
     )
+    spec.include_router(router)
 
     @spec.serve(AUDIT_EVENT)
     async def audit_event(payload: AuditEvent, ctx: TaskContext) -> AuditAppended:

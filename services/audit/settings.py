@@ -7,7 +7,9 @@ read through ``shared.settings.Settings.db_url("audit")``.
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import CxmSettings
 
 DEFAULT_RESTORE_TARGETS_S: dict[str, float] = {
     "platinum": 900.0,
@@ -18,7 +20,7 @@ DEFAULT_RESTORE_TARGETS_S: dict[str, float] = {
 """Time-to-restore objective per tier used by the SLA report (15 min, 30 min, 1 h, 4 h)."""
 
 
-class AuditSettings(BaseSettings):
+class AuditSettings(CxmSettings):
     model_config = SettingsConfigDict(env_prefix="CXM_", extra="ignore")
 
     elasticsearch_url: str | None = Field(

@@ -28,7 +28,7 @@ from services.correlator.settings import SOURCES, CorrelatorSettings
 from services.correlator.silences import Silence, SilenceCreate, SilenceRead
 from services.correlator.sources import PARSERS, SourceError, parse_csv, parse_generic
 from services.correlator.topology import TopologyCache
-from shared.agent import AgentSpec, EngineDep, TaskContext
+from shared.agent import Access, AgentSpec, EngineDep, RouteAuth, TaskContext
 from shared.contracts import INCIDENT_CLOSED, INGEST_ALERTS
 from shared.models import (
     SERVICENOW_NUMBER_LABEL,
@@ -99,6 +99,14 @@ CorrelatorDep = Annotated[Correlator, Depends(get_correlator)]
 
 # --- authentication ---------------------------------------------------------------------------
 
+SOURCE_AUTH = RouteAuth(
+    Access.WEBHOOK,
+    "a sender (PCA, Alertmanager, Datadog, a CSV upload...) holds its own secret, not the mesh "
+    "token: its bearer token and/or HMAC-SHA256 (CXM_CORRELATOR_WEBHOOK_AUTH), else the mesh "
+    "token (authorize())",
+)
+"""Marks the routes that call :func:`authorize` first; reads take the mesh token."""
+
 
 def authorize(request: Request, source: str, body: bytes) -> None:
     """Per-source bearer token and/or HMAC-SHA256; else the mesh token when one is configured."""
@@ -159,7 +167,7 @@ ALERT_LIST = TypeAdapter(list[NormalizedAlert])
 # --- ingestion --------------------------------------------------------------------------------
 
 
-@router.post("/tickets/webhook/{source}", status_code=202)
+@router.post("/tickets/webhook/{source}", status_code=202, dependencies=[SOURCE_AUTH.depends])
 async def webhook(source: str, request: Request, correlator: CorrelatorDep) -> Response:
     """A source's native webhook: pca, cnc, alertmanager, datadog, servicenow (incident
     records from a Business Rule or Flow), or generic (mapped)."""
@@ -217,7 +225,7 @@ async def _accept_servicenow(correlator: Correlator, alerts: list[NormalizedAler
     return Response(body, status_code=202, media_type="application/json")
 
 
-@router.post("/tickets/upload-csv", status_code=202)
+@router.post("/tickets/upload-csv", status_code=202, dependencies=[SOURCE_AUTH.depends])
 async def upload_csv(request: Request, correlator: CorrelatorDep) -> Response:
     """A CSV file (multipart field ``file``, or the raw body as text/csv); all rows or none."""
     raw = await request.body()
@@ -243,7 +251,7 @@ async def upload_csv(request: Request, correlator: CorrelatorDep) -> Response:
     return await _accept(correlator, alerts)
 
 
-@router.post("/alerts", status_code=202)
+@router.post("/alerts", status_code=202, dependencies=[SOURCE_AUTH.depends])
 async def post_alerts(request: Request, correlator: CorrelatorDep) -> Response:
     """Normalized alerts: one object, a list, or ``{"alerts": [...]}``."""
     raw = await request.body()
@@ -298,7 +306,7 @@ def _host_alert(body: dict[str, Any]) -> NormalizedAlert:
     )
 
 
-@router.post("/tickets/demo/ticket", status_code=202)
+@router.post("/tickets/demo/ticket", status_code=202, dependencies=[SOURCE_AUTH.depends])
 async def demo_ticket(request: Request, correlator: CorrelatorDep) -> Response:
     """The seed's demo: PCA-style delay alerts on pe1-pe2 and pe2-pe3 (or the links given);
     with ``{title, description, severity, host, labels}``, a ticket about that host."""
@@ -365,7 +373,7 @@ async def list_incidents(
 # --- silences and maintenance windows --------------------------------------------------------
 
 
-@router.post("/silences", status_code=201, tags=["silences"])
+@router.post("/silences", status_code=201, tags=["silences"], dependencies=[SOURCE_AUTH.depends])
 async def create_silence(request: Request, correlator: CorrelatorDep) -> SilenceRead:
     raw = await request.body()
     authorize(request, "silences", raw)
@@ -412,7 +420,7 @@ async def get_silence(silence_id: str, correlator: CorrelatorDep) -> SilenceRead
     return silence.read(correlator.clock())
 
 
-@router.delete("/silences/{silence_id}", tags=["silences"])
+@router.delete("/silences/{silence_id}", tags=["silences"], dependencies=[SOURCE_AUTH.depends])
 async def expire_silence(
     silence_id: str, request: Request, correlator: CorrelatorDep
 ) -> SilenceRead:

@@ -8,7 +8,9 @@ and demos run the same logic in milliseconds.
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import CxmSettings
 
 SOURCES: tuple[str, ...] = ("pca", "cnc", "alertmanager", "datadog", "generic", "servicenow")
 
@@ -22,7 +24,7 @@ class WebhookAuth(BaseModel):
     """Header carrying ``sha256=<hex>`` (or bare hex) of HMAC-SHA256(secret, raw body)."""
 
 
-class CorrelatorSettings(BaseSettings):
+class CorrelatorSettings(CxmSettings):
     model_config = SettingsConfigDict(env_prefix="CXM_CORRELATOR_", extra="ignore")
 
     group_wait_s: float = Field(

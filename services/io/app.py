@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from services.io import approvals, auth, console, peers, runbooks, store, stream, tickets
 from services.io.settings import IoSettings
 from services.io.topology import TopologyCache
-from shared.agent import AgentSpec, TaskContext
+from shared.agent import Access, AgentSpec, RouteAuth, TaskContext
 from shared.contracts import (
     APPROVAL_REQUIRED,
     ERROR_NOTICE,
@@ -97,6 +97,11 @@ spec = AgentSpec(
     resources=_resources,
     outbox=True,
 )
+USER_AUTH = RouteAuth(
+    Access.USER,
+    "people and ticketing tools hold an IO user token, not the mesh token: "
+    "services.io.auth checks it and the route's role (401 without, 403 below the role)",
+)
 for _router in (
     tickets.router,
     approvals.router,
@@ -105,7 +110,7 @@ for _router in (
     peers.router,
     runbooks.router,
 ):
-    spec.include_router(_router)
+    spec.include_router(_router, auth=USER_AUTH)
 
 
 def _payload(model: Any) -> dict[str, Any]:

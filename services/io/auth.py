@@ -291,8 +291,9 @@ async def lookup(engine: AsyncEngine, token: str) -> Principal | None:
 async def bootstrap_admin(engine: AsyncEngine, *, data_dir: Path, username: str) -> Path | None:
     """With no user at all, create ``username`` (admin) and write its token to a 0600 file.
 
-    Returns the file written, or None when users already existed. The token is printed once,
-    to the console of whoever started IO, and never logged.
+    Returns the file written, or None when users already existed. The token itself is never
+    printed or logged: an agent's stdout is its log (``cxm up``, ``docker compose logs``, a log
+    shipper), so the console shows only where the file is.
     """
     async with engine.connect() as conn:
         count = (await conn.execute(sa.select(sa.func.count()).select_from(users))).scalar_one()
@@ -310,8 +311,8 @@ async def bootstrap_admin(engine: AsyncEngine, *, data_dir: Path, username: str)
         with os.fdopen(fd, "w") as handle:
             handle.write(issued["token"] + "\n")
         sys.stdout.write(
-            f"\nIO console: created admin {username!r}; its API token (shown once, also in "
-            f"{path}):\n  {issued['token']}\n\n"
+            f"\nIO console: created admin {username!r}; its API token is in {path} "
+            "(mode 0600; `cat` it there, on the machine or in the container)\n\n"
         )
         sys.stdout.flush()
 

@@ -19,6 +19,13 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from shared import __version__
+from shared.agent import Access, RouteAuth
+
+CONSOLE_PAGE = RouteAuth(
+    Access.OPEN,
+    "the console's page and files hold no data: a browser loads them before signing in, and "
+    "everything they show comes from /api/v1, which asks for a user token",
+)
 
 STATIC = Path(__file__).resolve().parent / "static"
 CDN_DOCS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
@@ -32,6 +39,8 @@ class ConsoleFiles(StaticFiles):
     IO states it. The console's own files are revalidated on every load (``no-cache``: a 304
     when unchanged), so after an upgrade a page never mixes old and new modules.
     """
+
+    route_auth = CONSOLE_PAGE
 
     def file_response(
         self,
@@ -56,11 +65,11 @@ def install(app: FastAPI) -> None:
     ]
     app.mount("/static", ConsoleFiles(directory=STATIC), name="static")
 
-    @app.get("/", include_in_schema=False)
+    @app.get("/", include_in_schema=False, dependencies=[CONSOLE_PAGE.depends])
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
-    @app.get("/favicon.ico", include_in_schema=False)
+    @app.get("/favicon.ico", include_in_schema=False, dependencies=[CONSOLE_PAGE.depends])
     async def favicon() -> FileResponse:
         return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
@@ -74,7 +83,7 @@ def install(app: FastAPI) -> None:
             swagger_favicon_url="/static/favicon.svg",
         )
 
-    @app.get("/api/v1/console/config", tags=["console"])
+    @app.get("/api/v1/console/config", tags=["console"], dependencies=[CONSOLE_PAGE.depends])
     async def console_config(request: Request) -> dict[str, Any]:
         """What the page needs before sign-in: whether the lab panel exists, the version."""
         settings = request.app.state.settings

@@ -270,14 +270,18 @@ async def list_tickets(
 
 
 async def get_ticket(engine: AsyncEngine, incident_id: str) -> dict[str, Any] | None:
+    # Events first, then the row: two reads are two snapshots (PostgreSQL's read committed,
+    # SQLite outside a transaction), and a task is stored with its event and its row change
+    # together, so this order never shows an event whose change the row lacks.
     async with engine.connect() as conn:
+        found = await _events(conn, incident_id)
         row = (
             await conn.execute(sa.select(tickets).where(tickets.c.incident_id == incident_id))
         ).first()
         if row is None:
             return None
         ticket = _ticket(row)
-        ticket["events"] = await _events(conn, incident_id)
+        ticket["events"] = found
     return ticket
 
 

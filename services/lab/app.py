@@ -25,12 +25,30 @@ from services.lab.routes import control
 from services.lab.settings import LabSettings
 from services.lab.topology import build_topology, delay_threshold_ms
 from shared import __version__
+from shared.agent import Access, RouteAuth
 from shared.logs import get_logger
 from shared.settings import Settings
 
 log = get_logger(__name__)
 
 PCA_WEBHOOK = "/api/v1/tickets/webhook/pca"
+
+CNC_LOGIN = RouteAuth(
+    Access.CONTROLLER,
+    "CNC's own login, as a real CNC: a TGT for CXM_CNC_USERNAME/PASSWORD, a JWT for the TGT",
+)
+CNC_JWT = RouteAuth(Access.CONTROLLER, "CNC's own auth, as a real CNC: the JWT from its login")
+PCA_LOGIN = RouteAuth(
+    Access.CONTROLLER, "PCA's own login, as a real PCA: a token for CXM_PCA_USERNAME/PASSWORD"
+)
+PCA_TOKEN = RouteAuth(Access.CONTROLLER, "PCA's own auth, as a real PCA: the token from its login")
+LAB_CONTROL = RouteAuth(
+    Access.OPEN,
+    "the lab is a test fixture that emulates a network: driving it is what tests and demos "
+    "do, and it holds no real network's data; a real deployment does not run it",
+)
+# The lab takes no mesh token (a real CNC or PCA would not); every route still says what it
+# asks, and tests/foundation/test_route_auth.py holds it to that.
 
 
 def create_app(
@@ -118,9 +136,9 @@ def create_app(
     async def health() -> dict[str, str]:
         return {"status": "ok", "agent": "lab", "version": __version__}
 
-    app.include_router(sso)
-    app.include_router(cnc)
-    app.include_router(login)
-    app.include_router(pca)
-    app.include_router(control)
+    app.include_router(sso, dependencies=[CNC_LOGIN.depends])
+    app.include_router(cnc, dependencies=[CNC_JWT.depends])
+    app.include_router(login, dependencies=[PCA_LOGIN.depends])
+    app.include_router(pca, dependencies=[PCA_TOKEN.depends])
+    app.include_router(control, dependencies=[LAB_CONTROL.depends])
     return app

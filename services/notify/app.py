@@ -72,8 +72,9 @@ def build_spec() -> AgentSpec:
         migrations=store.MIGRATIONS,
         resources=_resources,
         outbox=True,
-        routers=[router, webhook_router],
     )
+    spec.include_router(router)
+    spec.include_router(webhook_router)
 
     @spec.serve(NOTIFY)
     async def notify(payload: Notify, ctx: TaskContext) -> NotifyResult:

@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import CxmSettings
 
 Channel = Literal["webex", "servicenow", "email"]
 CHANNELS: tuple[Channel, ...] = ("webex", "servicenow", "email")
@@ -27,7 +29,7 @@ DEFAULT_ROUTING: dict[str, list[Channel]] = {
 medium/silver Webex and Email, low/bronze Email only."""
 
 
-class NotifySettings(BaseSettings):
+class NotifySettings(CxmSettings):
     """Everything the notify agent needs besides the mesh-wide ``shared.settings.Settings``."""
 
     model_config = SettingsConfigDict(env_prefix="CXM_", extra="ignore")

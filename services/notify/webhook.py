@@ -28,7 +28,7 @@ from pydantic import (
 
 from services.notify import store
 from services.notify.settings import NotifySettings
-from shared.agent import EngineDep, SettingsDep
+from shared.agent import Access, EngineDep, RouteAuth, SettingsDep
 from shared.contracts import INCIDENT_SIGNAL, STATUS_UPDATE
 from shared.logs import get_logger
 from shared.models import IncidentSignal, StatusUpdate
@@ -105,7 +105,14 @@ def _authorized(settings: NotifySettings, raw: bytes, request: Request) -> bool:
     return hmac.compare_digest(signature.encode(), expected.encode())
 
 
-@router.post("/webhook", status_code=202)
+SERVICENOW_AUTH = RouteAuth(
+    Access.WEBHOOK,
+    "ServiceNow cannot hold the mesh token: CXM_SERVICENOW_WEBHOOK_SECRET as a bearer or an "
+    "HMAC-SHA256 of the body (_authorized); 401 without it, and while it is unset",
+)
+
+
+@router.post("/webhook", status_code=202, dependencies=[SERVICENOW_AUTH.depends])
 async def servicenow_webhook(
     request: Request,
     engine: EngineDep,

@@ -189,6 +189,31 @@ async def test_search_api(db_settings: Settings) -> None:
         assert (await client.get(f"/api/v1/audit/events/{2**63 - 1}")).status_code == 404
 
 
+async def test_dates_outside_utc_are_bad_input(settings: Settings) -> None:
+    """Found by the fuzzer: a bound that UTC cannot hold (a far offset on year 1 or 9999, or
+    ``until`` less than the default 30 days after year 1) was an OverflowError and a 500."""
+    async with audit_agent(settings) as (client, _):
+        await send(client, "incident_created", incident_id="INC-2026-0001")
+        for path, params in (
+            ("/api/v1/audit/events", {"since": "0001-01-01T00:00:00+05:00"}),
+            ("/api/v1/audit/events", {"until": "9999-12-31T23:59:59-05:00"}),
+            ("/api/v1/audit/events", {"until": "0001-01-02T00:00:00Z"}),
+            ("/api/v1/audit/reports/sla", {"period_end": "0001-01-02T00:00:00Z"}),
+            ("/api/v1/audit/reports/sla", {"period_start": "0001-01-01T00:00:00+01:00"}),
+        ):
+            answer = await client.get(path, params=params)
+            assert answer.status_code == 422, (path, params, answer.text)
+            assert "out of range" in answer.json()["detail"], answer.text
+            assert next(iter(params)) in answer.json()["detail"]
+        # Nothing changed, and bounds UTC can hold still filter.
+        events = (await client.get("/api/v1/audit/events")).json()
+        assert events["count"] == 1
+        since = {"since": "0001-01-01T00:00:00-05:00"}
+        assert (await client.get("/api/v1/audit/events", params=since)).json()["count"] == 1
+        verdict = (await client.get("/api/v1/audit/verify")).json()
+        assert verdict["ok"] is True and verdict["count"] == 1
+
+
 async def test_reports(db_settings: Settings) -> None:
     async with audit_agent(db_settings) as (client, _):
         # platinum: restored in 10 min (within 15) and 20 min (miss); gold: escalated; silver open

@@ -14,7 +14,7 @@ import uvicorn
 
 from services.correlator.app import create_app
 from shared.settings import Settings
-from tests.correlator.conftest import TOKEN, Cnc, Peers, make_config
+from tests.correlator.conftest import AUTH, TOKEN, Cnc, Peers, make_config
 from tests.support import free_port, wait_for
 
 AM = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
@@ -88,7 +88,9 @@ async def test_real_alertmanager_webhook_reaches_correlator(
             }
             r = await am.post("/api/v2/alerts", json=[alert])
             assert r.status_code == 200, r.text
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as corr:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers=AUTH, timeout=5
+        ) as corr:
 
             async def stored() -> list[dict[str, Any]]:
                 rows: list[dict[str, Any]] = (

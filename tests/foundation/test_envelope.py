@@ -82,7 +82,10 @@ async def test_envelope_fields_are_checked(settings: Settings) -> None:
 async def test_mesh_token_is_required_where_configured(settings: Settings) -> None:
     async with running(create_app(settings)) as client:
         envelope = {"task_type": "new_ticket", "payload": TICKET}
-        assert (await client.post("/a2a/tasks", json=envelope)).status_code == 401
+        # httpx.Auth(), a no-op: without the token the client adds (tests.support.MeshAuth)
+        assert (
+            await client.post("/a2a/tasks", json=envelope, auth=httpx.Auth())
+        ).status_code == 401
         wrong = {"Authorization": "Bearer nope"}
         assert (await client.post("/a2a/tasks", json=envelope, headers=wrong)).status_code == 401
         assert (await client.post("/a2a/jsonrpc", json={}, headers=wrong)).status_code == 401

@@ -113,7 +113,9 @@ def send(mesh: Mesh, task_type: str, payload: dict[str, Any]) -> httpx.Response:
 
 def incident(mesh: Mesh, incident_id: str) -> dict[str, Any]:
     data: dict[str, Any] = httpx.get(
-        f"{mesh.url('orchestrator')}/api/v1/incidents/{incident_id}", timeout=10
+        f"{mesh.url('orchestrator')}/api/v1/incidents/{incident_id}",
+        headers=mesh.mesh_auth,
+        timeout=10,
     ).json()
     return data
 

@@ -532,3 +532,31 @@ async def test_bandwidth_reservation_can_be_turned_off(
         await orch.closed(INC)
     [path_call] = net.to("path", INC)[0].payload["requests"]
     assert path_call["min_bandwidth_mbps"] is None and path_call["carrying"] == []
+
+
+async def test_incident_id_that_cannot_travel_in_a_header_is_refused(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    """Found by the fuzzer: an incident id with non-ASCII characters was accepted, then every
+    task of its run failed to encode its Idempotency-Key header: the incident retried forever
+    and never ended. It is bad input, refused with a 422 naming the field; nothing is stored."""
+    async with orchestrator() as orch:
+        for bad in ("÷\U000e921e", "INC 2026 0001", "", "I" * 129):
+            payload = {
+                "incident_id": bad,
+                "severity": "high",
+                "summary": "SLA degradation detected on pe1-pe2",
+                "degraded_links": ["pe1-pe2"],
+            }
+            response = await orch.task("start_incident", payload)
+            assert response.status_code == 422, response.text
+            fields = [p["field"] for p in response.json()["detail"]]
+            assert fields == ["payload.incident_id"], response.text
+        listed = await orch.client.get("/api/v1/incidents")
+        assert listed.status_code == 200, listed.text
+        assert listed.json()["incidents"] == [], listed.text
+        assert net.received == []
+        # A well-formed id still runs to the end.
+        await orch.start("INC-2026-0042")
+        closed = await orch.closed("INC-2026-0042")
+        assert closed["resolution"] == "resolved"

@@ -219,7 +219,9 @@ async def test_a_servicenow_incident_is_run_noted_per_step_and_resolved_on_its_r
 async def corr_notify_log(cxm: Cxm, incident_id: str) -> list[dict[str, Any]]:
     app = cxm.routes.apps[NOTIFY_PORT]
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://notify") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://notify", headers=MESH
+    ) as client:
         response = await client.get("/api/v1/deliveries", params={"incident_id": incident_id})
     assert response.status_code == 200, response.text
     rows: list[dict[str, Any]] = response.json()

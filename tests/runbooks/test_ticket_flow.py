@@ -126,7 +126,9 @@ async def demo(corr: httpx.AsyncClient, **ticket: Any) -> str:
 def orchestrator(cxm: Cxm) -> httpx.AsyncClient:
     assert cxm.orchestrator is not None
     return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=cxm.orchestrator), base_url="http://orchestrator"
+        transport=httpx.ASGITransport(app=cxm.orchestrator),
+        base_url="http://orchestrator",
+        headers=MESH,  # the orchestrator's REST asks for the mesh token, as every agent's
     )
 
 

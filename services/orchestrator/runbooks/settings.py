@@ -12,10 +12,12 @@ import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import CxmSettings
 
 
-class RunbookSettings(BaseSettings):
+class RunbookSettings(CxmSettings):
     model_config = SettingsConfigDict(env_prefix="CXM_RUNBOOK_", extra="ignore")
 
     credential_key: SecretStr | None = Field(

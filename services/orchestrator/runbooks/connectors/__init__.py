@@ -205,6 +205,7 @@ class ConnectorPool:
         """
         timeout = timeout_s if timeout_s is not None else self._settings.command_timeout_s
         started = time.monotonic()
+        target: ConnectionRead | None = None
         try:
             kind = ACTION_CONNECTOR[type(action)]
             target = await self._resolve(connection, kind)
@@ -224,7 +225,23 @@ class ConnectorPool:
                 transient=exc.transient,
                 timed_out=isinstance(exc, ConnectorTimeout),
             )
+        output = _masked(output, await self._secret_values(target))
         return dataclasses.replace(output, duration_s=time.monotonic() - started)
+
+    async def _secret_values(self, target: ConnectionRead | None) -> tuple[str, ...]:
+        """The text of the credential a step used, to mask wherever the target echoes it.
+
+        What a target prints becomes the step's output, kept in the session, shown by IO and
+        audited: a service that echoes its ``Authorization`` header, or a command that prints
+        the password it was given, must not hand the vault's secret back out through it.
+        """
+        if target is None or target.credential is None:
+            return ()
+        try:
+            credential = await self._vault.unlock(target.credential)
+        except (CredentialNotFound, VaultKeyError):
+            return ()  # then the connector could not use it either, and said so
+        return secret_fragments(credential.secret.reveal())
 
     async def _resolve(self, name: str | None, kind: str) -> ConnectionRead | None:
         if name is None:
@@ -268,3 +285,40 @@ class ConnectorPool:
         every connection using a credential (deleted from the vault)."""
         for connector in self._connectors.values():
             await connector.forget(connection=connection, credential=credential)
+
+
+SECRET_MASK = "[credential redacted]"
+MIN_MASKED_CHARS = 4
+"""Shorter fragments are not masked: replacing every "ab" would garble the output."""
+
+
+def secret_fragments(secret: str) -> tuple[str, ...]:
+    """The secret and, for a multi-line one (a private key), each of its lines; longest first."""
+    parts = {secret.strip(), *(line.strip() for line in secret.splitlines())}
+    return tuple(sorted((p for p in parts if len(p) >= MIN_MASKED_CHARS), key=len, reverse=True))
+
+
+def _masked(output: StepOutput, fragments: tuple[str, ...]) -> StepOutput:
+    """``output`` with every fragment of the step's own credential replaced by a mark."""
+    if not fragments:
+        return output
+
+    def clean(text: str) -> str:
+        for fragment in fragments:
+            text = text.replace(fragment, SECRET_MASK)
+        return text
+
+    rows = (
+        None
+        if output.rows is None
+        else [
+            {k: clean(v) if isinstance(v, str) else v for k, v in row.items()}
+            for row in output.rows
+        ]
+    )
+    return dataclasses.replace(
+        output,
+        output=clean(output.output),
+        error=clean(output.error) if output.error else output.error,
+        rows=rows,
+    )
