@@ -19,7 +19,9 @@ system-deps:  ## apt packages the tests use: postgresql, alertmanager, chromium,
 	@scripts/install-system-deps.sh
 
 test: $(STAMP) system-deps  ## everything, on real servers where a user would have them
-	$(PY) -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
+	# loadscope: a module's tests share one worker, so a module-scoped mesh (e2e, sweep) starts
+	# once. (pytest 9 keeps node ids in Node._id, so xdist's loadgroup suffix no longer groups.)
+	$(PY) -m pytest -q -n 2 --dist loadscope $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
