@@ -11,11 +11,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Generator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
@@ -86,6 +86,22 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
             transport=transport, base_url="http://testserver", auth=MeshAuth(app)
         ) as client:
             yield client
+
+
+T = TypeVar("T")
+
+
+def wait_until(fn: Callable[[], T | None], what: str, timeout: float = 120.0) -> T:
+    """Poll ``fn`` from synchronous code (a test driving real processes) until it answers
+    something truthy; fail naming ``what`` and the last answer after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"{what} not reached in {timeout}s; last: {last!r}")
 
 
 async def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> Any:

@@ -26,9 +26,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,7 +38,7 @@ import httpx
 import pytest
 
 from shared.settings import AGENT_PORTS, AGENTS
-from tests.support import ROOT, Mesh, free_port, mesh_env, postgres_server
+from tests.support import ROOT, Mesh, free_port, mesh_env, postgres_server, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e-secrets"), pytest.mark.timeout(600)]
 
@@ -92,17 +91,6 @@ steps:
       request: {{method: GET, path: /status}}
       expect: {{status: 200, contains: healthy}}
 """
-
-
-def wait_until(fn: Callable[[], T | None], what: str, timeout: float = 120.0) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not reached in {timeout}s; last: {last!r}")
 
 
 # --- ServiceNow, Webex and the runbook's HTTP service, faked at the HTTP layer ------------------

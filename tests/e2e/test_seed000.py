@@ -46,7 +46,7 @@ import pytest
 
 from shared.settings import AGENT_PORTS
 from tests.runbooks.sshd import Sshd, sshd
-from tests.support import Mesh, free_port, mesh_env
+from tests.support import Mesh, free_port, mesh_env, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -64,17 +64,6 @@ OLD = 30 * 86400  # seconds: well past the runbook's min_age_days of 7
 SNOW_USER, SNOW_PASSWORD = "cxm.integration", "snow-test-password"
 SNOW_RULE_TOKEN = "snow-business-rule-token"
 T = TypeVar("T")
-
-
-def wait_until(fn: Callable[[], T | None], what: str, timeout: float = 120.0) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not reached in {timeout}s; last: {last!r}")
 
 
 # --- ServiceNow's Table API, faked at the HTTP layer ------------------------------------------
