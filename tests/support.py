@@ -9,11 +9,13 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -86,6 +88,19 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
             transport=transport, base_url="http://testserver", auth=MeshAuth(app)
         ) as client:
             yield client
+
+
+@contextmanager
+def http_server(port: int, handler: type[BaseHTTPRequestHandler]) -> Iterator[ThreadingHTTPServer]:
+    """A plain HTTP server on loopback in a thread, for a fake a real process calls (ServiceNow,
+    Webex, a runbook's HTTP target); shut down and closed on exit."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 T = TypeVar("T")

@@ -29,7 +29,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,7 +38,7 @@ import httpx
 import pytest
 
 from shared.settings import AGENT_PORTS, AGENTS
-from tests.support import ROOT, Mesh, free_port, mesh_env, postgres_server, wait_until
+from tests.support import ROOT, Mesh, free_port, http_server, mesh_env, postgres_server, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e-secrets"), pytest.mark.timeout(600)]
 
@@ -200,14 +200,8 @@ def outside() -> Iterator[Outside]:
 
         do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with http_server(port, Handler):
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # --- PostgreSQL that checks the password --------------------------------------------------------

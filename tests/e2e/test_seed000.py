@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -46,7 +46,7 @@ import pytest
 
 from shared.settings import AGENT_PORTS
 from tests.runbooks.sshd import Sshd, sshd
-from tests.support import Mesh, free_port, mesh_env, wait_until
+from tests.support import Mesh, free_port, http_server, mesh_env, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -195,14 +195,8 @@ def servicenow() -> Iterator[FakeServiceNow]:
                 answer = dict(record)
             self._send(200, {"result": answer})
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with http_server(port, Handler):
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # --- a disk that really fills -----------------------------------------------------------------
