@@ -47,4 +47,4 @@ clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
 
 screenshots: $(STAMP) system-deps  ## refresh docs/screenshots/ from the browser tests
-	CXM_SCREENSHOT_DIR=docs/screenshots $(PY) -m pytest -q tests/io/test_console_browser.py tests/io/test_console_runbooks_browser.py
+	CXM_SCREENSHOT_DIR=docs/screenshots $(PY) -m pytest -q tests/io/test_console_browser.py tests/io/test_console_runbooks_browser.py tests/io/test_console_proactive_browser.py

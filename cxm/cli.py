@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from pydantic_settings import SettingsError
 
-from cxm.scenario import run_scenario
+from cxm.scenario import parse_params, run_scenario
 from cxm.supervisor import port_free, supervise
 from shared.settings import AGENT_PORTS, load_settings
 
@@ -57,6 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     scenario = sub.add_parser("scenario", help="play a lab scenario against a running mesh")
     scenario.add_argument("name")
     scenario.add_argument("--wait", action="store_true", help="wait until the ticket closes")
+    scenario.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a scenario parameter, repeatable (busy-hour: --set peak_pct=95 --set repeat=3)",
+    )
     audit = sub.add_parser("audit", help="audit log tools: `cxm audit verify` checks the chain")
     audit.add_argument("args", nargs=argparse.REMAINDER)
     secrets = sub.add_parser(
@@ -83,7 +90,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "audit":
         return int(importlib.import_module("services.audit.verify").main(args.args))
     if args.command == "scenario":
-        return asyncio.run(run_scenario(load_settings(), args.name, wait=args.wait))
+        try:
+            params = parse_params(args.set)
+        except ValueError as exc:
+            print(f"cxm scenario: {exc}", file=sys.stderr)
+            return 2
+        return asyncio.run(run_scenario(load_settings(), args.name, wait=args.wait, params=params))
     return 2
 
 

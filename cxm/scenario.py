@@ -1,4 +1,10 @@
-"""``cxm scenario NAME [--wait]``: play a lab scenario and, optionally, follow its ticket.
+"""``cxm scenario NAME [--wait] [--set KEY=VALUE …]``: play a lab scenario and, optionally,
+follow its ticket.
+
+``--set`` passes scenario parameters as the request's JSON body (``busy-hour``: ``peak`` or
+``peak_pct``, ``base``, ``up_s``, ``hold_s``, ``down_s``, ``gap_s``, ``repeat``; the fault
+scenarios: ``duration_s``, ``step_s``); a value that reads as JSON (a number, true) is sent as
+that, else as a string.
 
 The lab answers with the links the scenario hurts; with ``--wait`` the command polls the IO
 Agent's ticket list until the ticket naming those links is closed (exit 0) or escalated
@@ -12,6 +18,7 @@ relies on IO trusting token-less loopback requests from the local operator.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 from pathlib import Path
@@ -37,6 +44,21 @@ class ScenarioFailed(Exception):
     """A one-line reason the command could not do its job."""
 
 
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """``["peak_pct=95", "repeat=3"]`` → ``{"peak_pct": 95, "repeat": 3}``; ValueError on a
+    pair without ``=``."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set takes KEY=VALUE, not {pair!r}")
+        try:
+            params[key.strip()] = json.loads(raw)
+        except ValueError:
+            params[key.strip()] = raw
+    return params
+
+
 async def run_scenario(
     settings: Settings,
     name: str,
@@ -45,8 +67,12 @@ async def run_scenario(
     timeout_s: float | None = None,
     client: httpx.AsyncClient | None = None,
     out: TextIO | None = None,
+    params: dict[str, Any] | None = None,
 ) -> int:
     """Start scenario ``name`` on the lab; with ``wait``, follow its ticket to the end.
+
+    ``params`` is the scenario's JSON body (none sent when empty). A busy hour's ticket is
+    the one naming a link its peak overloads (the lab answers those as ``links``).
 
     ``client`` and ``out`` are seams for tests (an ASGI-mounted client, a string buffer).
     Returns the process exit code: 0 when started (or, waiting, when the ticket closed).
@@ -63,7 +89,7 @@ async def run_scenario(
             if token:
                 headers["Authorization"] = f"Bearer {token}"
             known = {t["incident_id"] for t in await _tickets(http, settings, headers)}
-        started = await _start(http, settings, name)
+        started = await _start(http, settings, name, params or {})
         links: list[str] = list(started.get("links", []))
         print(
             f"scenario {started.get('scenario', name)} started on {settings.url_of('lab')}: "
@@ -73,6 +99,8 @@ async def run_scenario(
         )
         if not wait:
             return 0
+        if not links:
+            raise ScenarioFailed(f"{name} names no link, so there is no ticket to wait for")
         limit = timeout_s if timeout_s is not None else max(30.0, settings.scaled(900.0))
         return await _follow(http, settings, headers, set(links), known, limit, stdout)
     except ScenarioFailed as exc:
@@ -83,10 +111,12 @@ async def run_scenario(
             await http.aclose()
 
 
-async def _start(http: httpx.AsyncClient, settings: Settings, name: str) -> dict[str, Any]:
+async def _start(
+    http: httpx.AsyncClient, settings: Settings, name: str, params: dict[str, Any]
+) -> dict[str, Any]:
     url = f"{settings.url_of('lab')}/lab/scenarios/{name}"
     try:
-        response = await http.post(url)
+        response = await http.post(url, json=params) if params else await http.post(url)
     except httpx.HTTPError as exc:
         raise ScenarioFailed(
             f"the lab is not reachable at {settings.url_of('lab')} ({type(exc).__name__}); "

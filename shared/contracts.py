@@ -74,6 +74,8 @@ from shared.models import (
     KeyRotated,
     KPathsResult,
     KShortestPaths,
+    LinkForecastRequest,
+    LinkForecastResult,
     LinkUtilisation,
     ListConnections,
     ListCredentials,
@@ -564,6 +566,18 @@ PREDICT_CONGESTION: Final = Contract(
     handler="services.traffic.app.predict_congestion",
     tags=("traffic", "forecast", "proactive"),
 )
+LINK_FORECAST: Final = Contract(
+    agent="traffic",
+    task_type="link_forecast",
+    request=LinkForecastRequest,
+    response=LinkForecastResult,
+    description=(
+        "A link's measured, native (moved traffic added back) and forecast load, with recent "
+        "samples and forecast points for a chart"
+    ),
+    handler="services.traffic.app.link_forecast",
+    tags=("traffic", "forecast", "proactive"),
+)
 
 # --- notify (8007) and audit (8008) --------------------------------------------------------
 
@@ -629,6 +643,7 @@ CONTRACTS: Final[tuple[Contract[Any, Any], ...]] = (
     LINK_UTILISATION,
     DEMAND_MATRIX,
     PREDICT_CONGESTION,
+    LINK_FORECAST,
     NOTIFY,
     AUDIT_EVENT,
 )

@@ -9,7 +9,7 @@ seed (003) field for field; they accept extra fields because IO stores what it i
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, model_validator
 
@@ -125,6 +125,8 @@ class NewTicket(Open):
     description: str | None = Field(default=None, exclude_if=lambda v: v is None)
     host: str | None = Field(default=None, exclude_if=lambda v: v is None)
     labels: dict[str, str] | None = Field(default=None, exclude_if=lambda v: v is None)
+    # predicted, not measured (issue 14): IO marks the ticket; absent when false (seed payload)
+    proactive: bool = Field(default=False, exclude_if=lambda v: not v)
 
 
 class StatusUpdate(Open):
@@ -672,6 +674,56 @@ class CongestionResult(Open):
     threshold_pct: float
     links: dict[str, LinkForecast]
     congested_links: list[str]
+
+
+LinkName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:]+-[A-Za-z0-9_.:]+(#[0-9]+)?$")]
+"""A link by its two nodes (``pe1-pe2``, either direction; ``#2`` names a parallel link)."""
+
+
+class LinkForecastRequest(Strict):
+    """``link_forecast``: a link's measured, native and forecast load (the proactive flow).
+
+    ``moved_share[link]`` is the share (0..1) of the link's native traffic CXM has steered
+    away; native = measured / (1 - share), the share capped at 0.95. It applies to the samples
+    taken at or after ``moved_since[link]`` (the earlier ones carried all their traffic), or to
+    the whole window when no time is given.
+    """
+
+    links: list[LinkName] = Field(default_factory=list, max_length=1000)
+    """Links to report; empty means every link sampled."""
+    incident_id: str | None = None
+    moved_share: dict[LinkName, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
+    moved_since: dict[LinkName, datetime] = Field(default_factory=dict)
+    """When the share was moved (ISO 8601 or epoch seconds); optional, see above."""
+
+
+class LinkLoadForecast(Open):
+    """One link's load for the proactive flow and the console's chart (percent of capacity)."""
+
+    link_id: str
+    threshold_pct: float
+    measured_pct: float | None = None
+    """The newest sample: what the link carries now."""
+    native_pct: float | None = None
+    """What it would carry if the moved traffic came back."""
+    predicted_pct: float | None = None
+    """Holt forecast of the native load, ``horizon_s`` ahead."""
+    samples: list[tuple[float, float]] = Field(default_factory=list)
+    """``[epoch_s, measured_pct]``, oldest first (the last few)."""
+    native: list[tuple[float, float]] = Field(default_factory=list)
+    """``[epoch_s, native_pct]`` for the same samples."""
+    forecast: list[tuple[float, float]] = Field(default_factory=list)
+    """``[epoch_s, pct]`` from the newest sample to the horizon (the native forecast)."""
+    capacity_mbps: float | None = None
+    horizon_s: float | None = None
+    moved_share: float = 0.0
+    """The share applied (after the cap)."""
+
+
+class LinkForecastResult(Open):
+    links: dict[str, LinkLoadForecast]
+    """Keyed by the link as requested (every link sampled when none was)."""
+    horizon_s: float
 
 
 # --- correlator (8001) ---------------------------------------------------------------------

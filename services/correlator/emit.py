@@ -121,6 +121,7 @@ class Emitter:
             source_agent=SOURCE_AGENT,
             created_at=inc.created_at,
             status="new",
+            proactive=inc.proactive,
             **subject,
         )
         self.to_io(ws, NEW_TICKET, ticket, f"new_ticket:{inc.id}", inc.id)

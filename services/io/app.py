@@ -161,6 +161,8 @@ async def new_ticket(payload: NewTicket, ctx: TaskContext) -> TicketStored:
             "source_agent": payload.source_agent,
             "created_at": payload.created_at,
             "kind": payload.kind,
+            # once proactive, always: a new_ticket that arrives late never unmarks the ticket
+            **({"proactive": True} if payload.proactive else {}),
         },
     )
     return TicketStored(incident_id=payload.incident_id)
@@ -202,6 +204,10 @@ async def status_update(payload: StatusUpdate, ctx: TaskContext) -> TicketStored
     )
     if isinstance(session_id, str):
         changes["runbook_session_id"] = session_id
+    # the orchestrator's proactive branch says so in every update (and its load chart), so a
+    # ticket whose new_ticket was lost is still marked
+    if details.get("proactive") is True:
+        changes["proactive"] = True
     await _record(ctx, payload.incident_id, "status_update", _payload(payload), changes)
     if payload.status in ("escalated", "closed"):
         await _end_approvals(

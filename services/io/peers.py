@@ -91,9 +91,10 @@ async def lab_topology(request: Request, _user: ViewerDep) -> JSONResponse:
 async def lab_link(
     link: str, action: str, request: Request, _user: OperatorDep, body: LabBody = None
 ) -> JSONResponse:
-    """Degrade (``delay_ms``, ``loss_pct``, ``jitter_ms``, ``duration_s``), recover or flap."""
-    if action not in ("degrade", "recover", "flap"):
-        raise HTTPException(404, f"unknown lab action {action!r}: degrade, recover or flap")
+    """Degrade (``delay_ms``, ``loss_pct``, ``jitter_ms``, ``duration_s``), recover, flap, or
+    load (``target_pct``, ``ramp_s``)."""
+    if action not in ("degrade", "recover", "flap", "load"):
+        raise HTTPException(404, f"unknown lab action {action!r}: degrade, recover, flap or load")
     return await _relay(request, "POST", f"/lab/links/{_segment(link)}/{action}", body or {})
 
 

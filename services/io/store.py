@@ -45,6 +45,8 @@ tickets = sa.Table(
     sa.Column("kind", sa.String(16), nullable=True),
     sa.Column("runbook_matches", sa.JSON, nullable=True),
     sa.Column("runbook_session_id", sa.String(64), nullable=True),
+    # predicted congestion, not a measured fault (issue 14): the console marks and charts it
+    sa.Column("proactive", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
 )
 
 events = sa.Table(
@@ -130,12 +132,40 @@ def _add_runbook_columns(conn: Connection) -> None:
             conn.execute(sa.text(f"ALTER TABLE tickets ADD COLUMN {name} {sql_type}"))
 
 
+def _add_proactive_column(conn: Connection) -> None:
+    """Proactive tickets (#14): every older row is reactive, unless its new_ticket said otherwise.
+
+    The column has a default, so rows written by an older IO and new rows alike read false; a
+    ``new_ticket`` stored with ``proactive: true`` before this version (the payload keeps what
+    the sender added) is honoured by looking at the stored events.
+    """
+    present = {c["name"] for c in sa.inspect(conn).get_columns("tickets")}
+    if "proactive" not in present:
+        conn.execute(
+            sa.text("ALTER TABLE tickets ADD COLUMN proactive BOOLEAN NOT NULL DEFAULT FALSE")
+        )
+    marked = {
+        row.incident_id
+        for row in conn.execute(
+            sa.select(events.c.incident_id, events.c.payload).where(
+                events.c.task_type == "new_ticket"
+            )
+        )
+        if isinstance(row.payload, dict) and row.payload.get("proactive") is True
+    }
+    for incident_id in marked:
+        conn.execute(
+            tickets.update().where(tickets.c.incident_id == incident_id).values(proactive=True)
+        )
+
+
 MIGRATIONS = (
     Migration(1, "tickets and their events", create_tables(metadata, "tickets", "ticket_events")),
     Migration(2, "tickets: services by tier", _add_tier_columns),
     Migration(6, "tickets: tunnel, protection path, tunnel left up", _add_protection_columns),
     Migration(7, "tickets: every policy, left up, unprotected services", _add_policy_columns),
     Migration(8, "tickets: kind, runbook matches, runbook session", _add_runbook_columns),
+    Migration(9, "tickets: proactive", _add_proactive_column),
 )
 
 TICKET_FIELDS = (
@@ -158,6 +188,7 @@ TICKET_FIELDS = (
     "kind",
     "runbook_matches",
     "runbook_session_id",
+    "proactive",
 )
 
 
@@ -230,6 +261,7 @@ def _ticket(row: sa.Row[Any]) -> dict[str, Any]:
     data["kind"] = data.get("kind") or "network"  # rows from before kinds were network ones
     if data.get("runbook_matches") is None:
         data["runbook_matches"] = []
+    data["proactive"] = bool(data.get("proactive"))
     for key, value in data.items():
         if isinstance(value, datetime):
             data[key] = value.isoformat()

@@ -16,7 +16,14 @@ from typing import Any
 
 from services.lab.alerts import AlertPusher, build_alert
 from services.lab.auth import Sessions
-from services.lab.network import LabNetwork, LinkCondition, utcnow
+from services.lab.network import (
+    BusyHour,
+    BusyHourProfile,
+    LabNetwork,
+    LinkCondition,
+    LoadRamp,
+    utcnow,
+)
 from services.lab.settings import LabSettings
 from services.lab.topology import ScenarioPlan, ScenarioStep
 from shared.logs import get_logger
@@ -98,6 +105,10 @@ class Lab:
 
     def evaluate(self, link_ids: list[str] | None = None) -> list[dict[str, Any]]:
         """Push an alert for every link whose SLA state changed; returns what was pushed."""
+        with self.network.pinned():
+            return self._evaluate(link_ids)
+
+    def _evaluate(self, link_ids: list[str] | None) -> list[dict[str, Any]]:
         pushed = []
         for link_id in link_ids if link_ids is not None else list(self.network.topology.links):
             change = self.network.alert_transition(link_id)
@@ -198,34 +209,95 @@ class Lab:
         self.network.set_traffic(factor, services)
         self.evaluate()
 
+    def load(self, link_id: str, *, target_pct: float, ramp_s: float) -> LoadRamp:
+        """Ramp the link's native load to ``target_pct`` over ``ramp_s`` real seconds (see
+        :meth:`LabNetwork.ramp_load`); alerts follow while it moves."""
+        link = self.network.link(link_id).link_id
+        with self.network.pinned():
+            ramp = self.network.ramp_load(link, target_pct=target_pct, ramp_s=ramp_s)
+        self.evaluate()
+        self._watch_load()
+        return ramp
+
+    def busy_hour_spec(self, *, peak_pct: float | None = None, **fields: Any) -> BusyHour:
+        """A :class:`BusyHour` from a request's fields; ``peak_pct`` (the busiest link's native
+        load at the peak) becomes the ``peak`` multiplier for this network's load now.
+        ValueError says what does not fit."""
+        if peak_pct is not None:
+            if "peak" in fields:
+                raise ValueError("give peak or peak_pct, not both")
+            network = self.network
+            with network.pinned():
+                level = network.profile.multiplier(network.now()) if network.profile else 1.0
+                busiest = max(
+                    (network.native_pct(link) for link in network.topology.links), default=0
+                )
+            if busiest <= 0:
+                raise ValueError("peak_pct needs traffic: no link carries any native load")
+            fields["peak"] = peak_pct / (busiest / level)
+        return BusyHour(**fields)
+
+    def busy_hour(self, spec: BusyHour) -> BusyHourProfile:
+        profile = self.network.start_busy_hour(spec)
+        self.evaluate()
+        self._watch_load()
+        return profile
+
+    def _watch_load(self) -> None:
+        """One task (not one per link) re-evaluates PCA alerts every ``load_tick_s`` while a
+        ramp or the busy-hour profile still moves the load, so a link that crosses a threshold
+        by itself raises (and later clears) its alert like any other."""
+        if "load" not in self.tasks and self.network.time_dependent():
+            self._spawn("load", self._tick_load())
+
+    async def _tick_load(self) -> None:
+        while True:
+            await asyncio.sleep(self.lab_settings.load_tick_s)
+            moving = self.network.time_dependent()
+            self.evaluate()
+            if not moving:
+                self.tasks.pop("load", None)  # this task is finishing: do not cancel it
+                return
+
     # --- scenarios and reset -------------------------------------------------------------
 
     def play(
-        self, plan: ScenarioPlan, *, duration_s: float | None, step_s: float | None
+        self,
+        plan: ScenarioPlan,
+        *,
+        duration_s: float | None,
+        step_s: float | None,
+        busy_hour: BusyHour | None = None,
     ) -> list[ScenarioStep]:
-        """Run the scenario's first steps now and the later ones in the background."""
+        """Run the scenario's first steps now and the later ones in the background.
+
+        ``busy_hour`` is the profile a ``busy-hour`` step starts (its defaults otherwise)."""
         duration = duration_s if duration_s is not None else self.lab_settings.scenario_duration_s
         gap = step_s if step_s is not None else self.lab_settings.scenario_step_s
         now = [s for s in plan.steps if s.after == 0 or gap == 0]
         later = [s for s in plan.steps if s not in now]
         for step in now:
-            self._apply(step, duration)
+            self._apply(step, duration, busy_hour)
         if later:
-            self._spawn(f"scenario:{plan.name}", self._play_later(later, duration, gap))
+            self._spawn(f"scenario:{plan.name}", self._play_later(later, duration, gap, busy_hour))
         return list(plan.steps)
 
-    async def _play_later(self, steps: list[ScenarioStep], duration: float, gap: float) -> None:
+    async def _play_later(
+        self, steps: list[ScenarioStep], duration: float, gap: float, busy_hour: BusyHour | None
+    ) -> None:
         done = 0
         for step in sorted(steps, key=lambda s: s.after):
             await asyncio.sleep(self.scaled(gap) * (step.after - done))
             done = step.after
-            self._apply(step, duration)
+            self._apply(step, duration, busy_hour)
 
-    def _apply(self, step: ScenarioStep, duration: float) -> None:
+    def _apply(self, step: ScenarioStep, duration: float, busy_hour: BusyHour | None) -> None:
         params = step.params
         spec_duration = params.get("duration_s", duration) or duration
         if step.action == "recover-all":
             self.recover_all()
+        elif step.action == "busy-hour":
+            self.busy_hour(busy_hour or BusyHour(**params))
         elif step.link is None:
             raise ValueError(f"scenario step {step.action} names no link")
         elif step.action == "degrade":

@@ -10,14 +10,26 @@ Traffic: every service rides an SR policy. At start each has its own base policy
 its head-end, its end-point, a color by tier, pinned to the service's path). A service mapped to
 a color (the NSO te-service-mapping) rides the policy (head-end, end-point, that color) while it
 exists and is up, else its base policy again. A link's load is the offered load of every
-service whose ridden policy crosses it.
+service whose ridden policy crosses it; its *native* load is what it would carry if every
+service rode its base policy (what congestion mitigation must watch, since moving traffic away
+lowers the measured load).
+
+Load over time: a service's offered load is nominal x its static factor x the multiplier of
+the link ramp that owns it (``POST /lab/links/{link}/load``) x the busy-hour profile. Ramps and
+the profile store when they started and are evaluated lazily at :meth:`LabNetwork.now` (no timer
+per link); :attr:`LabNetwork.clock` is the one time source, which tests replace to be exact.
+While anything still moves, rates depend on time and are recomputed per instant (cheaply: per
+ramp group, see :meth:`LabNetwork._groups`); once it stops, its end value is folded into the
+static factors and rates are cached again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -188,6 +200,101 @@ class Fault:
     message: str
 
 
+@dataclass
+class LoadRamp:
+    """A link's native load moving linearly to a target: its services' traffic multiplier goes
+    from ``from_multiplier`` to ``to_multiplier`` over ``ramp_s`` seconds from ``started``."""
+
+    link_id: str
+    services: set[str]
+    started: float
+    ramp_s: float
+    from_multiplier: float
+    to_multiplier: float
+    from_pct: float
+    target_pct: float
+
+    @property
+    def ends(self) -> float:
+        return self.started + self.ramp_s
+
+    def multiplier(self, now: float) -> float:
+        if self.ramp_s <= 0 or now >= self.ends:
+            return self.to_multiplier
+        share = max(0.0, (now - self.started) / self.ramp_s)
+        return self.from_multiplier + (self.to_multiplier - self.from_multiplier) * share
+
+
+@dataclass(frozen=True)
+class BusyHour:
+    """A busy-hour traffic profile, as a multiplier of every service's traffic.
+
+    Each of ``repeat`` cycles: ``gap_s`` at ``base``, then up to ``peak`` over ``up_s``, hold
+    it ``hold_s``, down to ``base`` over ``down_s``. After the last cycle the traffic stays at
+    ``base``. Seconds are real seconds (not scaled by CXM_TIME_SCALE)."""
+
+    peak: float = 1.5
+    base: float = 1.0
+    up_s: float = 60.0
+    hold_s: float = 60.0
+    down_s: float = 60.0
+    gap_s: float = 30.0
+    repeat: int = 1
+
+    @property
+    def period_s(self) -> float:
+        return self.gap_s + self.up_s + self.hold_s + self.down_s
+
+
+@dataclass
+class BusyHourProfile:
+    spec: BusyHour
+    started: float
+
+    @property
+    def ends(self) -> float:
+        return self.started + self.spec.repeat * self.spec.period_s
+
+    def multiplier(self, now: float) -> float:
+        spec = self.spec
+        t = now - self.started
+        if t <= 0 or now >= self.ends or spec.period_s <= 0:
+            return spec.base
+        t -= min(int(t // spec.period_s), spec.repeat - 1) * spec.period_s
+        span = spec.peak - spec.base
+        if t < spec.gap_s:
+            return spec.base
+        t -= spec.gap_s
+        if t < spec.up_s:
+            return spec.base + span * t / spec.up_s
+        t -= spec.up_s
+        if t < spec.hold_s:
+            return spec.peak
+        t -= spec.hold_s
+        if t < spec.down_s:
+            return spec.peak - span * t / spec.down_s
+        return spec.base
+
+    def phase(self, now: float) -> tuple[int, str]:
+        """(cycle from 1, ``gap``/``up``/``hold``/``down``/``done``) at ``now``."""
+        spec = self.spec
+        t = now - self.started
+        if now >= self.ends or spec.period_s <= 0:
+            return spec.repeat, "done"
+        cycle = min(int(max(t, 0.0) // spec.period_s), spec.repeat - 1)
+        t -= cycle * spec.period_s
+        for name, length in (
+            ("gap", spec.gap_s),
+            ("up", spec.up_s),
+            ("hold", spec.hold_s),
+            ("down", spec.down_s),
+        ):
+            if t < length:
+                return cycle + 1, name
+            t -= length
+        return cycle + 1, "gap"
+
+
 class PolicyError(ValueError):
     """A request a PCE/CNC refuses: ``state: failure`` (COE) or a 400 (NSO), with this message."""
 
@@ -217,7 +324,20 @@ class LabNetwork:
             if "srv6" in node.te_capabilities:
                 self.addresses[topology.ipv6_router_id(node.node_id)] = node.node_id
         self._tunnel_serial = 0
-        self._rates: dict[str, float] | None = None
+        self.clock: Callable[[], float] = time.monotonic
+        """The load clock (real seconds, not scaled by CXM_TIME_SCALE); tests replace it."""
+        self.ramps: dict[str, LoadRamp] = {}
+        """link → the load ramp moving its native load now."""
+        self.owner: dict[str, str] = {}
+        """service id → the link whose ramp moves its traffic (the last load call wins)."""
+        self.profile: BusyHourProfile | None = None
+        self._pinned: float | None = None
+        self._rates: tuple[float, dict[str, float]] | None = None
+        self._native: tuple[float, dict[str, float]] | None = None
+        self._group_rates: (
+            tuple[dict[str | None, dict[str, float]], dict[str | None, dict[str, float]]] | None
+        ) = None
+        self._native_index: dict[str, list[str]] | None = None
         self._odn_policies()
 
     # --- base policies and reset -----------------------------------------------------------
@@ -259,13 +379,15 @@ class LabNetwork:
         self.policies = {k: p for k, p in self.policies.items() if p.origin == "odn"}
         self.tunnels.clear()
         self.mapping.clear()
-        self.traffic_factor.clear()
+        self.stop_load()
         self.faults.clear()
-        self._rates = None
+        self.changed()
 
     def changed(self) -> None:
         """Something traffic depends on changed: recompute the load on the next read."""
         self._rates = None
+        self._native = None
+        self._group_rates = None
 
     # --- lookups -------------------------------------------------------------------------
 
@@ -736,8 +858,14 @@ class LabNetwork:
         return found
 
     def set_traffic(self, factor: float, services: Iterable[str]) -> None:
-        """Scale services' offered load (1.0 = nominal), to drive congestion on purpose."""
+        """Scale services' offered load (1.0 = nominal), to drive congestion on purpose.
+
+        The last call wins per service: a service a load ramp was moving leaves that ramp
+        (a running busy-hour profile still multiplies it)."""
+        now = self.now()
+        self._settle(now)
         for service in services:
+            self._release(service)
             if factor == 1.0:
                 self.traffic_factor.pop(service, None)
             else:
@@ -745,18 +873,225 @@ class LabNetwork:
         self.changed()
 
     def offered_mbps(self, service: LabService) -> float:
-        return service.bandwidth_mbps * self.traffic_factor.get(service.vpn_id, 1.0)
+        """What the service offers now: nominal x its factor x its ramp x the busy hour."""
+        now = self.now()
+        self._settle(now)
+        return service.bandwidth_mbps * self.factor(service.vpn_id, now)
+
+    def factor(self, vpn_id: str, now: float | None = None) -> float:
+        """The service's traffic factor at ``now`` (static factor x ramp x busy-hour profile)."""
+        now = self.now() if now is None else now
+        value = self.traffic_factor.get(vpn_id, 1.0)
+        owner = self.owner.get(vpn_id)
+        if owner is not None:
+            value *= self.ramps[owner].multiplier(now)
+        if self.profile is not None:
+            value *= self.profile.multiplier(now)
+        return value
 
     def rates(self) -> dict[str, float]:
         """Mbps on every link: each service's offered load on the links of the policy it rides."""
-        if self._rates is not None:
-            return self._rates
+        return self._load(native=False)
+
+    def native_rates(self) -> dict[str, float]:
+        """Mbps on every link if every service rode its base (ODN) path, whatever the steering."""
+        return self._load(native=True)
+
+    def load_pct(self, link_id: str) -> float:
+        """Measured load now (what rides the link) in % of its capacity."""
+        return 100.0 * self.rates()[link_id] / self.topology.links[link_id].capacity_mbps
+
+    def native_pct(self, link_id: str) -> float:
+        """Native load now (every service on its base path) in % of its capacity."""
+        return 100.0 * self.native_rates()[link_id] / self.topology.links[link_id].capacity_mbps
+
+    # --- load over time: ramps and the busy-hour profile ----------------------------------
+
+    def now(self) -> float:
+        """The lab's load clock: :attr:`clock`, or the instant a :meth:`pinned` block froze."""
+        return self._pinned if self._pinned is not None else self.clock()
+
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[float]:
+        """Read the whole network at one instant (a view, an alert sweep): every rate inside
+        the block is computed once, at the same time, however many links are read."""
+        if self._pinned is not None:
+            yield self._pinned
+            return
+        self._pinned = self.clock()
+        try:
+            yield self._pinned
+        finally:
+            self._pinned = None
+
+    def time_dependent(self) -> bool:
+        """True while a ramp or the busy-hour profile is still moving the load."""
+        self._settle(self.now())
+        return bool(self.ramps) or self.profile is not None
+
+    def native_services(self, link_id: str) -> list[str]:
+        """Services whose base (ODN) path crosses the link, whatever rides it now."""
+        if self._native_index is None:
+            index: dict[str, list[str]] = {link: [] for link in self.topology.links}
+            for service in self.topology.services.values():
+                for link in self.policies[self.base[service.vpn_id]].links:
+                    index[link].append(service.vpn_id)
+            self._native_index = index
+        return list(self._native_index[link_id])
+
+    def ramp_load(self, link_id: str, *, target_pct: float, ramp_s: float) -> LoadRamp:
+        """Move the link's native offered load from what it is now to ``target_pct`` of its
+        capacity, linearly over ``ramp_s`` seconds of :attr:`clock`.
+
+        Every service whose base path crosses the link is scaled by the same multiplier. The
+        last call wins per service: each service's factor now is committed as its static
+        factor (no jump) and the service leaves any other link's ramp, which goes on with the
+        services it keeps (so that link's own target is then only approximate). A running
+        busy-hour profile multiplies on top: the target holds at the profile's level of now.
+        Raises ``ValueError`` when no service's base path crosses the link.
+        """
+        link = self.topology.links[link_id]
+        services = self.native_services(link_id)
+        if not services:
+            raise ValueError(f"no service's base path crosses {link_id}: no load to move there")
+        now = self.now()
+        self._settle(now)
+        from_pct = self.native_pct(link_id)
+        for vpn_id in services:  # commit the factor of now, then leave the old ramp
+            committed = self.factor(vpn_id, now) / (
+                self.profile.multiplier(now) if self.profile is not None else 1.0
+            )
+            self._release(vpn_id)
+            self._set_static(vpn_id, committed)
+        profile = self.profile.multiplier(now) if self.profile is not None else 1.0
+        base_mbps = sum(
+            self.topology.services[v].bandwidth_mbps * self.traffic_factor.get(v, 1.0)
+            for v in services
+        )
+        target_mbps = target_pct / 100.0 * link.capacity_mbps
+        if base_mbps * profile > 0:
+            start, end = 1.0, target_mbps / (base_mbps * profile)
+        else:  # every one of them is at factor 0: start again from nominal x 0
+            for vpn_id in services:
+                self.traffic_factor.pop(vpn_id, None)
+            nominal = sum(self.topology.services[v].bandwidth_mbps for v in services)
+            start, end = 0.0, target_mbps / (nominal * profile)
+        ramp = LoadRamp(
+            link_id=link_id,
+            services=set(services),
+            started=now,
+            ramp_s=ramp_s,
+            from_multiplier=start,
+            to_multiplier=end,
+            from_pct=from_pct,
+            target_pct=target_pct,
+        )
+        self.ramps[link_id] = ramp
+        for vpn_id in services:
+            self.owner[vpn_id] = link_id
+        self.changed()
+        self._settle(now)  # a ramp of 0 s is done at once
+        return ramp
+
+    def start_busy_hour(self, spec: BusyHour) -> BusyHourProfile:
+        """Multiply every service's traffic by the busy-hour profile from now on (replacing a
+        running one: its level of now is committed first, so nothing jumps but the start)."""
+        now = self.now()
+        self._settle(now)
+        self._end_profile(now)
+        self.profile = BusyHourProfile(spec=spec, started=now)
+        self.changed()
+        return self.profile
+
+    def stop_load(self) -> None:
+        """Drop every ramp and the busy-hour profile and all static factors (reset)."""
+        self.ramps.clear()
+        self.owner.clear()
+        self.profile = None
+        self.traffic_factor.clear()
+        self.changed()
+
+    def _set_static(self, vpn_id: str, value: float) -> None:
+        if value == 1.0:
+            self.traffic_factor.pop(vpn_id, None)
+        else:
+            self.traffic_factor[vpn_id] = value
+
+    def _release(self, vpn_id: str) -> None:
+        """Take the service out of the ramp that owns it (the ramp ends when it has none left)."""
+        link = self.owner.pop(vpn_id, None)
+        if link is None:
+            return
+        ramp = self.ramps[link]
+        ramp.services.discard(vpn_id)
+        if not ramp.services:
+            del self.ramps[link]
+        self.changed()
+
+    def _end_profile(self, now: float) -> None:
+        """Commit the profile's level of ``now`` into every static factor and drop it."""
+        if self.profile is None:
+            return
+        level = self.profile.multiplier(now)
+        self.profile = None
+        if level != 1.0:
+            for vpn_id in self.topology.services:
+                self._set_static(vpn_id, self.traffic_factor.get(vpn_id, 1.0) * level)
+        self.changed()
+
+    def _settle(self, now: float) -> None:
+        """Fold finished ramps and a finished profile into the static factors, so the load is
+        constant again (and cached) once nothing moves any more."""
+        for link, ramp in list(self.ramps.items()):
+            if now >= ramp.ends:
+                for vpn_id in ramp.services:
+                    self._set_static(
+                        vpn_id, self.traffic_factor.get(vpn_id, 1.0) * ramp.to_multiplier
+                    )
+                    self.owner.pop(vpn_id, None)
+                del self.ramps[link]
+                self.changed()
+        if self.profile is not None and now >= self.profile.ends:
+            self._end_profile(now)
+
+    def _groups(
+        self,
+    ) -> tuple[dict[str | None, dict[str, float]], dict[str | None, dict[str, float]]]:
+        """Per owner ramp (None: no ramp), the Mbps on every link at static factors: measured
+        (the ridden policy) and native (the base policy). Rebuilt only when the state changes,
+        so a load that moves with time costs one multiply-add per group and link per read."""
+        if self._group_rates is None:
+            measured: dict[str | None, dict[str, float]] = {}
+            native: dict[str | None, dict[str, float]] = {}
+            for service in self.topology.services.values():
+                mbps = service.bandwidth_mbps * self.traffic_factor.get(service.vpn_id, 1.0)
+                owner = self.owner.get(service.vpn_id)
+                rides = measured.setdefault(owner, {})
+                for link in self.rides(service).links:
+                    rides[link] = rides.get(link, 0.0) + mbps
+                base = native.setdefault(owner, {})
+                for link in self.policies[self.base[service.vpn_id]].links:
+                    base[link] = base.get(link, 0.0) + mbps
+            self._group_rates = (measured, native)
+        return self._group_rates
+
+    def _load(self, *, native: bool) -> dict[str, float]:
+        now = self.now()
+        self._settle(now)
+        cache = self._native if native else self._rates
+        if cache is not None and (cache[0] == now or not (self.ramps or self.profile)):
+            return cache[1]
+        measured, base = self._groups()
+        profile = self.profile.multiplier(now) if self.profile is not None else 1.0
         rates = dict.fromkeys(self.topology.links, 0.0)
-        for service in self.topology.services.values():
-            mbps = self.offered_mbps(service)
-            for link in self.rides(service).links:
-                rates[link] += mbps
-        self._rates = rates
+        for owner, links in (base if native else measured).items():
+            scale = profile * (self.ramps[owner].multiplier(now) if owner is not None else 1.0)
+            for link, mbps in links.items():
+                rates[link] += mbps if scale == 1.0 else mbps * scale
+        if native:
+            self._native = (now, rates)
+        else:
+            self._rates = (now, rates)
         return rates
 
     def services_on(self, link_id: str) -> list[LabService]:

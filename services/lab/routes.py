@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import timedelta
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException
@@ -22,10 +23,14 @@ from services.lab.controller import (
     DEFAULT_JITTER_MS,
     DEFAULT_LOSS_PCT,
     Degradation,
+    Lab,
 )
 from services.lab.network import (
     OPERATIONS,
+    BusyHour,
+    BusyHourProfile,
     LabNetwork,
+    LoadRamp,
     Operation,
     PolicyRecord,
     TunnelRecord,
@@ -67,10 +72,51 @@ class FlapRequest(BaseModel):
     jitter_ms: float = Field(default=DEFAULT_JITTER_MS, ge=0)
 
 
+DAY_S = 86_400.0
+
+
 class ScenarioRequest(BaseModel):
+    """``duration_s``/``step_s`` for the fault scenarios; the rest for ``busy-hour`` only."""
+
     model_config = ConfigDict(extra="forbid")
     duration_s: float | None = Field(default=None, gt=0, description="fault lifetime override")
     step_s: float | None = Field(default=None, ge=0, description="gap between steps override")
+    peak: float | None = Field(
+        default=None, gt=0, le=20, description="busy hour: traffic x peak at the top (1.5)"
+    )
+    peak_pct: float | None = Field(
+        default=None,
+        gt=0,
+        le=400,
+        description="busy hour: instead of peak, the busiest link's native load at the top (%)",
+    )
+    base: float | None = Field(
+        default=None, gt=0, le=20, description="busy hour: traffic x base outside it (1.0)"
+    )
+    up_s: float | None = Field(default=None, ge=0, le=DAY_S, description="busy hour: ramp up (60)")
+    hold_s: float | None = Field(default=None, ge=0, le=DAY_S, description="busy hour: hold (60)")
+    down_s: float | None = Field(
+        default=None, ge=0, le=DAY_S, description="busy hour: ramp down (60)"
+    )
+    gap_s: float | None = Field(
+        default=None, ge=0, le=DAY_S, description="busy hour: at base before each cycle (30)"
+    )
+    repeat: int | None = Field(default=None, ge=1, le=1000, description="busy hours in a row (1)")
+
+    def busy_hour_fields(self) -> dict[str, Any]:
+        return {
+            name: value
+            for name in ("peak", "peak_pct", "base", "up_s", "hold_s", "down_s", "gap_s", "repeat")
+            if (value := getattr(self, name)) is not None
+        }
+
+
+class LoadRequest(BaseModel):
+    """The link's native offered load moves to ``target_pct`` of its capacity in ``ramp_s``."""
+
+    model_config = ConfigDict(extra="forbid")
+    target_pct: float = Field(ge=0, le=200, description="% of the link's capacity")
+    ramp_s: float = Field(ge=0, le=7 * DAY_S, description="real seconds (not time-scaled)")
 
 
 class FaultRequest(BaseModel):
@@ -107,10 +153,47 @@ def _link_or_404(network: LabNetwork, link_id: str) -> str:
         ) from None
 
 
+def _wall(network: LabNetwork, at: float) -> str:
+    """A load-clock instant as an ISO timestamp."""
+    return (utcnow() + timedelta(seconds=at - network.now())).isoformat()
+
+
+def _ramp_view(network: LabNetwork, ramp: LoadRamp) -> dict[str, Any]:
+    return {
+        "from_pct": round(ramp.from_pct, 3),
+        "target_pct": ramp.target_pct,
+        "ramp_s": ramp.ramp_s,
+        "started_at": _wall(network, ramp.started),
+        "ends_at": _wall(network, ramp.ends),
+        "services": len(ramp.services),
+    }
+
+
+def _busy_hour_view(network: LabNetwork, profile: BusyHourProfile) -> dict[str, Any]:
+    spec = profile.spec
+    cycle, phase = profile.phase(network.now())
+    return {
+        "peak": round(spec.peak, 4),
+        "base": spec.base,
+        "up_s": spec.up_s,
+        "hold_s": spec.hold_s,
+        "down_s": spec.down_s,
+        "gap_s": spec.gap_s,
+        "repeat": spec.repeat,
+        "period_s": spec.period_s,
+        "started_at": _wall(network, profile.started),
+        "ends_at": _wall(network, profile.ends),
+        "cycle": cycle,
+        "phase": phase,
+        "level": round(profile.multiplier(network.now()), 4),
+    }
+
+
 def _link_view(network: LabNetwork, link_id: str) -> dict[str, Any]:
     link = network.topology.links[link_id]
     m = network.metrics(link_id)
     cond = network.conditions.get(link_id)
+    ramp = network.ramps.get(link_id)
     return {
         "link_id": link_id,
         "source": link.source,
@@ -131,6 +214,11 @@ def _link_view(network: LabNetwork, link_id: str) -> dict[str, Any]:
             "utilization_pct": round(m.utilization * 100, 2),
         },
         "services": len(network.services_on(link_id)),
+        "load_mbps": round(network.rates()[link_id], 3),
+        "load_pct": round(network.load_pct(link_id), 3),
+        "native_mbps": round(network.native_rates()[link_id], 3),
+        "native_pct": round(network.native_pct(link_id), 3),
+        "ramp": _ramp_view(network, ramp) if ramp is not None else None,
     }
 
 
@@ -201,7 +289,11 @@ def _steering_view(network: LabNetwork) -> dict[str, Any]:
 @control.get("/topology")
 async def lab_topology(lab: LabDep) -> dict[str, Any]:
     """Everything the console draws: nodes, links with live state, services, policies."""
-    network = lab.network
+    with lab.network.pinned():
+        return _topology_view(lab.network)
+
+
+def _topology_view(network: LabNetwork) -> dict[str, Any]:
     topo = network.topology
     return {
         "name": topo.name,
@@ -227,6 +319,7 @@ async def lab_topology(lab: LabDep) -> dict[str, Any]:
                 "end_point": s.end_point,
                 "path": list(s.path),
                 "bandwidth_mbps": s.bandwidth_mbps,
+                "offered_mbps": round(network.offered_mbps(s), 3),
                 "oper_status": _service_health(network, s),
                 "color": network.rides(s).color,
                 "riding": list(network.rides(s).nodes),
@@ -242,6 +335,11 @@ async def lab_topology(lab: LabDep) -> dict[str, Any]:
 @control.get("/state")
 async def lab_state(lab: LabDep) -> dict[str, Any]:
     """What the lab changed: degraded links, policies, steering weights, faults, alerts."""
+    with lab.network.pinned():
+        return _state_view(lab)
+
+
+def _state_view(lab: Lab) -> dict[str, Any]:
     network = lab.network
     stats = lab.pusher.stats
     return {
@@ -255,6 +353,10 @@ async def lab_state(lab: LabDep) -> dict[str, Any]:
         "odn_policies": sum(1 for p in network.policies.values() if p.origin == "odn"),
         "steering": _steering_view(network),
         "traffic_factor": dict(network.traffic_factor),
+        "load": {
+            "ramps": {link: _ramp_view(network, r) for link, r in sorted(network.ramps.items())},
+            "busy_hour": _busy_hour_view(network, network.profile) if network.profile else None,
+        },
         "faults": [
             {"operation": f.operation, "remaining": f.remaining, "status": f.status}
             for f in network.faults.values()
@@ -310,6 +412,38 @@ async def flap(link_id: str, lab: LabDep, body: FlapRequest | None = None) -> di
     }
 
 
+@control.get("/links/{link_id}")
+async def link_state(link_id: str, lab: LabDep) -> dict[str, Any]:
+    """One link's live view (as in ``/lab/topology``) plus which services ride it now and
+    which cross it natively (their base path)."""
+    network = lab.network
+    link = _link_or_404(network, link_id)
+    with network.pinned():
+        return {
+            **_link_view(network, link),
+            "riding": sorted(s.vpn_id for s in network.services_on(link)),
+            "native_services": sorted(network.native_services(link)),
+        }
+
+
+@control.post("/links/{link_id}/load", status_code=202)
+async def load(link_id: str, body: LoadRequest, lab: LabDep) -> dict[str, Any]:
+    """Ramp the link's offered native load to ``target_pct`` of capacity over ``ramp_s``."""
+    network = lab.network
+    link = _link_or_404(network, link_id)
+    try:
+        ramp = lab.load(link, target_pct=body.target_pct, ramp_s=body.ramp_s)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return {
+        "link": link,
+        "from_pct": round(ramp.from_pct, 3),
+        "target_pct": body.target_pct,
+        "ramp_s": body.ramp_s,
+        "services": sorted(ramp.services) or sorted(network.native_services(link)),
+    }
+
+
 @control.get("/scenarios")
 async def scenarios(lab: LabDep) -> list[dict[str, Any]]:
     return [
@@ -326,13 +460,54 @@ async def play(name: str, lab: LabDep, body: ScenarioRequest | None = None) -> d
         known = ", ".join(sorted(lab.network.topology.scenarios))
         raise HTTPException(404, f"unknown scenario {name!r}; this lab has: {known}")
     req = body or ScenarioRequest()
-    steps = lab.play(plan, duration_s=req.duration_s, step_s=req.step_s)
-    return {
+    busy = any(s.action == "busy-hour" for s in plan.steps)
+    fields = req.busy_hour_fields()
+    if busy and (req.duration_s is not None or req.step_s is not None):
+        raise HTTPException(422, f"{name} takes no duration_s or step_s (busy-hour parameters)")
+    if not busy and fields:
+        raise HTTPException(422, f"{', '.join(sorted(fields))}: busy-hour parameters, not {name}'s")
+    spec = None
+    if busy:
+        try:
+            spec = lab.busy_hour_spec(**fields)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+    steps = lab.play(plan, duration_s=req.duration_s, step_s=req.step_s, busy_hour=spec)
+    out: dict[str, Any] = {
         "scenario": plan.name,
         "description": plan.description,
         "links": plan.links,
         "steps": [{"action": s.action, "link": s.link, "after": s.after} for s in steps],
         "started_at": utcnow().isoformat(),
+    }
+    if spec is not None and lab.network.profile is not None:
+        with lab.network.pinned():
+            peak = _peak_native(lab.network, spec)
+            out["links"] = [link for link, pct in peak.items() if pct > OVERLOAD_PCT]
+            out["busy_hour"] = {
+                **_busy_hour_view(lab.network, lab.network.profile),
+                "peak_native_pct": peak,
+            }
+    return out
+
+
+OVERLOAD_PCT = 90.0
+"""A busy hour's ``links`` are those its peak pushes over this native load (overload)."""
+WATCH_PCT = 70.0
+"""``peak_native_pct`` lists links at or above this at the peak (congestion threshold)."""
+
+
+def _peak_native(network: LabNetwork, spec: BusyHour) -> dict[str, float]:
+    """Link → native load (%) at the busy hour's peak, for links at or above WATCH_PCT,
+    busiest first."""
+    profile = network.profile
+    level = profile.multiplier(network.now()) if profile is not None else 1.0
+    scale = spec.peak / level
+    peak = {link: network.native_pct(link) * scale for link in network.topology.links}
+    return {
+        link: round(pct, 2)
+        for link, pct in sorted(peak.items(), key=lambda kv: (-kv[1], kv[0]))
+        if pct >= WATCH_PCT
     }
 
 

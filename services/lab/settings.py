@@ -44,3 +44,9 @@ class LabSettings(BaseSettings):
     scenario_step_s: float = Field(
         default=2.0, ge=0, description="gap between the steps of a scenario (x time scale)"
     )
+    load_tick_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="while a load ramp or busy hour moves traffic, re-check PCA alerts this "
+        "often (real seconds)",
+    )

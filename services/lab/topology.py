@@ -89,7 +89,7 @@ class LabService:
     bandwidth_mbps: float
 
 
-ScenarioAction = Literal["degrade", "down", "recover", "flap", "recover-all"]
+ScenarioAction = Literal["degrade", "down", "recover", "flap", "recover-all", "busy-hour"]
 
 
 @dataclass(frozen=True)
@@ -326,6 +326,7 @@ def default_topology() -> LabTopology:
             (ScenarioStep("flap", "pe3-pe4", 0, {"count": 5, "interval_s": 2.0}),),
         ),
         "recover-all": _recover_all(),
+        "busy-hour": _busy_hour(),
     }
     return topo
 
@@ -347,6 +348,17 @@ def _with_path(svc: LabService, path: list[str]) -> LabService:
 def _recover_all() -> ScenarioPlan:
     return ScenarioPlan(
         "recover-all", "Every degraded or down link recovers.", (ScenarioStep("recover-all"),)
+    )
+
+
+def _busy_hour() -> ScenarioPlan:
+    """The demand matrix through a busy hour and back (parameters: the request's body)."""
+    return ScenarioPlan(
+        "busy-hour",
+        "Every service's traffic (the demand matrix) ramps up to a busy-hour peak, holds, and "
+        "comes back down, repeat times; body: peak or peak_pct, base, up_s, hold_s, down_s, "
+        "gap_s, repeat (real seconds).",
+        (ScenarioStep("busy-hour"),),
     )
 
 
@@ -737,4 +749,5 @@ def generic_scenarios(topo: LabTopology) -> dict[str, ScenarioPlan]:
         f"{busiest} flaps five times.",
         (ScenarioStep("flap", busiest, 0, {"count": 5, "interval_s": 2.0}),),
     )
+    plans["busy-hour"] = _busy_hour()
     return plans

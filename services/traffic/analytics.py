@@ -1,4 +1,5 @@
-"""Pure traffic arithmetic: link loads from CNC's rates, demand sums, trend forecasts."""
+"""Pure traffic arithmetic: link loads from CNC's rates, demand sums, trend forecasts, and a
+link's native load (what it would carry if the traffic CXM moved away came back)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
-from shared.models import Demand, DemandResult, LinkForecast, LinkLoad
+from shared.models import Demand, DemandResult, LinkForecast, LinkLoad, LinkLoadForecast
 from shared.southbound import VpnService
 
 
@@ -119,4 +120,86 @@ def forecast(
         trend_pct_per_s=round(trend, 6),
         predicted_pct=round(predicted, 3),
         congested=predicted >= threshold_pct or current >= threshold_pct,
+    )
+
+
+MAX_MOVED_SHARE = 0.95
+"""A share of 1 would make the native load infinite; 0.95 already means 20x what is measured."""
+
+
+def native_series(
+    points: list[tuple[float, float]], moved_share: float, since: float | None = None
+) -> list[tuple[float, float]]:
+    """(time, native %) for (time, measured %): measured / (1 - share), for the samples taken
+    at or after ``since`` (all when None); earlier samples carried all their traffic.
+
+    The share is the one moved now: applied to the whole window, samples from before the move
+    would look inflated and the forecast of that falling series would fall too early, which
+    is what ``since`` is for.
+    """
+    share = min(max(moved_share, 0.0), MAX_MOVED_SHARE)
+    return [(t, pct / (1 - share) if since is None or t >= since else pct) for t, pct in points]
+
+
+def forecast_points(
+    last_ts: float, level: float, trend_per_s: float, *, horizon_s: float, steps: int
+) -> list[tuple[float, float]]:
+    """``steps + 1`` points of the Holt line from the newest sample to the horizon (never
+    below zero): what the console draws after the samples."""
+    return [
+        (
+            round(last_ts + horizon_s * k / steps, 3),
+            round(max(0.0, level + trend_per_s * horizon_s * k / steps), 3),
+        )
+        for k in range(steps + 1)
+    ]
+
+
+def load_forecast(
+    link_id: str,
+    points: list[tuple[float, float]],
+    *,
+    threshold_pct: float,
+    horizon_s: float,
+    alpha: float,
+    beta: float,
+    capacity_mbps: float | None = None,
+    moved_share: float = 0.0,
+    since: float | None = None,
+    keep: int = 30,
+    steps: int = 5,
+) -> LinkLoadForecast:
+    """One link's measured and native load, and the Holt forecast of the native load.
+
+    The forecast is of the native series: the proactive flow decides when to bring traffic
+    back on what the link would carry then, not on the load it measures with the traffic away.
+    """
+    share = min(max(moved_share, 0.0), MAX_MOVED_SHARE)
+    native = native_series(points, share, since)
+    if not points:
+        return LinkLoadForecast(
+            link_id=link_id,
+            threshold_pct=threshold_pct,
+            capacity_mbps=capacity_mbps,
+            horizon_s=horizon_s,
+            moved_share=share,
+        )
+    holt = forecast(
+        link_id, native, horizon_s=horizon_s, threshold_pct=threshold_pct, alpha=alpha, beta=beta
+    )
+    level = holt.ewma_pct if holt.ewma_pct is not None else native[-1][1]
+    return LinkLoadForecast(
+        link_id=link_id,
+        threshold_pct=threshold_pct,
+        measured_pct=round(points[-1][1], 3),
+        native_pct=round(native[-1][1], 3),
+        predicted_pct=holt.predicted_pct,
+        samples=[(round(t, 3), round(p, 3)) for t, p in points[-keep:]],
+        native=[(round(t, 3), round(p, 3)) for t, p in native[-keep:]],
+        forecast=forecast_points(
+            points[-1][0], level, holt.trend_pct_per_s, horizon_s=horizon_s, steps=steps
+        ),
+        capacity_mbps=capacity_mbps,
+        horizon_s=horizon_s,
+        moved_share=share,
     )

@@ -6,7 +6,12 @@ Each read is kept per link in the agent's table; a small sampler in the lifespan
 ``CXM_TRAFFIC_SAMPLE_INTERVAL_S`` (scaled by ``CXM_TIME_SCALE``, never below
 ``CXM_TRAFFIC_SAMPLE_MIN_INTERVAL_S``: a sample is two keyed reads per link) so forecasts have
 a history.
-Links predicted at or above 70 % are flagged, the seed's threshold for the proactive flow.
+
+The sampler is also the proactive watcher (``watcher.py``, issue 14): after each sample it
+forecasts every link and raises a proactive alert through the correlator, by the agent's
+durable outbox, when one is predicted to cross its threshold (70 % by default).
+``link_forecast`` answers the proactive flow's question: the link's native load (the traffic
+CXM moved away added back) and its forecast.
 """
 
 from __future__ import annotations
@@ -22,17 +27,21 @@ from fastapi import FastAPI
 
 from services.traffic import store
 from services.traffic.analytics import demand_matrix as build_demand_matrix
-from services.traffic.analytics import forecast, link_load, sample_time
+from services.traffic.analytics import forecast, link_load, load_forecast, sample_time
 from services.traffic.settings import TrafficSettings
+from services.traffic.watcher import watch
 from shared.agent import AgentSpec, TaskContext
-from shared.contracts import DEMAND_MATRIX, LINK_UTILISATION, PREDICT_CONGESTION
+from shared.contracts import DEMAND_MATRIX, LINK_FORECAST, LINK_UTILISATION, PREDICT_CONGESTION
 from shared.errors import SouthboundError
 from shared.logs import get_logger
 from shared.models import (
     CongestionResult,
     DemandMatrix,
     DemandResult,
+    LinkForecastRequest,
+    LinkForecastResult,
     LinkLoad,
+    LinkLoadForecast,
     LinkUtilisation,
     PredictCongestion,
     UtilisationResult,
@@ -79,12 +88,20 @@ async def take_sample(app: FastAPI) -> dict[str, LinkLoad]:
 
 
 async def _sampler(app: FastAPI, interval_s: float) -> None:
-    """Sample forever; a CNC outage is logged and retried on the next tick, never fatal."""
+    """Sample forever, and watch each sample when the proactive flow is on; a CNC outage is
+    logged and retried on the next tick, never fatal."""
+    cfg: TrafficSettings = app.state.traffic_settings
     while True:
         try:
-            await take_sample(app)
+            loads = await take_sample(app)
         except SouthboundError as exc:
             log.warning("load sample failed", error=str(exc))
+        else:
+            if cfg.proactive_enabled:
+                try:
+                    await watch(app, loads)
+                except Exception:  # a database hiccup must not stop sampling; it is logged
+                    log.exception("proactive watch failed")
         await asyncio.sleep(interval_s)
 
 
@@ -118,6 +135,7 @@ spec = AgentSpec(
     description="Demand matrix, utilisation forecast, congestion prediction",
     migrations=store.MIGRATIONS,
     resources=_southbound,
+    outbox=True,  # proactive alerts reach the correlator even when it is down for a while
 )
 
 
@@ -169,14 +187,53 @@ async def predict_congestion(payload: PredictCongestion, ctx: TaskContext) -> Co
     )
 
 
+@spec.serve(LINK_FORECAST)
+async def link_forecast(payload: LinkForecastRequest, ctx: TaskContext) -> LinkForecastResult:
+    """Measured, native and forecast load per link from the stored samples (no CNC read)."""
+    cfg: TrafficSettings = ctx.state.traffic_settings
+    horizon = ctx.settings.scaled(cfg.forecast_horizon_s)
+    points = await store.history(ctx.engine, limit=cfg.history)
+    latest = await store.latest(ctx.engine)
+    known = {link_key(name): name for name in [*points, *latest]}
+    shares = {link_key(link): share for link, share in payload.moved_share.items()}
+    since = {link_key(link): when.timestamp() for link, when in payload.moved_since.items()}
+    # the proactive flow is handling a link it passes a share for: the watcher leaves it be
+    managed: dict[str, float] = ctx.state.managed
+    for key, share in shares.items():
+        if share > 0:
+            managed[key] = time.time() + horizon
+    links: dict[str, LinkLoadForecast] = {}
+    for asked in payload.links or sorted(known.values()):
+        key = link_key(asked)
+        name = known.get(key, asked)
+        capacity = latest.get(name, {}).get("capacity_mbps")
+        links[asked] = load_forecast(
+            name,
+            points.get(name, []),
+            threshold_pct=cfg.threshold_for(name, capacity),
+            horizon_s=horizon,
+            alpha=cfg.ewma_alpha,
+            beta=cfg.trend_beta,
+            capacity_mbps=capacity,
+            moved_share=shares.get(key, 0.0),
+            since=since.get(key),
+            keep=cfg.chart_samples,
+            steps=cfg.chart_points,
+        )
+    return LinkForecastResult(links=links, horizon_s=horizon)
+
+
 def create_app(
     settings: Settings,
     *,
     traffic_settings: TrafficSettings | None = None,
     southbound_transport: httpx.AsyncBaseTransport | None = None,
+    mesh_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
-    """Build the agent; tests pass ``southbound_transport`` to reach an in-process CNC."""
-    app = spec.create_app(settings)
+    """Build the agent; tests pass ``southbound_transport`` to reach an in-process CNC and
+    ``mesh_transport`` to reach in-process peers (the correlator the watcher alerts)."""
+    app = spec.create_app(settings, mesh_transport=mesh_transport)
     app.state.traffic_settings = traffic_settings or TrafficSettings()
+    app.state.managed = {}  # link key -> until when the proactive flow handles it (epoch s)
     app.state.southbound_transport = southbound_transport
     return app

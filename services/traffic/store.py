@@ -2,7 +2,8 @@
 
 Version 1 kept cumulative octet counters (utilisation was the delta between two samples);
 CNC's performance metrics give a rate, so version 2 keeps ``rate_mbps`` and leaves
-``octets`` empty.
+``octets`` empty. Version 3 adds ``link_alerts``: the proactive alerts firing now, so a
+restarted agent still resolves what it raised.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db import Migration, create_tables
 
@@ -42,6 +43,17 @@ sa.Table(
 )
 
 
+alerts = sa.Table(
+    "link_alerts",
+    metadata,
+    sa.Column("link_id", sa.String(200), primary_key=True),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("last_sent_at", sa.Float, nullable=False),
+    sa.Column("below_since", sa.Float, nullable=True),
+    sa.Column("sent", sa.Integer, nullable=False),
+)
+
+
 def _add_rate(conn: Connection) -> None:
     conn.execute(sa.text("ALTER TABLE link_samples ADD COLUMN rate_mbps FLOAT"))
 
@@ -49,6 +61,7 @@ def _add_rate(conn: Connection) -> None:
 MIGRATIONS = (
     Migration(1, "link counter samples", create_tables(_v1, "link_samples")),
     Migration(2, "link rates", _add_rate),
+    Migration(3, "proactive alerts firing", create_tables(metadata, "link_alerts")),
 )
 
 
@@ -96,3 +109,21 @@ async def history(engine: AsyncEngine, *, limit: int) -> dict[str, list[tuple[fl
         for row in rows:
             out.setdefault(row.link_id, []).append((row.ts, row.utilisation_pct))
     return {link: points[-limit:] for link, points in out.items()}
+
+
+async def firing(engine: AsyncEngine) -> dict[str, dict[str, Any]]:
+    """The proactive alerts firing now, by link."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(sa.select(alerts))
+        return {row.link_id: dict(row._mapping) for row in rows}
+
+
+async def save_alerts(
+    conn: AsyncConnection, *, upsert: list[dict[str, Any]], cleared: list[str]
+) -> None:
+    """Write the watcher's changes in the caller's transaction (with the outbox rows they send)."""
+    if cleared or upsert:
+        gone = cleared + [row["link_id"] for row in upsert]
+        await conn.execute(alerts.delete().where(alerts.c.link_id.in_(gone)))
+    if upsert:
+        await conn.execute(alerts.insert(), upsert)

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from services.io import admin, console, protection
 from services.io.app import create_app
 from services.io.settings import IoSettings
+from shared.models import NewTicket
 from shared.settings import Settings
 from tests.io.conftest import IoFactory
 from tests.io.fakes import (
@@ -1005,3 +1006,76 @@ def test_fold_cleanup_names_its_policies() -> None:
     every = status(INCIDENT, "restoring", "7", "Back", tunnel_id=FIRST, cleanup=True)
     after = {**after, **protection.fold(after, "status_update", every["payload"])}
     assert [p["state"] for p in after["tunnels"]] == ["removed", "removed"]
+
+
+PROACTIVE = "INC-2026-0014"
+
+
+async def test_a_proactive_ticket_is_marked_in_the_list_and_the_view(make_io: IoFactory) -> None:
+    """new_ticket's ``proactive`` shows on the ticket; a payload without it is a reactive one."""
+    async with make_io() as io:
+        await io.task(new_ticket())  # the seed's payload: no proactive field
+        await io.task(
+            new_ticket(
+                PROACTIVE,
+                severity="medium",
+                summary="Congestion forecast on pe1-pe2: 95% in 300s (threshold 70%)",
+                degraded_links=["pe1-pe2"],
+                proactive=True,
+            )
+        )
+        listed = {t["incident_id"]: t for t in (await io.http.get("/api/v1/tickets")).json()}
+        assert listed[PROACTIVE]["proactive"] is True
+        assert listed[INCIDENT]["proactive"] is False
+        view = (await io.http.get(f"/api/v1/tickets/{PROACTIVE}")).json()
+        assert view["proactive"] is True
+        assert view["events"][0]["payload"]["proactive"] is True
+        assert (await io.http.get(f"/api/v1/tickets/{INCIDENT}")).json()["proactive"] is False
+
+        # the orchestrator's later updates never unmark it, and a reactive one stays reactive
+        await io.task(status(PROACTIVE, "assessing", "2", "2 services ride pe1-pe2"))
+        await io.task(status(INCIDENT, "assessing", "2", "15 services affected"))
+        listed = {t["incident_id"]: t for t in (await io.http.get("/api/v1/tickets")).json()}
+        assert listed[PROACTIVE]["proactive"] is True and listed[INCIDENT]["proactive"] is False
+
+
+async def test_a_proactive_update_marks_a_ticket_whose_new_ticket_was_lost(
+    make_io: IoFactory,
+) -> None:
+    """The proactive branch says ``details.proactive``; a late reactive-looking new_ticket
+    (an older correlator) does not unmark the ticket."""
+    async with make_io() as io:
+        await io.task(status(PROACTIVE, "assessing", "2", "Forecast 95 %", proactive=True))
+        assert (await io.http.get(f"/api/v1/tickets/{PROACTIVE}")).json()["proactive"] is True
+        await io.task(new_ticket(PROACTIVE, degraded_links=["pe1-pe2"]))
+        assert (await io.http.get(f"/api/v1/tickets/{PROACTIVE}")).json()["proactive"] is True
+
+
+def test_a_reactive_new_ticket_keeps_the_seed_payload() -> None:
+    """``proactive`` is on the wire only when true, so a reactive ticket's payload is unchanged."""
+    fields = {"incident_id": INCIDENT, "severity": "high", "summary": "pe1-pe2 down"}
+    assert "proactive" not in NewTicket(**fields).model_dump(mode="json")
+    assert NewTicket(**fields, proactive=True).model_dump(mode="json")["proactive"] is True
+    assert NewTicket.model_validate(fields).proactive is False
+
+
+async def test_upgrade_adds_proactive_and_reads_it_from_the_stored_new_ticket(
+    make_io: IoFactory,
+) -> None:
+    """A database from before migration 9 keeps working: reactive rows read false, and a
+    new_ticket already stored with ``proactive: true`` marks its ticket."""
+    async with make_io() as io:
+        await io.task(new_ticket())
+        await io.task(new_ticket(PROACTIVE, degraded_links=["pe1-pe2"], proactive=True))
+        async with io.app.state.engine.begin() as conn:
+            await conn.execute(sa.text("ALTER TABLE tickets DROP COLUMN proactive"))
+            await conn.execute(
+                sa.text("DELETE FROM cxm_migrations WHERE owner = 'io' AND version = 9")
+            )
+    async with make_io() as io:
+        listed = {t["incident_id"]: t for t in (await io.http.get("/api/v1/tickets")).json()}
+        assert listed[PROACTIVE]["proactive"] is True
+        assert listed[INCIDENT]["proactive"] is False
+        await io.task(new_ticket("INC-2026-0015"))  # rows written after the upgrade too
+        view = (await io.http.get("/api/v1/tickets/INC-2026-0015")).json()
+        assert view["proactive"] is False

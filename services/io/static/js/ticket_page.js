@@ -8,6 +8,7 @@ import { api } from "./api.js";
 import { age, badge, draftInput, duration, h, kv, replaceKeepingFocus, sev, st, time, toast } from "./dom.js";
 import { canDecide, currentRoute, state, TIERS } from "./state.js";
 import { renderRunbookPanel, runbookPanel } from "./sessions.js";
+import { briefLoad, latestLoads, loadCharts, proactiveBadge } from "./load_chart.js";
 import { drawTopology, policyClass } from "./topology.js";
 
 function lastDetails(events, test) {
@@ -40,11 +41,11 @@ export function whyPanel(ticket) {
   const events = ticket.events || [];
   const sections = [];
   const add = (title, items) => { if (items.length) sections.push(h("h4", {}, title), ...items); };
-  const item = (e, extra) => h("div", {}, h("div", {}, e.payload.message || e.payload.summary || ""), kv(extra));
+  const item = (e, extra) => h("div", {}, h("div", {}, e.payload.message || e.payload.summary || ""), kv(briefLoad(extra)));
   // recovery checks come by the dozen (an SLA check every poll, four cutover steps): each says
   // what it found in one line, its figures one click away, so the decisions above stay in view
   const check = (e) => {
-    const figures = kv(e.payload.details);
+    const figures = kv(briefLoad(e.payload.details));
     return h("div", { class: "check" }, e.payload.message || "", figures ? h("details", {}, h("summary", {}, "figures"), figures) : null);
   };
   const created = events.find((e) => e.task_type === "new_ticket");
@@ -84,6 +85,7 @@ export function timeline(ticket) {
       : e.task_type === "tunnel_removed" ? [`tunnel ${p.tunnel_id} removed by `, h("b", {}, p.removed_by), p.notes ? ` — “${p.notes}”` : ""]
       : [e.task_type];
     const { incident_id, ...rest } = p;
+    if (rest.details) rest.details = briefLoad(rest.details);
     return h("li", { class: `t-${e.task_type}`, "data-task": e.task_type },
       h("div", { class: "when" }, time(e.received_at), " · ", e.task_type, p.source_agent ? ` from ${p.source_agent}` : ""),
       h("div", {}, title),
@@ -224,6 +226,7 @@ export function renderTicket() {
       h("div", { class: "ticket-head" },
         h("a", { href: "#/" }, "← Tickets"),
         h("h1", {}, t.incident_id), sev(t.severity), h("span", { class: "ticket-status", "data-status": t.status }, st(t.status)),
+        t.proactive ? proactiveBadge() : null,
         t.phase ? h("span", { class: "muted" }, `phase ${t.phase}`) : null,
         h("span", { class: "muted", title: time(t.created_at) }, `opened ${age(t.created_at)} ago`),
         t.closed_at ? h("span", { class: "muted" }, `closed ${time(t.closed_at)}`) : null),
@@ -231,7 +234,7 @@ export function renderTicket() {
       t.message && t.message !== t.summary ? h("p", { class: "muted" }, t.message) : null,
       host ? h("div", { class: "row" }, h("span", { class: "muted" }, "Host:"), h("span", { class: "mono", id: "ticket-host" }, opened.host || "—"),
         opened.labels ? h("span", { class: "muted mono" }, Object.entries(opened.labels).map(([k, v]) => `${k}=${v}`).join(" ")) : null)
-        : h("div", { class: "row" }, h("span", { class: "muted" }, "Degraded links:"), h("span", { class: "mono" }, (t.degraded_links || []).join(", ") || "—"),
+        : h("div", { class: "row" }, h("span", { class: "muted" }, t.proactive ? "Congested links:" : "Degraded links:"), h("span", { class: "mono" }, (t.degraded_links || []).join(", ") || "—"),
           h("span", { class: "muted" }, "Affected services:"), h("b", {}, t.affected_services_count ?? "—")),
       pending.length ? h("p", {}, h("a", { href: "#/approvals" }, `${pending.length} approval(s) waiting`), " — ", pending.map((a) => a.action).join(", ")) : null,
       unprotectedBox(t),
@@ -240,6 +243,8 @@ export function renderTicket() {
       host ? h("div", {},
         runbookPanel(t),
         h("div", { class: "card" }, h("h3", {}, "Timeline"), timeline(t))) : h("div", {},
+        t.proactive || latestLoads(t.events).length
+          ? h("div", { class: "card", id: "load-card" }, h("h3", {}, "Link load and forecast"), loadCharts(t)) : null,
         h("div", { class: "card" }, h("h3", {}, "Topology"), drawTopology(t)),
         policiesCard(t),
         h("div", { class: "card" }, h("h3", {}, "Timeline"), timeline(t))),

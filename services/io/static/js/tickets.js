@@ -2,6 +2,7 @@
 
 import { api } from "./api.js";
 import { age, duration, h, sev, st, time } from "./dom.js";
+import { proactiveBadge } from "./load_chart.js";
 import { currentRoute, state, STATUSES, TIERS } from "./state.js";
 
 let statsTimer = null;
@@ -38,7 +39,7 @@ export function matches(t) {
   if (f.severity && t.severity !== f.severity) return false;
   if (f.tier && t.highest_tier !== f.tier) return false;
   if (f.q) {
-    const hay = [t.incident_id, t.summary, t.message, (t.degraded_links || []).join(" "), t.status].join(" ").toLowerCase();
+    const hay = [t.incident_id, t.summary, t.message, (t.degraded_links || []).join(" "), t.status, t.proactive ? "proactive" : ""].join(" ").toLowerCase();
     if (!hay.includes(f.q.toLowerCase())) return false;
   }
   return true;
@@ -73,7 +74,8 @@ export function renderTickets(added = null, changed = null, keepFocus = false) {
       "data-incident": t.incident_id,
       onclick: () => { location.hash = `#/ticket/${encodeURIComponent(t.incident_id)}`; },
     },
-      h("td", {}, h("a", { href: `#/ticket/${encodeURIComponent(t.incident_id)}` }, t.incident_id)),
+      h("td", {}, h("a", { href: `#/ticket/${encodeURIComponent(t.incident_id)}` }, t.incident_id),
+        t.proactive ? [" ", proactiveBadge()] : null),
       h("td", {}, sev(t.severity)),
       h("td", { class: "status" }, st(t.status)),
       h("td", {}, t.phase || "—"),

@@ -69,7 +69,7 @@ export function drawTopology(ticket) {
     svg("text", { x: n.x, y: n.y - 26 }, n.id)));
   box.append(svg("svg", { viewBox: `0 0 ${topo.width} ${topo.height}`, role: "img", "aria-label": "network topology" }, lines, policyLines(ticket, pos), nodes));
   box.append(h("div", { class: "legend" },
-    h("span", {}, h("i", { style: "background:#ff6b6b" }), "degraded link (original path)"),
+    h("span", {}, h("i", { style: "background:#ff6b6b" }), ticket.proactive ? "congested link (forecast)" : "degraded link (original path)"),
     protection.size ? h("span", {}, h("i", { style: "background:#46c28e" }), `protection tunnel ${(ticket.tunnel && ticket.tunnel.tunnel_id) || ""}`) : null,
     tunnels.slice(1).map((p, i) => p.path ? h("span", { "data-tunnel": p.tunnel_id }, h("i", { class: `swatch ${policyClass(i + 1)}` }), `protection tunnel ${p.tunnel_id}`) : null),
     computedEdges.size ? h("span", {}, h("i", { style: "background:#4fb3ff" }), "computed alternate path") : null,
