@@ -21,8 +21,10 @@ import orjson
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from starlette.requests import ClientDisconnect
 
 from services.correlator import store
+from services.correlator.decide import Decision
 from services.correlator.engine import Correlator, WriteFailed
 from services.correlator.settings import SOURCES, CorrelatorSettings
 from services.correlator.silences import Silence, SilenceCreate, SilenceRead
@@ -71,6 +73,7 @@ async def _resources(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await correlator.stop()
+        await correlator.topology.aclose()
         await cnc.aclose()
         if llm_http is not None:
             await llm_http.aclose()
@@ -147,6 +150,16 @@ async def _accept(
     return Response(body, status_code=202, media_type="application/json")
 
 
+async def _read_body(request: Request) -> bytes:
+    """The raw body. A sender that goes away before the end of it (a cut connection it will
+    retry) gets a 499 no one reads, as /a2a/tasks does: nothing is stored, and it is not an
+    application error."""
+    try:
+        return await request.body()
+    except ClientDisconnect:
+        raise HTTPException(499, "the sender went away before the end of the body") from None
+
+
 def _json(body: bytes) -> Any:
     if not body.strip():
         raise HTTPException(400, "empty body: expected JSON")
@@ -173,7 +186,7 @@ async def webhook(source: str, request: Request, correlator: CorrelatorDep) -> R
     records from a Business Rule or Flow), or generic (mapped)."""
     if source not in SOURCES:
         raise HTTPException(404, f"unknown source {source!r}; use one of {', '.join(SOURCES)}")
-    raw = await request.body()
+    raw = await _read_body(request)
     authorize(request, source, raw)
     body = _json(raw)
     topo = await correlator.topology.get()
@@ -192,11 +205,12 @@ async def webhook(source: str, request: Request, correlator: CorrelatorDep) -> R
 
 async def _accept_servicenow(correlator: Correlator, alerts: list[NormalizedAlert]) -> Response:
     """Idempotent on the record's sys_id: a record that already made (or joined) a ticket is
-    answered with that ticket and not ingested again, however long ago it was, so a Business
-    Rule that fires again (on update, or a retry) never opens a second ticket. The rest go
-    through the pipeline as any source's alerts (within the dedup window two posts at once
-    are a ``duplicate`` there)."""
-    known: dict[int, dict[str, Any]] = {}
+    answered with that ticket and not correlated again, however long ago it was, so a Business
+    Rule that fires again (on update, or a retry) never opens a second ticket. It is stored as
+    a ``duplicate`` all the same (every alert answered for has its row); the answer is 200
+    when every record was known. The rest go through the pipeline as any source's alerts
+    (within the dedup window two posts at once are a ``duplicate`` there)."""
+    known: dict[int, Decision] = {}
     for i, alert in enumerate(alerts):
         fp = alert.fingerprint or ""
         if alert.status != "firing":
@@ -204,31 +218,21 @@ async def _accept_servicenow(correlator: Correlator, alerts: list[NormalizedAler
         incident_id = await store.incident_of_fingerprint(correlator.engine, "servicenow", fp)
         if incident_id is not None:
             ref = alert.labels.get(SERVICENOW_NUMBER_LABEL) or alert.labels[SERVICENOW_SYS_ID_LABEL]
-            known[i] = {
-                "id": None,
-                "disposition": "duplicate",
-                "incident_id": incident_id,
-                "reason": f"ServiceNow {ref} is already CXM ticket {incident_id}",
-                "fingerprint": fp,
-                "link": alert.link,
-            }
-    fresh = [a for i, a in enumerate(alerts) if i not in known]
-    if not fresh:
-        body = orjson.dumps({"accepted": 0, "alerts": [known[i] for i in range(len(alerts))]})
-        return Response(body, status_code=200, media_type="application/json")
+            why = f"ServiceNow {ref} is already CXM ticket {incident_id}"
+            known[i] = Decision("duplicate", incident_id, why, fp, alert.link)
     try:
-        outcomes = iter(await correlator.ingest(fresh))
+        outcomes = await correlator.ingest(alerts, settled=known)
     except WriteFailed as exc:
         raise HTTPException(503, f"alerts not stored, retry: {exc}") from None
-    entries = [known[i] if i in known else next(outcomes) for i in range(len(alerts))]
-    body = orjson.dumps({"accepted": len(fresh), "alerts": entries})
-    return Response(body, status_code=202, media_type="application/json")
+    fresh = len(alerts) - len(known)
+    body = orjson.dumps({"accepted": fresh, "alerts": outcomes})
+    return Response(body, status_code=202 if fresh else 200, media_type="application/json")
 
 
 @router.post("/tickets/upload-csv", status_code=202, dependencies=[SOURCE_AUTH.depends])
 async def upload_csv(request: Request, correlator: CorrelatorDep) -> Response:
     """A CSV file (multipart field ``file``, or the raw body as text/csv); all rows or none."""
-    raw = await request.body()
+    raw = await _read_body(request)
     authorize(request, "csv", raw)
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
@@ -254,7 +258,7 @@ async def upload_csv(request: Request, correlator: CorrelatorDep) -> Response:
 @router.post("/alerts", status_code=202, dependencies=[SOURCE_AUTH.depends])
 async def post_alerts(request: Request, correlator: CorrelatorDep) -> Response:
     """Normalized alerts: one object, a list, or ``{"alerts": [...]}``."""
-    raw = await request.body()
+    raw = await _read_body(request)
     authorize(request, "rest", raw)
     body = _json(raw)
     items = (
@@ -310,7 +314,7 @@ def _host_alert(body: dict[str, Any]) -> NormalizedAlert:
 async def demo_ticket(request: Request, correlator: CorrelatorDep) -> Response:
     """The seed's demo: PCA-style delay alerts on pe1-pe2 and pe2-pe3 (or the links given);
     with ``{title, description, severity, host, labels}``, a ticket about that host."""
-    raw = await request.body()
+    raw = await _read_body(request)
     authorize(request, "demo", raw)
     body = _json(raw) if raw.strip() else {}
     if isinstance(body, dict) and "host" in body:
@@ -348,9 +352,11 @@ async def list_alerts(
     disposition: str | None = None,
     incident_id: str | None = None,
     since: datetime | None = None,
+    before: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 100,
 ) -> list[dict[str, Any]]:
-    """Recent alerts, newest first, with their disposition and incident."""
+    """Recent alerts, newest first, with their disposition and incident; ``before`` (an
+    alert id, the last of the previous page) pages back through all of them."""
     return await store.list_alerts(
         engine,
         source=source,
@@ -358,6 +364,7 @@ async def list_alerts(
         disposition=disposition,
         incident_id=incident_id,
         since=since,
+        before=before,
         limit=limit,
     )
 
@@ -375,7 +382,7 @@ async def list_incidents(
 
 @router.post("/silences", status_code=201, tags=["silences"], dependencies=[SOURCE_AUTH.depends])
 async def create_silence(request: Request, correlator: CorrelatorDep) -> SilenceRead:
-    raw = await request.body()
+    raw = await _read_body(request)
     authorize(request, "silences", raw)
     try:
         data = SilenceCreate.model_validate(_json(raw))

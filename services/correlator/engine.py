@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.correlator import store, writer
 from services.correlator.dampening import LinkFlapState
-from services.correlator.decide import Rules, decide
+from services.correlator.decide import Decision, Rules, decide
 from services.correlator.emit import Emitter
 from services.correlator.settings import CorrelatorSettings
 from services.correlator.silences import Silence
@@ -140,19 +140,29 @@ class Correlator:
     # --- ingestion ----------------------------------------------------------------------------
 
     async def ingest(
-        self, batch: list[NormalizedAlert], *, proactive: bool = False
+        self,
+        batch: list[NormalizedAlert],
+        *,
+        proactive: bool = False,
+        settled: Mapping[int, Decision] | None = None,
     ) -> list[Outcome]:
-        """Decide each alert's fate, persist it all, then answer: the 202's entries."""
+        """Decide each alert's fate, persist it all, then answer: the 202's entries.
+
+        ``settled`` holds decisions the caller already made (by position in ``batch``: a
+        ServiceNow record that is already a ticket is a ``duplicate``); they change nothing
+        but are stored like any other, so every alert answered for has its row.
+        """
         topo = await self.topology.get()
         now = self.clock()
         ws = store.WriteSet()
         state, rules, emitter = self.state, self.rules, self.emitter
         outcomes: list[Outcome] = []
+        known = settled or {}
         # One synchronous loop: every call below is a plain function, so no other request
         # can decide between two of these alerts.
-        for alert in batch:
+        for i, alert in enumerate(batch):
             alert_id = _alert_id()
-            decided = decide(alert, state, topo, rules, now, proactive=proactive)
+            decided = known.get(i) or decide(alert, state, topo, rules, now, proactive=proactive)
             if decided.changes:
                 effects = state.apply(decided.changes, now, ws, topo)
                 if effects:

@@ -243,9 +243,17 @@ async def list_alerts(
     incident_id: str | None,
     since: datetime | None,
     limit: int,
+    before: str | None = None,
 ) -> list[dict[str, Any]]:
+    """Newest first; ``before`` (the last id of a page) is a keyset cursor on the same order,
+    so paging neither skips nor repeats a row while alerts keep arriving."""
     t = alerts
     query = sa.select(t).order_by(t.c.received_at.desc(), t.c.id.desc()).limit(limit)
+    if before:
+        at = sa.select(t.c.received_at).where(t.c.id == before).scalar_subquery()
+        query = query.where(
+            sa.or_(t.c.received_at < at, sa.and_(t.c.received_at == at, t.c.id < before))
+        )
     if source:
         query = query.where(t.c.source == source)
     if link:

@@ -8,6 +8,7 @@ its name (``pe1-pe2``), so correlation degrades to shared nodes only, without SR
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from dataclasses import dataclass, field
@@ -79,7 +80,14 @@ class TopologyView:
 
 
 class TopologyCache:
-    """The CNC topology, refreshed at most once per TTL; a failed fetch is retried sooner."""
+    """The CNC topology, refreshed at most once per TTL; a failed fetch is retried sooner.
+
+    One fetch at a time, and no request waits for a refresh: once a topology is known, an
+    expired one is served while a background task reads the new one (an alert storm must not
+    queue behind CNC). Only before the first topology is known do callers wait, all on the
+    same fetch, so the first alerts are not correlated on a view without SRLGs while it runs.
+    Only the structure is read (ends, SRLGs, interfaces), never the per-link delays.
+    """
 
     def __init__(self, client: CncClient, ttl_s: float, extra_interfaces: dict[str, str]):
         self.client = client
@@ -87,21 +95,37 @@ class TopologyCache:
         self.extra_interfaces = dict(extra_interfaces)
         self.view = TopologyView(interfaces=dict(extra_interfaces))
         self._fetched_at = 0.0
+        self._fetch: asyncio.Task[None] | None = None
 
     async def get(self) -> TopologyView:
         age = time.monotonic() - self._fetched_at
         ttl = self.ttl_s if self.view.known else min(self.ttl_s, 5.0)
         if self._fetched_at and age < ttl:
             return self.view
-        self._fetched_at = time.monotonic()
+        if self._fetch is None or self._fetch.done():
+            self._fetch = asyncio.create_task(self._refresh(), name="correlator-topology")
+        if not self.view.known:
+            # shield: a caller that gives up (its client went away) must not cancel the
+            # fetch the others wait on
+            await asyncio.shield(self._fetch)
+        return self.view
+
+    async def _refresh(self) -> None:
         try:
-            self.view = view_of(await self.client.topology(), self.extra_interfaces)
+            self.view = view_of(await self.client.topology_structure(), self.extra_interfaces)
         except SouthboundError as exc:
             if self.view.known:
                 log.warning("CNC topology refresh failed; keeping the last one", error=str(exc))
             else:
                 log.warning("CNC topology unavailable; correlating by shared node", error=str(exc))
-        return self.view
+        finally:
+            self._fetched_at = time.monotonic()
+
+    async def aclose(self) -> None:
+        """Stop a fetch still running (the lifespan closes the client it uses next)."""
+        if self._fetch is not None and not self._fetch.done():
+            self._fetch.cancel()
+            await asyncio.gather(self._fetch, return_exceptions=True)
 
 
 def view_of(topology: Topology, extra_interfaces: dict[str, str]) -> TopologyView:

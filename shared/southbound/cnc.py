@@ -16,11 +16,13 @@ import base64
 import json
 import logging
 import math
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NoReturn, Unpack
 from urllib.parse import quote
 
@@ -132,6 +134,11 @@ class CncClient(HttpClient):
     One login serves every caller: the JWT is renewed ``refresh_s`` before its ``exp`` (or at
     half its lifetime when that is shorter), and on a 403 the call re-logs in and retries once.
     ``aclose`` deletes the TGT (CNC caps sessions per user).
+
+    With ``session_file``, the TGT is also kept in that file (owner-only) and taken up again by
+    the next process: an agent killed with ``kill -9`` never deletes its TGT, and without the
+    file every restart would open one more session until CNC refuses all logins ("Maximum
+    sessions reached", for the TGT's lifetime of hours).
     """
 
     expired_status = 403
@@ -153,10 +160,12 @@ class CncClient(HttpClient):
         clock: Callable[[], float] = time.time,
         default_tier: str = "silver",
         default_bandwidth_mbps: float = 100.0,
+        session_file: Path | None = None,
     ):
         super().__init__(
             "CNC", base_url, transport, timeout_s, username=username, password=password
         )
+        self.session_file = session_file
         _redact_httpx_log()
         host = self.http.base_url.host or "localhost"
         self.service_url = service_url or f"https://{host}:30603/app-dashboard"
@@ -189,8 +198,45 @@ class CncClient(HttpClient):
                         log.warning("CNC TGT delete refused", status=response.status_code)
                 except httpx.HTTPError as exc:
                     log.warning("CNC TGT delete failed", error=type(exc).__name__)
+                await self._keep_tgt(None)
         finally:
             await self.http.aclose()
+
+    async def _kept_tgt(self) -> str | None:
+        """The TGT a previous process of this agent left in ``session_file``, if any."""
+        path = self.session_file
+        if path is None:
+            return None
+
+        def read() -> str | None:
+            with suppress(OSError):
+                return path.read_text(encoding="utf-8").strip() or None
+            return None
+
+        return await asyncio.to_thread(read)
+
+    async def _keep_tgt(self, tgt: str | None) -> None:
+        """Write ``tgt`` to ``session_file`` (owner-only), or remove the file for None."""
+        path = self.session_file
+        if path is None:
+            return
+
+        def write() -> None:
+            if tgt is None:
+                with suppress(FileNotFoundError):
+                    path.unlink()
+                return
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temp = path.with_name(f".{path.name}.{os.getpid()}")
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(tgt)
+            os.replace(temp, path)
+
+        try:
+            await asyncio.to_thread(write)
+        except OSError as exc:  # the session still works; only a restart would open another
+            log.warning("CNC session not kept", error=type(exc).__name__)
 
     async def _bearer(self) -> str:
         if self._jwt is None or self._clock() >= self._renew_at:
@@ -213,6 +259,8 @@ class CncClient(HttpClient):
         Called with the lock held.
         """
         jwt: str | None = None
+        if self._tgt is None:
+            self._tgt = await self._kept_tgt()  # a killed predecessor's session, still live?
         if self._tgt is not None:
             try:
                 jwt = await self._service_ticket(self._tgt)
@@ -220,6 +268,7 @@ class CncClient(HttpClient):
                 self._tgt = None
         if jwt is None:
             self._tgt = await self._new_tgt()
+            await self._keep_tgt(self._tgt)
             try:
                 jwt = await self._service_ticket(self._tgt)
             except _Refused as exc:
@@ -356,6 +405,12 @@ class CncClient(HttpClient):
                 raise answer  # cancellation and the like are not read failures
             out.setdefault(link.link_id, []).append((interface, answer))
         return out
+
+    async def topology_structure(self) -> Topology:
+        """Nodes and links without their delays: the paginated topology read alone, for a
+        caller that needs who connects to whom (the correlator) and not one performance read
+        per link direction (two thousand on a 500-node network)."""
+        return (await self._structure()).topology
 
     async def topology(self) -> Topology:
         """Nodes and links, with each link's delay from its performance metrics (the worse
