@@ -1,9 +1,11 @@
 """Path Computation agent: a topology knowledge graph from CNC and constrained shortest paths.
 
 The graph is cached for a short TTL (scaled by ``CXM_TIME_SCALE``); after that CNC is asked
-again and the graph is rebuilt only if the topology changed. A request for bandwidth also
-reads CNC's services, every time (steering changes all the time), to know each link's load:
-each service's path is the one it rides now. "No path" is an answer, not an error:
+again and, if the topology changed, only the difference is applied to the graph in place (a
+link's delay, status or capacity rewrites its slot; a link or node that comes or goes adds or
+drops its own): a 10,000-node graph is never rebuilt per request nor per change. A request
+for bandwidth also reads CNC's services, every time (steering changes all the time), to know
+each link's load: each service's path is the one it rides now. "No path" is an answer, not an error:
 ``found=False`` with a reason, so the orchestrator can branch to escalation.
 """
 
@@ -45,7 +47,7 @@ log = get_logger(__name__)
 
 
 class GraphCache:
-    """The knowledge graph, refreshed from CNC at most once per TTL and rebuilt on change."""
+    """The knowledge graph, refreshed from CNC at most once per TTL and updated on change."""
 
     def __init__(self, cnc: CncClient, pca: PcaClient, ttl_s: float):
         self.cnc = cnc
@@ -54,7 +56,9 @@ class GraphCache:
         self._graph: KnowledgeGraph | None = None
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
-        self.builds = 0
+        self.full_builds = 0
+        self.updates = 0
+        """Topology changes applied to the graph in place."""
         self.load = SharedRead(self.cnc.services)
         """Services as CNC has them now, each with the path it rides, for bandwidth accounting
         (steering changes all the time, so never kept)."""
@@ -62,6 +66,12 @@ class GraphCache:
         """Links PCA measures beyond a threshold now, and how far: every path avoids them when
         it can, whichever incident they belong to (concurrent incidents each ban only their
         own), and crosses the mildest when there is no other way."""
+
+    @property
+    def builds(self) -> int:
+        """How many versions of the graph there have been: the first build, then one per
+        change CNC reported (each applied in place, see ``updates``)."""
+        return self.full_builds + self.updates
 
     @property
     def load_reads(self) -> int:
@@ -78,14 +88,18 @@ class GraphCache:
                 return self._graph
             topology = await self.cnc.topology()
             self._fetched_at = time.monotonic()
-            if self._graph is None or self._graph.digest != fingerprint(topology):
+            digest = fingerprint(topology)
+            if self._graph is None:
                 self._graph = KnowledgeGraph.build(topology)
-                self.builds += 1
+                self.full_builds += 1
                 log.info(
                     "knowledge graph built",
-                    nodes=self._graph.graph.number_of_nodes(),
+                    nodes=len(self._graph.nodes),
                     links=len(self._graph.links),
                 )
+            elif self._graph.digest != digest and self._graph.update(topology, digest):
+                self.updates += 1
+                log.info("knowledge graph updated", links=len(self._graph.links))
             return self._graph
 
     async def _read_sla(self) -> dict[str, SlaBreach]:

@@ -23,6 +23,10 @@ link. Each costs more than any path that avoids them all, scaled by how far it i
 thresholds, so a path crosses one only when there is no other way, and then the mildest; the
 result names the links it crosses and says why. The request's own ``avoid_links`` (the
 incident's failed links) stay a ban.
+
+What a request may use is decided in one place, :meth:`KnowledgeGraph.link_costs`: one cost
+per link, ``inf`` where a constraint rules it out. The search itself runs in C on arrays that
+are updated in place when the topology changes (:mod:`services.path.engine`).
 """
 
 from __future__ import annotations
@@ -33,11 +37,17 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import islice, pairwise
+from itertools import pairwise
 from typing import Any
 
-import networkx as nx
+import numpy as np
 
+from services.path.engine import (
+    DEFAULT_MS_PER_TE,
+    TE_PREFERENCE,
+    Floats,
+    TeGraph,
+)
 from shared.models import ComputePath, PathResult
 from shared.southbound import (
     Link,
@@ -48,20 +58,7 @@ from shared.southbound import (
     link_key,
 )
 
-TE_PREFERENCE: tuple[str, ...] = ("sr-mpls", "srv6", "rsvp-te")
-"""Which tunnel technology to prefer when every node on a path supports several."""
-
-DEFAULT_MS_PER_TE = 0.1
-"""Delay per TE-metric unit when no link's delay is known (TE metric = delay x 10)."""
-
-
-def ms_per_te(links: Iterable[Link]) -> float:
-    """The network's delay per TE-metric unit, from the links whose delay CNC measures."""
-    measured = [link for link in links if link.delay_ms is not None and link.te_metric > 0]
-    total_te = sum(link.te_metric for link in measured)
-    if not total_te:
-        return DEFAULT_MS_PER_TE
-    return sum(link.delay_ms or 0.0 for link in measured) / total_te
+__all__ = ["DEFAULT_MS_PER_TE", "TE_PREFERENCE", "KnowledgeGraph", "SlaBreach", "fingerprint"]
 
 
 def _service_load(service: VpnService) -> Iterator[tuple[str, float]]:
@@ -71,7 +68,7 @@ def _service_load(service: VpnService) -> Iterator[tuple[str, float]]:
 
 
 def fingerprint(topology: Topology) -> str:
-    """A digest of the topology, so an unchanged CNC answer does not rebuild the graph."""
+    """A digest of the topology, so an unchanged CNC answer does not touch the graph."""
     raw = json.dumps(topology.model_dump(mode="json"), sort_keys=True).encode()
     return hashlib.sha256(raw).hexdigest()
 
@@ -109,11 +106,30 @@ class SlaBreach:
         return cls(link_id=link_id, severity=round(max(1.0, ratio), 3), detail=detail)
 
 
+@dataclass(frozen=True)
+class Eligible:
+    """What a request may use: one cost per link slot (``inf`` where it may not), the TE
+    type every node of the path must run (None: any), and the nodes it may not cross."""
+
+    link_costs: Floats
+    te_type: str | None
+    avoid_nodes: tuple[int, ...]
+
+    def pair_costs(self, engine: TeGraph) -> Floats:
+        """The search's cost per node pair under these constraints."""
+        return engine.pair_costs(self.link_costs, self.te_type, self.avoid_nodes)
+
+
 @dataclass
 class KnowledgeGraph:
-    graph: nx.Graph
+    """The topology (shared, updated in place) seen with one request's load and SLA view.
+
+    ``reserve`` and ``degraded`` return views that share the topology's arrays: nothing is
+    copied per request but a cost vector.
+    """
+
+    engine: TeGraph
     digest: str
-    links: dict[str, Link] = field(default_factory=dict)
     load_mbps: dict[str, float] = field(default_factory=dict)
     """What the services use of each link (by ``link_key``); empty until ``reserve``."""
     reservable_share: float = 1.0
@@ -121,36 +137,37 @@ class KnowledgeGraph:
     out_of_sla: Mapping[str, SlaBreach] = field(default_factory=dict)
     """Links (by ``link_key``) that PCA measures beyond a threshold now: a path crosses one
     only when no path avoids them all (see the module docstring)."""
-    ms_per_te: float = DEFAULT_MS_PER_TE
-    """The delay of a link CNC has no delay for, per unit of its TE metric."""
+    _load: Floats | None = field(default=None, init=False, repr=False, compare=False)
+    """``load_mbps`` per link slot, computed once per view."""
+    _headroom: Floats | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def build(cls, topology: Topology) -> KnowledgeGraph:
-        graph: nx.Graph = nx.Graph()
-        for node in topology.nodes:
-            graph.add_node(
-                node.node_id,
-                loopback=node.loopback,
-                prefix_sid=node.prefix_sid,
-                te_capabilities=list(node.te_capabilities),
-                role=node.role,
-            )
-        links: dict[str, Link] = {}
-        for link in topology.links:
-            links[link.link_id] = link
-            for end in (link.source, link.destination):
-                if end not in graph:
-                    graph.add_node(end, loopback=None, prefix_sid=None, te_capabilities=[])
-            if graph.has_edge(link.source, link.destination):
-                graph.edges[link.source, link.destination]["links"].append(link)
-            else:
-                graph.add_edge(link.source, link.destination, links=[link])
-        return cls(
-            graph=graph,
-            digest=fingerprint(topology),
-            links=links,
-            ms_per_te=ms_per_te(topology.links),
-        )
+        return cls(engine=TeGraph.build(topology), digest=fingerprint(topology))
+
+    def update(self, topology: Topology, digest: str | None = None) -> bool:
+        """Bring the graph to ``topology`` in place (only what changed); True if anything did.
+
+        Every view of this graph sees the change: they share the engine.
+        """
+        changed = self.engine.update(topology)
+        self.digest = digest or fingerprint(topology)
+        return changed
+
+    @property
+    def links(self) -> dict[str, Link]:
+        """Every link by id, as the topology has it now."""
+        return self.engine.links
+
+    @property
+    def nodes(self) -> dict[str, dict[str, Any]]:
+        """Every node by id with its attributes (TE capabilities, SIDs, loopback)."""
+        return self.engine.nodes
+
+    @property
+    def ms_per_te(self) -> float:
+        """The delay of a link CNC has no delay for, per unit of its TE metric."""
+        return self.engine.ms_per_te()
 
     def delay_of(self, link: Link) -> float:
         """The link's delay, or its estimate from the TE metric when CNC has none."""
@@ -235,6 +252,85 @@ class KnowledgeGraph:
         reservable = link.capacity_mbps * self.reservable_share
         return round(reservable - self.load_mbps.get(link_key(link.link_id), 0.0), 6)
 
+    # --- the constraints: one implementation, as costs --------------------------------------
+
+    def link_costs(self, request: ComputePath, te_type: str | None = None) -> Eligible:
+        """Each link's cost for ``request`` (``inf`` if it may not be used), and the nodes
+        the path may not cross.
+
+        Hard constraints: a link must be up, not avoided (by name, or by its two ends, which
+        avoids every parallel link), share no SRLG with an avoided link when the request is
+        SRLG-disjoint, and keep ``min_bandwidth_mbps`` of headroom; no node in
+        ``avoid_nodes``, and with ``te_type`` every node runs it (a tunnel is one technology
+        end to end). The cost is the request's metric plus the penalty on links out of SLA
+        (see :meth:`_penalty_unit`).
+        """
+        eng = self.engine
+        n = eng.slots
+        cost = self._metric_costs(request.metric)
+        if self.out_of_sla:
+            unit = self._penalty_unit(cost)
+            cost = cost.copy()
+            for key, breach in self.out_of_sla.items():
+                for slot in eng.by_key.get(key, ()):
+                    cost[slot] += unit * breach.severity
+        ok = eng.usable[:n].copy()
+        avoided = eng.slots_named(request.avoid_links)
+        if avoided:
+            banned = set(avoided)
+            if request.srlg_disjoint:
+                for slot in avoided:
+                    for srlg in eng.link(slot).srlgs:
+                        banned |= eng.by_srlg.get(srlg, set())
+            ok[list(banned)] = False
+        if request.min_bandwidth_mbps is not None:
+            ok &= self._room() >= request.min_bandwidth_mbps
+        avoid = tuple(eng.node_index[n] for n in request.avoid_nodes if n in eng.node_index)
+        return Eligible(np.where(ok, cost, np.inf), te_type, avoid)
+
+    def _metric_costs(self, name: str) -> Floats:
+        """Every link's cost under the objective ``name`` (dead slots included; read-only,
+        shared by the requests until the topology changes)."""
+        cached: Floats | None = self.engine.cache.get(f"metric:{name}")
+        if cached is None:
+            cached = self.engine.cache[f"metric:{name}"] = self._metric_costs_now(name)
+        return cached
+
+    def _metric_costs_now(self, name: str) -> Floats:
+        eng = self.engine
+        n = eng.slots
+        if name == "delay":
+            delay = eng.delay[:n]
+            return np.where(np.isnan(delay), eng.te[:n] * self.ms_per_te, delay)
+        if name == "te":
+            return eng.te[:n].copy()
+        if name == "igp":
+            return eng.igp[:n].copy()
+        return np.ones(n)
+
+    def _penalty_unit(self, cost: Floats) -> float:
+        """The penalty per unit of SLA severity: more than every link's cost together, so any
+        simple path that avoids all links out of SLA is cheaper than any that crosses one;
+        times the link's severity, so fewer and milder breaches win among paths that must."""
+        return 1.0 + float(cost[self.engine.present[: self.engine.slots]].sum())
+
+    def _room(self) -> Floats:
+        """Every link's headroom (as :meth:`headroom`), computed once per view."""
+        if self._headroom is None or len(self._headroom) != self.engine.slots:
+            capacity = self.engine.capacity[: self.engine.slots]
+            self._headroom = np.round(capacity * self.reservable_share - self._load_per_slot(), 6)
+        return self._headroom
+
+    def _load_per_slot(self) -> Floats:
+        if self._load is None or len(self._load) != self.engine.slots:
+            eng = self.engine
+            load = np.zeros(eng.slots)
+            for key, mbps in self.load_mbps.items():
+                for slot in eng.by_key.get(key, ()):
+                    load[slot] += mbps
+            self._load = load
+        return self._load
+
     # --- queries -------------------------------------------------------------------------
 
     def shortest(self, request: ComputePath) -> PathResult:
@@ -242,23 +338,35 @@ class KnowledgeGraph:
         problem = self._endpoints_problem(request)
         if problem:
             return PathResult(found=False, metric=request.metric, reason=problem)
-        # one constrained Dijkstra per TE type; the cheapest wins, preference breaks ties
-        best: tuple[float, int, list[str], str] | None = None
+        eng = self.engine
+        source, target = eng.node_index[request.head_end], eng.node_index[request.end_point]
+        bound = self._estimate(request.metric, source, target)
+        # one constrained search per TE type; the cheapest wins, preference breaks ties
+        best: tuple[float, int, list[int], str, Eligible] | None = None
         for rank, te_type in enumerate(self._te_candidates(request)):
-            weight = self._weight(request, te_type)
-            try:
-                cost, nodes = nx.single_source_dijkstra(
-                    self.graph, request.head_end, request.end_point, weight=weight
-                )
-            except nx.NetworkXNoPath:
+            eligible = self.link_costs(request, te_type)
+            pairs = eligible.pair_costs(eng)
+            found = eng.search(eng.matrix(pairs), source, target, bound)
+            if found is None:
                 continue
+            cost = eng.path_cost(pairs, found.nodes)
             if best is None or (cost, rank) < best[:2]:
-                best = (cost, rank, nodes, te_type)
+                best = (cost, rank, found.nodes, te_type, eligible)
         if best is None:
             return PathResult(
                 found=False, metric=request.metric, reason=self._no_path_reason(request)
             )
-        return self._result(best[2], request, te_type=best[3], only_way=True)
+        return self._result(best[2], request, best[4], te_type=best[3], only_way=True)
+
+    def _estimate(self, metric: str, source: int, target: int) -> float | None:
+        """A lower bound on the path's cost under ``metric``, for the search's first radius:
+        from the links that are up, at their bare metric (no constraint, no penalty)."""
+        eng = self.engine
+
+        def base() -> Floats:
+            return np.where(eng.usable[: eng.slots], self._metric_costs(metric), np.inf)
+
+        return eng.estimate(metric, base, source, target)
 
     def _te_candidates(self, request: ComputePath) -> list[str]:
         """TE types to try, preferred first: the requested one, else those both ends support."""
@@ -270,27 +378,27 @@ class KnowledgeGraph:
         """Up to ``k`` loopless paths, best first (Yen's algorithm)."""
         if self._endpoints_problem(request):
             return []
-        weight = self._weight(request)
-        paths: Iterator[list[str]] = nx.shortest_simple_paths(
-            self.graph, request.head_end, request.end_point, weight=weight
-        )
-        try:
-            return [self._result(nodes, request) for nodes in islice(paths, k)]
-        except nx.NetworkXNoPath:
-            return []
+        eng = self.engine
+        eligible = self.link_costs(request)
+        matrix = eng.matrix(eligible.pair_costs(eng))
+        source, target = eng.node_index[request.head_end], eng.node_index[request.end_point]
+        return [
+            self._result(found.nodes, request, eligible)
+            for found in eng.k_shortest(matrix, source, target, k)
+        ]
 
     def te_types(self, nodes: list[str]) -> list[str]:
         """The TE technologies every node of ``nodes`` supports, in order of preference."""
         common = set(TE_PREFERENCE)
         for node in nodes:
-            common &= set(self.graph.nodes[node].get("te_capabilities", []))
+            common &= set(self.nodes[node].get("te_capabilities", []))
         return [te for te in TE_PREFERENCE if te in common]
 
     def summary(self) -> dict[str, Any]:
         """The graph as JSON: nodes with their attributes, links with theirs."""
         return {
             "digest": self.digest,
-            "nodes": [{"node_id": n, **attrs} for n, attrs in self.graph.nodes(data=True)],
+            "nodes": [{"node_id": n, **attrs} for n, attrs in self.nodes.items()],
             "links": [link.model_dump(mode="json") for link in self.links.values()],
         }
 
@@ -298,7 +406,7 @@ class KnowledgeGraph:
 
     def _endpoints_problem(self, request: ComputePath) -> str | None:
         for end in (request.head_end, request.end_point):
-            if end not in self.graph:
+            if end not in self.nodes:
                 return f"node {end} is not in the topology"
             if end in request.avoid_nodes:
                 return f"node {end} is both an endpoint and to be avoided"
@@ -306,89 +414,33 @@ class KnowledgeGraph:
             return "head_end and end_point are the same node"
         return None
 
-    def _excluded(self, request: ComputePath) -> tuple[set[str], set[int]]:
-        """Link keys to avoid, and the SRLGs they belong to when the request is SRLG-disjoint."""
-        avoided = {link_key(name) for name in request.avoid_links}
-        srlgs: set[int] = set()
-        if request.srlg_disjoint:
-            for link in self.links.values():
-                if link_key(link.link_id) in avoided or _pair_key(link) in avoided:
-                    srlgs.update(link.srlgs)
-        return avoided, srlgs
-
-    def _eligible(self, request: ComputePath) -> Callable[[Link], bool]:
-        """Hard constraints: up, not avoided nor sharing their SRLGs, with the headroom."""
-        avoided, srlgs = self._excluded(request)
-        min_bw = request.min_bandwidth_mbps
-
-        def eligible(link: Link) -> bool:
-            if link.oper_status.lower() != "up":
-                return False
-            if link_key(link.link_id) in avoided or _pair_key(link) in avoided:
-                return False
-            if srlgs and srlgs.intersection(link.srlgs):
-                return False
-            return min_bw is None or self.headroom(link) >= min_bw
-
-        return eligible
-
-    def _weight(
-        self, request: ComputePath, te_type: str | None = None
-    ) -> Callable[[str, str, dict[str, Any]], float | None]:
-        eligible = self._eligible(request)
-        avoid_nodes = set(request.avoid_nodes)
-        if te_type is not None:  # a tunnel is one technology end to end
-            avoid_nodes |= {
-                n for n, caps in self.graph.nodes(data="te_capabilities") if te_type not in caps
-            }
-        cost = self._cost(request)
-
-        def weight(u: str, v: str, data: dict[str, Any]) -> float | None:
-            if u in avoid_nodes or v in avoid_nodes:
-                return None
-            costs = [cost(link) for link in data["links"] if eligible(link)]
-            return min(costs) if costs else None
-
-        return weight
-
     def _metric(self, name: str) -> Callable[[Link], float]:
         """A link's cost under the objective ``name``."""
         return self.delay_of if name == "delay" else _COST[name]
 
-    def _cost(self, request: ComputePath) -> Callable[[Link], float]:
-        """The request's metric, plus a penalty on links out of SLA.
-
-        The penalty unit exceeds the cost of every link together, so any simple path that
-        avoids all links out of SLA is cheaper than any that crosses one; times the link's
-        severity, so fewer and milder breaches win among paths that must cross.
-        """
-        metric = self._metric(request.metric)
-        if not self.out_of_sla:
-            return metric
-        unit = 1.0 + sum(metric(link) for link in self.links.values())
-        breaches = self.out_of_sla
-
-        def cost(link: Link) -> float:
-            breach = breaches.get(link_key(link.link_id))
-            return metric(link) + (unit * breach.severity if breach is not None else 0.0)
-
-        return cost
+    def _chosen(self, nodes: list[int], eligible: Eligible) -> list[Link]:
+        """The cheapest eligible parallel link between each pair of consecutive nodes."""
+        eng = self.engine
+        chosen: list[Link] = []
+        for u, v in pairwise(nodes):
+            pair = eng.pair_between(u, v)
+            assert pair is not None, "a path only joins adjacent nodes"
+            slot = min(eng.pair_slots[pair], key=lambda s: eligible.link_costs[s])
+            chosen.append(eng.link(slot))
+        return chosen
 
     def _result(
         self,
-        nodes: list[str],
+        indices: list[int],
         request: ComputePath,
+        eligible: Eligible,
         te_type: str | None = None,
         *,
         only_way: bool = False,
     ) -> PathResult:
-        eligible = self._eligible(request)
-        penalised = self._cost(request)
+        nodes = [self.engine.node_ids[i] for i in indices]
         cost = self._metric(request.metric)
-        chosen = [
-            min((link for link in bundle if eligible(link)), key=penalised)
-            for bundle in self._bundles(nodes)
-        ]
+        chosen = self._chosen(indices, eligible)
         te_types = self.te_types(nodes)
         bandwidth: dict[str, Any] = {}
         if request.min_bandwidth_mbps is not None:
@@ -428,11 +480,6 @@ class KnowledgeGraph:
             **estimated,
         )
 
-    def _bundles(self, nodes: list[str]) -> Iterator[list[Link]]:
-        """The parallel links joining each pair of consecutive nodes (none if not adjacent)."""
-        for u, v in pairwise(nodes):
-            yield self.graph.get_edge_data(u, v, default={}).get("links", [])
-
     def _no_path_reason(self, request: ComputePath) -> str:
         parts = [f"no path from {request.head_end} to {request.end_point}"]
         if request.avoid_links:
@@ -469,10 +516,6 @@ class KnowledgeGraph:
             f" — bandwidth is the constraint: {' → '.join(unbounded.path)} would do"
             f" but has {room:g} Mbps of headroom on {tightest}"
         )
-
-
-def _pair_key(link: Link) -> str:
-    return "-".join(sorted((link.source, link.destination)))
 
 
 _COST: dict[str, Callable[[Link], float]] = {
