@@ -2,8 +2,10 @@
 
 Each agent runs as its own process (``cxm agent NAME``, exactly what compose runs), in its own
 session so that Ctrl-C reaches only the supervisor, which then stops the children in order.
-A child that dies is restarted with a capped backoff. When no mesh token is configured, one
-is generated once and kept in ``var/mesh-token`` so that the mesh is authenticated by default.
+A child that dies is restarted: at once (0.5 s) when it had been serving (killed, or crashed
+at work), with a capped exponential backoff when it dies before serving (a crash loop). When
+no mesh token is configured, one is generated once and kept in ``var/mesh-token`` so that the
+mesh is authenticated by default.
 """
 
 from __future__ import annotations
@@ -122,8 +124,16 @@ async def supervise(names: Sequence[str], *, health_timeout_s: float = 90.0) -> 
             started = time.monotonic()
             await child.start()
             assert child.proc is not None
+            # A child that served (answered /health) and then died was killed or crashed at
+            # work: back in 0.5 s. Only one that dies before serving backs off (a crash loop).
+            served = asyncio.create_task(
+                wait_healthy(settings.url_of(child.name), started + health_timeout_s)
+            )
             await child.pump()
             code = await child.proc.wait()
+            served.cancel()
+            await asyncio.gather(served, return_exceptions=True)
+            was_serving = served.done() and not served.cancelled() and served.result() is True
             if stopping.is_set():
                 return
             if code == 1 and time.monotonic() - started < 2 and child.restarts == 0:
@@ -133,7 +143,9 @@ async def supervise(names: Sequence[str], *, health_timeout_s: float = 90.0) -> 
                 )
             child.restarts += 1
             backoff = (
-                0.5 if time.monotonic() - started > 60 else min(backoff * 2, RESTART_BACKOFF_MAX_S)
+                0.5
+                if was_serving or time.monotonic() - started > 60
+                else min(backoff * 2, RESTART_BACKOFF_MAX_S)
             )
             print(
                 f"cxm: {child.name} exited with {code}; restarting in {backoff:.1f}s "

@@ -180,21 +180,33 @@ class Outbox:
                     await self._wake.wait()
 
     async def _deliver_due(self) -> float:
-        """Deliver what is due, oldest first per peer; return seconds until the next try."""
+        """Deliver what is due, oldest first per peer; return seconds until the next try.
+
+        Each peer's oldest ``batch`` rows are read on their own: a peer that is down with a
+        backlog must not hide the rows of the peers behind it (one batch over all peers,
+        oldest first, once held nothing but a stopped audit agent's events, and IO heard
+        nothing until audit came back).
+        """
         t = outbox_table
         now = utcnow()
+        pending = sa.and_(t.c.delivered_at.is_(None), t.c.dead.is_(False))
         async with self.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(t)
-                    .where(t.c.delivered_at.is_(None), t.c.dead.is_(False))
-                    .order_by(t.c.id)
-                    .limit(self.batch)
-                )
-            ).all()
+            agents = (await conn.execute(sa.select(t.c.agent).where(pending).distinct())).all()
+            rows: list[sa.Row[Any]] = []
+            for (agent,) in agents:
+                rows += (
+                    await conn.execute(
+                        sa.select(t)
+                        .where(pending, t.c.agent == agent)
+                        .order_by(t.c.id)
+                        .limit(self.batch)
+                    )
+                ).all()
+        rows.sort(key=lambda row: row.id)
+        full = {agent for (agent,) in agents if sum(r.agent == agent for r in rows) == self.batch}
         blocked: set[str] = set()
         next_wait = 5.0
-        progressed = False
+        progressed: set[str] = set()
         for row in rows:
             if row.agent in blocked:
                 continue
@@ -219,7 +231,7 @@ class Outbox:
                     error=str(exc),
                 )
                 await self._mark(row.id, dead=True, error=str(exc))
-                progressed = True
+                progressed.add(row.agent)
                 continue
             except MeshUnavailable as exc:
                 blocked.add(row.agent)
@@ -228,9 +240,9 @@ class Outbox:
                 next_wait = min(next_wait, delay)
                 continue
             await self._mark(row.id, delivered=True)
-            progressed = True
-        if progressed and len(rows) == self.batch:
-            return 0.0  # a full batch went out: there may be more right behind it
+            progressed.add(row.agent)
+        if progressed & full:
+            return 0.0  # a peer's full batch went out: there may be more right behind it
         return next_wait
 
     async def _mark(

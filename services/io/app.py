@@ -58,7 +58,10 @@ async def _resources(app: FastAPI) -> AsyncIterator[None]:
         timeout=io.peer_timeout_s, transport=app.state.peer_transport
     )
     cnc = cnc_client(
-        settings, transport=app.state.southbound_transport, timeout_s=io.peer_timeout_s
+        settings,
+        transport=app.state.southbound_transport,
+        timeout_s=io.peer_timeout_s,
+        session="io",
     )
     app.state.topology = TopologyCache(cnc, settings.scaled(io.topology_ttl_s))
     await auth.bootstrap_admin(

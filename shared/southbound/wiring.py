@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import httpx
@@ -40,8 +41,13 @@ def cnc_client(
     transport: httpx.AsyncBaseTransport | None = None,
     timeout_s: float = 10.0,
     inventory: ServiceInventory | None = None,
+    session: str | None = None,
 ) -> CncClient:
-    """A :class:`CncClient` from settings (for agents that open one outside the lifespan)."""
+    """A :class:`CncClient` from settings (for agents that open one outside the lifespan).
+
+    ``session`` names the file under ``data_dir`` where the client keeps its CNC ticket
+    (``cnc-session-<session>``) so that the agent's next process reuses it; None keeps none.
+    """
     return CncClient(
         settings.cnc_base,
         username=settings.cnc_username,
@@ -54,6 +60,7 @@ def cnc_client(
         inventory=inventory,
         default_tier=settings.default_sla_tier,
         default_bandwidth_mbps=settings.default_service_bandwidth_mbps,
+        session_file=Path(settings.data_dir) / f"cnc-session-{session}" if session else None,
     )
 
 
@@ -81,7 +88,12 @@ async def southbound_clients(app: Any) -> AsyncIterator[None]:
     settings = app.state.settings
     transport = getattr(app.state, "southbound_transport", None)
     inventory = service_inventory(settings, transport=transport)
-    cnc = cnc_client(settings, transport=transport, inventory=inventory)
+    cnc = cnc_client(
+        settings,
+        transport=transport,
+        inventory=inventory,
+        session=getattr(getattr(app.state, "spec", None), "name", None),
+    )
     pca = pca_client(settings, transport=transport)
     app.state.inventory = inventory
     app.state.cnc = cnc

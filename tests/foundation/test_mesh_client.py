@@ -8,11 +8,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.contracts import AUDIT_EVENT
+from shared.contracts import AUDIT_EVENT, TICKET_CLOSED
 from shared.db import make_engine
 from shared.errors import MeshUnavailable, PeerError
 from shared.mesh import MeshClient
-from shared.models import AuditEvent
+from shared.models import AuditEvent, TicketClosed
 from shared.outbox import Outbox
 from shared.settings import Settings, load_settings
 from tests.support import wait_for
@@ -103,6 +103,42 @@ async def test_outbox_delivers_in_order_after_the_peer_comes_back(
     up = True
     await outbox.flush(timeout=10)
     assert received == [0, 1, 2, 4, 5]  # in order; the refused one is dropped, not blocking
+    await outbox.stop()
+    await mesh.aclose()
+    await engine.dispose()
+
+
+async def test_a_peer_down_with_a_backlog_does_not_hold_up_the_others(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """Issue 15: with audit stopped and more than a batch of its events queued, IO heard
+    nothing until audit came back (one batch over all peers held only audit's rows)."""
+    reached: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.port == 8008:  # audit: stopped
+            raise httpx.ConnectError("down", request=request)
+        reached.append(json.loads(request.content)["payload"]["incident_id"])
+        return httpx.Response(200, json={"task_id": "t", "task_type": "x", "result": {}})
+
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'sender.db'}")
+    mesh = client_with(httpx.MockTransport(handler), settings)
+    outbox = Outbox(engine, mesh, batch=5, max_backoff_s=0.05)
+    await outbox.start()
+    for n in range(12):
+        event = AuditEvent(event_type="x", source_agent="test", details={"n": n})
+        await outbox.put(AUDIT_EVENT, event, key=f"audit-{n}")
+    for n in range(3):
+        ticket = TicketClosed(
+            incident_id=f"INC-2026-000{n + 1}",
+            resolution="resolved",
+            duration_seconds=1.0,
+            summary="closed",
+        )
+        await outbox.put(TICKET_CLOSED, ticket, key=f"io-{n}")
+    await wait_for(lambda: len(reached) == 3, timeout=10)
+    assert reached == ["INC-2026-0001", "INC-2026-0002", "INC-2026-0003"]  # in order
+    assert await outbox.pending() == 12  # audit's wait for it, none lost
     await outbox.stop()
     await mesh.aclose()
     await engine.dispose()

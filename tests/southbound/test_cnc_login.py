@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
@@ -273,3 +274,36 @@ async def test_no_secret_reaches_the_logs(
     logged = caplog.text + capsys.readouterr().out
     for secret in ("cxm-lab", TGT, jwt(clock.now + 28800, sub="cxm-1").split(".")[1]):
         assert secret not in logged
+
+
+async def test_a_killed_process_s_session_is_taken_up_by_the_next(
+    cnc_router: respx.MockRouter, clock: Clock, tmp_path: Any
+) -> None:
+    """Issue 15: kill -9 never deletes the TGT, so each restart opened one more CNC session
+    until CNC refused every login ("Maximum sessions reached"). The session file carries it."""
+    cnc_router.patch(PATCH_L3).respond(204)
+    session = tmp_path / "cnc-session-tunnel"
+    first = make_cnc(cnc_router, clock, session_file=session)
+    await call(first)
+    assert session.read_text() == TGT and session.stat().st_mode & 0o077 == 0
+    await first.http.aclose()  # killed: no aclose(), the TGT stays live on CNC
+    second = make_cnc(cnc_router, clock, session_file=session)
+    await call(second)
+    assert cnc_router.routes["tgt"].call_count == 1  # no second session
+    assert second.logins == 0
+    await second.aclose()  # a clean stop ends the session and forgets it
+    assert cnc_router.routes["logout"].call_count == 1
+    assert not session.exists()
+
+
+async def test_a_kept_session_cnc_no_longer_knows_is_replaced(
+    cnc_router: respx.MockRouter, clock: Clock, tmp_path: Any
+) -> None:
+    cnc_router.patch(PATCH_L3).respond(204)
+    cnc_router.post("/crosswork/sso/v1/tickets/TGT-old-cas").respond(401, text="expired")
+    session = tmp_path / "cnc-session-tunnel"
+    session.write_text("TGT-old-cas")
+    cnc = make_cnc(cnc_router, clock, session_file=session)
+    await call(cnc)
+    assert cnc.logins == 1 and session.read_text() == TGT
+    await cnc.aclose()
