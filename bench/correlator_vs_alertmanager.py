@@ -31,6 +31,7 @@ import re
 import shutil
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -259,9 +260,13 @@ def start_sink() -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
-def start_correlator(tmp: Path, peers_port: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_correlator(
+    tmp: Path, peers_port: int, code: Path = ROOT
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The correlator as users run it, from the source tree ``code`` (``--before``: another)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CXM_")}
+    env["PYTHONPATH"] = str(code)
     env.update(
         CXM_DATA_DIR=str(tmp / "cxm"),
         CXM_MESH_TOKEN=TOKEN,
@@ -275,7 +280,7 @@ def start_correlator(tmp: Path, peers_port: int) -> tuple[subprocess.Popen[bytes
     proc = subprocess.Popen(
         [sys.executable, "-m", "cxm.cli", "agent", "correlator"],
         env=env,
-        cwd=ROOT,
+        cwd=code,
         stdout=subprocess.DEVNULL,
         stderr=(tmp / "correlator.log").open("wb"),
     )
@@ -419,6 +424,54 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
+def _absolute(path: str) -> Path:
+    return Path(path).resolve()
+
+
+async def one_round(
+    binary: str, tmp: Path, args: argparse.Namespace, codes: dict[str, Path]
+) -> dict[str, Any]:
+    """Alertmanager, then each correlator source tree, one server alone at a time: an idle
+    Alertmanager holding a run's alerts still burns CPU (its dispatcher and GC), which the
+    correlator should not have to share, and back."""
+    await asyncio.to_thread(tmp.mkdir, parents=True)
+    am_proc, am_url = start_alertmanager(binary, tmp)
+    try:
+        await wait_ready(f"{am_url}/-/ready", am_proc)
+        am = await measure("alertmanager", f"{am_url}/api/v2/alerts", "am", args, "", tmp)
+    finally:
+        stop(am_proc)
+    out: dict[str, Any] = {"alertmanager": am}
+    for name, code in codes.items():
+        own = tmp / name
+        own.mkdir()
+        sink_proc, sink_port = start_sink()
+        cxm_proc, cxm_url = start_correlator(own, sink_port, code)
+        try:
+            await wait_ready(f"{cxm_url}/health", cxm_proc)
+            out[name] = await measure(
+                name, f"{cxm_url}/api/v1/alerts", "cxm", args, TOKEN, own, cxm_proc.pid
+            )
+        finally:
+            stop(cxm_proc)
+            stop(sink_proc)
+    out["ratio"] = {
+        name: {
+            "single": round(out[name]["single"]["posts_per_s"] / am["single"]["posts_per_s"], 3),
+            "batch": round(out[name]["batch"]["alerts_per_s"] / am["batch"]["alerts_per_s"], 3),
+        }
+        for name in codes
+    }
+    if "before" in codes:
+        out["speedup"] = {
+            phase: round(
+                out["correlator"][phase]["alerts_per_s"] / out["before"][phase]["alerts_per_s"], 2
+            )
+            for phase in ("single", "batch")
+        }
+    return out
+
+
 async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per load")
@@ -426,6 +479,14 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-connections", type=int, default=16, help="for 100-alert POSTs")
     parser.add_argument("--client", choices=("auto", "wrk", "httpx"), default="auto")
     parser.add_argument("--py-spy", metavar="DIR", help="record the correlator's flame graphs")
+    parser.add_argument(
+        "--before",
+        metavar="DIR",
+        type=_absolute,
+        help="also run the correlator from this source tree (the previous code, e.g. "
+        "`git archive <commit> | tar -x -C DIR`), interleaved with the current one",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="Alertmanager/before/after rounds")
     parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.sink:
@@ -437,27 +498,14 @@ async def main(argv: list[str] | None = None) -> int:
     if binary is None:
         print(json.dumps({"error": "prometheus-alertmanager not installed"}))
         return 1
+    codes = {"correlator": ROOT}
+    if args.before:
+        codes = {"before": args.before, "correlator": ROOT}
+    rounds: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="cxm-bench-") as tmpdir:
-        tmp = Path(tmpdir)
-        # One server at a time: an idle Alertmanager holding a run's alerts still burns CPU
-        # (its dispatcher and GC), which the correlator should not have to share, and back.
-        am_proc, am_url = start_alertmanager(binary, tmp)
-        try:
-            await wait_ready(f"{am_url}/-/ready", am_proc)
-            am = await measure("alertmanager", f"{am_url}/api/v2/alerts", "am", args, "", tmp)
-        finally:
-            stop(am_proc)
-        sink_proc, sink_port = start_sink()
-        cxm_proc, cxm_url = start_correlator(tmp, sink_port)
-        try:
-            await wait_ready(f"{cxm_url}/health", cxm_proc)
-            cxm = await measure(
-                "correlator", f"{cxm_url}/api/v1/alerts", "cxm", args, TOKEN, tmp, cxm_proc.pid
-            )
-        finally:
-            stop(cxm_proc)
-            stop(sink_proc)
-    result = {
+        for n in range(args.rounds):
+            rounds.append(await one_round(binary, Path(tmpdir) / f"round{n}", args, codes))
+    result: dict[str, Any] = {
         "benchmark": "correlator_vs_alertmanager",
         "params": {
             "client": args.client,
@@ -466,14 +514,20 @@ async def main(argv: list[str] | None = None) -> int:
             "batch_size": BATCH,
             "links": len(LINKS),
             "cpus": os.cpu_count(),
+            "rounds": args.rounds,
+            "before": str(codes["before"]) if "before" in codes else None,
         },
-        "alertmanager": am,
-        "correlator": cxm,
-        "ratio": {
-            "single": round(cxm["single"]["posts_per_s"] / am["single"]["posts_per_s"], 3),
-            "batch": round(cxm["batch"]["alerts_per_s"] / am["batch"]["alerts_per_s"], 3),
-        },
+        **rounds[-1],
     }
+    if args.rounds > 1:
+        result["rounds"] = rounds
+        result["ratio_median"] = {
+            name: {
+                phase: statistics.median(r["ratio"][name][phase] for r in rounds)
+                for phase in ("single", "batch")
+            }
+            for name in codes
+        }
     print(json.dumps(result, indent=2))
     return 0
 

@@ -1,0 +1,195 @@
+"""The ingest hot path keeps its promise: an alert answered 202 is in the database.
+
+The correlator writes alert rows on SQLite with a hand-bound executemany (store.py) and serves
+``POST /api/v1/alerts`` in plain ASGI ahead of the framework (app.py); both were made for
+speed, so these tests check what speed must not cost: the rows read back exactly as
+SQLAlchemy's own insert stores them, and a correlator killed with SIGKILL right after its
+answers has every alert it acknowledged on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from services.correlator import store
+from shared.db import make_engine
+from tests.support import ROOT, free_port, http_server, wait_until
+
+TOKEN = "kill-test-token"
+
+
+def _row(alert_id: str, when: datetime) -> dict[str, Any]:
+    return {
+        "id": alert_id,
+        "received_at": when,
+        "source": "rest",
+        "link": "pe1-pe2",
+        "node": None,
+        "status": "firing",
+        "severity": "high",
+        "metric": "latency",
+        "value": 92.5,
+        "threshold": None,
+        "summary": "délai élevé ✓",
+        "labels": {"instance": "x-1", "ünïcode": "ok"},
+        "annotations": {},
+        "fingerprint": "fp",
+        "starts_at": when.astimezone(timezone(timedelta(hours=2))),  # wall time kept, as before
+        "ends_at": None,
+        "observed_at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),  # no microseconds
+        "duration_s": None,
+        "external_id": None,
+        "disposition": "correlated",
+        "incident_id": "INC-2026-000001",
+        "reason": "joined",
+    }
+
+
+async def test_hand_bound_alert_rows_read_back_as_core_inserts(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'rows.db'}")
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(store.meta.create_all, tables=[store.alerts])
+        when = datetime(2026, 11, 30, 14, 5, 6, 789012, tzinfo=UTC)
+        async with engine.begin() as conn:
+            await store.apply(conn, store.WriteSet(alerts=[_row("fast", when)]))
+            await conn.execute(store.alerts.insert(), [_row("core", when)])
+        async with engine.connect() as conn:
+            rows = {
+                r["id"]: {k: v for k, v in r.items() if k != "id"}
+                for r in (await conn.execute(sa.select(store.alerts))).mappings()
+            }
+            raw = (
+                await conn.exec_driver_sql(
+                    "SELECT id, received_at, starts_at, observed_at, typeof(labels) "
+                    "FROM corr_alerts ORDER BY id"
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    assert rows["fast"] == rows["core"]
+    assert rows["fast"]["labels"] == {"instance": "x-1", "ünïcode": "ok"}
+    assert rows["fast"]["received_at"] == when
+    core, fast = raw
+    assert fast[1:] == core[1:]  # the very text SQLAlchemy stores, so ordering is unchanged
+
+
+class _Peers(BaseHTTPRequestHandler):
+    """CNC, IO, orchestrator and audit stood in: 200 and an empty object to everything."""
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        if length:
+            self.rfile.read(length)
+        body = b"{}"
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_kill_9_right_after_202_loses_no_acknowledged_alert(tmp_path: Path) -> None:
+    """Senders post single alerts and batches concurrently; the correlator is killed with
+    SIGKILL while requests are in flight. Every alert id a 202 carried is in the database."""
+    port, peers = free_port(), free_port()
+    peer_url = f"http://127.0.0.1:{peers}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CXM_")}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        CXM_DATA_DIR=str(tmp_path / "cxm"),
+        CXM_MESH_TOKEN=TOKEN,
+        CXM_CORRELATOR__PORT=str(port),
+        CXM_LOG_LEVEL="WARNING",
+        CXM_LAB_URL=peer_url,
+        CXM_IO_URL=peer_url,
+        CXM_ORCHESTRATOR_URL=peer_url,
+        CXM_AUDIT_URL=peer_url,
+    )
+    url = f"http://127.0.0.1:{port}"
+    acked: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def sender(n: int) -> None:
+        with httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+        ) as client:
+            i = 0
+            while not stop.is_set():
+                size = 1 if n % 2 else 20
+                body = [
+                    {
+                        "source": "test",
+                        "link": f"n{(i + k) % 5}-n{(i + k) % 5 + 1}",
+                        "severity": "high",
+                        "labels": {"instance": f"s{n}-{i}-{k}"},
+                    }
+                    for k in range(size)
+                ]
+                i += 1
+                try:
+                    r = client.post("/api/v1/alerts", json=body)
+                except httpx.HTTPError:
+                    return  # the server is gone
+                if r.status_code == 202:
+                    with lock:
+                        acked.extend(a["id"] for a in r.json()["alerts"])
+
+    log = (tmp_path / "correlator.log").open("wb")
+    with http_server(peers, _Peers):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cxm.cli", "agent", "correlator"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        threads = [threading.Thread(target=sender, args=(n,)) for n in range(6)]
+        try:
+
+            def healthy() -> bool:
+                assert proc.poll() is None, (tmp_path / "correlator.log").read_text()
+                with contextlib.suppress(httpx.HTTPError):
+                    return httpx.get(f"{url}/health", timeout=2).status_code == 200
+                return False
+
+            wait_until(healthy, "the correlator serving", timeout=120)
+            for t in threads:
+                t.start()
+            wait_until(lambda: len(acked) >= 400, "400 alerts acknowledged", timeout=120)
+            proc.send_signal(signal.SIGKILL)  # while the senders keep posting
+            proc.wait()
+        finally:
+            stop.set()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for t in threads:
+                t.join()
+            log.close()
+    with lock:
+        answered = set(acked)
+    db = tmp_path / "cxm" / "correlator.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:  # recovers the WAL as a restart would
+        stored = {row[0] for row in conn.execute("SELECT id FROM corr_alerts")}
+    assert len(answered) >= 400
+    assert answered <= stored, f"{len(answered - stored)} acknowledged alerts lost"
