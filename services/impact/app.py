@@ -59,6 +59,7 @@ def assess(services: list[VpnService], degraded_links: list[str]) -> ImpactResul
                 degraded_links=crossed,
                 bandwidth_mbps=service.bandwidth_mbps,
                 oper_status=service.oper_status,
+                steered=service.steered,
             )
         )
     affected.sort(key=lambda s: (TIERS.index(s.tier), s.service_id))

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.orchestrator import store
 from services.orchestrator.flow import Deps, initial_state, parse
+from services.orchestrator.flow.effects import PeerDown
 from shared.contracts import AUDIT_EVENT, ERROR_NOTICE
 from shared.logs import get_logger
 from shared.models import AuditEvent, ErrorNotice, utcnow
@@ -156,6 +157,23 @@ class Runner:
                 for _ in range(MAX_STEPS_PER_DRIVE):
                     if self._stopping or not await self._step(incident_id):
                         break
+            except PeerDown as exc:
+                # a peer restarting or stopped, within its grace: run the node again soon; not
+                # a failure of the run (no ``incident_run_failing``), the node escalates itself
+                # once the grace is spent
+                log.warning(
+                    "peer down; incident step retried",
+                    incident_id=incident_id,
+                    agent=exc.agent,
+                    down_for_s=round(exc.down_for_s, 1),
+                    retry_in_s=round(exc.retry_in, 2),
+                )
+                await self.runs.update(
+                    self.engine,
+                    incident_id,
+                    last_error=str(exc)[:2000],
+                    due_at=utcnow() + timedelta(seconds=exc.retry_in),
+                )
             except Exception as exc:  # a bug or a dead database: retried with backoff, logged
                 log.exception("incident run failed", incident_id=incident_id)
                 row = await self.runs.get(self.engine, incident_id)

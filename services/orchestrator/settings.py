@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.models import Severity, TeType, Tier
@@ -63,6 +63,14 @@ class OrchestratorSettings(BaseSettings):
         description="SQLite checkpoint file (default: <data_dir>/orchestrator-graph.db)",
     )
     max_concurrent_runs: int = Field(default=8, ge=1)
+    peer_down_grace_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="how long (real seconds, NOT scaled by CXM_TIME_SCALE: a process takes as "
+        "long to restart in a demo) a peer may be unreachable before the incident that needs it "
+        "escalates with an `agent_unavailable` error; meanwhile the step is retried with capped "
+        "backoff and no coroutine waits (0: escalate after the mesh's retries, as before)",
+    )
     calls_per_incident: int = Field(
         default=8,
         ge=1,
@@ -81,6 +89,50 @@ class OrchestratorSettings(BaseSettings):
     )
     scheduler_max_sleep_s: float = Field(
         default=1.0, gt=0, description="longest scheduler nap (unscaled): bounds replica lag"
+    )
+    proactive_target_pct: float = Field(
+        default=60.0,
+        gt=0,
+        lt=100,
+        description="a proactive shift moves the fewest services that bring the congested "
+        "link's predicted native load down to this share of capacity (10 points under the "
+        "traffic agent's 70 % trigger, so the relieved link does not re-alert on noise)",
+    )
+    proactive_release_pct: float = Field(
+        default=50.0,
+        gt=0,
+        lt=100,
+        description="traffic comes back only once the link's native load (and its forecast) "
+        "stayed under this for proactive_hold_s: with everything back the link then carries "
+        "less than this, 20 points under the trigger (hysteresis; docs/orchestrator.md)",
+    )
+    proactive_hold_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="how long native load must stay under the release threshold before the "
+        "return starts (scaled): one forecast horizon, so the calm the forecast promised has "
+        "been seen for its whole horizon",
+    )
+    proactive_min_shift_interval_s: float = Field(
+        default=900.0,
+        ge=0,
+        description="minimum time between two shifts of traffic off one link (scaled): a return "
+        "never starts sooner than this after the last shift, so at most 4 shifts an hour",
+    )
+    proactive_max_shifts: int = Field(
+        default=3,
+        ge=1,
+        description="shifts off one link an incident may make; one more (the load came back "
+        "during every return) escalates to a person with a `proactive_flapping` error",
+    )
+    proactive_replan_margin_pct: float = Field(
+        default=5.0,
+        ge=0,
+        lt=100,
+        description="while traffic is moved, the link's native load (or forecast) less the "
+        "moved share climbing more than this over the target moves more services (part of "
+        "the same shift); the margin keeps a forecast's noise around the target from "
+        "re-planning every poll",
     )
     runbook_session_limit: int = Field(
         default=3,
@@ -104,6 +156,15 @@ class OrchestratorSettings(BaseSettings):
     runbook_retry_backoff_s: float = Field(
         default=1.0, gt=0, description="first pause between those tries, doubled each time (scaled)"
     )
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> OrchestratorSettings:
+        if self.proactive_release_pct >= self.proactive_target_pct:
+            raise ValueError(
+                "proactive_release_pct must be under proactive_target_pct (hysteresis): "
+                f"{self.proactive_release_pct:g} >= {self.proactive_target_pct:g}"
+            )
+        return self
 
     def always_required(self) -> set[str]:
         return {a.strip() for a in self.approval_required_for.split(",") if a.strip()}

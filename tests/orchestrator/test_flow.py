@@ -193,12 +193,36 @@ async def test_impact_failure_escalates_with_error(
 async def test_unreachable_agent_is_retried_then_escalated(
     orchestrator: OrchFactory, net: FakeNetwork
 ) -> None:
+    """Unreachable (refused), not broken: the step is tried again until the peer has been down
+    for ``peer_down_grace_s``, then the incident escalates with ``agent_unavailable``."""
     net.down = {"path"}
-    async with orchestrator() as orch:
+    async with orchestrator(peer_down_grace_s=1.0) as orch:
         await orch.start(INC)
         closed = await orch.closed(INC)
     assert net.events(INC, "error")[0]["error_code"] == "agent_unavailable"
     assert closed["resolution"] == "escalated"
+
+
+async def test_peer_back_within_the_grace_does_not_escalate(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    """Issue 15: one restart of the restore agent escalated every incident it monitored."""
+    net.sla_default = False
+    async with orchestrator() as orch:
+        await steered_and_monitoring(orch)
+        net.down = {"restore"}
+        await wait_for(lambda: _peer_down_retried(orch, "restore"))
+        net.down = set()
+        net.sla_default = True
+        closed = await orch.closed(INC)
+    assert closed["resolution"] == "resolved", closed
+    assert not net.events(INC, "error")
+
+
+async def _peer_down_retried(orch: Orch, agent: str) -> bool:
+    """The runner is retrying a step whose peer is down (not escalating, not failing)."""
+    row = await orch.incident(INC)
+    return f"{agent}/" in (row["last_error"] or "") and "down for" in row["last_error"]
 
 
 async def test_flapping_link_is_dampened_with_backoff(

@@ -127,7 +127,7 @@ async def _ticket_escalated(
 
 # --- wait ----------------------------------------------------------------------------------
 
-WaitGoto = Literal["monitor", "restore", "reroute", "close", "dampen", "assess"]
+WaitGoto = Literal["monitor", "restore", "reroute", "close", "dampen", "assess", "watch", "release"]
 """Where a wait can end: the node that asked (``then``) or a signal's route."""
 
 
@@ -153,7 +153,7 @@ async def wait(state: IncidentState, config: RunnableConfig) -> Command[WaitGoto
 
 # --- approval ------------------------------------------------------------------------------
 
-ApprovalGoto = Literal["provision", "steer", "reroute", "restore", "close", "escalate"]
+ApprovalGoto = Literal["provision", "steer", "reroute", "restore", "close", "escalate", "release"]
 """Where an approval can end: the gated step, ``escalate``, or ``close`` (a signal)."""
 
 

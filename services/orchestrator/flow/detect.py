@@ -1,7 +1,8 @@
 """Phase 1: the incident opens, and a flapping link is dampened before anything is built.
 
 start → detect ─┬─ assess               (the degradation is real: find what it hurts)
-                └─ dampen → wait        (flapping: hold off with exponential backoff)
+                ├─ dampen → wait        (flapping: hold off with exponential backoff)
+                └─ relieve              (proactive: congestion predicted, see ``proactive``)
 """
 
 from __future__ import annotations
@@ -34,16 +35,23 @@ async def start(state: IncidentState, config: RunnableConfig) -> Command[Literal
 
 async def detect(
     state: IncidentState, config: RunnableConfig
-) -> Command[Literal["dampen", "assess"]]:
-    """Tell IO what degraded; a correlator that saw flapping set ``dampened_until``."""
+) -> Command[Literal["dampen", "assess", "relieve"]]:
+    """Tell IO what degraded; a correlator that saw flapping set ``dampened_until``.
+
+    A proactive incident (congestion predicted, not an SLA broken) takes its own branch: a
+    forecast does not flap, and what it needs is a load shift, not an SLA repair.
+    """
     fx = Effects(state, config)
     links = state["degraded_links"]
+    what = "Congestion predicted" if state.get("proactive") else "SLA degradation detected"
     await fx.status(
         Status.DETECTING,
-        f"SLA degradation detected on {', '.join(links)}, assessing impact",
+        f"{what} on {', '.join(links)}, assessing impact",
         {"degraded_links": links, "severity": state["severity"], "proactive": state["proactive"]},
     )
     update = fx.done(nodes_executed=["detect"], **entered(Status.DETECTING))
+    if state.get("proactive"):
+        return Command(goto="relieve", update=update)
     until = state.get("dampened_until")
     if until and parse(until) > utcnow():
         return Command(goto="dampen", update=update)

@@ -9,13 +9,21 @@ every node execution advances by one (``done``):
 - a replayed ``call`` sends the same idempotency key, so the peer answers from its record
   (one tunnel, ever);
 - a replayed ``put`` reuses the same outbox key, so nothing is queued twice.
+
+A peer that cannot be reached (killed and restarting, or stopped) is not a reason to escalate
+at once: ``call`` raises :class:`PeerDown` instead, which no node catches, so the run stops
+before its step is checkpointed and the runner drives the node again a little later (the same
+keys, so nothing is done twice). Only once the peer has been unreachable for
+``CXM_PEER_DOWN_GRACE_S`` does ``call`` raise the ``MeshUnavailable`` the node escalates on
+(``agent_unavailable`` to IO). See docs/reliability.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
@@ -36,7 +44,7 @@ from shared.contracts import (
     Req,
     Resp,
 )
-from shared.errors import MeshError, MeshUnavailable
+from shared.errors import CxmError, MeshError, MeshUnavailable
 from shared.mesh import MeshClient, backoff_delay
 from shared.models import AuditEvent, Cleanup, ErrorNotice, Notify, StatusUpdate, utcnow
 from shared.outbox import Outbox
@@ -47,6 +55,58 @@ FINAL_PEER_CODES = ("tunnel_provision_failed",)
 T = TypeVar("T")
 X = TypeVar("X")
 """5xx codes a peer sends after its own retries: retrying the call again cannot help."""
+PEER_DOWN_RETRY_MAX_S = 5.0
+"""Longest pause (real seconds) between two tries of a node whose peer is down."""
+
+
+class PeerDown(CxmError):
+    """A peer is unreachable but still within its grace: run the node again in ``retry_in`` s.
+
+    Deliberately not a ``MeshError``: nodes escalate on those, and this must reach the runner.
+    """
+
+    def __init__(self, cause: MeshUnavailable, *, down_for_s: float, retry_in: float):
+        super().__init__(f"{cause} (down for {down_for_s:.1f} s; retrying in {retry_in:.1f} s)")
+        self.cause = cause
+        self.agent = cause.agent
+        self.down_for_s = down_for_s
+        self.retry_in = retry_in
+
+
+def unreachable(exc: MeshUnavailable) -> bool:
+    """No answer at all (refused, reset, timed out) or 503: the peer is down, not broken.
+
+    A peer that keeps answering 500 is broken, and waiting will not mend it: that escalates
+    after the mesh's retries, as before.
+    """
+    return exc.status in (None, 503) and exc.code not in FINAL_PEER_CODES
+
+
+@dataclass
+class PeerOutages:
+    """When each incident first found each peer unreachable, and how often it tried since.
+
+    Held in memory by the process (``Deps``): an orchestrator that restarts forgets, so an
+    outage is at worst judged afresh (escalated later), never early.
+    """
+
+    grace_s: float
+    since: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
+
+    def failed(self, incident_id: str, exc: MeshUnavailable) -> PeerDown | None:
+        """The ``PeerDown`` to raise while within the grace; None once it is spent."""
+        now = time.monotonic()
+        first, tries = self.since.get((incident_id, exc.agent), (now, 0))
+        down_for = now - first
+        if down_for >= self.grace_s:
+            self.since.pop((incident_id, exc.agent), None)
+            return None
+        self.since[(incident_id, exc.agent)] = (first, tries + 1)
+        retry_in = min(PEER_DOWN_RETRY_MAX_S, 0.25 * 2**tries, self.grace_s - down_for)
+        return PeerDown(exc, down_for_s=down_for, retry_in=max(0.05, retry_in))
+
+    def answered(self, incident_id: str, agent: str) -> None:
+        self.since.pop((incident_id, agent), None)
 
 
 @dataclass
@@ -62,6 +122,12 @@ class Deps:
     mesh: MeshClient
     outbox: Outbox
     engine: AsyncEngine
+    outages: PeerOutages | None = field(default=None, kw_only=True)
+    """Peers found unreachable per incident (built from ``orch.peer_down_grace_s``)."""
+
+    def __post_init__(self) -> None:
+        if self.outages is None:
+            self.outages = PeerOutages(self.orch.peer_down_grace_s)
 
 
 class Effects:
@@ -187,14 +253,20 @@ class Effects:
         """
         gate = asyncio.Semaphore(self.orch.calls_per_incident)
 
-        async def one(index: int, item: X) -> T | MeshError:
+        async def one(index: int, item: X) -> T | MeshError | PeerDown:
             async with gate:
                 try:
                     return await call(index, item)
-                except MeshError as exc:
+                except (MeshError, PeerDown) as exc:
                     return exc
 
-        return list(await asyncio.gather(*(one(i, item) for i, item in enumerate(items))))
+        outcomes = await asyncio.gather(*(one(i, item) for i, item in enumerate(items)))
+        # A peer that is down stops the node only once every call is back: none is left
+        # running unawaited, and the node's next run repeats the others from their records.
+        for outcome in outcomes:
+            if isinstance(outcome, PeerDown):
+                raise outcome
+        return [cast("T | MeshError", outcome) for outcome in outcomes]
 
     async def call(
         self, contract: Contract[Req, Resp], request: Req, *, key: str | None = None
@@ -204,13 +276,17 @@ class Effects:
         ``key`` tells apart several calls of one task in one node execution (one per policy
         of the incident): each needs its own key, and a replay sends the same ones again.
         Transient failures are retried with backoff, except a 5xx that says the peer already
-        gave up after its own retries (a tunnel that failed three times).
+        gave up after its own retries (a tunnel that failed three times). A peer still
+        unreachable after them raises :class:`PeerDown` (the node runs again later) until it
+        has been down for ``CXM_PEER_DOWN_GRACE_S``; then ``MeshUnavailable``.
         """
         what = f"{contract.task_type}:{key}" if key else contract.task_type
         attempts = 1 + self.settings.mesh_retries
+        outages = self.deps.outages
+        assert outages is not None  # Deps.__post_init__
         for attempt in range(attempts):
             try:
-                return await self.deps.mesh.call(
+                answer = await self.deps.mesh.call(
                     contract,
                     request,
                     incident_id=self.iid,
@@ -218,9 +294,16 @@ class Effects:
                     retries=0,
                 )
             except MeshUnavailable as exc:
-                if attempt == attempts - 1 or exc.code in FINAL_PEER_CODES:
+                if exc.code in FINAL_PEER_CODES:
+                    raise
+                if attempt == attempts - 1:
+                    if unreachable(exc) and (down := outages.failed(self.iid, exc)):
+                        raise down from exc
                     raise
                 await asyncio.sleep(backoff_delay(attempt, self.deps.mesh.backoff_base))
+                continue
+            outages.answered(self.iid, contract.agent)
+            return answer
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def mark_approval_pending(self, approval_id: str) -> None:

@@ -19,7 +19,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from services.orchestrator.flow import control, detect, monitor, protect, restore
+from services.orchestrator.flow import control, detect, monitor, proactive, protect, restore
 from services.orchestrator.flow.phases import NODE_NAMES, NodeName
 from services.orchestrator.flow.state import IncidentState
 from shared.models import NODES
@@ -39,6 +39,9 @@ NODE_FUNCS: dict[NodeName, Callable[..., Any]] = {
     "escalate": control.escalate,
     "wait": control.wait,
     "approval": control.approval,
+    "relieve": proactive.relieve,
+    "watch": proactive.watch,
+    "release": proactive.release,
 }
 assert tuple(NODE_FUNCS) == NODE_NAMES
 assert set(NODES) <= set(NODE_FUNCS)

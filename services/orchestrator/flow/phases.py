@@ -29,6 +29,9 @@ NodeName = Literal[
     "escalate",
     "wait",
     "approval",
+    "relieve",
+    "watch",
+    "release",
 ]
 """Every node of the incident graph. These names are checkpoint keys: never rename one."""
 NODE_NAMES: tuple[NodeName, ...] = get_args(NodeName)
@@ -40,8 +43,9 @@ TO_END: End = cast(End, END)
 HELPER_NODES: frozenset[NodeName] = frozenset({"dampen", "escalate", "wait", "approval"})
 """Nodes that never appear in ``nodes_executed``: they wait, ask or hand over, not act."""
 
-WaitReason = Literal["dampening", "sla_poll", "hold_timer", "cutover"]
-"""Why the ``wait`` node is pausing; signals are interpreted differently for each."""
+WaitReason = Literal["dampening", "sla_poll", "hold_timer", "cutover", "load_poll"]
+"""Why the ``wait`` node is pausing; signals are interpreted differently for each
+(``load_poll``: a proactive incident watching its link's native load, which no signal ends)."""
 
 
 class Status(StrEnum):

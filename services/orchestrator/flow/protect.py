@@ -6,6 +6,7 @@ assess ─┬─ close                  (no affected service)
                     └─ [approval] → provision ─┬─ escalate (tunnel failed)
                                                ├─ compute  (its path degraded meanwhile)
                                                └─ [approval] → steer ─┬─ monitor
+                                                                      ├─ watch (proactive)
                                                                       ├─ reroute
                                                                       └─ escalate
 """
@@ -422,9 +423,11 @@ async def _provisioned(
 # --- steer ---------------------------------------------------------------------------------
 
 
-async def steer(
-    state: IncidentState, config: RunnableConfig
-) -> Command[Literal["reroute", "escalate", "monitor"]]:
+SteerGoto = Literal["reroute", "escalate", "monitor", "watch"]
+"""``watch``: a proactive incident watches its link's native load instead of the SLA."""
+
+
+async def steer(state: IncidentState, config: RunnableConfig) -> Command[SteerGoto]:
     """Put each group's services on its own policy; never onto a path that degraded meanwhile.
     Services left unprotected (no path, no policy, not steered) escalate at once, the
     protected ones staying on their policies."""
@@ -478,7 +481,7 @@ def _steer_failed(
     done: list[dict[str, Any]],
     exc: MeshError | None,
     missing: list[dict[str, Any]],
-) -> Command[Literal["reroute", "escalate", "monitor"]]:
+) -> Command[SteerGoto]:
     """No policy carries anything: escalate as the seed does (every policy is then removed)."""
     tid = done[0]["tunnel_id"]
     update = fx.done(nodes_executed=["steer"], tunnels=done, unprotected=missing)
@@ -502,7 +505,7 @@ async def _steered(
     state: IncidentState,
     done: list[dict[str, Any]],
     missing: list[dict[str, Any]],
-) -> Command[Literal["reroute", "escalate", "monitor"]]:
+) -> Command[SteerGoto]:
     """Report the steering; monitor, or escalate at once naming the services left out."""
     carrying = [t for t in done if t["steered"]]
     first = carrying[0]
@@ -517,14 +520,17 @@ async def _steered(
     if missing:
         details["unprotected_services"] = unprotected_ids(missing)
     names = ", ".join(t["tunnel_id"] for t in carrying)
-    await fx.status(Status.STEERING, f"Traffic steered onto {names}, monitoring SLA", details)
+    watching = "the link's load" if state.get("proactive") else "SLA"
+    await fx.status(
+        Status.STEERING, f"Traffic steered onto {names}, monitoring {watching}", details
+    )
     await fx.audit("traffic_steered", details)
     update = fx.done(nodes_executed=["steer"], steered=True, **entered(Status.STEERING))
     tunnel = {k: v for k, v in first.items() if k not in ("steered", "not_steered")}
     update.update(tunnel=tunnel, tunnels=done, unprotected=missing, path=path_of(state, first))
     if missing:
         return Command(goto="escalate", update={**update, **_partial(missing, carrying)})
-    return Command(goto="monitor", update=update)
+    return Command(goto="watch" if state.get("proactive") else "monitor", update=update)
 
 
 def _partial(missing: list[dict[str, Any]], carrying: list[dict[str, Any]]) -> dict[str, Any]:

@@ -261,6 +261,7 @@ SUMMARIES = {
     "no_impact": "Incident closed: no customer service affected",
     "operator_resolved": "Incident resolved by an operator",
     "cleared": "Incident closed: the degradation cleared",
+    "congestion_subsided": "Incident resolved: congestion subsided, traffic back on its own path",
 }
 """The ticket's summary by close reason (seed 003's ``ticket_closed``)."""
 

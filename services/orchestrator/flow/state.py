@@ -81,6 +81,9 @@ class IncidentState(TypedDict, total=False):
     escalation: dict[str, Any] | None
     close_reason: str | None
     resolution: str | None
+    shift: dict[str, Any] | None
+    """A proactive incident's load shift (``flow.proactive``): the links, the services riding
+    them and their committed bandwidth, what moved, the shifts made and when, the calm timer."""
 
 
 def initial_state(start: dict[str, Any]) -> IncidentState:
