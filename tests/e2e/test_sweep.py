@@ -41,7 +41,7 @@ def result() -> dict[str, Any]:
         NETWORKS,
         faults=FAULTS,
         env={"CXM_TIME_SCALE": "0.02", "CXM_LOG_LEVEL": "WARNING"},
-        network_timeout_s=200.0,
+        network_timeout_s=400.0,
     )
 
 
