@@ -10,10 +10,12 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from playwright.async_api import Browser, async_playwright
 
 from services.io.app import create_app
 from services.io.settings import IoSettings
 from shared.settings import Settings
+from tests.io.browser import CHROMIUM, CHROMIUM_ARGS, HAVE_CHROMIUM
 from tests.io.fakes import MESH_TOKEN, Orchestrator, network_app
 from tests.support import running
 
@@ -102,3 +104,16 @@ def make_io(
 
 def _refuse(request: httpx.Request) -> httpx.Response:
     raise httpx.ConnectError("connection refused", request=request)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's Chromium, headless, for the console's browser tests."""
+    if not HAVE_CHROMIUM:
+        pytest.skip("Debian's chromium is not installed (make system-deps)")
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()

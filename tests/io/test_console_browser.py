@@ -16,12 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from services.io.app import create_app
 from services.io.settings import IoSettings
 from shared.settings import Settings
-from tests.io.browser import CHROMIUM, CHROMIUM_ARGS, HAVE_CHROMIUM, SHOTS
+from tests.io.browser import SHOTS
 from tests.io.fakes import (
     INCIDENT,
     MESH_TOKEN,
@@ -42,18 +42,6 @@ from tests.support import free_port
 pytestmark = pytest.mark.browser
 
 TIMEOUT_MS = 15_000
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not HAVE_CHROMIUM:
-        pytest.skip("Debian's chromium is not installed (make system-deps)")
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 class Mesh:

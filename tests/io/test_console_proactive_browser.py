@@ -17,11 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from services.io.app import create_app
 from shared.settings import Settings
-from tests.io.browser import CHROMIUM, CHROMIUM_ARGS, HAVE_CHROMIUM, SHOTS
+from tests.io.browser import SHOTS
 from tests.io.fakes import MESH_TOKEN, network_app, new_ticket, serve, status
 from tests.support import free_port
 
@@ -31,18 +31,6 @@ TIMEOUT_MS = 15_000
 PROACTIVE = "INC-2026-0014"
 REACTIVE = "INC-2026-0013"
 LINK = "pe1-pe2"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not HAVE_CHROMIUM:
-        pytest.skip("Debian's chromium is not installed (make system-deps)")
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from services.io.app import create_app as create_io
 from services.io.settings import IoSettings
@@ -26,7 +26,7 @@ from services.orchestrator.app import create_app as create_orchestrator
 from services.orchestrator.runbooks.catalog import LibrarySettings
 from services.orchestrator.settings import OrchestratorSettings
 from shared.settings import Settings
-from tests.io.browser import CHROMIUM, CHROMIUM_ARGS, HAVE_CHROMIUM, SHOTS
+from tests.io.browser import SHOTS
 from tests.io.fakes import MESH_TOKEN, network_app, serve
 from tests.orchestrator.fake_peers import FakeNetwork
 from tests.runbooks.session_mesh import IO_PORT, ORCHESTRATOR_PORT, Routes
@@ -82,18 +82,6 @@ LOCAL_RUNBOOK: dict[str, Any] = {
     },
     "rollback": [{"name": "record usage", "connector": "local", "command": "echo usage recorded"}],
 }
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not HAVE_CHROMIUM:
-        pytest.skip("Debian's chromium is not installed (make system-deps)")
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 @dataclass
