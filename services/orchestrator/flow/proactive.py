@@ -48,7 +48,7 @@ from services.orchestrator.flow.effects import (
 )
 from services.orchestrator.flow.phases import PHASE, Status, entered
 from services.orchestrator.flow.protect import _groups, _impact_summary, _request, _tunnel_ends
-from services.orchestrator.flow.restore import _clean_each
+from services.orchestrator.flow.restore import remove_policies
 from services.orchestrator.flow.state import (
     IncidentState,
     approval_context,
@@ -1104,19 +1104,10 @@ async def _returned(
 ) -> Command[ReleaseGoto]:
     """Every service is home: remove the policies (after approval, if policy wants one)."""
     ids = tunnel_ids(state)
-    if not state.get("cleaned"):
-        ask = gate(
-            fx,
-            action="cleanup",
-            key=f"cleanup:{attempt}",
-            then="release",
-            phase=PHASE[Status.RESTORING],
-            details={**approval_context(state), "proactive": True, "tunnel_ids": ids},
-        )
-        if ask:
-            return Command(goto="approval", update={**update, "gate": ask})
-        if failed := await _clean_each(fx, state):
-            return Command(goto="escalate", update={**update, **failed})
+    details = {"proactive": True, "tunnel_ids": ids}
+    not_yet = await remove_policies(fx, state, update, attempt, then="release", details=details)
+    if not_yet:
+        return not_yet
     shift = dict(state.get("shift") or {})
     shift.update(
         active=False,

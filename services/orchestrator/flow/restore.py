@@ -203,23 +203,10 @@ async def _clean_up(
 ) -> Command[RestoreGoto]:
     """All traffic is back: remove the policies (after approval, if policy wants one), close."""
     ids = tunnel_ids(state)
-    if not state.get("cleaned"):
-        ask = gate(
-            fx,
-            action="cleanup",
-            key=f"cleanup:{attempt}",
-            then="restore",
-            phase=PHASE[Status.RESTORING],
-            details={
-                **approval_context(state),
-                "tunnel_id": tunnel["tunnel_id"],
-                "tunnel_ids": ids,
-            },
-        )
-        if ask:
-            return Command(goto="approval", update={**update, "gate": ask})
-        if failed := await _clean_each(fx, state):
-            return Command(goto="escalate", update={**update, **failed})
+    details = {"tunnel_id": tunnel["tunnel_id"], "tunnel_ids": ids}
+    not_yet = await remove_policies(fx, state, update, attempt, then="restore", details=details)
+    if not_yet:
+        return not_yet
     await fx.status(
         Status.RESTORING,
         f"Traffic back on the original path; tunnel{'s' if len(ids) > 1 else ''} "
@@ -235,6 +222,36 @@ async def _clean_up(
     await fx.audit("restoration_complete", {"tunnel_id": tunnel["tunnel_id"]})
     done = {"cleaned": True, "close_reason": "sla_recovered"}
     return Command(goto="close", update={**update, **done})
+
+
+async def remove_policies(
+    fx: Effects,
+    state: IncidentState,
+    update: dict[str, Any],
+    attempt: int,
+    *,
+    then: Literal["restore", "release"],
+    details: dict[str, Any],
+) -> Command[Any] | None:
+    """Remove every policy of the incident once all traffic is home, after the cleanup
+    approval when policy wants one. None when done (or already done); else where to go:
+    the approval gate (back to ``then``), or escalation when a removal failed. Shared by the
+    reactive return (``restore``) and the proactive one (``release``)."""
+    if state.get("cleaned"):
+        return None
+    ask = gate(
+        fx,
+        action="cleanup",
+        key=f"cleanup:{attempt}",
+        then=then,
+        phase=PHASE[Status.RESTORING],
+        details={**approval_context(state), **details},
+    )
+    if ask:
+        return Command(goto="approval", update={**update, "gate": ask})
+    if failed := await _clean_each(fx, state):
+        return Command(goto="escalate", update={**update, **failed})
+    return None
 
 
 async def _clean_each(fx: Effects, state: IncidentState) -> dict[str, Any] | None:
