@@ -122,14 +122,13 @@ class Runner:
             self._wake.clear()
             try:
                 now = utcnow()
-                for incident_id in await self.runs.due(self.engine, now):
+                start, upcoming = await self.runs.schedule(self.engine, now, set(self._inflight))
+                for incident_id in start:
                     self.spawn(incident_id)
-                upcoming = await self.runs.next_due(self.engine)
+                # an incident running now re-wakes us when it is done (``spawn``)
                 sleep = max_sleep
                 if upcoming is not None:
-                    sleep = min(max_sleep, max(0.0, (upcoming - utcnow()).total_seconds()))
-                    # a due incident that is running now re-wakes us when it is done
-                    sleep = max(sleep, 0.005)
+                    sleep = min(max_sleep, max(0.005, (upcoming - utcnow()).total_seconds()))
             except Exception:  # keep scheduling through a database hiccup; it is logged
                 log.exception("scheduler pass failed")
                 sleep = max_sleep

@@ -13,6 +13,7 @@ scheduler pattern drive incidents and sessions alike.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -160,24 +161,33 @@ class RunStore:
                 .values(approval_id=approval_id)
             )
 
-    async def due(self, engine: AsyncEngine, now: datetime) -> list[str]:
-        """Open runs whose timer is due or whose inbox holds something."""
+    async def schedule(
+        self, engine: AsyncEngine, now: datetime, running: Collection[str] = ()
+    ) -> tuple[list[str], datetime | None]:
+        """One scheduler pass in one query: the open runs to start now (timer due or inbox not
+        empty) that are not ``running``, and the earliest timer of the others still waiting.
+
+        Runs in flight are left out of both: their due time is usually past (a step that
+        calls many peers takes a while), and counting it made the scheduler poll the database
+        every few milliseconds until they finished. Their end wakes the scheduler instead.
+        """
         runs = self.runs
         has_inbox = sa.exists().where(self._id(self.inbox) == self._id(runs))
-        query = sa.select(self._id(runs)).where(
-            runs.c.final.is_(False), sa.or_(runs.c.due_at <= now, has_inbox)
-        )
+        query = sa.select(self._id(runs), runs.c.due_at, has_inbox).where(runs.c.final.is_(False))
         async with engine.connect() as conn:
-            return [r[0] for r in (await conn.execute(query)).all()]
-
-    async def next_due(self, engine: AsyncEngine) -> datetime | None:
-        async with engine.connect() as conn:
-            value: datetime | None = await conn.scalar(
-                sa.select(sa.func.min(self.runs.c.due_at)).where(self.runs.c.final.is_(False))
-            )
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value
+            rows = (await conn.execute(query)).all()
+        start: list[str] = []
+        upcoming: datetime | None = None
+        for run_id, due_at, inboxed in rows:
+            if run_id in running:
+                continue
+            if due_at is not None and due_at.tzinfo is None:
+                due_at = due_at.replace(tzinfo=UTC)
+            if inboxed or (due_at is not None and due_at <= now):
+                start.append(run_id)
+            elif due_at is not None and (upcoming is None or due_at < upcoming):
+                upcoming = due_at
+        return start, upcoming
 
     async def push(self, engine: AsyncEngine, run_id: str, value: dict[str, Any]) -> None:
         async with engine.begin() as conn:
@@ -244,8 +254,7 @@ get = INCIDENTS.get
 list_all = INCIDENTS.list_all
 update = INCIDENTS.update
 set_pending_approval = INCIDENTS.set_pending_approval
-due = INCIDENTS.due
-next_due = INCIDENTS.next_due
+schedule = INCIDENTS.schedule
 push = INCIDENTS.push
 peek = INCIDENTS.peek
 delete = INCIDENTS.delete
