@@ -497,7 +497,15 @@ def sweep_mesh(env: dict[str, str], healthy_timeout_s: float = 300.0) -> Iterato
         # a read of the service inventory serves for its TTL; the next network's services
         # reuse vpn-ids, so a stale read would silently give them another network's tiers
         # and bandwidth: keep it short and wait it out in ``switch_lab``
-        env = {"CXM_SERVICE_INVENTORY_TTL_S": str(INVENTORY_TTL_S), **env}
+        # The sweep measures the SLA flow. A fault moves traffic onto other links, which can
+        # forecast congestion there: the proactive tickets that follow act between faults and
+        # keep the correlator busy past ``correlator_quiet``, so the next fault would not run
+        # (nobel-eu, CI of 2026-11-30). bench/proactive.py measures that flow.
+        env = {
+            "CXM_SERVICE_INVENTORY_TTL_S": str(INVENTORY_TTL_S),
+            "CXM_TRAFFIC_PROACTIVE_ENABLED": "false",
+            **env,
+        }
         m = Mesh(data_dir, mesh_env(data_dir, ports, env), ports)
         try:
             for name in AGENT_PORTS:
