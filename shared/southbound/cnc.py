@@ -27,6 +27,9 @@ from typing import Any, NoReturn, Unpack
 from urllib.parse import quote
 
 import httpx
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import SecretStr
 
 from shared.errors import SouthboundError, SouthboundNotFound
@@ -53,7 +56,13 @@ from shared.southbound.policies import (
     srv6_body,
 )
 from shared.southbound.topology import TopologyIndex, fold_topology
-from shared.southbound.vpn import SERVICE_TYPES, TE_MAPPING, fold_services, service_pairs
+from shared.southbound.vpn import (
+    SERVICE_TYPES,
+    TE_MAPPING,
+    fold_services,
+    service_pairs,
+    with_base_paths,
+)
 
 log = get_logger(__name__)
 
@@ -138,7 +147,10 @@ class CncClient(HttpClient):
     With ``session_file``, the TGT is also kept in that file (owner-only) and taken up again by
     the next process: an agent killed with ``kill -9`` never deletes its TGT, and without the
     file every restart would open one more session until CNC refuses all logins ("Maximum
-    sessions reached", for the TGT's lifetime of hours).
+    sessions reached", for the TGT's lifetime of hours). The file is encrypted (Fernet) with a
+    key derived from the CNC password, which is not in the data directory: a copy of the data
+    directory alone does not give CNC access. A file that does not decrypt (the password
+    changed) is ignored and the next login replaces it.
     """
 
     expired_status = 403
@@ -166,6 +178,7 @@ class CncClient(HttpClient):
             "CNC", base_url, transport, timeout_s, username=username, password=password
         )
         self.session_file = session_file
+        self._session_cipher = _session_cipher(password, username, base_url)
         _redact_httpx_log()
         host = self.http.base_url.host or "localhost"
         self.service_url = service_url or f"https://{host}:30603/app-dashboard"
@@ -208,9 +221,11 @@ class CncClient(HttpClient):
         if path is None:
             return None
 
+        cipher = self._session_cipher
+
         def read() -> str | None:
-            with suppress(OSError):
-                return path.read_text(encoding="utf-8").strip() or None
+            with suppress(OSError, InvalidToken):
+                return cipher.decrypt(path.read_bytes().strip()).decode("utf-8") or None
             return None
 
         return await asyncio.to_thread(read)
@@ -220,6 +235,7 @@ class CncClient(HttpClient):
         path = self.session_file
         if path is None:
             return
+        cipher = self._session_cipher
 
         def write() -> None:
             if tgt is None:
@@ -229,8 +245,8 @@ class CncClient(HttpClient):
             path.parent.mkdir(parents=True, exist_ok=True)
             temp = path.with_name(f".{path.name}.{os.getpid()}")
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(tgt)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(cipher.encrypt(tgt.encode("utf-8")))
             os.replace(temp, path)
 
         try:
@@ -655,7 +671,8 @@ class CncClient(HttpClient):
     async def services(self) -> list[VpnService]:
         """L3 and L2 VPN services: CAT's operational view (status, the policy ridden), the NSO
         intent (the ends, the TE-service mapping), the inventory (tier, bandwidth) and the
-        policy's hops turned into links (IGP shortest path for a service with no policy)."""
+        policy's hops turned into links (IGP shortest path for a service with no policy), and
+        each one's base path (``with_base_paths``: what it rides with no steering)."""
         reads: list[Awaitable[Any]] = []
         for kind in SERVICE_TYPES:
             model = f"ietf-{kind}-ntw:{kind}-ntw/vpn-services/vpn-service"
@@ -669,7 +686,7 @@ class CncClient(HttpClient):
         for i, kind in enumerate(SERVICE_TYPES):
             oper, config = answers[2 * i], answers[2 * i + 1]
             out.extend(fold_services(kind, oper, config, index, policies, inventory, self._missing))
-        return out
+        return with_base_paths(out, index)
 
     # --- steering ------------------------------------------------------------------------
 
@@ -722,3 +739,16 @@ class CncClient(HttpClient):
 
 def _dumps(body: Any) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _session_cipher(password: str | SecretStr, username: str, base_url: str) -> Fernet:
+    """The key of the session file: HKDF-SHA256 of the CNC password, bound to the user and the
+    controller, so the TGT at rest is no easier to use than the password that obtained it."""
+    secret = password.get_secret_value() if isinstance(password, SecretStr) else password
+    key = HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=b"cxm-cnc-session-v1",
+        info=f"{username}@{base_url}".encode(),
+    ).derive(secret.encode("utf-8"))
+    return Fernet(base64.urlsafe_b64encode(key))

@@ -285,7 +285,10 @@ async def test_a_killed_process_s_session_is_taken_up_by_the_next(
     session = tmp_path / "cnc-session-tunnel"
     first = make_cnc(cnc_router, clock, session_file=session)
     await call(first)
-    assert session.read_text() == TGT and session.stat().st_mode & 0o077 == 0
+    assert session.stat().st_mode & 0o077 == 0
+    kept = session.read_bytes()
+    assert TGT.encode() not in kept  # encrypted at rest
+    assert first._session_cipher.decrypt(kept).decode() == TGT
     await first.http.aclose()  # killed: no aclose(), the TGT stays live on CNC
     second = make_cnc(cnc_router, clock, session_file=session)
     await call(second)
@@ -302,8 +305,28 @@ async def test_a_kept_session_cnc_no_longer_knows_is_replaced(
     cnc_router.patch(PATCH_L3).respond(204)
     cnc_router.post("/crosswork/sso/v1/tickets/TGT-old-cas").respond(401, text="expired")
     session = tmp_path / "cnc-session-tunnel"
-    session.write_text("TGT-old-cas")
+    cnc = make_cnc(cnc_router, clock, session_file=session)
+    session.write_bytes(cnc._session_cipher.encrypt(b"TGT-old-cas"))
+    await call(cnc)
+    assert cnc_router.calls.call_count and any(
+        c.request.url.path.endswith("/TGT-old-cas") for c in cnc_router.calls
+    )
+    assert cnc.logins == 1
+    assert cnc._session_cipher.decrypt(session.read_bytes()).decode() == TGT
+    await cnc.aclose()
+
+
+async def test_a_session_file_from_another_password_is_not_used(
+    cnc_router: respx.MockRouter, clock: Clock, tmp_path: Any
+) -> None:
+    """A plain-text file, or one kept under an old password, does not decrypt: ignored, and
+    the next login replaces it (nothing is sent to CNC from it)."""
+    cnc_router.patch(PATCH_L3).respond(204)
+    session = tmp_path / "cnc-session-tunnel"
+    session.write_text("TGT-plain-text")
     cnc = make_cnc(cnc_router, clock, session_file=session)
     await call(cnc)
-    assert cnc.logins == 1 and session.read_text() == TGT
+    assert not any("TGT-plain-text" in str(c.request.url) for c in cnc_router.calls)
+    assert cnc.logins == 1
+    assert cnc._session_cipher.decrypt(session.read_bytes()).decode() == TGT
     await cnc.aclose()
