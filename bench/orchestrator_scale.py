@@ -20,7 +20,14 @@ every incident has been looked at again by the runner (its row rewritten after t
 and is parked, plus the RSS afterwards. Prints one JSON document; exits 1 with a message on
 stderr when something does not converge in time.
 
+With ``--databases sqlite,postgres`` (the default) the same run is made once per database,
+one after the other, and the document has both side by side (``runs``): on PostgreSQL the
+orchestrator's checkpoints and incident rows go to a throwaway cluster of Debian's server
+(``tests.support.postgres_server``, fsync on, as a user would run it), and the cluster's CPU
+(every backend) is reported next to the orchestrator's.
+
     python -m bench.orchestrator_scale [--incidents 1000] [--approval-share 0.5]
+                                       [--databases sqlite,postgres]
 """
 
 from __future__ import annotations
@@ -36,14 +43,16 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from bench.closed_loop import cpu_ticks
 from shared.settings import AGENT_PORTS
-from tests.support import ROOT, Mesh, free_port, mesh_env
+from tests.support import ROOT, Mesh, create_database, free_port, mesh_env, postgres_cluster
 
 DAY_S = 86400
 POLL_S = 0.5
@@ -161,11 +170,14 @@ class Peers:
 # --- the orchestrator ----------------------------------------------------------------------
 
 
-def orchestrator_env(data_dir: Path, peer_port: int, log_level: str) -> tuple[Mesh, int]:
+def orchestrator_env(
+    data_dir: Path, peer_port: int, log_level: str, database_url: str | None = None
+) -> tuple[Mesh, int]:
     ports = {name: peer_port for name in AGENT_PORTS}
     port = free_port()
     ports["orchestrator"] = port
     extra = {
+        **({"CXM_DATABASE_URL": database_url} if database_url else {}),
         "CXM_TIME_SCALE": "1",
         "CXM_LOG_LEVEL": log_level,
         # critical incidents wait for a human before provisioning; the others steer
@@ -282,8 +294,21 @@ class Incidents:
         }
 
 
-def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
+def run(
+    args: argparse.Namespace,
+    data_dir: Path,
+    database_url: str | None = None,
+    database_pid: int | None = None,
+) -> dict[str, Any]:
+    """One run on SQLite (``database_url`` None) or on the PostgreSQL cluster given, whose
+    server process ``database_pid`` (and its backends) is charged as ``database_cpu_s``."""
     n: int = args.incidents
+
+    def db_cpu() -> float:
+        if database_pid is None:
+            return 0.0
+        return cpu_ticks({"db": database_pid})["db"] / os.sysconf("SC_CLK_TCK")
+
     flags = critical_flags(n, args.approval_share)
     payloads = [start_payload(i, critical) for i, critical in enumerate(flags)]
     bound = args.timeout
@@ -292,7 +317,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     try:
         peers.wait_healthy()
         peers.set(sla_default=False)  # monitoring never sees the SLA recover
-        mesh, _ = orchestrator_env(data_dir, peers.port, args.log_level)
+        mesh, _ = orchestrator_env(data_dir, peers.port, args.log_level, database_url)
         mesh.start("orchestrator")
         mesh.wait_healthy(["orchestrator"])
         pid = mesh.procs["orchestrator"].pid
@@ -304,6 +329,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         )
         load_before = os.getloadavg()
         cpu_open, peers_cpu_open = cpu_seconds(pid), cpu_seconds(peers.proc.pid)
+        db_cpu_open = db_cpu()
         started = time.monotonic()
         latencies = asyncio.run(
             open_incidents(mesh.url("orchestrator"), mesh.token, payloads, args.concurrency, bound)
@@ -320,6 +346,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         parked_s = time.monotonic() - started
         cpu_open = cpu_seconds(pid) - cpu_open
         peers_cpu_open = cpu_seconds(peers.proc.pid) - peers_cpu_open
+        db_cpu_open = db_cpu() - db_cpu_open
         progress(f"{n} parked in {parked_s:.1f}s, orchestrator CPU {cpu_open:.1f}s")
         settle_s = wait_idle(pid, timeout=bound)
         loaded = proc_status(pid)
@@ -329,6 +356,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         # --- SIGKILL and restart -----------------------------------------------------------
         killed_at = datetime.now(UTC)
         mesh.stop("orchestrator", kill=True)
+        db_cpu_restart = db_cpu()
         restarted = time.monotonic()
         mesh.start("orchestrator")
         mesh.wait_healthy(["orchestrator"], timeout=bound)
@@ -344,6 +372,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         until("all incidents resumed and parked", resumed_now, timeout=bound, interval=POLL_S)
         resumed_s = time.monotonic() - restarted
         cpu_restart = cpu_seconds(pid)  # the new process: start-up and resuming all N
+        db_cpu_restart = db_cpu() - db_cpu_restart
         resume_settle_s = wait_idle(pid, timeout=bound)
         after = proc_status(pid)
         after_calls = peers.calls()
@@ -368,7 +397,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             "approval_share": args.approval_share,
             "critical_incidents": sum(flags),
             "concurrency": args.concurrency,
-            "checkpointer": "sqlite",
+            "checkpointer": "postgres" if database_url else "sqlite",
             "max_concurrent_runs": 8,
             "time_scale": 1,
             "cpus": os.cpu_count(),
@@ -385,6 +414,8 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             "orchestrator_cpu_ms_per_incident": round(cpu_open * 1000 / n, 1),
             "orchestrator_core_share": round(cpu_open / parked_s, 2),
             "peers_cpu_s": round(peers_cpu_open, 2),
+            "database_cpu_s": round(db_cpu_open, 2),
+            "database_cpu_ms_per_incident": round(db_cpu_open * 1000 / n, 1),
             "parked": shape,
         },
         "process_idle": idle,
@@ -396,6 +427,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             "resumed_per_s": round(n / max(resumed_s - healthy_s, 1e-9), 1),
             "idle_after_s": resume_settle_s,
             "orchestrator_cpu_s_incl_startup": round(cpu_restart, 2),
+            "database_cpu_s": round(db_cpu_restart, 2),
             "process_resumed": after,
             "peer_calls_during_restart": peer_calls_delta,
         },
@@ -422,24 +454,60 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--log-level", default="WARNING", help="the orchestrator's CXM_LOG_LEVEL")
     parser.add_argument("--keep", action="store_true", help="keep the data dir (logs, databases)")
+    parser.add_argument(
+        "--databases",
+        default="sqlite,postgres",
+        help="comma-separated, run one after the other: sqlite, postgres",
+    )
     args = parser.parse_args(argv)
     if args.incidents < 1 or not 0.0 <= args.approval_share <= 1.0:
         parser.error("--incidents must be >= 1 and --approval-share within [0, 1]")
-    tmp = tempfile.mkdtemp(prefix="cxm-bench-orch-")
-    try:
-        result = run(args, Path(tmp))
-    except NotConverged as exc:
-        print(f"bench: did not converge: {exc} (data dir {tmp})", file=sys.stderr)
-        return 1
-    except AssertionError as exc:  # tests.support.Mesh reports a dead or unhealthy agent so
-        print(f"bench: orchestrator failed: {exc} (data dir {tmp})", file=sys.stderr)
-        return 1
-    if args.keep:
-        result["data_dir"] = tmp
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
+    databases = [d.strip() for d in args.databases.split(",") if d.strip()]
+    if not databases or set(databases) - {"sqlite", "postgres"}:
+        parser.error("--databases takes sqlite and/or postgres")
+    runs: dict[str, Any] = {}
+    for database in databases:
+        tmp = tempfile.mkdtemp(prefix=f"cxm-bench-orch-{database}-")
+        progress(f"--- {database}")
+        try:
+            with ExitStack() as stack:
+                url: str | None = None
+                server_pid: int | None = None
+                if database == "postgres":
+                    # its own directory: the server runs as ``postgres``, which cannot
+                    # enter the bench's private data dir
+                    pg = Path(tempfile.mkdtemp(prefix="cxm-bench-pg-"))
+                    stack.callback(shutil.rmtree, pg, ignore_errors=True)
+                    dsn, server_pid = stack.enter_context(postgres_cluster(pg, fsync=True))
+                    url = asyncio.run(create_database(dsn, prefix="bench_orch"))
+                runs[database] = run(args, Path(tmp), url, server_pid)
+        except NotConverged as exc:
+            print(f"bench: did not converge: {exc} (data dir {tmp})", file=sys.stderr)
+            return 1
+        except AssertionError as exc:  # tests.support.Mesh reports a dead or unhealthy agent
+            print(f"bench: orchestrator failed: {exc} (data dir {tmp})", file=sys.stderr)
+            return 1
+        if args.keep:
+            runs[database]["data_dir"] = tmp
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    result: dict[str, Any] = {"benchmark": "orchestrator_scale", "runs": runs}
+    if len(runs) == 2:
+        result["postgres_vs_sqlite"] = {
+            "parked_per_s": _ratio(runs, "open", "parked_per_s"),
+            "orchestrator_cpu_ms_per_incident": _ratio(
+                runs, "open", "orchestrator_cpu_ms_per_incident"
+            ),
+            "restart_resumed_per_s": _ratio(runs, "restart", "resumed_per_s"),
+        }
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _ratio(runs: dict[str, Any], part: str, name: str) -> float | None:
+    """postgres / sqlite of one figure."""
+    base = runs["sqlite"][part][name]
+    return round(runs["postgres"][part][name] / base, 2) if base else None
 
 
 if __name__ == "__main__":

@@ -141,6 +141,9 @@ class Mesh:
     env: dict[str, str]
     ports: dict[str, int]
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    code: Path = ROOT
+    """Source tree the agents run from (their working directory: ``python -m`` puts it first
+    on ``sys.path``, ahead of the editable install); a bench's ``--before`` passes another."""
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
@@ -156,7 +159,7 @@ class Mesh:
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            cwd=ROOT,
+            cwd=self.code,
         )
 
     def stop(self, name: str, *, kill: bool = False) -> None:
@@ -262,7 +265,16 @@ def pg_bin(tool: str) -> str:
 
 @contextmanager
 def postgres_server(base: Path) -> Iterator[str]:
-    """A throwaway PostgreSQL cluster on a free loopback port; yields its DSN.
+    """A throwaway PostgreSQL cluster on a free loopback port (fsync off); yields its DSN."""
+    with postgres_cluster(base) as (dsn, _):
+        yield dsn
+
+
+@contextmanager
+def postgres_cluster(base: Path, *, fsync: bool = False) -> Iterator[tuple[str, int]]:
+    """A throwaway PostgreSQL cluster on a free loopback port; yields its DSN and the pid
+    whose process tree is the server (benches charge its CPU). Tests turn fsync off; a bench
+    that compares with SQLite keeps it on, as a user would.
 
     The server refuses to run as root, so as root the cluster belongs to the ``postgres``
     user that Debian's package creates.
@@ -296,7 +308,7 @@ def postgres_server(base: Path) -> Iterator[str]:
             "-k",
             str(sock),
             "-c",
-            "fsync=off",
+            f"fsync={'on' if fsync else 'off'}",
             "-c",
             "max_connections=200",
         ],
@@ -311,7 +323,7 @@ def postgres_server(base: Path) -> Iterator[str]:
                     break
             time.sleep(0.1)
         time.sleep(0.3)
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres", proc.pid
     finally:
         proc.terminate()
         proc.wait(15)

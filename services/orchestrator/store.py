@@ -164,29 +164,26 @@ class RunStore:
     async def schedule(
         self, engine: AsyncEngine, now: datetime, running: Collection[str] = ()
     ) -> tuple[list[str], datetime | None]:
-        """One scheduler pass in one query: the open runs to start now (timer due or inbox not
-        empty) that are not ``running``, and the earliest timer of the others still waiting.
+        """One scheduler pass: the open runs to start now (timer due or inbox not empty) that
+        are not ``running``, and the earliest later timer of the others.
 
         Runs in flight are left out of both: their due time is usually past (a step that
         calls many peers takes a while), and counting it made the scheduler poll the database
         every few milliseconds until they finished. Their end wakes the scheduler instead.
+        Both are indexed reads in the database, however many runs are parked.
         """
         runs = self.runs
+        open_ = [runs.c.final.is_(False)]
+        if running:
+            open_.append(self._id(runs).not_in(sorted(running)))
         has_inbox = sa.exists().where(self._id(self.inbox) == self._id(runs))
-        query = sa.select(self._id(runs), runs.c.due_at, has_inbox).where(runs.c.final.is_(False))
+        due = sa.select(self._id(runs)).where(*open_, sa.or_(runs.c.due_at <= now, has_inbox))
+        later = sa.select(sa.func.min(runs.c.due_at)).where(*open_, runs.c.due_at > now)
         async with engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        start: list[str] = []
-        upcoming: datetime | None = None
-        for run_id, due_at, inboxed in rows:
-            if run_id in running:
-                continue
-            if due_at is not None and due_at.tzinfo is None:
-                due_at = due_at.replace(tzinfo=UTC)
-            if inboxed or (due_at is not None and due_at <= now):
-                start.append(run_id)
-            elif due_at is not None and (upcoming is None or due_at < upcoming):
-                upcoming = due_at
+            start = [r[0] for r in (await conn.execute(due)).all()]
+            upcoming: datetime | None = await conn.scalar(later)
+        if upcoming is not None and upcoming.tzinfo is None:
+            upcoming = upcoming.replace(tzinfo=UTC)
         return start, upcoming
 
     async def push(self, engine: AsyncEngine, run_id: str, value: dict[str, Any]) -> None:
