@@ -306,6 +306,10 @@ class DecisionResult(Open):
 class AssessImpact(Strict):
     incident_id: str
     degraded_links: list[str] = Field(min_length=1)
+    native: bool = False
+    """The proactive flow's question: a service is affected when its base path (the one it
+    rides with no steering) *or* its current path crosses a link, and ``degraded_links`` names
+    the links crossed by either. Off (the SLA flow): the current path only."""
 
 
 class AffectedService(Open):
@@ -316,6 +320,9 @@ class AffectedService(Open):
     head_end: str
     end_point: str
     path: list[str] = Field(default_factory=list)
+    """The links it rides now."""
+    base_path: list[str] = Field(default_factory=list)
+    """The links it rides with no steering (empty: unknown, read as ``path``)."""
     bandwidth_mbps: float | None = None
 
 
@@ -574,6 +581,26 @@ class AuditAppended(Open):
     duplicate: bool
 
 
+class AuditEventItem(Strict):
+    """One event of ``audit_events``, with the idempotency key ``audit_event`` would have had."""
+
+    key: str = Field(min_length=1, max_length=200)
+    payload: AuditEvent
+
+
+class AuditEvents(Strict):
+    """``audit_events``: events appended in this order, in one transaction; each keeps its
+    own key, so one already stored is answered from the stored row (as ``audit_event`` is)."""
+
+    items: list[AuditEventItem] = Field(min_length=1, max_length=500)
+
+
+class AuditEventsAppended(Open):
+    """``audit_events``' answer, once all are committed: one ``AuditAppended`` per item."""
+
+    results: list[AuditAppended]
+
+
 # --- path (8003): extra skills -------------------------------------------------------------
 
 
@@ -683,16 +710,22 @@ LinkName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:]+-[A-Za-z0-9_.:]+(#[0-9
 class LinkForecastRequest(Strict):
     """``link_forecast``: a link's measured, native and forecast load (the proactive flow).
 
-    ``moved_share[link]`` is the share (0..1) of the link's native traffic CXM has steered
-    away; native = measured / (1 - share), the share capped at 0.95. It applies to the samples
-    taken at or after ``moved_since[link]`` (the earlier ones carried all their traffic), or to
-    the whole window when no time is given.
+    ``moved_share[link]`` is 1 - W_now / W_native, W being the committed bandwidth of the
+    services riding the link now and of those whose base path crosses it: positive when CXM
+    moved traffic off the link, *negative* when it moved more onto it (tunnels) than off it.
+    native = measured / (1 - share), the share clamped to [-19, 0.95] (native between 1/20 and
+    20 times what is measured). It applies to the samples taken at or after
+    ``moved_since[link]`` (the earlier ones carried all their traffic), or to the whole window
+    when no time is given.
     """
 
     links: list[LinkName] = Field(default_factory=list, max_length=1000)
     """Links to report; empty means every link sampled."""
     incident_id: str | None = None
-    moved_share: dict[LinkName, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
+    moved_share: dict[LinkName, Annotated[float, Field(ge=-1000, le=1)]] = Field(
+        default_factory=dict
+    )
+    """Per link, the share moved off it (negative: moved onto it); see above."""
     moved_since: dict[LinkName, datetime] = Field(default_factory=dict)
     """When the share was moved (ISO 8601 or epoch seconds); optional, see above."""
 
@@ -717,7 +750,7 @@ class LinkLoadForecast(Open):
     capacity_mbps: float | None = None
     horizon_s: float | None = None
     moved_share: float = 0.0
-    """The share applied (after the cap)."""
+    """The share applied (after the clamp; negative: traffic moved onto the link)."""
 
 
 class LinkForecastResult(Open):

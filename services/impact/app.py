@@ -1,10 +1,11 @@
 """Service Impact agent: which L2/L3 VPN services cross the degraded links, and their SLA tiers.
 
-Each service and the path it rides now come from CNC (its L2NM/L3NM services and the SR
-policies they ride); its SLA tier and committed bandwidth from the operators' inventory (the
-OSS export the CNC client reads). A CNC failure is not swallowed:
-it propagates as a ``SouthboundError`` (503 when transient, 502 otherwise) so the orchestrator
-escalates as the seed's error table asks ("Service Impact API failed → escalate").
+Each service, the path it rides now and its base path (the one it rides with no steering) come
+from CNC (its L2NM/L3NM services and the SR policies they ride); its SLA tier and committed
+bandwidth from the operators' inventory (the OSS export the CNC client reads). A CNC failure
+is not swallowed: it propagates as a ``SouthboundError`` (503 when transient, 502 otherwise)
+so the orchestrator escalates as the seed's error table asks ("Service Impact API failed →
+escalate").
 """
 
 from __future__ import annotations
@@ -39,12 +40,22 @@ def _tier(service: VpnService) -> str:
     return tier
 
 
-def assess(services: list[VpnService], degraded_links: list[str]) -> ImpactResult:
-    """The services whose path crosses a degraded link, most valuable tier first."""
+def assess(
+    services: list[VpnService], degraded_links: list[str], *, native: bool = False
+) -> ImpactResult:
+    """The services whose path crosses a degraded link, most valuable tier first.
+
+    ``native`` (the proactive flow): also the services whose base path crosses one (their
+    native riders, wherever they ride now), ``degraded_links`` naming the links crossed by
+    either path; the orchestrator tells the two apart from ``path`` and ``base_path``.
+    """
     degraded = {link_key(link) for link in degraded_links}
     affected: list[AffectedService] = []
     for service in services:
         crossed = [link for link in service.path if link_key(link) in degraded]
+        if native:
+            based = [link for link in service.base_path if link_key(link) in degraded]
+            crossed = list(dict.fromkeys([*crossed, *based]))
         if not crossed:
             continue
         affected.append(
@@ -56,6 +67,7 @@ def assess(services: list[VpnService], degraded_links: list[str]) -> ImpactResul
                 head_end=service.head_end,
                 end_point=service.end_point,
                 path=list(service.path),
+                base_path=list(service.base_path or service.path),
                 degraded_links=crossed,
                 bandwidth_mbps=service.bandwidth_mbps,
                 oper_status=service.oper_status,
@@ -80,7 +92,7 @@ def assess(services: list[VpnService], degraded_links: list[str]) -> ImpactResul
 async def assess_impact(payload: AssessImpact, ctx: TaskContext) -> ImpactResult:
     cnc: CncClient = ctx.state.cnc
     services = await cnc.services()
-    result = assess(services, payload.degraded_links)
+    result = assess(services, payload.degraded_links, native=payload.native)
     log.info(
         "impact assessed",
         incident_id=payload.incident_id,

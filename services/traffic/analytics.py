@@ -125,6 +125,16 @@ def forecast(
 
 MAX_MOVED_SHARE = 0.95
 """A share of 1 would make the native load infinite; 0.95 already means 20x what is measured."""
+MIN_MOVED_SHARE = -19.0
+"""A negative share is traffic moved *onto* the link (tunnels of other links' shifts): native
+= measured / (1 - share) is then under what is measured. -19 reads native as 1/20 of the
+measured load, the mirror of the 0.95 cap; a link none of whose services ride it natively
+(all tunnel traffic) has a share of minus infinity and reads native as about nothing."""
+
+
+def clamp_share(moved_share: float) -> float:
+    """The share applied: [-19, 0.95] (see the two bounds)."""
+    return min(max(moved_share, MIN_MOVED_SHARE), MAX_MOVED_SHARE)
 
 
 def native_series(
@@ -133,11 +143,16 @@ def native_series(
     """(time, native %) for (time, measured %): measured / (1 - share), for the samples taken
     at or after ``since`` (all when None); earlier samples carried all their traffic.
 
+    The share is 1 - W_now / W_native (committed bandwidth riding the link now, and whose
+    base path crosses it), so native = measured x W_native / W_now: positive when traffic
+    moved off the link (native over measured), negative when more moved onto it than off
+    (native under measured, a link carrying tunnel traffic), clamped by ``clamp_share``.
+
     The share is the one moved now: applied to the whole window, samples from before the move
     would look inflated and the forecast of that falling series would fall too early, which
     is what ``since`` is for.
     """
-    share = min(max(moved_share, 0.0), MAX_MOVED_SHARE)
+    share = clamp_share(moved_share)
     return [(t, pct / (1 - share) if since is None or t >= since else pct) for t, pct in points]
 
 
@@ -174,7 +189,7 @@ def load_forecast(
     The forecast is of the native series: the proactive flow decides when to bring traffic
     back on what the link would carry then, not on the load it measures with the traffic away.
     """
-    share = min(max(moved_share, 0.0), MAX_MOVED_SHARE)
+    share = clamp_share(moved_share)
     native = native_series(points, share, since)
     if not points:
         return LinkLoadForecast(

@@ -189,7 +189,10 @@ async def predict_congestion(payload: PredictCongestion, ctx: TaskContext) -> Co
 
 @spec.serve(LINK_FORECAST)
 async def link_forecast(payload: LinkForecastRequest, ctx: TaskContext) -> LinkForecastResult:
-    """Measured, native and forecast load per link from the stored samples (no CNC read)."""
+    """Measured, native and forecast load per link from the stored samples (no CNC read).
+
+    ``moved_share`` may be negative (more traffic moved onto the link than off it): native is
+    then under the measured load (``analytics.native_series``)."""
     cfg: TrafficSettings = ctx.state.traffic_settings
     horizon = ctx.settings.scaled(cfg.forecast_horizon_s)
     points = await store.history(ctx.engine, limit=cfg.history)
@@ -197,10 +200,11 @@ async def link_forecast(payload: LinkForecastRequest, ctx: TaskContext) -> LinkF
     known = {link_key(name): name for name in [*points, *latest]}
     shares = {link_key(link): share for link, share in payload.moved_share.items()}
     since = {link_key(link): when.timestamp() for link, when in payload.moved_since.items()}
-    # the proactive flow is handling a link it passes a share for: the watcher leaves it be
+    # the proactive flow is handling a link it passes a share for (negative: traffic moved
+    # onto it): the watcher leaves it be
     managed: dict[str, float] = ctx.state.managed
     for key, share in shares.items():
-        if share > 0:
+        if share != 0:
             managed[key] = time.time() + horizon
     links: dict[str, LinkLoadForecast] = {}
     for asked in payload.links or sorted(known.values()):

@@ -71,6 +71,8 @@ class VpnService(BaseModel):
     head_end: str = Field(alias="head-end")
     end_point: str = Field(alias="end-point")
     path: list[str] = Field(default_factory=list)  # links crossed, in order
+    base_path: list[str] = Field(default_factory=list, alias="base-path")
+    """The links it would cross with no steering (its own ODN path; ``vpn.fold_services``)."""
     bandwidth_mbps: float = Field(default=100, alias="bandwidth-mbps")
     oper_status: str = Field(default="up", alias="oper-status")  # up, down or unknown
     color: int | None = None

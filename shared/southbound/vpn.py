@@ -110,6 +110,32 @@ def fold_services(
     return out
 
 
+def with_base_paths(services: list[VpnService], index: TopologyIndex) -> list[VpnService]:
+    """Each service with ``base_path``: the links it crosses with no steering.
+
+    A service without a TE-service mapping rides its base now (its ODN policy, or the IGP):
+    its path is its base. A steered one's ODN path is not in its reads (its underlay names the
+    policy it was steered onto), so it takes the path of an unsteered service with the same
+    ends and tier (ODN instantiates one policy per ends and color, the color by tier), else the
+    IGP path between its ends. That last guess can differ from the real ODN path (equal-cost
+    IGP paths, a delay-optimised ODN): docs/proactive.md, "Native load".
+    """
+    siblings: dict[tuple[str, str, str], list[str]] = {}
+    for s in services:
+        if not s.steered and s.path:
+            siblings.setdefault((s.head_end, s.end_point, s.sla_tier), list(s.path))
+    out = []
+    for s in services:
+        if not s.steered:
+            base = list(s.path)
+        else:
+            base = siblings.get((s.head_end, s.end_point, s.sla_tier)) or index.links_of(
+                index.igp_path(s.head_end, s.end_point) or []
+            )
+        out.append(s.model_copy(update={"base_path": base}))
+    return out
+
+
 def service_pairs(services: Sequence[VpnService | tuple[str, str]]) -> list[tuple[str, str]]:
     """``(vpn-id, service type)`` of each service; an unknown type raises ``ValueError``."""
     out: list[tuple[str, str]] = []

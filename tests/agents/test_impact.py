@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from services.impact.app import create_app
+from services.impact.app import assess, create_app
+from shared.models import AffectedService
 from shared.settings import Settings
+from shared.southbound import VpnService
 from tests.agents.fakes import FakeNetwork, run_task
 from tests.support import running
 
@@ -72,3 +74,53 @@ async def test_invalid_payload_names_the_field(agent_settings: Settings, net: Fa
         )
     assert response.status_code == 422
     assert response.json()["detail"][0]["field"] == "payload.degraded_links"
+
+
+def vpn(vpn_id: str, path: list[str], base: list[str], steered: bool = False) -> VpnService:
+    return VpnService(
+        vpn_id=vpn_id,
+        name=vpn_id,
+        service_type="l3vpn",
+        sla_tier="gold",
+        head_end="pe1",
+        end_point="pe4",
+        path=path,
+        base_path=base,
+        steered=steered,
+    )
+
+
+def crossed(service: AffectedService) -> list[str]:
+    named: list[str] = (service.model_extra or {})["degraded_links"]
+    return named
+
+
+CORRIDOR = ["pe1-pe2", "pe2-pe3", "pe3-pe4"]
+PROTECTION = ["pe1-p1", "p1-p2", "p2-pe4"]
+NETWORK = [
+    vpn("home", CORRIDOR, CORRIDOR),
+    vpn("moved", PROTECTION, CORRIDOR, steered=True),  # off pe1-pe2, onto the tunnel
+]
+
+
+def test_the_reactive_assessment_reads_the_current_path_only() -> None:
+    on_corridor = assess(NETWORK, ["pe2-pe1"])
+    assert [s.service_id for s in on_corridor.affected_services] == ["home"]
+    assert crossed(on_corridor.affected_services[0]) == ["pe1-pe2"]
+    on_tunnel = assess(NETWORK, ["p2-pe4", "pe3-pe4"])
+    assert {s.service_id: crossed(s) for s in on_tunnel.affected_services} == {
+        "home": ["pe3-pe4"],
+        "moved": ["p2-pe4"],
+    }
+    assert on_tunnel.total_affected == 2
+
+
+def test_the_native_assessment_adds_the_riders_by_base_path() -> None:
+    native = assess(NETWORK, ["pe1-pe2", "p2-pe4"], native=True)
+    found = {s.service_id: s for s in native.affected_services}
+    assert {sid: crossed(s) for sid, s in found.items()} == {
+        "home": ["pe1-pe2"],
+        "moved": ["p2-pe4", "pe1-pe2"],  # rides p2-pe4 now, pe1-pe2 natively
+    }
+    assert found["moved"].path == PROTECTION and found["moved"].base_path == CORRIDOR
+    assert (found["moved"].model_extra or {})["steered"] is True

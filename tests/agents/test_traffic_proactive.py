@@ -300,7 +300,7 @@ async def test_link_forecast_adds_the_moved_traffic_back(
 BAD: list[tuple[dict[str, Any], str]] = [
     ({"links": ["not a link"]}, "payload.links.0"),
     ({"moved_share": {LINK: 1.5}}, f"payload.moved_share.{LINK}"),
-    ({"moved_share": {LINK: -0.1}}, f"payload.moved_share.{LINK}"),
+    ({"moved_share": {LINK: -5000}}, f"payload.moved_share.{LINK}"),  # absurd, not negative
     ({"moved_share": {LINK: "half"}}, f"payload.moved_share.{LINK}"),
     ({"moved_since": {LINK: "yesterday"}}, f"payload.moved_since.{LINK}"),
     ({"links": [LINK], "share": 0.5}, "payload.share"),
@@ -391,7 +391,9 @@ def test_native_series_adds_the_share_back_from_when_it_moved() -> None:
     assert native_series(points, 0.5) == [(0.0, 160.0), (60.0, 80.0), (120.0, 80.0)]
     assert native_series(points, 0.0) == points
     assert native_series([(0.0, 5.0)], 1.0) == [(0.0, pytest.approx(100.0))]  # capped at 0.95
-    assert native_series([(0.0, 5.0)], -3.0) == [(0.0, 5.0)]
+    # negative: more moved onto the link (tunnels) than off it, native under measured
+    assert native_series([(0.0, 80.0)], -3.0) == [(0.0, 20.0)]
+    assert native_series([(0.0, 80.0)], -100.0) == [(0.0, pytest.approx(4.0))]  # clamped at -19
 
 
 def test_forecast_points_follow_the_trend_to_the_horizon_never_below_zero() -> None:

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from services.orchestrator.flow.proactive import Rider, choose
+from services.orchestrator.flow.proactive import Rider, choose, records_of, shares
+from services.traffic.analytics import load_forecast
 from shared import contracts as c
-from shared.models import CUTOVER_STEPS, utcnow
+from shared.models import CUTOVER_STEPS, AffectedService, ImpactResult, utcnow
 from tests.orchestrator import fake_peers
 from tests.orchestrator.conftest import Orch, OrchFactory
 from tests.orchestrator.fake_peers import FakeNetwork
@@ -150,6 +151,91 @@ def test_choose_covers_every_congested_link() -> None:
     }
     # LINK needs 200 of 600 moved, the other 120 of 600: "both" (200) does both
     assert chosen == {"both"}
+
+
+TUNNEL = "p2-pe4"
+
+
+def impact_of(*services: tuple[str, float, list[str], list[str], bool]) -> ImpactResult:
+    """The impact agent's ``native`` answer: (id, Mbps, current path, base path, steered)."""
+    return ImpactResult(
+        total_affected=len(services),
+        services_by_tier={"gold": len(services)},
+        affected_services=[
+            AffectedService(
+                service_id=sid,
+                name=sid,
+                service_type="l3vpn",
+                tier="gold",
+                head_end="pe1",
+                end_point="pe4",
+                path=path,
+                base_path=base,
+                bandwidth_mbps=mbps,
+                steered=steered,
+            )
+            for sid, mbps, path, base, steered in services
+        ],
+    )
+
+
+CORRIDOR = ["pe1-pe2", "pe2-pe3", "pe3-pe4"]
+PROTECTION = ["pe1-p1", "p1-p2", TUNNEL]
+
+
+def native_read(shift: dict[str, Any], moved: set[str], link: str, measured: float) -> float:
+    """What the traffic agent reads as native for the share the orchestrator passes."""
+    share = shares(shift, moved)[link]
+    read = load_forecast(
+        link,
+        [(0.0, measured)],
+        threshold_pct=70,
+        horizon_s=3.0,
+        alpha=0.5,
+        beta=0.3,
+        moved_share=share,
+    )
+    assert read.native_pct is not None
+    return read.native_pct
+
+
+def test_a_link_carrying_tunnel_traffic_reads_native_under_measured() -> None:
+    # p2-pe4: one service rides it natively (100); three others' policies cross it (300 each)
+    impact = impact_of(
+        ("native", 100.0, [TUNNEL], [TUNNEL], False),
+        *((f"tunnelled-{n}", 300.0, PROTECTION, CORRIDOR, True) for n in range(3)),
+    )
+    links = [LINK, TUNNEL]
+    records = records_of(impact, links)
+    # the tunnelled ones are native riders of pe1-pe2, and ride p2-pe4 now
+    assert records["tunnelled-0"]["links"] == [LINK] and records["tunnelled-0"]["via"] == [TUNNEL]
+    shift = {"links": links, "riders": records}
+    others = {f"tunnelled-{n}" for n in range(3)}
+    # W_native 100, W_now 1,000: native is a tenth of the 40 % measured (the old model: the
+    # tunnelled services counted as moved *off* p2-pe4, 0.9 of it, native 400 %)
+    assert shares(shift, others)[TUNNEL] == pytest.approx(-9.0)
+    assert native_read(shift, others, TUNNEL, 40.0) == pytest.approx(4.0)
+    # pe1-pe2, which every one of its native riders left, reads them back (capped at 0.95)
+    assert shares(shift, others)[LINK] == 0.95
+
+
+def test_a_base_rider_moved_off_reads_native_over_measured() -> None:
+    impact = impact_of(
+        ("stays", 100.0, CORRIDOR, CORRIDOR, False),
+        ("moves", 300.0, CORRIDOR, CORRIDOR, False),
+    )
+    shift = {"links": [LINK], "riders": records_of(impact, [LINK])}
+    # planning: a service about to move rides a policy that avoids the link
+    assert shares(shift, {"moves"}) == {LINK: 0.75}
+    assert native_read(shift, {"moves"}, LINK, 20.0) == pytest.approx(80.0)
+    assert native_read(shift, set(), LINK, 80.0) == pytest.approx(80.0)
+    # steered, the impact agent sees its policy: one that still crosses the link moved nothing
+    steered = impact_of(
+        ("stays", 100.0, CORRIDOR, CORRIDOR, False),
+        ("moves", 300.0, ["pe1-pe2", "pe2-p3"], CORRIDOR, True),
+    )
+    shift = {"links": [LINK], "riders": records_of(steered, [LINK])}
+    assert shares(shift, {"moves"}) == {LINK: 0.0}
 
 
 # --- the flow --------------------------------------------------------------------------------
@@ -452,3 +538,6 @@ async def test_a_service_another_incident_moved_is_not_moved_again(
     [first] = planned(net)
     assert "vpn-platinum-1" not in first
     assert "vpn-platinum-1" not in steered(net)[0]
+    # the plan read the native load with that move added back (its own question: an answer
+    # replayed from the first, share-less one would plan on the measured load)
+    assert [f["share"] for f in net.forecasts[:2]] == [0.0, pytest.approx(500 / 4100, abs=1e-4)]

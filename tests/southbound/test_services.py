@@ -24,6 +24,9 @@ from shared.southbound import (
     VpnService,
     steering_share,
 )
+from shared.southbound.models import Link, Node, Topology
+from shared.southbound.topology import TopologyIndex
+from shared.southbound.vpn import with_base_paths
 from tests.southbound.conftest import Clock, make_cnc, serve_topology
 from tests.southbound.payloads import (
     LINKS,
@@ -215,6 +218,7 @@ async def test_services_join_oper_intent_inventory_and_policy_hops(
     assert (own.sla_tier, own.bandwidth_mbps) == ("platinum", 500)
     assert (own.head_end, own.end_point) == ("pe1", "pe4")
     assert own.path == ["pe1-p2", "pe4-p2"]
+    assert own.base_path == own.path  # not steered: it rides its base now
     assert own.color == 100
     assert not own.steered and own.mapped_color is None
     assert own.oper_status == "up"
@@ -222,6 +226,8 @@ async def test_services_join_oper_intent_inventory_and_policy_hops(
     assert steered.path == ["pe1-p1", "p1-pe4"]  # the protection policy it is mapped to
     assert steered.color == 1001
     assert steered.steered and steered.mapped_color == 1001
+    # steered, and no unsteered gold service between its ends: its base is the IGP path
+    assert steered.base_path == ["pe1-p1", "p1-pe4"]
     cat = cnc_router.routes["cat-l3"].calls.last.request
     assert cat.url.params["content"] == "nonconfig"
 
@@ -430,3 +436,29 @@ def test_steering_share_of_services_without_bandwidth() -> None:
     assert steering_share(idle, 50) == []
     assert steering_share(idle, 100) == ["vpn-1", "vpn-2"]
     assert steering_share([], 50) == []
+
+
+def test_a_steered_service_takes_its_unsteered_siblings_base_path() -> None:
+    index = TopologyIndex(
+        Topology(
+            nodes=[Node(node_id=n) for n in ("pe1", "p1", "p2", "pe4")],
+            links=[
+                Link(link_id=f"{a}-{b}", source=a, destination=b, igp_metric=metric)
+                for a, b, metric in (
+                    ("pe1", "p1", 10),
+                    ("p1", "pe4", 10),
+                    ("pe1", "p2", 30),
+                    ("p2", "pe4", 30),
+                )
+            ],
+        )
+    )
+    odn = ["pe1-p2", "p2-pe4"]  # the ODN path: not the IGP's (pe1-p1-pe4)
+    tunnel = ["pe1-p1", "p1-pe4"]
+    services = [
+        service("vpn-1", "gold", 100).model_copy(update={"path": odn}),
+        service("vpn-2", "gold", 100).model_copy(update={"path": tunnel, "steered": True}),
+        service("vpn-3", "silver", 100).model_copy(update={"path": odn, "steered": True}),
+    ]
+    based = {s.vpn_id: s.base_path for s in with_base_paths(services, index)}
+    assert based == {"vpn-1": odn, "vpn-2": odn, "vpn-3": tunnel}  # vpn-3: the IGP's guess

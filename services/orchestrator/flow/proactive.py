@@ -19,9 +19,10 @@ Why *native* load: moving traffic off a link lowers the load measured on it, so 
 came back when the measured load looked fine would move the traffic straight back onto the
 busy link, and out again (the oscillation the SLA branch's hold timer would cause). The
 traffic agent's ``link_forecast`` reports the link's native load, what it would carry if every
-service rode its own path (measured / (1 - moved share)), given the share of the link's
-traffic this incident moved, which the orchestrator knows from the services' committed
-bandwidth. The thresholds form a hysteresis (docs/orchestrator.md, "Proactive congestion"):
+service rode its base path (measured / (1 - moved share)), given the share the orchestrator
+computes from the services' committed bandwidth and paths (``shares``: 1 - W_now / W_native,
+negative on a link carrying more tunnel traffic than it lost). The thresholds form a
+hysteresis (docs/orchestrator.md, "Proactive congestion"):
 the traffic agent alerts at 70 %, a shift brings the forecast to 60 %, and traffic returns
 only once native load has stayed under 50 % for the hold time, never sooner than the minimum
 interval after the last shift; load that climbs back during the return puts everything back
@@ -109,8 +110,10 @@ def choose(
 ) -> list[Rider]:
     """The fewest services to move so that every link's ``load`` * (1 - moved share) ≤ its
     ``target``, the moved share being the moved services' weight over the weight of every
-    service riding the link. ``already``: services moved before (a shift growing), counted
-    as moved and never chosen again; only the extra ones are returned.
+    service riding the link natively (``Rider.links``: its base path). ``already``: services
+    moved before (a shift growing, or other incidents' moves), counted as moved and never
+    chosen again; only the extra ones are returned. ``load`` is the *native* load: traffic
+    other incidents' policies bring onto a link is theirs to move, not this link's riders'.
 
     On one link this is exact: while no single service closes the gap the largest moves
     (taking the largest first needs the fewest), and the last one is the smallest service
@@ -152,40 +155,67 @@ def choose(
                 moved[link] += pick.weight
 
 
-def _rides(service: dict[str, Any], links: list[str]) -> tuple[str, ...]:
-    """The incident's links a service rides: as the impact agent named them, else from its
-    path (a list of links, or of nodes)."""
+def _crossed(hops: list[Any], links: list[str]) -> tuple[str, ...]:
+    """The incident's links a path (a list of links, or of nodes) crosses."""
     keys = {link_key(link): link for link in links}
-    named = service.get("degraded_links")
-    path = [str(hop) for hop in service.get("path") or []]
-    hops = named or [*path, *(f"{a}-{b}" for a, b in pairwise(path))]
-    return tuple(dict.fromkeys(keys[link_key(h)] for h in hops if link_key(h) in keys))
+    path = [str(hop) for hop in hops]
+    every = [*path, *(f"{a}-{b}" for a, b in pairwise(path))]
+    return tuple(dict.fromkeys(keys[link_key(h)] for h in every if link_key(h) in keys))
+
+
+def records_of(impact: ImpactResult, links: list[str]) -> dict[str, dict[str, Any]]:
+    """What the shift keeps of every service the impact agent listed (``native`` question):
+    ``weight`` (committed bandwidth; 1 each when the inventory lacks one's: then shares cannot
+    be told apart by traffic), ``tier``, ``links`` (the incident's links its *base* path
+    crosses: it is their native rider) and ``via`` (those the policy it is steered onto rides
+    now; empty when it is not steered).
+
+    An impact answer without ``base_path`` (an older agent) reads the path as the base, and a
+    steered service as off the links (its policy's path unknown)."""
+    services = [s.model_dump(mode="json") for s in impact.affected_services]
+    by_count = any(not s.get("bandwidth_mbps") for s in services)
+    out: dict[str, dict[str, Any]] = {}
+    for s in services:
+        path = s.get("path") or []
+        now = _crossed(path, links) if path else _crossed(s.get("degraded_links") or [], links)
+        base = _crossed(s["base_path"], links) if s.get("base_path") else now
+        steered = bool(s.get("steered"))
+        via = now if steered and s.get("base_path") else ()
+        if base or via:
+            out[s["service_id"]] = {
+                "weight": 1.0 if by_count else float(s["bandwidth_mbps"]),
+                "links": list(base),
+                "via": list(via),
+                "tier": s["tier"],
+            }
+    return out
+
+
+def _riders(records: dict[str, dict[str, Any]]) -> list[Rider]:
+    """The native riders (base path on a link): the services a shift may move."""
+    return [
+        Rider(sid, str(r.get("tier") or ""), float(r["weight"]), tuple(r["links"]))
+        for sid, r in records.items()
+        if r["links"]
+    ]
 
 
 def riders_of(
     impact: ImpactResult, links: list[str], mine: set[str] | frozenset[str] = frozenset()
 ) -> list[Rider]:
-    """Every service riding the links, weighted by committed bandwidth (by count when the
-    inventory lacks a service's bandwidth: then shares cannot be told apart by traffic).
-
-    ``mine`` is unused (kept for callers); see ``others_of`` for services moved by others."""
-    services = [s.model_dump(mode="json") for s in impact.affected_services]
-    by_count = any(not s.get("bandwidth_mbps") for s in services)
-    out = []
-    for s in services:
-        rides = _rides(s, links)
-        if rides:
-            weight = 1.0 if by_count else float(s["bandwidth_mbps"])
-            out.append(Rider(s["service_id"], s["tier"], weight, rides))
-    return out
+    """Every service whose base path crosses the links (``records_of``), weighted by
+    committed bandwidth. ``mine`` is unused (kept for callers); see ``others_of``."""
+    return _riders(records_of(impact, links))
 
 
 def others_of(impact: ImpactResult, mine: set[str] | frozenset[str]) -> set[str]:
-    """Services riding the links that another incident moved: the impact agent reports them
-    ``steered`` (on an SR policy) and they are not on this incident's policies. A busy path
-    crosses several links, which may be several incidents: their moves count in this link's
-    moved share (else its native load reads low and the return starts early) and are never
-    moved again (that would take them off the other incident's policy)."""
+    """Services on the links (by base or current path) that another incident moved: the
+    impact agent reports them ``steered`` (on an SR policy) and they are not on this
+    incident's policies. A busy path crosses several links, which may be several incidents:
+    their moves count in this link's share (moved off it when their base crosses it, onto it
+    when their policy does: else its native load reads wrong and the return starts early or
+    never), and they are never moved again (that would take them off the other incident's
+    policy)."""
     return {
         s.service_id
         for s in impact.affected_services
@@ -198,15 +228,31 @@ def moved_all(shift: dict[str, Any], state: IncidentState) -> set[str]:
     return set(moved_ids(state)) | set(shift.get("others") or [])
 
 
-def shares(shift: dict[str, Any], moved_ids: list[str] | set[str]) -> dict[str, float]:
-    """The share of each link's traffic (by committed bandwidth) that ``moved_ids`` carry."""
-    riders: dict[str, dict[str, Any]] = shift.get("riders") or {}
-    moved = set(moved_ids)
+MIN_SHARE, MAX_SHARE = -19.0, 0.95
+"""The traffic agent's clamp (``services/traffic/analytics.clamp_share``), applied here too so
+the residual load (native x (1 - share)) is what the link measures."""
+
+
+def shares(shift: dict[str, Any], moved: list[str] | set[str]) -> dict[str, float]:
+    """Per link, the share passed to ``link_forecast``: 1 - W_now / W_native.
+
+    W_native is the committed bandwidth of the services whose base path crosses the link, W_now
+    of those riding it with ``moved`` on their policies: a service not moved rides its base, a
+    moved one its policy's path (``via``; a policy not seen yet avoids the incident's links, as
+    ``compute`` asked). The agent's native = measured / (1 - share) = measured x W_native /
+    W_now: over measured when traffic moved off the link, under it (a negative share) when the
+    link carries tunnels. Clamped to [-19, 0.95]; a link no service rides either way: 0.
+    """
+    records: dict[str, dict[str, Any]] = shift.get("riders") or {}
     out: dict[str, float] = {}
     for link in shift.get("links") or []:
-        on = [(sid, r["weight"]) for sid, r in riders.items() if link in r["links"]]
-        total = sum(w for _, w in on)
-        out[link] = round(sum(w for sid, w in on if sid in moved) / total, 6) if total else 0.0
+        native = now = 0.0
+        for sid, r in records.items():
+            native += float(r["weight"]) if link in r["links"] else 0.0
+            rides = (r.get("via") or []) if sid in moved else r["links"]
+            now += float(r["weight"]) if link in rides else 0.0
+        share = (1.0 - now / native if native else MIN_SHARE) if native or now else 0.0
+        out[link] = round(min(max(share, MIN_SHARE), MAX_SHARE), 6)
     return out
 
 
@@ -232,10 +278,18 @@ def planning_load(load: dict[str, Any] | None) -> float | None:
     return max(known) if known else None
 
 
-def calm(load: dict[str, Any] | None, release: float) -> bool:
-    """Native load and its forecast both under the release threshold (unknown: not calm)."""
+def calm(load: dict[str, Any] | None, release: float, *, measured: bool = False) -> bool:
+    """Native load and its forecast both under the release threshold (unknown: not calm).
+    ``measured``: the measured load too (an incident that moved nothing: a link full of other
+    incidents' tunnel traffic reads a low native load, but its congestion has not subsided)."""
     native, predicted = _pct(load, "native_pct"), _pct(load, "predicted_pct")
-    return native is not None and native < release and (predicted is None or predicted < release)
+    now = _pct(load, "measured_pct")
+    return (
+        native is not None
+        and native < release
+        and (predicted is None or predicted < release)
+        and not (measured and now is not None and now >= release)
+    )
 
 
 def climbed(load: dict[str, Any] | None, *, now_only: bool = False) -> bool:
@@ -257,12 +311,18 @@ def climbed(load: dict[str, Any] | None, *, now_only: bool = False) -> bool:
 
 
 async def forecast(
-    fx: Effects, links: list[str], moved: dict[str, float], since: str | None = None
+    fx: Effects,
+    links: list[str],
+    moved: dict[str, float],
+    since: str | None = None,
+    *,
+    key: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """``link_forecast`` for the links, given the share of each this incident moved (since
-    ``since``: the samples before it carried everything); the answer's links matched to ours
-    whichever way round it names them."""
-    shares_now = {link: share for link, share in moved.items() if share > 0}
+    """``link_forecast`` for the links, given the share of each (``shares``; since ``since``:
+    the samples before it carried everything); the answer's links matched to ours whichever
+    way round it names them. ``key``: a second question in one node (its own idempotency key,
+    else the first answer is replayed)."""
+    shares_now = {link: share for link, share in moved.items() if abs(share) > EPS}
     answer = await fx.call(
         LINK_FORECAST,
         LinkForecastRequest(
@@ -271,6 +331,7 @@ async def forecast(
             moved_share=shares_now,
             moved_since=dict.fromkeys(shares_now, parse(since)) if since else {},
         ),
+        key=key,
     )
     theirs = {link_key(name): load for name, load in answer.links.items()}
     return {
@@ -338,31 +399,30 @@ async def relieve(state: IncidentState, config: RunnableConfig) -> Command[Relie
         failed = peer_failed(exc, "load_check_failed", "Link load forecast failed", agent="traffic")
         return Command(goto="escalate", update={**base, **failed})
     try:
-        impact = await fx.call(
-            ASSESS_IMPACT, AssessImpact(incident_id=fx.iid, degraded_links=links)
-        )
+        impact = await fx.call(ASSESS_IMPACT, _native_question(fx, links))
     except MeshError as exc:
         failed = peer_failed(
             exc, "impact_failed", "Service impact assessment failed", agent="impact"
         )
         return Command(goto="escalate", update={**base, **failed})
-    riders = riders_of(impact, links)
-    others = others_of(impact, frozenset())
+    records = records_of(impact, links)
+    riders = _riders(records)
+    others = others_of(impact, frozenset()) & set(records)
     shift.update(
         links=links,
-        riders=_records(riders),
+        riders=records,
         others=sorted(others),
         shifts=int(shift.get("shifts") or 0),
         shifted_at=list(shift.get("shifted_at") or []),
         returns=int(shift.get("returns") or 0),
-        share=shift.get("share") or dict.fromkeys(links, 0.0),
         active=False,
         calm_since=None,
         checks=int(shift.get("checks") or 0),
     )
-    if others:
-        try:  # the native load with the others' moves added back
-            loads = await forecast(fx, links, shares(shift, others))
+    shift["share"] = shares(shift, others)  # other incidents' moves, off the links or onto them
+    if any(shift["share"].values()):
+        try:  # the native load with the others' moves accounted for
+            loads = await forecast(fx, links, shift["share"], key="others")
         except MeshError as exc:
             failed = peer_failed(
                 exc, "load_check_failed", "Link load forecast failed", agent="traffic"
@@ -431,6 +491,7 @@ async def relieve(state: IncidentState, config: RunnableConfig) -> Command[Relie
 def _links(shift: dict[str, Any], state: IncidentState) -> list[str]:
     """The shift's links, and any the incident gained since (``links_added``), once each."""
     out = list(shift.get("links") or [])
+    # ``ignored``: links an older version left out of the shift (tunnel traffic)
     seen = {link_key(link) for link in [*out, *(shift.get("ignored") or [])]}
     for link in state["degraded_links"]:
         if link_key(link) not in seen:
@@ -439,10 +500,23 @@ def _links(shift: dict[str, Any], state: IncidentState) -> list[str]:
     return out
 
 
-def _records(riders: list[Rider]) -> dict[str, dict[str, Any]]:
-    return {
-        r.service_id: {"weight": r.weight, "links": list(r.links), "tier": r.tier} for r in riders
-    }
+def _native_question(fx: Effects, links: list[str]) -> AssessImpact:
+    """The impact agent's services on the links by base *or* current path (``native``): the
+    native riders wherever they ride now, and the tunnel traffic riding the links."""
+    return AssessImpact(incident_id=fx.iid, degraded_links=links, native=True)
+
+
+def _refreshed(
+    records: dict[str, dict[str, Any]], impact: ImpactResult, links: list[str]
+) -> dict[str, dict[str, Any]]:
+    """The shift's records updated from a new answer: a service listed again takes what it
+    rides now (its base links kept), one no longer listed rides none of the links now."""
+    fresh = records_of(impact, links)
+    out = {sid: {**r, "via": []} for sid, r in records.items()}
+    for sid, r in fresh.items():
+        old = out.get(sid) or {}
+        out[sid] = {**r, "links": list(dict.fromkeys([*(old.get("links") or []), *r["links"]]))}
+    return out
 
 
 def _subset(impact: ImpactResult, ids: list[str] | set[str]) -> ImpactResult:
@@ -452,8 +526,6 @@ def _subset(impact: ImpactResult, ids: list[str] | set[str]) -> ImpactResult:
     )
 
 
-FOREIGN_SHARE = 0.9
-"""A gained link with this much of its native riders' traffic moved is not planned for."""
 PLAN_ROUNDS = 3
 """Tries at a plan whose every group has a path: services of a group without one are left
 out and the choice made again among the others."""
@@ -521,41 +593,16 @@ async def _grow(fx: Effects, state: IncidentState) -> Command[RelieveGoto]:
     base = fx.done(nodes_executed=["relieve"], **entered(Status.ASSESSING))
     already = set(moved_ids(state))
     try:
-        impact = await fx.call(
-            ASSESS_IMPACT, AssessImpact(incident_id=fx.iid, degraded_links=links)
-        )
-        found = riders_of(impact, links, already)
-        others = others_of(impact, already)
-        records = dict(shift.get("riders") or {})
-        for r in found:
-            old = records.get(r.service_id) or {}
-            rides = list(dict.fromkeys([*(old.get("links") or []), *r.links]))
-            records[r.service_id] = {"weight": r.weight, "links": rides, "tier": r.tier}
+        impact = await fx.call(ASSESS_IMPACT, _native_question(fx, links))
+        # the records say where each service rides now: a link the incident gained that
+        # carries this shift's (or another's) tunnels has that traffic in W_now, so its native
+        # load reads under what it measures, and only its native riders can move
+        records = _refreshed(dict(shift.get("riders") or {}), impact, links)
+        others = others_of(impact, already) & set(records)
         grown = {**shift, "links": links, "riders": records, "others": sorted(others)}
         moved_now = shares(grown, already | others)
-        # a gained link whose native riders are (nearly) all moved already, or that none
-        # rides natively, carries tunnel traffic: its native load cannot be read from a share
-        # (measured / (1 - 0.95) is 20 x noise) and no service on it is left to move
-        old = set(shift.get("links") or [])
-        foreign = [
-            link
-            for link in links
-            if link not in old
-            and (
-                moved_now.get(link, 0.0) >= FOREIGN_SHARE
-                or not any(link in rec["links"] for rec in records.values())
-            )
-        ]
-        if foreign:
-            links = [link for link in links if link not in foreign]
-            ignored = merge_unique(shift.get("ignored"), foreign)
-            grown = {**grown, "links": links, "ignored": ignored}
-            moved_now = shares(grown, already | others)
         loads = await forecast(fx, links, moved_now, shift.get("moved_since"))
-        riders = [
-            Rider(sid, str(rec.get("tier") or ""), float(rec["weight"]), tuple(rec["links"]))
-            for sid, rec in records.items()
-        ]
+        riders = _riders(records)
         planned = {link: planning_load(loads.get(link)) for link in links}
         known = {link: p for link, p in planned.items() if p is not None}
         targets = {link: _limits(fx, _pct(loads.get(link), "threshold_pct"))[0] for link in known}
@@ -576,7 +623,8 @@ async def _grow(fx: Effects, state: IncidentState) -> Command[RelieveGoto]:
     residual = {link: known[link] * (1.0 - moved_now.get(link, 0.0)) for link in known}
     details = {**load_details(fx, grown, loads), "expected_pct": residual}
     if not extra and all(v <= targets.get(n, 100.0) for n, v in residual.items()):
-        # the gained links were tunnel traffic (ignored) or under the target: nothing to add
+        # the gained links carry tunnel traffic (native under measured) or are under the
+        # target: nothing to add
         return Command(goto="watch", update={**base, "shift": {**grown, "share": moved_now}})
     if not extra:
         await fx.status(
@@ -687,7 +735,8 @@ async def watch(state: IncidentState, config: RunnableConfig) -> Command[WatchGo
         shift = _shifted(shift, state, now)
     base = fx.done(nodes_executed=["watch"], **entered(Status.MONITORING), **joined)
     links: list[str] = list(shift.get("links") or state["degraded_links"])
-    moved = (shift.get("share") or {}) if carrying else {}
+    # nothing of ours moved: the share is other incidents' moves (``relieve``), or none
+    moved = shift.get("share") or {}
     try:
         loads = await forecast(fx, links, moved, shift.get("moved_since"))
     except MeshError as exc:
@@ -696,7 +745,9 @@ async def watch(state: IncidentState, config: RunnableConfig) -> Command[WatchGo
     checks = int(shift.get("checks") or 0) + 1
     was_calm = shift.get("calm_since") is not None
     limits = {n: _limits(fx, _pct(loads.get(n), "threshold_pct")) for n in links}
-    quiet = bool(loads) and all(calm(loads.get(n), limits[n][1]) for n in links)
+    quiet = bool(loads) and all(
+        calm(loads.get(n), limits[n][1], measured=not carrying) for n in links
+    )
     since = parse(shift["calm_since"]) if quiet and was_calm else now if quiet else None
     shift.update(checks=checks, calm_since=iso(since) if since else None)
     details = load_details(fx, shift, loads)
@@ -830,22 +881,23 @@ def _grow_why(
 async def _others_changed(
     fx: Effects, state: IncidentState, shift: dict[str, Any], links: list[str]
 ) -> bool:
-    """Ask the impact agent which services riding the links other incidents moved now; when
-    that changed, update the shift's ``others`` and moved share (in place) and say so. A
-    failing impact agent changes nothing (the load check itself decides)."""
+    """Ask the impact agent again where the links' services ride now (other incidents move
+    theirs, and this one's policies may cross a link it gained); when the services other
+    incidents moved or the moved share changed, update the shift's records, ``others`` and
+    share (in place) and say so. A failing impact agent changes nothing (the load check
+    itself decides)."""
     try:
-        impact = await fx.call(
-            ASSESS_IMPACT, AssessImpact(incident_id=fx.iid, degraded_links=links), key="others"
-        )
+        impact = await fx.call(ASSESS_IMPACT, _native_question(fx, links), key="others")
     except MeshError:
         return False
-    others = others_of(impact, frozenset(moved_ids(state)))
-    known = set((shift.get("riders") or {}).keys())
-    others &= known
-    if others == set(shift.get("others") or []):
+    records = _refreshed(dict(shift.get("riders") or {}), impact, links)
+    others = others_of(impact, frozenset(moved_ids(state))) & set(records)
+    share = shares({**shift, "riders": records}, set(moved_ids(state)) | others)
+    before = shift.get("share") or {}
+    same = all(abs(v - float(before.get(n, 0.0))) < 1e-3 for n, v in share.items())
+    if others == set(shift.get("others") or []) and same:
         return False
-    shift["others"] = sorted(others)
-    shift["share"] = shares(shift, moved_all(shift, state))
+    shift.update(riders=records, others=sorted(others), share=share)
     return True
 
 
