@@ -27,8 +27,16 @@ wraps ``sqlite3`` connections and counts statements and their thread CPU time by
 table; ``--py-spy DIR`` records every process with py-spy per span and reports where each
 agent's samples go (by CXM module and by the library on top of the stack).
 
+Before/after (``--before DIR``): the whole bench runs first on a mesh started from the source
+tree DIR (e.g. ``git worktree add DIR <commit>``), then on the current tree (``--after DIR``,
+by default this checkout), with the same links, and ``cpu_before_after`` sets the CPU ms per
+incident side by side. The agents run with the tree as their working directory (``python -m``
+puts it ahead of the editable install); ``running_code`` in the JSON is the marker: the
+source roots of the CXM frames ``py-spy dump`` sees in each process, checked to be the tree's.
+
     python -m bench.closed_loop [--topology gabriel/500/0] [--counts 1,10,100]
                                 [--sql-profile] [--py-spy DIR] [--idle-s 10]
+                                [--before DIR [--after DIR]]
 """
 
 from __future__ import annotations
@@ -59,7 +67,7 @@ import networkx as nx
 from services.lab.topology import LabTopology, build_topology
 from shared.models import TIERS
 from shared.settings import AGENT_PORTS
-from tests.support import Mesh, free_port, mesh_env
+from tests.support import ROOT, Mesh, free_port, mesh_env
 
 LAB = "lab"
 """The lab process: it plays CNC and PCA, so its CPU is reported apart from CXM's."""
@@ -769,12 +777,14 @@ def run_round(
 
 
 @contextmanager
-def started_mesh(data_dir: Path, env: dict[str, str], timeout_s: float) -> Iterator[Mesh]:
+def started_mesh(
+    data_dir: Path, env: dict[str, str], timeout_s: float, code: Path = ROOT
+) -> Iterator[Mesh]:
     """``tests.support.mesh`` with a longer wait for health: eleven interpreters importing
-    their stacks on two shared cores can take minutes."""
+    their stacks on two shared cores can take minutes. ``code``: the source tree they run."""
     data_dir.mkdir(parents=True, exist_ok=True)
     ports = {name: free_port() for name in AGENT_PORTS}
-    m = Mesh(data_dir, mesh_env(data_dir, ports, env), ports)
+    m = Mesh(data_dir, mesh_env(data_dir, ports, env), ports, code=code)
     try:
         for name in AGENT_PORTS:
             m.start(name)
@@ -783,6 +793,95 @@ def started_mesh(data_dir: Path, env: dict[str, str], timeout_s: float) -> Itera
     finally:
         for name in list(m.procs):
             m.stop(name)
+
+
+def running_code(m: Mesh) -> dict[str, list[str]]:
+    """Source trees each process is really executing: the distinct roots of the CXM frames
+    ``py-spy dump`` shows in its stacks (the marker that ``--before`` runs the before code)."""
+    out: dict[str, list[str]] = {}
+    for name, proc in m.procs.items():
+        try:
+            dump = subprocess.run(
+                [_py_spy(), "dump", "--nonblocking", "--full-filenames", "--pid", str(proc.pid)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            dump = ""
+        roots = set()
+        for file in re.findall(r"\(([^()\s]+\.py):\d+\)", dump):
+            own = _own(file)
+            if own and file.endswith(own):
+                roots.add(file[: -len(own)].rstrip("/"))
+        out[name] = sorted(roots)
+    return out
+
+
+def run_code(
+    code: Path,
+    data_dir: Path,
+    env: dict[str, str],
+    args: argparse.Namespace,
+    rounds: list[list[str]],
+    sql_dir: Path | None,
+) -> dict[str, Any]:
+    """Start the mesh from the source tree ``code``, measure idle CPU, run every round."""
+    results = []
+    with started_mesh(data_dir, env, args.start_timeout, code) as m:
+        ran = running_code(m)
+        wrong = {name: roots for name, roots in ran.items() if roots != [str(code)]}
+        if wrong:  # a stack with no CXM frame reads [], a mix or another tree is fatal
+            print(f"bench: {code}: processes not (only) on this tree: {wrong}", file=sys.stderr)
+            if any(roots for roots in wrong.values()):
+                raise SystemExit(3)
+        idle = idle_rates(m, args.idle_s)
+        for links in rounds:
+            results.append(
+                run_round(
+                    m,
+                    links,
+                    m.io_token,
+                    args.timeout,
+                    idle=idle,
+                    sql_dir=sql_dir,
+                    py_spy=Path(args.py_spy) / code.name if args.py_spy else None,
+                )
+            )
+    return {
+        "code": str(code),
+        "running_code": ran,
+        "idle_cpu_ms_per_s": {k: round(v, 1) for k, v in idle.items()},
+        "results": results,
+    }
+
+
+def compare(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
+    """CPU ms per incident before → after, per round, span, agent and mesh (with the ratio)."""
+    out = []
+    for b, a in zip(before["results"], after["results"], strict=True):
+        row: dict[str, Any] = {"incidents": a["incidents"]}
+        for span in ("to_steered", "to_closed"):
+            cb, ca = b["cpu"][span], a["cpu"][span]
+            names = sorted(
+                set(cb["agents_ms_per_incident"]) | set(ca["agents_ms_per_incident"]),
+                key=lambda k: -cb["agents_ms_per_incident"].get(k, 0.0),
+            )
+            cells = {
+                k: (
+                    cb["agents_ms_per_incident"].get(k, 0.0),
+                    ca["agents_ms_per_incident"].get(k, 0.0),
+                )
+                for k in names
+            }
+            cells = {"mesh": (cb["mesh_ms_per_incident"], ca["mesh_ms_per_incident"])} | cells
+            cells["lab (not CXM)"] = (cb["lab_ms_per_incident"], ca["lab_ms_per_incident"])
+            row[span] = {
+                k: {"before": x, "after": y, "ratio": round(x / y, 2) if y else None}
+                for k, (x, y) in cells.items()
+            }
+        out.append(row)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -811,6 +910,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--py-spy", metavar="DIR", help="record every process with py-spy")
     parser.add_argument(
+        "--before",
+        metavar="DIR",
+        type=lambda p: Path(p).resolve(),
+        help="first run the whole bench on a mesh started from this source tree (the previous "
+        "code, e.g. `git worktree add DIR <commit>`), then on the current one, and compare",
+    )
+    parser.add_argument(
+        "--after",
+        metavar="DIR",
+        type=lambda p: Path(p).resolve(),
+        default=ROOT,
+        help="source tree of the current code (default: this checkout)",
+    )
+    parser.add_argument(
         "--start-timeout",
         type=float,
         default=300.0,
@@ -832,34 +945,31 @@ def main(argv: list[str] | None = None) -> int:
         "CXM_LOG_LEVEL": "WARNING",
         **dict(item.split("=", 1) for item in args.env),
     }
-    results = []
+    rounds, offset = [], 0
+    for count in counts:
+        rounds.append(links[offset : offset + count])
+        offset += count
+    codes = (
+        {"after": args.after}
+        if args.before is None
+        else {"before": args.before, "after": args.after}
+    )
+    runs: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="cxm-bench-") as tmp:
         sql_dir: Path | None = None
         if args.sql_profile:
             hook = Path(tmp) / "bench-hook"
             hook.mkdir()
             (hook / "sitecustomize.py").write_text(SQL_HOOK)
-            sql_dir = Path(tmp) / "bench-sql"
-            sql_dir.mkdir()
             path = [str(hook), *filter(None, [os.environ.get("PYTHONPATH")])]
-            env |= {"PYTHONPATH": os.pathsep.join(path), "CXM_BENCH_SQL_DIR": str(sql_dir)}
-        with started_mesh(Path(tmp) / "mesh", env, args.start_timeout) as m:
-            io_token = m.io_token
-            idle = idle_rates(m, args.idle_s)
-            offset = 0
-            for count in counts:
-                results.append(
-                    run_round(
-                        m,
-                        links[offset : offset + count],
-                        io_token,
-                        args.timeout,
-                        idle=idle,
-                        sql_dir=sql_dir,
-                        py_spy=Path(args.py_spy) if args.py_spy else None,
-                    )
-                )
-                offset += count
+            env |= {"PYTHONPATH": os.pathsep.join(path)}
+        for side, code in codes.items():
+            if args.sql_profile:
+                sql_dir = Path(tmp) / f"bench-sql-{side}"
+                sql_dir.mkdir()
+                env |= {"CXM_BENCH_SQL_DIR": str(sql_dir)}
+            runs[side] = run_code(code, Path(tmp) / f"mesh-{side}", env, args, rounds, sql_dir)
+            print(f"bench: {side} ({code}) done", file=sys.stderr, flush=True)
     print(
         json.dumps(
             {
@@ -871,9 +981,18 @@ def main(argv: list[str] | None = None) -> int:
                 "time_scale": float(args.time_scale),
                 "env": dict(item.split("=", 1) for item in args.env),
                 "clock_ticks_per_s": CLK_TCK,
-                "idle_cpu_ms_per_s": {k: round(v, 1) for k, v in idle.items()},
+                "cpus": os.cpu_count(),
+                "load_average": [round(x, 2) for x in os.getloadavg()],
                 "profiled": bool(args.sql_profile or args.py_spy),
-                "results": results,
+                **runs["after"],
+                **(
+                    {
+                        "before": runs["before"],
+                        "cpu_before_after": compare(runs["before"], runs["after"]),
+                    }
+                    if "before" in runs
+                    else {}
+                ),
             },
             indent=2,
         )

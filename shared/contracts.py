@@ -38,6 +38,8 @@ from shared.models import (
     AssessImpact,
     AuditAppended,
     AuditEvent,
+    AuditEvents,
+    AuditEventsAppended,
     CheckSla,
     Cleanup,
     CloseResult,
@@ -132,6 +134,10 @@ class Contract(Generic[Req, Resp]):
     """The dotted name of the function that serves it (``services.path.app.compute_path``)."""
     errors: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    batch: Contract[Any, Any] | None = None
+    """The same agent's contract that takes several of these requests in one task (its
+    request is ``{items: [{key, payload}]}``, its answer one result per item, in order): the
+    outbox sends a peer's due rows of this task type through it in one request."""
 
     def __repr__(self) -> str:
         return f"Contract({self.agent}/{self.task_type})"
@@ -589,6 +595,18 @@ NOTIFY: Final = Contract(
     description="Notify people on the channels the severity and tier call for",
     handler="services.notify.app.notify",
 )
+AUDIT_EVENTS: Final = Contract(
+    agent="audit",
+    task_type="audit_events",
+    request=AuditEvents,
+    response=AuditEventsAppended,
+    description=(
+        "Append several events to the audit log in order, in one transaction, each with its "
+        "own idempotency key (what senders' outboxes use for a backlog of audit_event)"
+    ),
+    handler="services.audit.app.audit_events",
+    tags=("audit",),
+)
 AUDIT_EVENT: Final = Contract(
     agent="audit",
     task_type="audit_event",
@@ -600,6 +618,7 @@ AUDIT_EVENT: Final = Contract(
     ),
     handler="services.audit.app.audit_event",
     tags=("audit",),
+    batch=AUDIT_EVENTS,
 )
 
 
@@ -646,6 +665,7 @@ CONTRACTS: Final[tuple[Contract[Any, Any], ...]] = (
     LINK_FORECAST,
     NOTIFY,
     AUDIT_EVENT,
+    AUDIT_EVENTS,
 )
 """Every task type of the mesh, in the order of the agents' ports."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -23,7 +24,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.contracts import Contract, Req
+from shared.contracts import CONTRACTS, Contract, Req
 from shared.db import Migration, UtcDateTime, create_tables
 from shared.errors import MeshUnavailable, PeerError
 from shared.logs import get_logger
@@ -31,6 +32,12 @@ from shared.mesh import MeshClient, backoff_delay
 from shared.models import utcnow
 
 log = get_logger(__name__)
+
+_BATCHES: dict[tuple[str, str], Contract[Any, Any]] = {
+    (c.agent, c.task_type): c.batch for c in CONTRACTS if c.batch is not None
+}
+"""(peer, task type) -> the contract that takes a run of such rows in one request."""
+REFUSED = "refused"
 
 _meta = sa.MetaData()
 outbox_table = sa.Table(
@@ -114,6 +121,8 @@ class Outbox:
         self.max_backoff_s = max_backoff_s
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._unbatched: set[str] = set()
+        """Peers that refused a batch task as unknown: their rows go one by one from then on."""
 
     async def start(self) -> None:
         await _migrate(self.engine)
@@ -207,43 +216,136 @@ class Outbox:
         blocked: set[str] = set()
         next_wait = 5.0
         progressed: set[str] = set()
+        sent: set[int] = set()
         for row in rows:
-            if row.agent in blocked:
+            if row.agent in blocked or row.id in sent:
                 continue
             if row.next_attempt_at > now:
                 blocked.add(row.agent)
                 next_wait = min(next_wait, (row.next_attempt_at - now).total_seconds())
                 continue
-            try:
-                await self.mesh.send(
-                    row.agent,
-                    row.task_type,
-                    row.payload,
-                    incident_id=row.incident_id,
-                    idempotency_key=row.idempotency_key,
-                    retries=0,
-                )
-            except PeerError as exc:
-                log.error(
-                    "outbox task refused by peer; dropped",
-                    agent=row.agent,
-                    task_type=row.task_type,
-                    error=str(exc),
-                )
-                await self._mark(row.id, dead=True, error=str(exc))
+            run = self._batchable(row, rows, now)
+            if len(run) > 1:
+                sent.update(r.id for r in run)
+                outcome = await self._send_batch(run)
+                if outcome is None:  # delivered, all of them
+                    progressed.add(row.agent)
+                    continue
+                if outcome != REFUSED:  # the peer is down: the first row waits
+                    blocked.add(row.agent)
+                    next_wait = min(next_wait, float(outcome))
+                    continue
+                # refused as a batch: each row on its own, as if there were no batch task
+                for single in run:
+                    if row.agent in blocked:
+                        break
+                    wait = await self._send_one(single)
+                    if wait is None:
+                        progressed.add(row.agent)
+                    else:
+                        blocked.add(row.agent)
+                        next_wait = min(next_wait, wait)
+                continue
+            wait = await self._send_one(row)
+            if wait is None:
                 progressed.add(row.agent)
-                continue
-            except MeshUnavailable as exc:
+            else:
                 blocked.add(row.agent)
-                delay = max(0.05, backoff_delay(row.attempts, base=0.5, cap=self.max_backoff_s))
-                await self._mark(row.id, error=str(exc), retry_in=delay, attempts=row.attempts + 1)
-                next_wait = min(next_wait, delay)
-                continue
-            await self._mark(row.id, delivered=True)
-            progressed.add(row.agent)
+                next_wait = min(next_wait, wait)
         if progressed & full:
             return 0.0  # a peer's full batch went out: there may be more right behind it
         return next_wait
+
+    def _batchable(
+        self, first: sa.Row[Any], rows: list[sa.Row[Any]], now: Any
+    ) -> list[sa.Row[Any]]:
+        """``first`` and the rows right behind it for the same peer that can go in one task:
+        the same task type, with a batch contract, due, up to ``batch`` (order kept)."""
+        batch = _BATCHES.get((first.agent, first.task_type))
+        if batch is None or first.agent in self._unbatched:
+            return [first]
+        run = []
+        for row in rows:
+            if row.agent != first.agent or row.id < first.id:
+                continue
+            if row.task_type != first.task_type or row.next_attempt_at > now:
+                break
+            run.append(row)
+            if len(run) == self.batch:
+                break
+        return run
+
+    async def _send_one(self, row: sa.Row[Any]) -> float | None:
+        """Deliver one row; None when it is done with (delivered, or refused and dead),
+        else the seconds until its retry (the peer is down: its rows behind it wait)."""
+        try:
+            await self.mesh.send(
+                row.agent,
+                row.task_type,
+                row.payload,
+                incident_id=row.incident_id,
+                idempotency_key=row.idempotency_key,
+                retries=0,
+            )
+        except PeerError as exc:
+            log.error(
+                "outbox task refused by peer; dropped",
+                agent=row.agent,
+                task_type=row.task_type,
+                error=str(exc),
+            )
+            await self._mark(row.id, dead=True, error=str(exc))
+            return None
+        except MeshUnavailable as exc:
+            return await self._retry_later(row, exc)
+        await self._mark(row.id, delivered=True)
+        return None
+
+    async def _send_batch(self, run: list[sa.Row[Any]]) -> float | str | None:
+        """Deliver ``run`` (one peer's rows of one task type, oldest first) as one task of the
+        type's batch contract, each row with its own idempotency key, and mark them delivered
+        in one transaction. None when delivered; the seconds until the retry of the first row
+        when the peer is down; ``"refused"`` when the peer refused the batch (each row then
+        goes on its own, so only a row the peer can never take is dropped)."""
+        first = run[0]
+        batch = _BATCHES[(first.agent, first.task_type)]
+        items = [{"key": r.idempotency_key, "payload": r.payload} for r in run]
+        try:
+            await self.mesh.send(
+                first.agent,
+                batch.task_type,
+                {"items": items},
+                # the same rows again are the same task (their keys are unique across senders)
+                idempotency_key=hashlib.sha256(
+                    "\n".join(r.idempotency_key for r in run).encode()
+                ).hexdigest(),
+                retries=0,
+            )
+        except PeerError as exc:
+            if exc.status in (400, 404):  # a peer without the batch task (an older version)
+                self._unbatched.add(first.agent)
+            log.warning(
+                "outbox batch refused by peer; sending one by one",
+                agent=first.agent,
+                task_type=batch.task_type,
+                rows=len(run),
+                error=str(exc),
+            )
+            return REFUSED
+        except MeshUnavailable as exc:
+            return await self._retry_later(first, exc)
+        delivered = utcnow()
+        t = outbox_table
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                t.update().where(t.c.id.in_([r.id for r in run])).values(delivered_at=delivered)
+            )
+        return None
+
+    async def _retry_later(self, row: sa.Row[Any], exc: MeshUnavailable) -> float:
+        delay = max(0.05, backoff_delay(row.attempts, base=0.5, cap=self.max_backoff_s))
+        await self._mark(row.id, error=str(exc), retry_in=delay, attempts=row.attempts + 1)
+        return delay
 
     async def _mark(
         self,

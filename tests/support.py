@@ -24,6 +24,7 @@ import httpx
 from fastapi import FastAPI
 
 from shared.agent import RouteTable, access_of, route_table
+from shared.contracts import CONTRACTS
 from shared.settings import AGENT_PORTS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,6 +132,22 @@ async def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.05
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+
+
+_SINGLE_OF_BATCH = {c.batch.task_type: c.task_type for c in CONTRACTS if c.batch is not None}
+
+
+def unbatched(body: Any, key: str | None) -> list[tuple[dict[str, Any], str | None]]:
+    """A task envelope as the single tasks it stands for, each with its idempotency key: an
+    outbox batch (``audit_events``) is one ``audit_event`` per item; anything else, itself.
+    For fake peers that record what they were sent, task by task."""
+    if not isinstance(body, dict) or body.get("task_type") not in _SINGLE_OF_BATCH:
+        return [(body, key)]
+    single = _SINGLE_OF_BATCH[body["task_type"]]
+    return [
+        ({**body, "task_type": single, "payload": item["payload"]}, item["key"])
+        for item in body["payload"]["items"]
+    ]
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Audit agent: durable, verifiable event log, search and compliance reports.
 
 Task ``audit_event`` (``shared.models.AuditEvent``) appends to a hash-chained, append-only log
-and answers only after the commit. Every seed event type is accepted (and any other name, so
+and answers only after the commit; ``audit_events`` appends several in one transaction (what a
+sender's outbox uses for a backlog). Every seed event type is accepted (and any other name, so
 new peers never lose events). ``/api/v1/audit/*`` serves search, chain verification, reports
 and the Elasticsearch sink's state.
 """
@@ -25,9 +26,9 @@ from services.audit.es import ElasticsearchSink
 from services.audit.settings import AuditSettings
 from services.audit.store import MIGRATIONS, events
 from shared.agent import AgentSpec, EngineDep, TaskContext
-from shared.contracts import AUDIT_EVENT
+from shared.contracts import AUDIT_EVENT, AUDIT_EVENTS
 from shared.db import SQL_INTEGER_MAX
-from shared.models import AuditAppended, AuditEvent
+from shared.models import AuditAppended, AuditEvent, AuditEvents, AuditEventsAppended
 from shared.settings import Settings
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
@@ -233,16 +234,33 @@ def build_spec() -> AgentSpec:
         )
         if sink is not None and not appended.duplicate:
             sink.wake()
-        row = appended.row
-        return AuditAppended(
-            id=row["id"],
-            seq=row["seq"],
-            hash=row["hash"],
-            event_type=row["event_type"],
-            duplicate=appended.duplicate,
+        return _answer(appended)
+
+    @spec.serve(AUDIT_EVENTS)
+    async def audit_events(payload: AuditEvents, ctx: TaskContext) -> AuditEventsAppended:
+        sink: ElasticsearchSink | None = ctx.state.es_sink
+        appended = await chain.append_many(
+            ctx.engine,
+            ctx.state.audit_lock,
+            [(item.key, item.payload) for item in payload.items],
+            es_index=sink is not None,
         )
+        if sink is not None and not all(a.duplicate for a in appended):
+            sink.wake()
+        return AuditEventsAppended(results=[_answer(a) for a in appended])
 
     return spec
+
+
+def _answer(appended: chain.Appended) -> AuditAppended:
+    row = appended.row
+    return AuditAppended(
+        id=row["id"],
+        seq=row["seq"],
+        hash=row["hash"],
+        event_type=row["event_type"],
+        duplicate=appended.duplicate,
+    )
 
 
 def create_app(

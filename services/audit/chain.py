@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -78,44 +79,67 @@ async def append(
     es_index: bool,
 ) -> Appended:
     """Write ``event`` at the head of the chain and commit before returning."""
+    (appended,) = await append_many(engine, lock, [(key, event)], es_index=es_index)
+    return appended
+
+
+async def append_many(
+    engine: AsyncEngine,
+    lock: asyncio.Lock,
+    items: Sequence[tuple[str | None, AuditEvent]],
+    *,
+    es_index: bool,
+) -> list[Appended]:
+    """Write ``(key, event)`` pairs at the head of the chain in this order, in one transaction
+    committed before returning; a key already stored (or earlier in ``items``) is answered
+    from its row, as a duplicate, and writes nothing."""
     # Normalize to plain JSON now, so what is hashed is exactly what is read back.
-    details = json.loads(json.dumps(event.details, default=str, allow_nan=False))
+    details = [json.loads(json.dumps(e.details, default=str, allow_nan=False)) for _, e in items]
+    out: list[Appended] = []
     async with lock, engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(CHAIN_LOCK_ID)))
-        if key is not None:
-            existing = (
-                await conn.execute(sa.select(events).where(events.c.event_key == key))
-            ).first()
-            if existing is not None:
-                return Appended(as_dict(existing), duplicate=True)
+        keys = {key for key, _ in items if key is not None}
+        stored: dict[str, dict[str, Any]] = {}
+        if keys:
+            found = await conn.execute(sa.select(events).where(events.c.event_key.in_(keys)))
+            stored = {r.event_key: as_dict(r) for r in found}
         head = (
             await conn.execute(
                 sa.select(events.c.seq, events.c.hash).order_by(events.c.seq.desc()).limit(1)
             )
         ).first()
-        row: dict[str, Any] = {
-            "seq": (head.seq + 1) if head else 1,
-            "event_key": key,
-            "event_type": event.event_type,
-            "incident_id": event.incident_id,
-            "source_agent": event.source_agent,
-            "occurred_at": event.occurred_at.astimezone(UTC),
-            "recorded_at": utcnow(),
-            "details": details,
-        }
-        row["prev_hash"] = head.hash if head else GENESIS
-        row["hash"] = row_hash(row["prev_hash"], row)
-        event_id = (
-            await conn.execute(events.insert().values(**row).returning(events.c.id))
-        ).scalar_one()
-        row["id"] = event_id
-        if es_index:
-            await _queue_for_search(conn, row)
-    stored = dict(row)
-    stored["occurred_at"] = iso(row["occurred_at"])
-    stored["recorded_at"] = iso(row["recorded_at"])
-    return Appended(stored, duplicate=False)
+        seq, prev_hash = (head.seq, head.hash) if head else (0, GENESIS)
+        for (key, event), plain in zip(items, details, strict=True):
+            if key is not None and key in stored:
+                out.append(Appended(stored[key], duplicate=True))
+                continue
+            row: dict[str, Any] = {
+                "seq": seq + 1,
+                "event_key": key,
+                "event_type": event.event_type,
+                "incident_id": event.incident_id,
+                "source_agent": event.source_agent,
+                "occurred_at": event.occurred_at.astimezone(UTC),
+                "recorded_at": utcnow(),
+                "details": plain,
+            }
+            row["prev_hash"] = prev_hash
+            row["hash"] = row_hash(prev_hash, row)
+            event_id = (
+                await conn.execute(events.insert().values(**row).returning(events.c.id))
+            ).scalar_one()
+            row["id"] = event_id
+            if es_index:
+                await _queue_for_search(conn, row)
+            seq, prev_hash = row["seq"], row["hash"]
+            result = dict(row)
+            result["occurred_at"] = iso(row["occurred_at"])
+            result["recorded_at"] = iso(row["recorded_at"])
+            if key is not None:
+                stored[key] = result
+            out.append(Appended(result, duplicate=False))
+    return out
 
 
 async def _queue_for_search(conn: AsyncConnection, row: dict[str, Any]) -> None:

@@ -149,6 +149,32 @@ async def test_concurrent_appends_keep_one_chain(db_settings: Settings) -> None:
         assert verdict == verdict | {"ok": True, "count": 60}
 
 
+async def test_a_batch_appends_in_order_once_per_key(db_settings: Settings) -> None:
+    """``audit_events`` (a sender's outbox backlog): one transaction, in order; a key already
+    stored, by ``audit_event`` or earlier in the batch, is answered from its row."""
+    async with audit_agent(db_settings) as (client, _):
+        first = await send(client, "state_change", key="b1", details={"i": 1})
+        event = {"event_type": "state_change", "source_agent": "orchestrator"}
+        items = [
+            {"key": key, "payload": event | {"details": {"i": i}}}
+            for key, i in [("b0", 0), ("b1", 1), ("b2", 2), ("b0", 0), ("b3", 3)]
+        ]
+        response = await client.post(
+            "/a2a/tasks", json={"task_type": "audit_events", "payload": {"items": items}}
+        )
+        assert response.status_code == 200, response.text
+        results = response.json()["result"]["results"]
+        assert [r["duplicate"] for r in results] == [False, True, False, True, False]
+        assert results[1]["seq"] == first["seq"] == 1
+        assert [r["seq"] for r in results] == [2, 1, 3, 2, 4]
+        again = await send(client, "state_change", key="b3", details={"i": 3})
+        assert again["duplicate"] and again["seq"] == 4
+        listed = (await client.get("/api/v1/audit/events", params={"limit": 10})).json()
+        assert sorted(r["details"]["i"] for r in listed["events"]) == [0, 1, 2, 3]
+        verdict = (await client.get("/api/v1/audit/verify")).json()
+        assert verdict == verdict | {"ok": True, "count": 4}
+
+
 async def test_search_api(db_settings: Settings) -> None:
     async with audit_agent(db_settings) as (client, _):
         for i in range(6):

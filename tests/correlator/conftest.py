@@ -17,7 +17,7 @@ from services.correlator.engine import Correlator
 from services.correlator.settings import CorrelatorSettings
 from shared.settings import Settings
 from tests.agents.fakes import TopologyCnc
-from tests.support import running, wait_for
+from tests.support import running, unbatched, wait_for
 
 TOKEN = "test-mesh-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -61,7 +61,8 @@ class Peers:
         body = json.loads(request.content)
         if agent in self.refuse:
             return httpx.Response(503, json={"detail": "down"})
-        self.tasks.append((agent, body["task_type"], body["payload"]))
+        for task, _ in unbatched(body, None):
+            self.tasks.append((agent, task["task_type"], task["payload"]))
         return httpx.Response(
             200, json={"task_id": "t", "task_type": body["task_type"], "result": {}}
         )

@@ -81,14 +81,20 @@ async def test_outbox_delivers_in_order_after_the_peer_comes_back(
 ) -> None:
     up = False
     received: list[int] = []
+    tasks: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         if not up:
             raise httpx.ConnectError("down", request=request)
-        n = json.loads(request.content)["payload"]["details"]["n"]
-        if n == 3:
+        body = json.loads(request.content)
+        tasks.append(body["task_type"])
+        if body["task_type"] == "audit_events":  # the backlog, in one request
+            ns = [item["payload"]["details"]["n"] for item in body["payload"]["items"]]
+        else:
+            ns = [body["payload"]["details"]["n"]]
+        if 3 in ns:  # a batch holding the bad one is refused whole
             return httpx.Response(422, json={"detail": "never acceptable"})
-        received.append(n)
+        received.extend(ns)
         return httpx.Response(200, json={"task_id": "t", "task_type": "x", "result": {}})
 
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'sender.db'}")
@@ -103,6 +109,8 @@ async def test_outbox_delivers_in_order_after_the_peer_comes_back(
     up = True
     await outbox.flush(timeout=10)
     assert received == [0, 1, 2, 4, 5]  # in order; the refused one is dropped, not blocking
+    # the backlog went as one batch, refused for the bad one, then row by row
+    assert tasks == ["audit_events", *["audit_event"] * 6]
     await outbox.stop()
     await mesh.aclose()
     await engine.dispose()
@@ -142,6 +150,106 @@ async def test_a_peer_down_with_a_backlog_does_not_hold_up_the_others(
     await outbox.stop()
     await mesh.aclose()
     await engine.dispose()
+
+
+async def test_a_backlog_goes_to_a_batch_task_in_order_once(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """Issue 16: a peer's due rows of a task type with a batch contract go in one request,
+    each with its own key, oldest first; a lone due row still goes as its own task."""
+    up = False
+    seen: list[tuple[str, list[str]]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if not up:
+            raise httpx.ConnectError("down", request=request)
+        body = json.loads(request.content)
+        if body["task_type"] == "audit_events":
+            keys = [item["key"] for item in body["payload"]["items"]]
+        else:
+            keys = [request.headers["idempotency-key"]]
+        seen.append((body["task_type"], keys))
+        return httpx.Response(200, json={"task_id": "t", "task_type": "x", "result": {}})
+
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'sender.db'}")
+    mesh = client_with(httpx.MockTransport(handler), settings)
+    outbox = Outbox(engine, mesh, batch=4, max_backoff_s=0.05)
+    await outbox.start()
+    for n in range(6):
+        event = AuditEvent(event_type="x", source_agent="test", details={"n": n})
+        await outbox.put(AUDIT_EVENT, event, key=f"a{n}")
+    ticket = TicketClosed(
+        incident_id="INC-2026-0001", resolution="resolved", duration_seconds=1.0, summary="x"
+    )
+    await outbox.put(TICKET_CLOSED, ticket, key="t0")
+    await outbox.put(AUDIT_EVENT, AuditEvent(event_type="x", source_agent="test"), key="a6")
+    await wait_for(lambda: outbox.pending(), timeout=2)
+    up = True
+    await outbox.flush(timeout=10)
+    await outbox.stop()
+    await mesh.aclose()
+    await engine.dispose()
+    audit = [(task, keys) for task, keys in seen if task.startswith("audit")]
+    assert audit == [  # at most ``batch`` per request, in order (per peer: IO's row between
+        # a5 and a6 does not split audit's run)
+        ("audit_events", ["a0", "a1", "a2", "a3"]),
+        ("audit_events", ["a4", "a5", "a6"]),
+    ]
+    assert ("ticket_closed", ["t0"]) in seen
+    seen.clear()
+    outbox = Outbox(engine, mesh_two := client_with(httpx.MockTransport(handler), settings))
+    await outbox.start()
+    await outbox.put(AUDIT_EVENT, AuditEvent(event_type="x", source_agent="test"), key="a7")
+    await outbox.flush(timeout=10)
+    await outbox.stop()
+    await mesh_two.aclose()
+    await engine.dispose()
+    assert seen == [("audit_event", ["a7"])]
+
+
+async def test_a_peer_without_the_batch_task_gets_the_rows_one_by_one(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """An older audit answers 400 (unknown task type): nothing is lost or reordered, and the
+    outbox stops trying batches on it."""
+    up = False
+    seen: list[str] = []
+    received: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if not up:
+            raise httpx.ConnectError("down", request=request)
+        body = json.loads(request.content)
+        seen.append(body["task_type"])
+        if body["task_type"] != "audit_event":
+            return httpx.Response(400, json={"detail": "unknown task_type"})
+        received.append(body["payload"]["details"]["n"])
+        return httpx.Response(200, json={"task_id": "t", "task_type": "x", "result": {}})
+
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'sender.db'}")
+    mesh = client_with(httpx.MockTransport(handler), settings)
+    outbox = Outbox(engine, mesh, max_backoff_s=0.05)
+    await outbox.start()
+    for n in range(3):
+        event = AuditEvent(event_type="x", source_agent="test", details={"n": n})
+        await outbox.put(AUDIT_EVENT, event, key=f"k{n}")
+    await wait_for(lambda: outbox.pending(), timeout=2)
+    up = True
+    await outbox.flush(timeout=10)
+    up = False
+    for n in range(3, 5):
+        event = AuditEvent(event_type="x", source_agent="test", details={"n": n})
+        await outbox.put(AUDIT_EVENT, event, key=f"k{n}")
+    await wait_for(lambda: outbox.pending(), timeout=2)
+    up = True
+    await outbox.flush(timeout=10)
+    await outbox.stop()
+    await mesh.aclose()
+    await engine.dispose()
+    assert received == [0, 1, 2, 3, 4]
+    # one batch tried (unless a pass begun while the peer was down sent a row on its own
+    # just as it came back), then only single tasks
+    assert seen.count("audit_events") == 1 and seen[-4:] == ["audit_event"] * 4
 
 
 def test_per_agent_overrides_and_seed_aliases(monkeypatch: pytest.MonkeyPatch) -> None:

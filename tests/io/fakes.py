@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from shared.contracts import APPROVAL_DECISION, DELETE_TUNNEL
 from shared.models import utcnow
 from tests.agents.fakes import TopologyCnc
-from tests.support import free_port
+from tests.support import free_port, unbatched
 
 INCIDENT = "INC-2026-0001"
 MESH_TOKEN = "test-mesh-token"
@@ -267,7 +267,7 @@ def resuming_orchestrator(io_url: str, received: list[dict[str, Any]]) -> FastAP
     @app.post("/a2a/tasks")
     async def a2a(request: Request) -> dict[str, Any]:
         body = await request.json()
-        received.append(body)
+        received.extend(task for task, _ in unbatched(body, None))
         payload = body["payload"]
         if body["task_type"] == "approval_decision" and payload["decision"] == "approve":
             task = asyncio.create_task(resume(payload["incident_id"]))

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 
-from tests.support import free_port
+from tests.support import free_port, unbatched
 
 WEBEX_TOKEN = "webex-secret-token"
 WEBEX_ROOM = "Y2lzY29zcGFyazovL3VzL1JPT00vYmJjZWIxYWQtNDNmMS0zYjU4LTkxNDctZjE0YmIwYzRkMTU0"
@@ -145,14 +145,15 @@ class Peers:
             body = json.loads(request.content)
             port = request.url.port
             agent = {8000: "orchestrator", 8008: "audit", 8009: "io"}.get(port or 0, str(port))
-            self.tasks.append(
-                {
-                    "agent": agent,
-                    "task_type": body["task_type"],
-                    "payload": body["payload"],
-                    "key": request.headers.get("idempotency-key"),
-                }
-            )
+            for task, key in unbatched(body, request.headers.get("idempotency-key")):
+                self.tasks.append(
+                    {
+                        "agent": agent,
+                        "task_type": task["task_type"],
+                        "payload": task["payload"],
+                        "key": key,
+                    }
+                )
             return httpx.Response(200, json={"task_id": "t", "task_type": body["task_type"]})
 
         return httpx.MockTransport(handler)

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from shared import contracts as c
 from shared import models as m
 from shared.settings import AGENT_PORTS
+from tests.support import unbatched
 
 TASKS: dict[str, c.Contract[Any, Any]] = {
     contract.task_type: contract
@@ -186,6 +187,16 @@ class FakeNetwork:
     # --- answering ---------------------------------------------------------------------
 
     def handle(self, agent: str | None, body: dict[str, Any], key: str) -> tuple[int, Any]:
+        tasks = unbatched(body, key)
+        if tasks[0][0] is not body:  # an outbox batch: each item as its own task, in order
+            results = []
+            for task, item_key in tasks:
+                status, reply = self.handle(agent, task, item_key or "")
+                if status != 200:
+                    return status, reply
+                results.append(reply["result"])
+            task_type = body["task_type"]
+            return 200, {"task_id": key, "task_type": task_type, "result": {"results": results}}
         task_type = body.get("task_type", "")
         if task_type not in TASKS:
             return 400, {"detail": f"unknown task_type {task_type!r}"}
