@@ -31,6 +31,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         "CXM_LAB_SCENARIO_DURATION_S": "100000",
         # 1 s (scaled) to gather the scenario's second link into the first new_ticket
         "CXM_CORRELATOR_GROUP_WAIT_S": "50",
+        # The SLA flow alone: with the traffic watcher on, the protection tunnel's step of
+        # load on pe1-p1 read as a trend (41 % measured, 83 % forecast) and its proactive
+        # alert was folded into the seed incident by node pe1 (CI-equivalent run, 18:03).
+        # tests/e2e/test_proactive.py covers the watcher; the two gaps are in docs/proactive.md.
+        "CXM_TRAFFIC_PROACTIVE_ENABLED": "false",
     }
     with mesh(tmp_path_factory.mktemp("e2e"), extra_env=env) as m:
         yield m
