@@ -217,6 +217,15 @@ class Outbox:
         next_wait = 5.0
         progressed: set[str] = set()
         sent: set[int] = set()
+
+        def settle(agent: str, wait: float | None) -> float:
+            """Note a row's outcome: done with (None), or its peer waits ``wait`` seconds."""
+            if wait is None:
+                progressed.add(agent)
+                return next_wait
+            blocked.add(agent)
+            return wait
+
         for row in rows:
             if row.agent in blocked or row.id in sent:
                 continue
@@ -239,19 +248,9 @@ class Outbox:
                 for single in run:
                     if row.agent in blocked:
                         break
-                    wait = await self._send_one(single)
-                    if wait is None:
-                        progressed.add(row.agent)
-                    else:
-                        blocked.add(row.agent)
-                        next_wait = min(next_wait, wait)
+                    next_wait = min(next_wait, settle(row.agent, await self._send_one(single)))
                 continue
-            wait = await self._send_one(row)
-            if wait is None:
-                progressed.add(row.agent)
-            else:
-                blocked.add(row.agent)
-                next_wait = min(next_wait, wait)
+            next_wait = min(next_wait, settle(row.agent, await self._send_one(row)))
         if progressed & full:
             return 0.0  # a peer's full batch went out: there may be more right behind it
         return next_wait
