@@ -567,7 +567,8 @@ PREDICT_CONGESTION: Final = Contract(
     request=PredictCongestion,
     response=CongestionResult,
     description=(
-        "Forecast each link's utilisation (Holt smoothing); flag links at or above the threshold"
+        "Forecast each link's utilisation (robust trend of the recent samples); "
+        "flag links at or above the threshold"
     ),
     handler="services.traffic.app.predict_congestion",
     tags=("traffic", "forecast", "proactive"),

@@ -690,7 +690,8 @@ class LinkForecast(Open):
     link_id: str
     samples: int
     current_pct: float | None = None
-    ewma_pct: float | None = None
+    level_pct: float | None = None
+    """The forecast line's value at the newest sample."""
     trend_pct_per_s: float = 0.0
     predicted_pct: float | None = None
     congested: bool = False
@@ -740,7 +741,7 @@ class LinkLoadForecast(Open):
     native_pct: float | None = None
     """What it would carry if the moved traffic came back."""
     predicted_pct: float | None = None
-    """Holt forecast of the native load, ``horizon_s`` ahead."""
+    """Forecast of the native load, ``horizon_s`` ahead (``analytics.forecast``)."""
     samples: list[tuple[float, float]] = Field(default_factory=list)
     """``[epoch_s, measured_pct]``, oldest first (the last few)."""
     native: list[tuple[float, float]] = Field(default_factory=list)

@@ -30,21 +30,48 @@ from shared.settings import AGENT_PORTS
 ROOT = Path(__file__).resolve().parent.parent
 
 
+PORT_RANGE = (20000, 32000)
+"""Below the kernel's ephemeral range (32768-60999 here)."""
+_handed_out: set[int] = set()
+
+
+def _worker_ports() -> range:
+    """This pytest-xdist worker's share of ``PORT_RANGE`` (all of it outside xdist).
+
+    Workers draw from disjoint slices: a port one worker found free and handed to a server it
+    starts a moment later cannot be bound first by the other worker's servers (the sweep's
+    restore agent lost its port that way, CI of 2026-11-30).
+    """
+    low, high = PORT_RANGE
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    size = (high - low) // max(count, 1)
+    start = low + size * (index % max(count, 1))
+    return range(start, start + size)
+
+
 def free_port() -> int:
-    """A free loopback port below the kernel's ephemeral range.
+    """A free loopback port below the kernel's ephemeral range, never one handed out before.
 
     Port 0 would hand out an ephemeral port, the same range every outgoing connection of the
-    parallel tests draws from, so a server started a moment later could find it taken.
+    parallel tests draws from, so a server started a moment later could find it taken. A port
+    is not handed out twice in one process (a server given it may not have bound it yet), and
+    each xdist worker has its own slice of the range.
     """
-    for _ in range(200):
-        port = random.randint(20000, 32000)
+    ports = _worker_ports()
+    for _ in range(500):
+        port = random.choice(ports)
+        if port in _handed_out:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
-    raise RuntimeError("no free loopback port in 20000-32000")
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port in {ports.start}-{ports.stop - 1}")
 
 
 class MeshAuth(httpx.Auth):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from itertools import pairwise
+from statistics import median
 from typing import Any
 
 from shared.models import Demand, DemandResult, LinkForecast, LinkLoad, LinkLoadForecast
@@ -82,41 +82,58 @@ def demand_matrix(services: list[VpnService], tiers: list[str]) -> DemandResult:
     )
 
 
+def trend_slope(points: list[tuple[float, float]]) -> float:
+    """The Theil-Sen slope (% per second): the median of the slopes between every two samples.
+
+    Robust where a least-squares or smoothed trend is not: one spike, or two samples taken a
+    millisecond apart (their slope is huge), move the median by one place, not the estimate.
+    """
+    slopes = sorted(
+        (p2 - p1) / (t2 - t1)
+        for i, (t1, p1) in enumerate(points)
+        for t2, p2 in points[i + 1 :]
+        if t2 > t1
+    )
+    return median(slopes) if slopes else 0.0
+
+
 def forecast(
     link_id: str,
     points: list[tuple[float, float]],
     *,
     horizon_s: float,
     threshold_pct: float,
-    alpha: float,
-    beta: float,
+    window: int,
 ) -> LinkForecast:
-    """Holt's linear smoothing (an EWMA of the level and of the trend), ``horizon_s`` ahead.
+    """The load ``horizon_s`` ahead on the robust line through the newest ``window`` samples.
 
-    A plain EWMA lags a rising load and would flag congestion late; smoothing the trend too
-    projects a steady ramp exactly while still damping noise. Samples may be unevenly spaced,
-    so the trend is kept per second.
+    The trend is the window's Theil-Sen slope, counted only as far as the window's newest half
+    still goes the same way (a rise capped by the newest half's slope, a fall likewise). So a
+    step of load (a tunnel moved onto the link, or traffic moved off it) is never projected
+    as a ramp: the line is flat once the newest half is past the step. And the recovery after
+    a drop is never read as a rise. Holt's smoothing, used before, did both: its level
+    overshoots a step and its trend then rebounds, and two samples close together in time
+    swing it (a link dropped from 85 % to 20 % was forecast at 102 %, CI of 2026-11-30). A
+    forecast too low matters as much: the proactive flow brings traffic back on it.
+
+    The level is where that line stands at the newest sample: the median over the newest half
+    of each sample moved along the trend to that time, so one outlier does not carry it.
     """
     if not points:
         return LinkForecast(link_id=link_id, samples=0)
-    level = points[0][1]
-    trend = 0.0
-    if len(points) >= 2 and points[1][0] > points[0][0]:
-        trend = (points[1][1] - points[0][1]) / (points[1][0] - points[0][0])
-    for (t_prev, _), (t, pct) in pairwise(points):
-        dt = t - t_prev
-        if dt <= 0:
-            continue
-        previous = level
-        level = alpha * pct + (1 - alpha) * (level + trend * dt)
-        trend = beta * (level - previous) / dt + (1 - beta) * trend
+    recent = points[-window:]
+    newest = recent[len(recent) // 2 :]
+    trend, lately = trend_slope(recent), trend_slope(newest)
+    trend = min(trend, max(0.0, lately)) if trend > 0 else max(trend, min(0.0, lately))
+    last = recent[-1][0]
+    level = median(pct + trend * (last - t) for t, pct in newest)
     predicted = max(0.0, level + trend * horizon_s)
     current = points[-1][1]
     return LinkForecast(
         link_id=link_id,
         samples=len(points),
         current_pct=round(current, 3),
-        ewma_pct=round(level, 3),
+        level_pct=round(level, 3),
         trend_pct_per_s=round(trend, 6),
         predicted_pct=round(predicted, 3),
         congested=predicted >= threshold_pct or current >= threshold_pct,
@@ -159,7 +176,7 @@ def native_series(
 def forecast_points(
     last_ts: float, level: float, trend_per_s: float, *, horizon_s: float, steps: int
 ) -> list[tuple[float, float]]:
-    """``steps + 1`` points of the Holt line from the newest sample to the horizon (never
+    """``steps + 1`` points of the forecast line from the newest sample to the horizon (never
     below zero): what the console draws after the samples."""
     return [
         (
@@ -176,15 +193,14 @@ def load_forecast(
     *,
     threshold_pct: float,
     horizon_s: float,
-    alpha: float,
-    beta: float,
+    window: int,
     capacity_mbps: float | None = None,
     moved_share: float = 0.0,
     since: float | None = None,
     keep: int = 30,
     steps: int = 5,
 ) -> LinkLoadForecast:
-    """One link's measured and native load, and the Holt forecast of the native load.
+    """One link's measured and native load, and the forecast of the native load.
 
     The forecast is of the native series: the proactive flow decides when to bring traffic
     back on what the link would carry then, not on the load it measures with the traffic away.
@@ -199,20 +215,20 @@ def load_forecast(
             horizon_s=horizon_s,
             moved_share=share,
         )
-    holt = forecast(
-        link_id, native, horizon_s=horizon_s, threshold_pct=threshold_pct, alpha=alpha, beta=beta
+    line = forecast(
+        link_id, native, horizon_s=horizon_s, threshold_pct=threshold_pct, window=window
     )
-    level = holt.ewma_pct if holt.ewma_pct is not None else native[-1][1]
+    level = line.level_pct if line.level_pct is not None else native[-1][1]
     return LinkLoadForecast(
         link_id=link_id,
         threshold_pct=threshold_pct,
         measured_pct=round(points[-1][1], 3),
         native_pct=round(native[-1][1], 3),
-        predicted_pct=holt.predicted_pct,
+        predicted_pct=line.predicted_pct,
         samples=[(round(t, 3), round(p, 3)) for t, p in points[-keep:]],
         native=[(round(t, 3), round(p, 3)) for t, p in native[-keep:]],
         forecast=forecast_points(
-            points[-1][0], level, holt.trend_pct_per_s, horizon_s=horizon_s, steps=steps
+            points[-1][0], level, line.trend_pct_per_s, horizon_s=horizon_s, steps=steps
         ),
         capacity_mbps=capacity_mbps,
         horizon_s=horizon_s,

@@ -171,8 +171,7 @@ async def predict_congestion(payload: PredictCongestion, ctx: TaskContext) -> Co
             points[name],
             horizon_s=payload.horizon_s,
             threshold_pct=payload.threshold_pct,
-            alpha=cfg.ewma_alpha,
-            beta=cfg.trend_beta,
+            window=cfg.trend_window,
         )
         for name in _selected(list(points), payload.links)
     }
@@ -216,8 +215,7 @@ async def link_forecast(payload: LinkForecastRequest, ctx: TaskContext) -> LinkF
             points.get(name, []),
             threshold_pct=cfg.threshold_for(name, capacity),
             horizon_s=horizon,
-            alpha=cfg.ewma_alpha,
-            beta=cfg.trend_beta,
+            window=cfg.trend_window,
             capacity_mbps=capacity,
             moved_share=shares.get(key, 0.0),
             since=since.get(key),

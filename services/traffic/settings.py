@@ -40,8 +40,11 @@ class TrafficSettings(BaseSettings):
         "(two per link per sample), so a small time scale must not turn sampling into a flood",
     )
     history: int = Field(default=120, ge=2, description="samples kept per link for forecasts")
-    ewma_alpha: float = Field(default=0.5, gt=0, le=1, description="weight of the newest sample")
-    trend_beta: float = Field(default=0.3, gt=0, le=1, description="weight of the newest trend")
+    trend_window: int = Field(
+        default=10,
+        ge=4,
+        description="newest samples the forecast's trend is drawn through (analytics.forecast)",
+    )
 
     # --- the proactive watcher (issue 14) ---------------------------------------------------
     proactive_enabled: bool = Field(

@@ -19,7 +19,7 @@ import respx
 from fastapi import FastAPI
 
 from services.traffic import store
-from services.traffic.analytics import forecast, forecast_points, native_series
+from services.traffic.analytics import forecast, forecast_points, load_forecast, native_series
 from services.traffic.app import create_app
 from services.traffic.settings import TrafficSettings, link_class
 from services.traffic.watcher import AlertState, Rules, proactive_alert, step
@@ -281,8 +281,8 @@ async def test_link_forecast_adds_the_moved_traffic_back(
     assert got.measured_pct == 40.0 and got.native_pct == 80.0 and got.moved_share == 0.5
     native = native_series(measured, 0.5, since=300)
     assert [p for _, p in native] == [80.0] * 8
-    holt = forecast(LINK, native, horizon_s=3.0, threshold_pct=70, alpha=0.5, beta=0.3)
-    assert got.predicted_pct == holt.predicted_pct == 80.0  # flat native: no false drop
+    line = forecast(LINK, native, horizon_s=3.0, threshold_pct=70, window=10)
+    assert got.predicted_pct == line.predicted_pct == 80.0  # flat native: no false drop
     assert got.samples == [(t, p) for t, p in measured[-4:]]
     assert got.native == [(t, 80.0) for t, _ in measured[-4:]]
     assert len(got.forecast) == 4 and got.forecast[0][0] == 420.0 and got.forecast[-1][0] == 423.0
@@ -433,3 +433,46 @@ def test_the_alert_is_high_when_the_link_already_runs_at_90() -> None:
     assert alert.link == "pe1-pe2" and alert.fingerprint == "traffic:pe1-pe2#2"
     assert alert.summary == "Congestion forecast on pe1-pe2#2: 120.0% in 300s (threshold 70%)"
     assert json.loads(alert.annotations["forecast"])["measured_pct"] == 91.0
+
+
+# --- the forecast line (pure) ----------------------------------------------------------------
+
+
+def _line(values: Sequence[float], times: Sequence[float] | None = None) -> LinkLoadForecast:
+    ts = list(times) if times is not None else [30.0 * i for i in range(len(values))]
+    return load_forecast(
+        LINK, list(zip(ts, values, strict=True)), threshold_pct=70, horizon_s=300, window=10
+    )
+
+
+def test_a_steady_ramp_is_projected_exactly() -> None:
+    got = _line([30 + 2 * i for i in range(12)])  # 2 % per 30 s sample: 20 % in 300 s
+    assert got.predicted_pct == pytest.approx(52 + 20)
+    down = _line([80 - 2 * i for i in range(12)])  # and a steady fall
+    assert down.predicted_pct == pytest.approx(58 - 20)
+
+
+def test_a_step_of_load_is_not_a_trend() -> None:
+    """A tunnel moved onto the link adds load at once: never forecast as a ramp."""
+    for after in range(1, 12):
+        got = _line([41.0] * 10 + [60.0] * after)
+        assert got.predicted_pct is not None and got.predicted_pct <= 60.0, after
+
+
+def test_the_recovery_after_a_drop_is_not_a_rise() -> None:
+    """85 % dropping to 20 % and staying: forecast neither below 20 (a fall is a step too)
+    nor above 85 on the way, then 20, never a rebound toward the threshold (Holt's smoothing
+    forecast 102 % here, CI 2026-11-30)."""
+    values = [85.0] * 10
+    for n in range(15):
+        values.append(20.0)
+        got = _line(values)
+        assert got.predicted_pct is not None and 20.0 <= got.predicted_pct <= 85.0, n
+        if n >= 5:
+            assert got.predicted_pct == 20.0, n
+
+
+def test_two_samples_a_moment_apart_do_not_swing_the_trend() -> None:
+    times = [30.0 * i for i in range(10)] + [270.001]  # the sampler raced itself
+    got = _line([50.0] * 9 + [50.0, 52.0], times)
+    assert got.predicted_pct is not None and got.predicted_pct < 60.0

@@ -109,8 +109,12 @@ async def test_outbox_delivers_in_order_after_the_peer_comes_back(
     up = True
     await outbox.flush(timeout=10)
     assert received == [0, 1, 2, 4, 5]  # in order; the refused one is dropped, not blocking
-    # the backlog went as one batch, refused for the bad one, then row by row
-    assert tasks == ["audit_events", *["audit_event"] * 6]
+    # the backlog went as one batch, refused for the bad one, then row by row. A send of k0
+    # begun before the others were queued may still be retrying inside the mesh client when
+    # the peer comes back: it lands alone, ahead of the batch.
+    first = tasks.index("audit_events")
+    assert tasks[:first] in ([], ["audit_event"])
+    assert tasks[first + 1 :] == ["audit_event"] * (6 - first)
     await outbox.stop()
     await mesh.aclose()
     await engine.dispose()

@@ -191,8 +191,7 @@ def native_read(shift: dict[str, Any], moved: set[str], link: str, measured: flo
         [(0.0, measured)],
         threshold_pct=70,
         horizon_s=3.0,
-        alpha=0.5,
-        beta=0.3,
+        window=10,
         moved_share=share,
     )
     assert read.native_pct is not None
