@@ -153,12 +153,14 @@ def decide(
         alert.annotations.get("description", ""),
     )
     flap = None
-    if link is not None:
+    if link is not None and not proactive:
+        # a forecast says nothing of the link's state: it neither degrades the link, nor
+        # keeps it degraded once its faults clear, nor counts toward flapping
         flap = _flap_step(state.flaps.get(link), link, fp, alert.status == "firing", now, rules)
-    subject = _Subject(alert, fp, link, brief, flap, now)
+    subject = _Subject(alert, fp, link, brief, flap, now, proactive)
     if alert.status == "resolved":
         return _cleared(subject, state)
-    return _firing(subject, state, topo, rules, proactive)
+    return _firing(subject, state, topo, rules)
 
 
 @dataclass(slots=True)
@@ -171,6 +173,8 @@ class _Subject:
     brief: AlertBrief
     flap: UpdateFlap | None
     now: datetime
+    proactive: bool
+    """A forecast (Traffic Analytics): it opens or joins proactive incidents only."""
 
     def out(
         self, disposition: Disposition, incident_id: str | None, reason: str, *changes: Change
@@ -187,7 +191,7 @@ class _Subject:
 def _cleared(s: _Subject, state: CorrelationState) -> Decision:
     """A cleared alert joins its link's (or node's) open incident; alone, it is noise."""
     link, flap = s.link, s.flap
-    inc = state.open_for(link, s.alert.node or s.alert.host)
+    inc = state.open_for(link, s.alert.node or s.alert.host, s.proactive)
     if inc is None:
         return s.out("discarded", None, "cleared with nothing open")
     joined = ClearInto(inc.id, s.brief)
@@ -200,16 +204,17 @@ def _cleared(s: _Subject, state: CorrelationState) -> Decision:
     return s.out("correlated", inc.id, why, joined)
 
 
-def _firing(
-    s: _Subject, state: CorrelationState, topo: TopologyView, rules: Rules, proactive: bool
-) -> Decision:
-    link, flap, now, brief = s.link, s.flap, s.now, s.brief
+def _firing(s: _Subject, state: CorrelationState, topo: TopologyView, rules: Rules) -> Decision:
+    link, flap, now, brief, proactive = s.link, s.flap, s.now, s.brief, s.proactive
     if link is None and s.alert.host:
-        return _host_ticket(s, s.alert.host, state, rules, proactive)
+        return _host_ticket(s, s.alert.host, state, rules)
     if link is not None and flap is not None and flap.after.suppressed:
         # A flapping link still belongs with its neighbours: two related links flapping
         # together are one dampened incident, not two that would each build a tunnel.
-        target = state.open_for(link, None) or _find_related(state, link, None, topo, now, rules)[0]
+        target = (
+            state.open_for(link, None)
+            or _find_related(state, link, None, topo, now, rules, proactive)[0]
+        )
         opened: tuple[Change, ...] = ()
         if target is None:
             new = _new_incident(state, [link], [], s.alert.severity, now, rules, proactive, None)
@@ -228,7 +233,8 @@ def _firing(
     recent = state.recent.get(link) if link is not None else None
     if (
         link is not None
-        and link not in state.link_index
+        and not proactive
+        and (False, link) not in state.link_index
         and recent is not None
         and recent.resolution == "false_positive"
         and now - recent.closed_at <= rules.window
@@ -242,7 +248,7 @@ def _firing(
             return s.out("false_positive", recent.incident_id, "; ".join(verdict.reasons))
 
     node = s.alert.node
-    related, why = _find_related(state, link, node, topo, now, rules)
+    related, why = _find_related(state, link, node, topo, now, rules, proactive)
     if related is not None:
         return s.out(
             "correlated", related.id, why, JoinIncident(related.id, link, node, brief, why)
@@ -256,12 +262,11 @@ def _firing(
     return s.out("new_incident", new.incident_id, "opened; emitted after the group wait", new)
 
 
-def _host_ticket(
-    s: _Subject, host: str, state: CorrelationState, rules: Rules, proactive: bool
-) -> Decision:
+def _host_ticket(s: _Subject, host: str, state: CorrelationState, rules: Rules) -> Decision:
     """A host's alerts share its open ticket (indexed like a node, but with no links: the
     orchestrator reads that as a host ticket); else the alert opens one."""
-    inc = state.open_for(None, host)
+    proactive = s.proactive
+    inc = state.open_for(None, host, proactive)
     if inc is not None:
         why = f"host {host} already in {inc.id}"
         return s.out("correlated", inc.id, why, JoinIncident(inc.id, None, host, s.brief, why))
@@ -330,22 +335,28 @@ def _find_related(
     topo: TopologyView,
     now: datetime,
     rules: Rules,
+    proactive: bool,
 ) -> tuple[Incident | None, str]:
-    """The incident this alert belongs with, and why; the oldest related one wins."""
+    """The incident of the alert's kind (SLA, or proactive) it belongs with, and why; the
+    oldest related one wins."""
     if link is not None:
         for end in topo.nodes_of(link):
-            if end in state.node_index:
-                inc = state.incidents[state.node_index[end]]
+            if (proactive, end) in state.node_index:
+                inc = state.incidents[state.node_index[(proactive, end)]]
                 return inc, f"inhibited by node alarm on {end} ({inc.id})"
-        if link in state.link_index:
-            inc = state.incidents[state.link_index[link]]
+        if (proactive, link) in state.link_index:
+            inc = state.incidents[state.link_index[(proactive, link)]]
             return inc, f"link {link} already in {inc.id}"
-    elif node is not None and node in state.node_index:
-        inc = state.incidents[state.node_index[node]]
+    elif node is not None and (proactive, node) in state.node_index:
+        inc = state.incidents[state.node_index[(proactive, node)]]
         return inc, f"node {node} already in {inc.id}"
     best: tuple[Incident, str] | None = None
     for inc in state.incidents.values():
-        if inc.status == "closed" or now - inc.last_alert_at > rules.window:
+        if (
+            inc.status == "closed"
+            or inc.proactive != proactive
+            or now - inc.last_alert_at > rules.window
+        ):
             continue
         for other in inc.links:
             if link is not None:

@@ -264,8 +264,10 @@ class CorrelationState:
     def reset(self) -> None:
         """Forget everything: the start of a reload from the database."""
         self.incidents: dict[str, Incident] = {}
-        self.link_index: dict[str, str] = {}
-        self.node_index: dict[str, str] = {}
+        self.link_index: dict[tuple[bool, str], str] = {}
+        """(proactive, link) → its open incident. A forecast and a fault on the same link are
+        two incidents: a proactive alert never joins an SLA incident, nor the reverse."""
+        self.node_index: dict[tuple[bool, str], str] = {}
         self.recent: dict[str, RecentClose] = {}
         """Per link, its last incident closed within the window: what a new alert recurs after."""
         self.dedup: dict[str, DedupEntry] = {}
@@ -278,11 +280,21 @@ class CorrelationState:
 
     # --- reads --------------------------------------------------------------------------------
 
-    def open_for(self, link: str | None, node: str | None) -> Incident | None:
-        inc_id = self.link_index.get(link) if link else None
+    def open_for(
+        self, link: str | None, node: str | None, proactive: bool = False
+    ) -> Incident | None:
+        """The open incident of this kind (SLA, or proactive) that holds the link, else node."""
+        inc_id = self.link_index.get((proactive, link)) if link else None
         if inc_id is None and node:
-            inc_id = self.node_index.get(node)
+            inc_id = self.node_index.get((proactive, node))
         return self.incidents.get(inc_id) if inc_id else None
+
+    def index(self, inc: Incident) -> None:
+        """Make the incident's links and nodes find it (its kind's index)."""
+        for link in inc.links:
+            self.link_index[(inc.proactive, link)] = inc.id
+        for node in inc.nodes:
+            self.node_index[(inc.proactive, node)] = inc.id
 
     def due(self, now: datetime, busy: set[str]) -> list[Incident]:
         """Pending incidents whose group wait is over (not ``busy`` being emitted), oldest first."""
@@ -349,10 +361,7 @@ class CorrelationState:
         if change.brief is not None:
             inc.alerts.append(change.brief)
         self.incidents[inc.id] = inc
-        for link in change.links:
-            self.link_index[link] = inc.id
-        for node in change.nodes:
-            self.node_index[node] = inc.id
+        self.index(inc)
         ws.touched_incidents.add(inc.id)
 
     def _join(
@@ -373,10 +382,10 @@ class CorrelationState:
                 inc.links.append(name)
                 added.append(name)
             if name:
-                self.link_index[name] = inc.id
+                self.link_index[(inc.proactive, name)] = inc.id
         if node and not link and node not in inc.nodes:
             inc.nodes.append(node)
-            self.node_index[node] = inc.id
+            self.node_index[(inc.proactive, node)] = inc.id
         if len(inc.alerts) < MAX_BRIEFS:
             inc.alerts.append(brief)
         inc.last_alert_at = now
@@ -440,16 +449,20 @@ class CorrelationState:
         self.remember_close(inc, now)
 
     def remember_close(self, inc: Incident, closed_at: datetime) -> None:
+        """What a new alert on the incident's links recurs after (triage weighs it). A forecast
+        that subsided is not a fault that recurs: proactive incidents are not remembered."""
+        if inc.proactive:
+            return
         for link in inc.links:
             self.recent[link] = RecentClose(inc.id, closed_at, inc.resolution or "resolved")
 
     def forget(self, inc: Incident) -> None:
         for link in inc.links:
-            if self.link_index.get(link) == inc.id:
-                del self.link_index[link]
+            if self.link_index.get((inc.proactive, link)) == inc.id:
+                del self.link_index[(inc.proactive, link)]
         for node in inc.nodes:
-            if self.node_index.get(node) == inc.id:
-                del self.node_index[node]
+            if self.node_index.get((inc.proactive, node)) == inc.id:
+                del self.node_index[(inc.proactive, node)]
         fps = {b.fingerprint for b in inc.alerts}
         for fp in fps:
             entry = self.dedup.get(fp)

@@ -169,10 +169,7 @@ async def _load_incidents(
             state.remember_close(inc, inc.closed_at or now)
             continue
         state.incidents[inc.id] = inc
-        for link in inc.links:
-            state.link_index[link] = inc.id
-        for node in inc.nodes:
-            state.node_index[node] = inc.id
+        state.index(inc)
     if not state.incidents:
         return
     a = store.alerts

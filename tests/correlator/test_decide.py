@@ -77,10 +77,7 @@ def incident(state: CorrelationState, inc_id: str, links: list[str], **kw: Any) 
         **kw,
     )
     state.incidents[inc.id] = inc
-    for link in inc.links:
-        state.link_index[link] = inc.id
-    for node in inc.nodes:
-        state.node_index[node] = inc.id
+    state.index(inc)
     return inc
 
 
@@ -344,6 +341,98 @@ CASES = [
         "opened",
         [RecordDedup, UpdateFlap, OpenIncident],
     ),
+    # --- a forecast (proactive) and a fault (SLA) on the same links are two incidents ---------
+    Case(
+        "a forecast on an SLA incident's link opens its own, the link's state untouched",
+        lambda s: (incident(s, "INC-2026-0001", ["pe1-pe2"]), s.sequence.update({2026: 1})),
+        alert(fingerprint="traffic:pe1-pe2"),
+        "new_incident",
+        "INC-2026-0002",
+        "opened",
+        [RecordDedup, OpenIncident],
+        proactive=True,
+    ),
+    Case(
+        "a forecast beside an SLA incident (shared node) does not join it",
+        lambda s: (incident(s, "INC-2026-0001", ["pe1-pe2"]), s.sequence.update({2026: 1})),
+        alert("pe2-pe3", fingerprint="traffic:pe2-pe3"),
+        "new_incident",
+        "INC-2026-0002",
+        "opened",
+        [RecordDedup, OpenIncident],
+        proactive=True,
+    ),
+    Case(
+        "a forecast on a node-alarmed node does not join the node's incident",
+        lambda s: (incident(s, "INC-2026-0002", [], nodes=["pe3"]), s.sequence.update({2026: 2})),
+        alert("pe2-pe3", fingerprint="traffic:pe2-pe3"),
+        "new_incident",
+        "INC-2026-0003",
+        "opened",
+        [RecordDedup, OpenIncident],
+        proactive=True,
+    ),
+    Case(
+        "a forecast joins the proactive incident on its link",
+        lambda s: incident(s, "INC-2026-0001", ["pe1-pe2"], proactive=True),
+        alert(fingerprint="traffic:pe1-pe2-again"),
+        "correlated",
+        "INC-2026-0001",
+        "link pe1-pe2 already in INC-2026-0001",
+        [RecordDedup, JoinIncident],
+        proactive=True,
+    ),
+    Case(
+        "a fault on a proactive incident's link opens an SLA incident",
+        lambda s: (
+            incident(s, "INC-2026-0001", ["pe1-pe2"], proactive=True),
+            s.sequence.update({2026: 1}),
+        ),
+        alert(),
+        "new_incident",
+        "INC-2026-0002",
+        "opened",
+        [RecordDedup, UpdateFlap, OpenIncident],
+    ),
+    Case(
+        "a forecast that clears goes to the proactive incident, not the SLA one",
+        given(
+            lambda s: incident(s, "INC-2026-0001", ["pe1-pe2"]),
+            lambda s: incident(s, "INC-2026-0002", ["pe1-pe2"], proactive=True),
+            lambda s: firing_on(s, "pe1-pe2", "fp-pe1-pe2"),
+        ),
+        alert(status="resolved", fingerprint="traffic:pe1-pe2"),
+        "correlated",
+        "INC-2026-0002",
+        "clears pe1-pe2 of INC-2026-0002",
+        [RecordDedup, ClearInto],
+        proactive=True,
+    ),
+    Case(
+        "a fault that clears goes to the SLA incident, not the proactive one",
+        given(
+            lambda s: incident(s, "INC-2026-0001", ["pe1-pe2"]),
+            lambda s: incident(s, "INC-2026-0002", ["pe1-pe2"], proactive=True),
+            lambda s: firing_on(s, "pe1-pe2", "fp-pe1-pe2"),
+        ),
+        alert(status="resolved"),
+        "correlated",
+        "INC-2026-0001",
+        "clears pe1-pe2 of INC-2026-0001",
+        [RecordDedup, UpdateFlap, ClearInto, SignalCleared],
+    ),
+    Case(
+        "a forecast after a false positive on the link is not judged by it",
+        lambda s: s.recent.update(
+            {"pe1-pe2": RecentClose("INC-2026-0003", NOW - timedelta(seconds=60), "false_positive")}
+        ),
+        alert(value=45.0, threshold=50.0, fingerprint="traffic:pe1-pe2"),
+        "new_incident",
+        "INC-2026-0001",
+        "opened",
+        [RecordDedup, OpenIncident],
+        proactive=True,
+    ),
 ]
 
 
@@ -375,12 +464,14 @@ def test_new_incident_carries_what_the_state_needs() -> None:
     assert opened.brief is not None and opened.brief.fingerprint == "n"
 
 
-def _run(state: CorrelationState, alerts: list[NormalizedAlert], now: datetime) -> list[Decision]:
+def _run(
+    state: CorrelationState, alerts: list[NormalizedAlert], now: datetime, proactive: bool = False
+) -> list[Decision]:
     """What the engine does per request: decide, apply, next alert."""
     ws = WriteSet()
     out = []
     for a in alerts:
-        decided = decide(a, state, TOPO, RULES, now)
+        decided = decide(a, state, TOPO, RULES, now, proactive=proactive)
         state.apply(decided.changes, now, ws, TOPO)
         out.append(decided)
     return out
@@ -408,3 +499,28 @@ def test_degrade_clear_degrade_dampens_once_applied() -> None:
     assert [d.disposition for d in decided] == ["new_incident", "correlated", "dampened"]
     assert state.flaps["pe1-pe2"].suppressed and state.flaps["pe1-pe2"].firing == {"fp-pe1-pe2"}
     assert state.incidents["INC-2026-0001"].dampened_until is not None
+
+
+def test_a_forecast_and_a_fault_on_one_link_stay_two_incidents_until_each_closes() -> None:
+    """The CI run of 2026-11-30: a protection tunnel's load forecast on pe1-p1 was folded into
+    the SLA incident by node pe1, and its links grew by links only forecast busy."""
+    state = CorrelationState(RULES.dampening)
+    (fault,) = _run(state, [alert()], NOW)
+    (forecast,) = _run(state, [alert(fingerprint="traffic:pe1-pe2")], NOW, proactive=True)
+    (beside,) = _run(state, [alert("pe2-pe3", fingerprint="traffic:pe2-pe3")], NOW, True)
+    assert [d.disposition for d in (fault, forecast, beside)] == [
+        "new_incident",
+        "new_incident",
+        "correlated",
+    ]
+    sla, ahead = (
+        state.incidents[fault.incident_id or ""],
+        state.incidents[forecast.incident_id or ""],
+    )
+    assert beside.incident_id == ahead.id and ahead.proactive and not sla.proactive
+    assert sla.links == ["pe1-pe2"] and ahead.links == ["pe1-pe2", "pe2-pe3"]
+    assert state.flaps["pe1-pe2"].firing == {"fp-pe1-pe2"}  # the forecast is not a fault
+    state.close(ahead, "congestion_subsided", NOW, WriteSet())
+    assert state.open_for("pe1-pe2", None) is sla and "pe1-pe2" not in state.recent
+    (again,) = _run(state, [alert(fingerprint="more")], NOW + timedelta(seconds=1))
+    assert (again.disposition, again.incident_id) == ("correlated", sla.id)
