@@ -205,7 +205,13 @@ async def test_a_servicenow_incident_is_run_noted_per_step_and_resolved_on_its_r
         deliveries = await corr_notify_log(cxm, incident_id)
         assert {d["channel"] for d in deliveries if d["event"] == "runbook_step"} == {"servicenow"}
 
-        # the rule fires again (an update to the record): still that one ticket, nothing new
+        # the rule fires again (an update to the record): still that one ticket, nothing new.
+        # The correlator hears the ticket closed through the orchestrator's outbox: wait for it
+        async def freed() -> bool:
+            found = await corr.get("/api/v1/incidents", params={"status": "closed"})
+            return any(i["incident_id"] == incident_id for i in found.json())
+
+        await wait_for(freed, timeout=30)
         again = await corr.post(WEBHOOK, json={**body, "state": "6"}, headers=MESH)
         assert again.status_code == 202 and again.json()["alerts"][0]["incident_id"] is None
         resent = await corr.post(WEBHOOK, json=body, headers=MESH)
