@@ -42,17 +42,20 @@ from langgraph.types import Command
 from services.orchestrator.flow.effects import (
     Effects,
     escalation,
-    gate,
     group_key,
     peer_failed,
     wait_until,
 )
-from services.orchestrator.flow.phases import PHASE, Status, entered
-from services.orchestrator.flow.protect import _groups, _impact_summary, _request, _tunnel_ends
-from services.orchestrator.flow.restore import remove_policies
+from services.orchestrator.flow.phases import Status, entered
+from services.orchestrator.flow.protect import (
+    impact_summary,
+    path_request,
+    policy_groups,
+    tunnel_ends,
+)
+from services.orchestrator.flow.restore import cutover_failed, cutover_gate, remove_policies
 from services.orchestrator.flow.state import (
     IncidentState,
-    approval_context,
     groups,
     iso,
     merge_unique,
@@ -440,7 +443,7 @@ async def relieve(state: IncidentState, config: RunnableConfig) -> Command[Relie
             return Command(goto="escalate", update={**base, **failed})
         # nothing at all has a path: compute escalates "no_path", as the SLA branch does
         chosen = routed or chosen
-    summary = _impact_summary(impact)
+    summary = impact_summary(impact)
     details = {
         **load_details(fx, shift, loads),
         "total_affected": impact.total_affected,
@@ -463,7 +466,7 @@ async def relieve(state: IncidentState, config: RunnableConfig) -> Command[Relie
             goto="watch", update={**base, "impact": summary, "shift": shift, "tier": tier}
         )
     moving = [r.service_id for r in chosen]
-    summary.update(_tunnel_ends(_groups(_subset(impact, moving))))
+    summary.update(tunnel_ends(policy_groups(_subset(impact, moving))))
     after = shares(shift, set(moving) | others)
     expected = {
         link: (known[link] * (1.0 - after.get(link, 0.0))) for link in known if link in after
@@ -556,12 +559,12 @@ async def _routable(
         chosen = choose(pool, load, targets, already)
         if not chosen:
             return [], sorted(aside)
-        wanted = _groups(_subset(impact, [r.service_id for r in chosen]))
+        wanted = policy_groups(_subset(impact, [r.service_id for r in chosen]))
         answer = await fx.call(
             COMPUTE_PATHS,
             ComputePaths(
                 incident_id=fx.iid,
-                requests=[_request(fx, cast(IncidentState, avoiding), g) for g in wanted],
+                requests=[path_request(fx, cast(IncidentState, avoiding), g) for g in wanted],
             ),
             key=f"plan{n}",  # each round its own idempotency key: its own question
         )
@@ -640,8 +643,8 @@ async def _grow(fx: Effects, state: IncidentState) -> Command[RelieveGoto]:
     moving = [r.service_id for r in extra]
     after = shares(grown, already | others | set(moving))
     expected = {link: known[link] * (1.0 - after.get(link, 0.0)) for link in known}
-    summary = _impact_summary(_subset(impact, moving))
-    summary.update(_tunnel_ends(_groups(_subset(impact, moving))))
+    summary = impact_summary(_subset(impact, moving))
+    summary.update(tunnel_ends(policy_groups(_subset(impact, moving))))
     kept = {
         "tunnels": tunnels(state),
         "paths": paths(state),
@@ -1000,33 +1003,14 @@ async def release(state: IncidentState, config: RunnableConfig) -> Command[Relea
     if index >= len(CUTOVER_STEPS):
         return await _returned(fx, state, update, attempt, details)
     protection, original = CUTOVER_STEPS[index]
-    ask = gate(
-        fx,
-        action="cutover",
-        key=f"cutover:{attempt}:{index}",
-        then="release",
-        phase=PHASE[Status.RESTORING],
-        details={
-            **approval_context(state),
-            "proactive": True,
-            "protection_pct": protection,
-            "original_pct": original,
-            "step": index + 1,
-        },
-    )
+    ask = cutover_gate(fx, state, attempt, index, then="release", proactive=True)
     if ask:
         return Command(goto="approval", update={**update, "gate": ask})
     every = tunnels(state)
     outcomes = await fx.each(every, lambda i, t: _split(fx, state, t, i, protection, original))
     for tunnel, outcome in zip(every, outcomes, strict=True):
         if isinstance(outcome, MeshError):
-            failed = peer_failed(
-                outcome,
-                "cutover_failed",
-                f"Cutover step {protection}/{original} failed",
-                agent="restore",
-                tunnel_id=tunnel["tunnel_id"],
-            )
+            failed = cutover_failed(outcome, index, tunnel["tunnel_id"])
             return Command(goto="escalate", update={**update, **failed})
     results = [o for o in outcomes if isinstance(o, CutoverResult)]
     now = utcnow()

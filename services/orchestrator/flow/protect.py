@@ -60,7 +60,7 @@ from shared.models import (
 # --- assess --------------------------------------------------------------------------------
 
 
-def _impact_summary(impact: ImpactResult) -> dict[str, Any]:
+def impact_summary(impact: ImpactResult) -> dict[str, Any]:
     """What the state keeps of the impact: counts, ids and the highest tier hurt."""
     services = impact.affected_services
     tiers_present = [t for t in TIERS if impact.services_by_tier.get(t)] or [
@@ -74,7 +74,7 @@ def _impact_summary(impact: ImpactResult) -> dict[str, Any]:
     }
 
 
-def _groups(impact: ImpactResult) -> list[dict[str, Any]]:
+def policy_groups(impact: ImpactResult) -> list[dict[str, Any]]:
     """The affected services grouped by their ends, one policy per group: a policy carries
     only the services between its two ends. Highest tier first, then the most services, so
     the first group is the one the seed calls the tunnel (ties: the order impact gave)."""
@@ -98,7 +98,7 @@ def _groups(impact: ImpactResult) -> list[dict[str, Any]]:
     ]
 
 
-def _tunnel_ends(groups: list[dict[str, Any]]) -> dict[str, Any]:
+def tunnel_ends(groups: list[dict[str, Any]]) -> dict[str, Any]:
     """The first group's ends and load under the seed's names (older readers of the state)."""
     first = groups[0]
     return {
@@ -125,7 +125,7 @@ async def assess(
             exc, "impact_failed", "Service impact assessment failed", agent="impact"
         )
         return Command(goto="escalate", update=fx.done(nodes_executed=["assess"], **failed))
-    summary = _impact_summary(impact)
+    summary = impact_summary(impact)
     tier = summary["highest_tier"]
     update = fx.done(nodes_executed=["assess"], **entered(Status.ASSESSING))
     if impact.total_affected == 0 or not impact.affected_services:
@@ -142,7 +142,7 @@ async def assess(
         return Command(
             goto="close", update={**update, "impact": summary, "close_reason": "no_impact"}
         )
-    summary.update(_tunnel_ends(_groups(impact)))
+    summary.update(tunnel_ends(policy_groups(impact)))
     await fx.status(
         Status.ASSESSING,
         f"{impact.total_affected} services affected, computing alternate path",
@@ -162,7 +162,7 @@ async def assess(
 # --- compute -------------------------------------------------------------------------------
 
 
-def _request(fx: Effects, state: IncidentState, group: dict[str, Any]) -> ComputePath:
+def path_request(fx: Effects, state: IncidentState, group: dict[str, Any]) -> ComputePath:
     """One group's ends, avoiding the degraded links, by delay, with room for its traffic."""
     return ComputePath(
         incident_id=fx.iid,
@@ -211,7 +211,7 @@ async def _plan(
     wanted = groups(state)
     answer = await fx.call(
         COMPUTE_PATHS,
-        ComputePaths(incident_id=fx.iid, requests=[_request(fx, state, g) for g in wanted]),
+        ComputePaths(incident_id=fx.iid, requests=[path_request(fx, state, g) for g in wanted]),
     )
     found: list[dict[str, Any]] = []
     missing: list[dict[str, Any]] = []

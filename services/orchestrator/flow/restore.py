@@ -77,33 +77,51 @@ async def _cutover(
     """Apply cutover step ``r["step"]`` (after its approval, if policy wants one)."""
     attempt, index = int(r["attempt"]), int(r["step"])
     protection, original = CUTOVER_STEPS[index]
-    ask = gate(
-        fx,
-        action="cutover",
-        key=f"cutover:{attempt}:{index}",
-        then="restore",
-        phase=PHASE[Status.RESTORING],
-        details={
-            **approval_context(state),
-            "protection_pct": protection,
-            "original_pct": original,
-            "step": index + 1,
-        },
-    )
+    ask = cutover_gate(fx, state, attempt, index, then="restore")
     if ask:
         return Command(goto="approval", update={**update, "gate": ask})
     try:
         result = await _cutover_all(fx, state, protection, original)
     except MeshError as exc:
-        failed = peer_failed(
-            exc,
-            "cutover_failed",
-            f"Cutover step {protection}/{original} failed",
-            agent="restore",
-            tunnel_id=tunnel["tunnel_id"],
-        )
+        failed = cutover_failed(exc, index, tunnel["tunnel_id"])
         return Command(goto="escalate", update={**update, **failed})
     return await _stepped(fx, update, r, tunnel_ids(state), result)
+
+
+def cutover_gate(
+    fx: Effects, state: IncidentState, attempt: int, index: int, *, then: str, **context: Any
+) -> dict[str, Any] | None:
+    """The approval cutover step ``index`` of return ``attempt`` may need (policy decides).
+
+    The SLA flow and the proactive flow (which adds ``proactive``) both bring traffic back in
+    ``CUTOVER_STEPS``: one gate, so an approver sees the same request from either."""
+    protection, original = CUTOVER_STEPS[index]
+    return gate(
+        fx,
+        action="cutover",
+        key=f"cutover:{attempt}:{index}",
+        then=then,
+        phase=PHASE[Status.RESTORING],
+        details={
+            **approval_context(state),
+            **context,
+            "protection_pct": protection,
+            "original_pct": original,
+            "step": index + 1,
+        },
+    )
+
+
+def cutover_failed(exc: MeshError, index: int, tunnel_id: str) -> dict[str, Any]:
+    """The escalation when restore failed cutover step ``index`` on a policy."""
+    protection, original = CUTOVER_STEPS[index]
+    return peer_failed(
+        exc,
+        "cutover_failed",
+        f"Cutover step {protection}/{original} failed",
+        agent="restore",
+        tunnel_id=tunnel_id,
+    )
 
 
 async def _cutover_all(
