@@ -58,6 +58,9 @@ class GraphCache:
         self._lock = asyncio.Lock()
         self.full_builds = 0
         self.updates = 0
+        self.rates: dict[str, float] = {}
+        """What each link carried (Mbps) at the last topology read: as fresh as the graph.
+        Kept beside it, not in it, so a rate that moves does not rewrite the graph's slots."""
         """Topology changes applied to the graph in place."""
         self.load = SharedRead(self.cnc.services)
         """Services as CNC has them now, each with the path it rides, for bandwidth accounting
@@ -86,7 +89,7 @@ class GraphCache:
             fresh = time.monotonic() - self._fetched_at < self.ttl_s
             if self._graph is not None and fresh and not refresh:
                 return self._graph
-            topology = await self.cnc.topology()
+            topology, self.rates = await self.cnc.measured_topology()
             self._fetched_at = time.monotonic()
             digest = fingerprint(topology)
             if self._graph is None:
@@ -131,6 +134,7 @@ async def _graph_for(request: ComputePath, ctx: TaskContext) -> KnowledgeGraph:
         carrying=request.carrying,
         reserved=request.reserved_mbps,
         reservable_share=settings.reservable_share,
+        rates=cache.rates if settings.measured_load else None,
     )
 
 
@@ -157,7 +161,7 @@ spec = AgentSpec(
 @spec.serve(COMPUTE_PATH)
 async def compute_path(payload: ComputePath, ctx: TaskContext) -> PathResult:
     graph = await _graph_for(payload, ctx)
-    result = graph.shortest(payload)
+    result = graph.shortest(graph.sized(payload))
     log.info(
         "path computed",
         incident_id=payload.incident_id,
@@ -176,10 +180,12 @@ async def compute_paths(payload: ComputePaths, ctx: TaskContext) -> PathsResult:
         services: list[VpnService] = await ctx.state.graph.load()
     else:
         services = []
+    settings: PathSettings = ctx.state.path_settings
     results = graph.plan(
         payload.requests,
         services,
-        reservable_share=ctx.state.path_settings.reservable_share,
+        reservable_share=settings.reservable_share,
+        rates=ctx.state.graph.rates if settings.measured_load else None,
     )
     log.info(
         "paths computed",
@@ -193,7 +199,7 @@ async def compute_paths(payload: ComputePaths, ctx: TaskContext) -> PathsResult:
 @spec.serve(K_SHORTEST_PATHS)
 async def k_shortest_paths(payload: KShortestPaths, ctx: TaskContext) -> KPathsResult:
     graph = await _graph_for(payload, ctx)
-    return KPathsResult(paths=graph.k_shortest(payload, payload.k))
+    return KPathsResult(paths=graph.k_shortest(graph.sized(payload), payload.k))
 
 
 @spec.serve(GET_TOPOLOGY)

@@ -67,6 +67,38 @@ def _service_load(service: VpnService) -> Iterator[tuple[str, float]]:
         yield link_key(name), service.bandwidth_mbps
 
 
+def _measured_load(
+    services: list[VpnService],
+    moving: set[str],
+    staying: Mapping[str, float],
+    rates: Mapping[str, float],
+) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """Each link's load counting what it carries, and what each moving service sends (see
+    :meth:`KnowledgeGraph.reserve`)."""
+    carried: defaultdict[str, float] = defaultdict(float)
+    for name, mbps in rates.items():
+        carried[link_key(name)] += mbps
+    committed: defaultdict[str, float] = defaultdict(float)
+    for service in services:
+        for key, mbps in _service_load(service):
+            committed[key] += mbps
+    sending: dict[str, tuple[float, float]] = {}
+    leaving: defaultdict[str, float] = defaultdict(float)
+    for service in services:
+        if service.vpn_id not in moving:
+            continue
+        keys = {key for key, _ in _service_load(service)}
+        ratios = [carried[k] / committed[k] for k in keys if k in carried and committed[k] > 0]
+        sends = service.bandwidth_mbps * max(1.0, min(ratios, default=1.0))
+        sending[service.vpn_id] = (service.bandwidth_mbps, sends)
+        for key in keys:
+            leaving[key] += sends
+    load = dict(staying)
+    for key, mbps in carried.items():
+        load[key] = max(staying.get(key, 0.0), mbps - leaving[key])
+    return load, sending
+
+
 def fingerprint(topology: Topology) -> str:
     """A digest of the topology, so an unchanged CNC answer does not touch the graph."""
     raw = json.dumps(topology.model_dump(mode="json"), sort_keys=True).encode()
@@ -134,6 +166,9 @@ class KnowledgeGraph:
     """What the services use of each link (by ``link_key``); empty until ``reserve``."""
     reservable_share: float = 1.0
     """The share of a link's capacity paths may reserve; without ``reserve``, all of it."""
+    sending: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    """Per moving (``carrying``) service, (Mbps committed, Mbps it sends now), when
+    ``reserve`` had the links' rates: see :meth:`reserve` and :meth:`sized`."""
     out_of_sla: Mapping[str, SlaBreach] = field(default_factory=dict)
     """Links (by ``link_key``) that PCA measures beyond a threshold now: a path crosses one
     only when no path avoids them all (see the module docstring)."""
@@ -180,6 +215,7 @@ class KnowledgeGraph:
         carrying: Iterable[str] = (),
         reserved: Mapping[str, float] | None = None,
         reservable_share: float,
+        rates: Mapping[str, float] | None = None,
     ) -> KnowledgeGraph:
         """This graph (not copied) with each link's load, for TE bandwidth accounting.
 
@@ -187,16 +223,46 @@ class KnowledgeGraph:
         services move with the new path, so they count nowhere. ``reserved`` (link → Mbps)
         is bandwidth promised to policies not built yet (the same incident's other groups):
         it counts as load like a service's.
+
+        With ``rates`` (link id → Mbps it carries now), a link's load is the larger of what
+        its staying services committed and what it carries less what the moving services
+        send. In a busy hour services send more than they committed, and a detour sized by
+        commitments alone was overloaded (bench/proactive.py: links carrying protection
+        policies at 129-143 % with the proactive flow off). A moving service sends its
+        committed bandwidth times the smallest carried/committed ratio along its path (never
+        under 1): the smallest, because traffic no service accounts for only ever raises a
+        link's ratio.
         """
+        services = list(services)
         moving = set(carrying)
-        load: defaultdict[str, float] = defaultdict(float)
+        staying: defaultdict[str, float] = defaultdict(float)
         for service in services:
             if service.vpn_id not in moving:
                 for key, mbps in _service_load(service):
-                    load[key] += mbps
+                    staying[key] += mbps
+        load: dict[str, float] = dict(staying)
+        sending: dict[str, tuple[float, float]] = {}
+        if rates:
+            load, sending = _measured_load(services, moving, staying, rates)
         for name, mbps in (reserved or {}).items():
-            load[link_key(name)] += mbps
-        return dataclasses.replace(self, load_mbps=dict(load), reservable_share=reservable_share)
+            load[link_key(name)] = load.get(link_key(name), 0.0) + mbps
+        return dataclasses.replace(
+            self, load_mbps=load, reservable_share=reservable_share, sending=sending
+        )
+
+    def sized(self, request: ComputePath) -> ComputePath:
+        """``request`` with its ``min_bandwidth_mbps`` scaled by how much more than committed
+        its ``carrying`` services send now (``reserve`` had the links' rates; never scaled
+        down)."""
+        if request.min_bandwidth_mbps is None or not self.sending:
+            return request
+        known = [self.sending[sid] for sid in request.carrying if sid in self.sending]
+        committed = sum(c for c, _ in known)
+        sent = sum(s for _, s in known)
+        if committed <= 0 or sent <= committed:
+            return request
+        scaled = round(request.min_bandwidth_mbps * sent / committed, 3)
+        return request.model_copy(update={"min_bandwidth_mbps": scaled})
 
     def plan(
         self,
@@ -204,6 +270,7 @@ class KnowledgeGraph:
         services: Sequence[VpnService],
         *,
         reservable_share: float,
+        rates: Mapping[str, float] | None = None,
     ) -> list[PathResult]:
         """One path per request, in order, as if each group moved once its path was found.
 
@@ -214,11 +281,13 @@ class KnowledgeGraph:
         CNC's services serves the whole incident), then only the deltas are added.
         """
         moving = {sid for request in requests for sid in request.carrying}
-        base = self.reserve(services, carrying=moving, reservable_share=reservable_share)
+        base = self.reserve(
+            services, carrying=moving, reservable_share=reservable_share, rates=rates
+        )
         by_id = {service.vpn_id: service for service in services}
         extra: defaultdict[str, float] = defaultdict(float)
         results: list[PathResult] = []
-        for request in requests:
+        for request in map(base.sized, requests):
             load = dict(base.load_mbps)
             for key, mbps in [*extra.items(), *request.reserved_mbps.items()]:
                 load[link_key(key)] = load.get(link_key(key), 0.0) + mbps
@@ -231,7 +300,7 @@ class KnowledgeGraph:
                 for sid in request.carrying:
                     if sid in by_id:
                         for key, mbps in _service_load(by_id[sid]):
-                            extra[key] += mbps
+                            extra[key] += base.sending.get(sid, (mbps, mbps))[1]
         return results
 
     def degraded(self, links: Iterable[str] | Mapping[str, SlaBreach]) -> KnowledgeGraph:

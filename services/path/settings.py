@@ -24,3 +24,9 @@ class PathSettings(BaseSettings):
         le=1,
         description="share of a link's capacity paths may reserve (queues build above it)",
     )
+    measured_load: bool = Field(
+        default=True,
+        description="count what links carry now (CNC's rates), not only the bandwidth their "
+        "services committed, and size a moving group by what it sends: in a busy hour "
+        "services send more than they committed, and a detour sized by commitments overloads",
+    )

@@ -107,10 +107,12 @@ def forecast(
 ) -> LinkForecast:
     """The load ``horizon_s`` ahead on the robust line through the newest ``window`` samples.
 
-    The trend is the window's Theil-Sen slope, counted only as far as the window's newest half
-    still goes the same way (a rise capped by the newest half's slope, a fall likewise). So a
-    step of load (a tunnel moved onto the link, or traffic moved off it) is never projected
-    as a ramp: the line is flat once the newest half is past the step. And the recovery after
+    The trend is the window's Theil-Sen slope while the window's newest half carries it on
+    (the same direction, at least half as steep); otherwise the newest half's own slope, and
+    only as far as it goes the same way. So a steady ramp is projected at its full slope (a
+    noisy newest half does not bias it down), and a step of load (a tunnel moved onto the
+    link, or traffic moved off it) is never projected as a ramp: the line is flat once the
+    newest half is past the step. And the recovery after
     a drop is never read as a rise. Holt's smoothing, used before, did both: its level
     overshoots a step and its trend then rebounds, and two samples close together in time
     swing it (a link dropped from 85 % to 20 % was forecast at 102 %, CI of 2026-11-30). A
@@ -124,7 +126,10 @@ def forecast(
     recent = points[-window:]
     newest = recent[len(recent) // 2 :]
     trend, lately = trend_slope(recent), trend_slope(newest)
-    trend = min(trend, max(0.0, lately)) if trend > 0 else max(trend, min(0.0, lately))
+    if trend * lately < 0 or abs(lately) < abs(trend) / 2:
+        # the newest half does not carry the window's trend on (a step, or a turn): go by
+        # the newest half, and only as far as it agrees in direction
+        trend = max(0.0, lately) if trend > 0 else min(0.0, lately)
     last = recent[-1][0]
     level = median(pct + trend * (last - t) for t, pct in newest)
     predicted = max(0.0, level + trend * horizon_s)

@@ -431,21 +431,34 @@ class CncClient(HttpClient):
     async def topology(self) -> Topology:
         """Nodes and links, with each link's delay from its performance metrics (the worse
         direction; None when neither read answered)."""
+        return (await self.measured_topology())[0]
+
+    async def measured_topology(self) -> tuple[Topology, dict[str, float]]:
+        """:meth:`topology`, and what each link carries now (Mbps, the busier direction's
+        ``bandwidth-utilization-kbps``; absent where neither read gave one), from the same
+        performance reads: path computation counts what links carry, not only what the
+        services on them committed."""
         topology = (await self._structure()).topology
         pms = await self._link_pms(topology)
         failed = 0
         links: list[Link] = []
+        rates: dict[str, float] = {}
         for link in topology.links:
             delays: list[float] = []
             for _, pm in pms.get(link.link_id, []):
                 if isinstance(pm, BaseException):
                     failed += 1
-                elif pm is not None and (delay := _delay_ms(pm)) is not None:
+                    continue
+                if pm is None:
+                    continue
+                if (delay := _delay_ms(pm)) is not None:
                     delays.append(delay)
+                if (kbps := as_float(pm.get("bandwidth-utilization-kbps"))) is not None:
+                    rates[link.link_id] = max(rates.get(link.link_id, 0.0), kbps / 1000)
             links.append(link.model_copy(update={"delay_ms": max(delays) if delays else None}))
         if failed:
             log.warning("CNC link delay reads failed", failed=failed)
-        return Topology(nodes=topology.nodes, links=links)
+        return Topology(nodes=topology.nodes, links=links), rates
 
     async def link_utilisation(self) -> dict[str, LinkLoad]:
         """Per CXM link: the busier direction's rate, capacity, utilisation and delay now."""

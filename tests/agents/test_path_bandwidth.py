@@ -141,6 +141,64 @@ def test_without_bandwidth_nothing_is_reserved() -> None:
     assert "min_headroom_mbps" not in result.model_dump()
 
 
+# --- what links carry now (CNC's rates), not only what their services committed ---------
+
+
+def test_a_link_carrying_more_than_its_services_committed_has_less_headroom() -> None:
+    """A busy hour: BUSY committed 7,000 Mbps on a-b, a-b carries 7,600 (its services send
+    more than they committed). A 1,000 Mbps group fits a-b by commitments, not by traffic."""
+    committed = _graph().reserve([BUSY], reservable_share=0.8)
+    measured = _graph().reserve([BUSY], reservable_share=0.8, rates={"a-b": 7600.0})
+    assert committed.shortest(_ask(1000)).path == ["a", "b", "d"]
+    assert measured.load_mbps["a-b"] == 7600
+    assert measured.shortest(_ask(1000)).path == ["a", "c", "d"]
+    # carrying less than committed (a quiet hour) frees nothing: commitments stand
+    quiet = _graph().reserve([BUSY], reservable_share=0.8, rates={"a-b": 3000.0})
+    assert quiet.load_mbps["a-b"] == 7000
+
+
+def test_traffic_no_service_accounts_for_is_load_all_the_same() -> None:
+    graph = _graph().reserve([], reservable_share=0.8, rates={"a-b": 7500.0, "b-d": 10.0})
+    assert graph.load_mbps == {"a-b": 7500, "b-d": 10}
+    assert graph.shortest(_ask(1000)).path == ["a", "c", "d"]
+
+
+def test_a_moving_group_is_sized_by_what_it_sends() -> None:
+    """The group on a-b committed 1,000 Mbps and sends 1,800 (a-b carries 1.8x what its
+    services committed): the detour must have room for 1,800, and its own traffic leaving
+    a-b does not count against a path that shares a-b."""
+    mover = _service("mover", 1000, ["a-b", "b-d"])
+    rates = {"a-b": 1800.0, "b-d": 2700.0, "a-c": 6600.0}  # b-d: 1.5x (another service)
+    other = _service("other", 800, ["b-d"])
+    graph = _graph().reserve([mover, other], carrying=["mover"], reservable_share=0.8, rates=rates)
+    assert graph.sending == {"mover": (1000, 1500.0)}  # the smallest ratio on its path: 1.5x
+    asked = graph.sized(_ask(1000, carrying=["mover"]))
+    assert asked.min_bandwidth_mbps == 1500
+    assert graph.load_mbps["a-b"] == 300 and graph.load_mbps["b-d"] == 1200
+    assert graph.shortest(asked).path == ["a", "b", "d"]
+    # a-c carries 6,600: room for the 1,000 committed, not for the 1,500 sent
+    around = asked.model_copy(update={"avoid_links": ["a-b"]})
+    assert graph.shortest(around.model_copy(update={"min_bandwidth_mbps": 1000})).found
+    assert graph.shortest(around).found is False
+    # without rates nothing is resized
+    plain = _graph().reserve([mover, other], carrying=["mover"], reservable_share=0.8)
+    assert plain.sized(_ask(1000, carrying=["mover"])).min_bandwidth_mbps == 1000
+
+
+def test_a_plan_sizes_each_group_and_keeps_an_unplaced_groups_traffic_as_sent() -> None:
+    movers = [_service("m1", 1000, ["a-b", "b-d"]), _service("m2", 1000, ["a-b", "b-d"])]
+    rates = {"a-b": 4000.0, "b-d": 4000.0}  # both send twice what they committed
+    requests = [
+        _ask(1000, carrying=["m1"], avoid_links=["a-b"]),
+        _ask(1000, carrying=["m2"], avoid_links=["a-b", "a-c"]),  # nowhere to go: stays
+    ]
+    first, second = _graph().plan(requests, movers, reservable_share=0.8, rates=rates)
+    assert first.path == ["a", "c", "d"]
+    assert first.model_dump()["min_headroom_mbps"] == 8000
+    assert second.found is False and second.reason is not None
+    assert "at least 2000 Mbps" in second.reason
+
+
 # --- the agent over the fake CNC -----------------------------------------------------------
 
 

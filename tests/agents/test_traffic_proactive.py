@@ -476,3 +476,12 @@ def test_two_samples_a_moment_apart_do_not_swing_the_trend() -> None:
     times = [30.0 * i for i in range(10)] + [270.001]  # the sampler raced itself
     got = _line([50.0] * 9 + [50.0, 52.0], times)
     assert got.predicted_pct is not None and got.predicted_pct < 60.0
+
+
+def test_a_noisy_ramp_is_projected_at_its_slope() -> None:
+    """±1 % of noise on a 2 %-per-sample ramp: the newest half's slope wobbles, the forecast
+    still runs at the window's slope (within the noise), neither capped by the wobble nor
+    read as a step."""
+    values = [30 + 2 * i + (1 if i % 2 else -1) for i in range(12)]
+    got = _line(values)
+    assert got.predicted_pct is not None and abs(got.predicted_pct - (52 + 20)) <= 3
