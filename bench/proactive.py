@@ -16,6 +16,10 @@ seconds; minutes here are real minutes of the compressed busy hour (CXM's timers
 ``--time-scale``). Prints one JSON document.
 
     python -m bench.proactive [--topology sndlib/abilene] [--peak-pct 110] [--time-scale 0.02]
+                              [--before DIR]
+
+``--before DIR`` (a worktree of an earlier commit) runs every mode on that code first, then on
+this checkout, in the same run, and adds ``before`` and ``after`` documents side by side.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Any
 import httpx
 
 from bench.closed_loop import started_mesh
-from tests.support import Mesh
+from tests.support import ROOT, Mesh
 
 OVERLOAD_PCT = 90.0
 
@@ -140,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         "--keep", type=Path, default=None, help="keep each run's data and logs under this dir"
     )
     parser.add_argument("--modes", default="off,on", help="which runs: off, on or both")
+    parser.add_argument(
+        "--before", type=Path, default=None, help="a checkout of the code before, run first"
+    )
     args = parser.parse_args(argv)
     env = {
         "CXM_LAB_TOPOLOGY": args.topology,
@@ -159,25 +166,40 @@ def main(argv: list[str] | None = None) -> int:
         "overload_threshold_pct": OVERLOAD_PCT,
     }
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if args.before is None:
+        result.update(run_modes(args, env, modes, ROOT, "this checkout"))
+    else:
+        result["before"] = {"code": str(args.before)}
+        result["before"].update(run_modes(args, env, modes, args.before, "before"))
+        result["after"] = {"code": str(ROOT)}
+        result["after"].update(run_modes(args, env, modes, ROOT, "after"))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def run_modes(
+    args: argparse.Namespace, env: dict[str, str], modes: list[str], code: Path, label: str
+) -> dict[str, Any]:
+    """Each mode (watcher off, on) on a fresh mesh run from ``code``; the reductions."""
+    out: dict[str, Any] = {}
     for mode, enabled in (("off", "false"), ("on", "true")):
         if mode not in modes:
             continue
         with tempfile.TemporaryDirectory(prefix=f"cxm-bench-proactive-{mode}-") as tmp:
-            where = args.keep / mode if args.keep else Path(tmp) / "mesh"
+            where = args.keep / label / mode if args.keep else Path(tmp) / "mesh"
             mode_env = {**env, "CXM_TRAFFIC_PROACTIVE_ENABLED": enabled}
-            with started_mesh(where, mode_env, args.start_timeout) as m:
-                result[mode] = measure(m, args)
-        print(f"bench: proactive {mode}: {result[mode]}", file=sys.stderr)
-    if "off" in result and "on" in result:
-        off, on = result["off"]["overload_minutes"], result["on"]["overload_minutes"]
-        result["overload_reduction_pct"] = round(100 * (1 - on / off), 1) if off else None
-        off_sla = result["off"]["sla_violation_minutes"]
-        on_sla = result["on"]["sla_violation_minutes"]
-        result["sla_violation_reduction_pct"] = (
+            with started_mesh(where, mode_env, args.start_timeout, code=code) as m:
+                out[mode] = measure(m, args)
+        print(f"bench: {label}: proactive {mode}: {out[mode]}", file=sys.stderr)
+    if "off" in out and "on" in out:
+        off, on = out["off"]["overload_minutes"], out["on"]["overload_minutes"]
+        out["overload_reduction_pct"] = round(100 * (1 - on / off), 1) if off else None
+        off_sla = out["off"]["sla_violation_minutes"]
+        on_sla = out["on"]["sla_violation_minutes"]
+        out["sla_violation_reduction_pct"] = (
             round(100 * (1 - on_sla / off_sla), 1) if off_sla else None
         )
-    print(json.dumps(result, indent=2))
-    return 0
+    return out
 
 
 if __name__ == "__main__":
