@@ -20,7 +20,8 @@ system-deps:  ## apt packages the tests use: postgresql, alertmanager, chromium,
 
 test: $(STAMP) system-deps  ## everything, on real servers where a user would have them
 	# loadscope: a module's tests share one worker, so a module-scoped mesh (e2e, sweep) starts
-	# once. (pytest 9 keeps node ids in Node._id, so xdist's loadgroup suffix no longer groups.)
+	# once; tests/conftest.py makes every e2e module one scope, run first, on one worker.
+	# (pytest 9 keeps node ids in Node._id, so xdist's loadgroup suffix no longer groups.)
 	$(PY) -m pytest -q -n 2 --dist loadscope $(PYTEST_ARGS)
 
 lint: $(STAMP)

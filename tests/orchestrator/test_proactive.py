@@ -15,7 +15,15 @@ from typing import Any
 
 import pytest
 
-from services.orchestrator.flow.proactive import Rider, choose, records_of, shares
+from services.orchestrator.flow.proactive import (
+    MAX_GROWTH,
+    Rider,
+    choose,
+    growth,
+    records_of,
+    reserving,
+    shares,
+)
 from services.traffic.analytics import load_forecast
 from shared import contracts as c
 from shared.models import CUTOVER_STEPS, AffectedService, ImpactResult, utcnow
@@ -47,6 +55,8 @@ class LoadNetwork(FakeNetwork):
     """Native load once a cutover step (protection under 100 %) is applied."""
     on_back: float | None = None
     """Native load once traffic is put back on the tunnels (a 100/0 step)."""
+    rising: float = 0.0
+    """Points the forecast adds to the native load at the horizon (a busy hour still ramping)."""
     forecasts: list[dict[str, Any]] = field(default_factory=list)
     cutovers: list[tuple[datetime, int]] = field(default_factory=list)
 
@@ -73,7 +83,7 @@ class LoadNetwork(FakeNetwork):
                 "threshold_pct": self.threshold,
                 "measured_pct": measured,
                 "native_pct": native,
-                "predicted_pct": native,
+                "predicted_pct": native + self.rising,
                 "samples": [[now, measured]],
                 "native": [[now, native]],
                 "forecast": [[now + 3.0, native]],
@@ -308,6 +318,43 @@ async def test_moves_the_fewest_services_and_never_closes_while_native_stays_hig
         "release",
         "close",
     ]
+
+
+def test_a_moved_group_reserves_for_the_load_to_come() -> None:
+    """Native 80 % now, forecast 100 % at the horizon: the moved traffic grows by 1.25 too."""
+    loads = {
+        "a-b": {"native_pct": 80.0, "predicted_pct": 100.0},
+        "b-c": {"native_pct": 50.0, "predicted_pct": 50.0},
+    }
+    assert growth(loads, ["a-b", "b-c"]) == 1.25
+    assert growth(loads, ["b-c"]) == 1.0  # flat: as committed
+    assert growth({"a-b": {"native_pct": 80.0, "predicted_pct": 70.0}}, ["a-b"]) == 1.0
+    assert growth({"a-b": {"native_pct": 10.0, "predicted_pct": 90.0}}, ["a-b"]) == MAX_GROWTH
+    assert growth({"a-b": {"native_pct": 0.0, "predicted_pct": 90.0}}, ["a-b"]) == 1.0
+    groups: list[dict[str, Any]] = [
+        {"mbps": 1000.0, "service_ids": ["x"]},
+        {"mbps": None, "service_ids": ["y"]},
+    ]
+    assert reserving(groups, 1.25) == [
+        {"mbps": 1000.0, "service_ids": ["x"], "reserve_mbps": 1250.0},
+        {"mbps": None, "service_ids": ["y"]},
+    ]
+    assert reserving(groups, 1.0) is groups
+
+
+async def test_a_shift_before_the_peak_asks_for_room_for_the_peak(
+    orchestrator: OrchFactory, net: LoadNetwork
+) -> None:
+    net.native, net.rising = 76.0, 19.0  # 95 % at the horizon: growth 1.25
+    async with orchestrator(**FAST) as orch:
+        await start(orch)
+        await wait_for(lambda: statuses(net, "steering"), timeout=60)
+        checked, plan = net.to("path", INC)
+        committed = {s["service_id"]: s["bandwidth_mbps"] for s in net.services}
+        for request in plan.payload["requests"]:
+            carried = sum(committed[sid] for sid in request["carrying"])
+            assert request["min_bandwidth_mbps"] == pytest.approx(carried * 1.25)
+        assert checked.payload == plan.payload
 
 
 async def test_closes_only_after_native_stays_under_release_for_the_hold(

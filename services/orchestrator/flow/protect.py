@@ -163,7 +163,8 @@ async def assess(
 
 
 def path_request(fx: Effects, state: IncidentState, group: dict[str, Any]) -> ComputePath:
-    """One group's ends, avoiding the degraded links, by delay, with room for its traffic."""
+    """One group's ends, avoiding the degraded links, by delay, with room for its traffic
+    (``reserve_mbps`` when the proactive flow sized it for the load to come, else ``mbps``)."""
     return ComputePath(
         incident_id=fx.iid,
         head_end=group["head_end"],
@@ -171,7 +172,7 @@ def path_request(fx: Effects, state: IncidentState, group: dict[str, Any]) -> Co
         avoid_links=state["degraded_links"],
         metric="delay",
         te_type=fx.orch.te_type,
-        **bandwidth(fx, group.get("mbps"), group["service_ids"]),
+        **bandwidth(fx, group.get("reserve_mbps") or group.get("mbps"), group["service_ids"]),
     )
 
 
