@@ -113,6 +113,12 @@ def silenced(state: CorrelationState) -> None:
     )
 
 
+def after_false_positive(state: CorrelationState) -> None:
+    """pe1-pe2's last incident, a minute ago, was auto-closed as a false positive."""
+    close = RecentClose("INC-2026-0003", NOW - timedelta(seconds=60), "false_positive")
+    state.recent["pe1-pe2"] = close
+
+
 def nothing(state: CorrelationState) -> None:
     pass
 
@@ -321,9 +327,7 @@ CASES = [
     ),
     Case(
         "weak signal right after a false positive on the link",
-        lambda s: s.recent.update(
-            {"pe1-pe2": RecentClose("INC-2026-0003", NOW - timedelta(seconds=60), "false_positive")}
-        ),
+        after_false_positive,
         alert(value=45.0, threshold=50.0),
         "false_positive",
         "INC-2026-0003",
@@ -332,9 +336,7 @@ CASES = [
     ),
     Case(
         "strong signal after a false positive opens an incident",
-        lambda s: s.recent.update(
-            {"pe1-pe2": RecentClose("INC-2026-0003", NOW - timedelta(seconds=60), "false_positive")}
-        ),
+        after_false_positive,
         alert(value=150.0, threshold=50.0, duration_s=600),
         "new_incident",
         "INC-2026-0001",
@@ -423,9 +425,7 @@ CASES = [
     ),
     Case(
         "a forecast after a false positive on the link is not judged by it",
-        lambda s: s.recent.update(
-            {"pe1-pe2": RecentClose("INC-2026-0003", NOW - timedelta(seconds=60), "false_positive")}
-        ),
+        after_false_positive,
         alert(value=45.0, threshold=50.0, fingerprint="traffic:pe1-pe2"),
         "new_incident",
         "INC-2026-0001",
