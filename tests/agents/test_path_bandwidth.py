@@ -18,6 +18,7 @@ from services.lab.app import create_app as lab_app
 from services.lab.settings import LabSettings
 from services.path.app import create_app as path_app
 from services.path.graph import KnowledgeGraph
+from services.path.settings import PathSettings
 from shared.models import ComputePath
 from shared.settings import Settings
 from shared.southbound import (
@@ -333,3 +334,29 @@ async def test_a_burst_of_requests_shares_one_read_of_the_load(lab_settings: Set
         before = cache.load_reads
         await _path(path, **ask)
         assert cache.load_reads == before + 1
+
+
+async def test_a_link_the_busy_hour_fills_is_not_a_way_round(lab_settings: Settings) -> None:
+    """End to end over the lab's CNC: p2-pe4's own services (1,400 Mbps committed) ramp to
+    80 % of its capacity. By commitments the corridor still fits the protection corridor
+    through p2-pe4; by what CNC's performance metrics say p2-pe4 carries, it does not, and the
+    path goes round it."""
+    lab = lab_app(lab_settings, LabSettings(push_alerts=False))
+    transport = httpx.ASGITransport(app=lab)
+    found = {}
+    async with running(lab) as control:
+        ramp = await control.post("/lab/links/p2-pe4/load", json={"target_pct": 80, "ramp_s": 0})
+        assert ramp.status_code == 202, ramp.text
+        for measured in (False, True):
+            agent = path_app(
+                lab_settings,
+                path_settings=PathSettings(measured_load=measured),
+                southbound_transport=transport,
+            )
+            async with running(agent) as path:
+                found[measured] = await _path(
+                    path, avoid_links=DEGRADED, min_bandwidth_mbps=4100, carrying=CORRIDOR
+                )
+    assert found[False]["path"] == AROUND  # committed: p2-pe4 has 6,600 Mbps of headroom
+    assert found[True]["found"] is True
+    assert "p2-pe4" not in found[True]["links"] and found[True]["path"] != AROUND
