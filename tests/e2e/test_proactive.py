@@ -250,9 +250,12 @@ def test_three_busy_hours_one_shift_and_one_return_each(stack: Mesh) -> None:
             reason = closed["details"]["close_reason"]
             if reason != "congestion_subsided":
                 # only where nothing can move: p2-p4 (natively the busiest link, the peak is its
-                # 95 %) and p2-pe4 carry services whose ends have no detour (NO_DETOUR)
+                # 95 %) and p2-pe4 carry services whose ends have no detour (NO_DETOUR), and a
+                # detour the busy hour fills too has no room: the path agent counts what links
+                # carry, so a shift onto it would overload it (pe3 → pe4 crosses p2-pe4)
                 assert reason == "no_path", (t, closed)
-                assert no_detour(closed), (t, closed)
+                no_room = "bandwidth is the constraint" in closed["summary"]
+                assert no_detour(closed) or no_room, (t, closed)
                 continue
             steps = updates(detail)
             # at most one shift (it may have grown: more services steered, still one shift), and
