@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
-from services.path.graph import KnowledgeGraph, SlaBreach, fingerprint
+from services.path.graph import KnowledgeGraph, SlaBreach, committed_by_link, fingerprint
 from services.path.settings import PathSettings
 from shared.agent import AgentSpec, TaskContext
 from shared.contracts import COMPUTE_PATH, COMPUTE_PATHS, GET_TOPOLOGY, K_SHORTEST_PATHS
@@ -39,6 +39,7 @@ from shared.southbound import (
     CncClient,
     PcaClient,
     SharedRead,
+    Topology,
     VpnService,
     southbound_clients,
 )
@@ -49,19 +50,24 @@ log = get_logger(__name__)
 class GraphCache:
     """The knowledge graph, refreshed from CNC at most once per TTL and updated on change."""
 
-    def __init__(self, cnc: CncClient, pca: PcaClient, ttl_s: float):
+    def __init__(self, cnc: CncClient, pca: PcaClient, ttl_s: float, *, measure: bool = True):
         self.cnc = cnc
         self.pca = pca
         self.ttl_s = ttl_s
+        self.measure = measure
         self._graph: KnowledgeGraph | None = None
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
         self.full_builds = 0
         self.updates = 0
+        """Topology changes applied to the graph in place."""
         self.rates: dict[str, float] = {}
         """What each link carried (Mbps) at the last topology read: as fresh as the graph.
         Kept beside it, not in it, so a rate that moves does not rewrite the graph's slots."""
-        """Topology changes applied to the graph in place."""
+        self.rated_with: dict[str, float] | None = None
+        """What the services committed on each link (by ``link_key``) when ``rates`` were
+        read (``placement``): their ratio outlives a steering made since, where the rates
+        alone would count a moved service where it left (see ``KnowledgeGraph.reserve``)."""
         self.load = SharedRead(self.cnc.services)
         """Services as CNC has them now, each with the path it rides, for bandwidth accounting
         (steering changes all the time, so never kept)."""
@@ -89,7 +95,10 @@ class GraphCache:
             fresh = time.monotonic() - self._fetched_at < self.ttl_s
             if self._graph is not None and fresh and not refresh:
                 return self._graph
-            topology, self.rates = await self.cnc.measured_topology()
+            if self.measure:
+                topology = await self._measured()
+            else:
+                topology = await self.cnc.topology()
             self._fetched_at = time.monotonic()
             digest = fingerprint(topology)
             if self._graph is None:
@@ -104,6 +113,20 @@ class GraphCache:
                 self.updates += 1
                 log.info("knowledge graph updated", links=len(self._graph.links))
             return self._graph
+
+    async def _measured(self) -> Topology:
+        """The topology, with each link's rate kept beside it."""
+        topology, self.rates = await self.cnc.measured_topology()
+        self.rated_with = None
+        return topology
+
+    def placement(self, services: list[VpnService]) -> dict[str, float]:
+        """What the services committed per link when the rates were read: the first
+        services read after them (the same request's, as a request refreshes the graph just
+        before it reads the services), kept until the next rates."""
+        if self.rated_with is None:
+            self.rated_with = committed_by_link(services)
+        return self.rated_with
 
     async def _read_sla(self) -> dict[str, SlaBreach]:
         links = list((await self.get()).links)
@@ -135,6 +158,7 @@ async def _graph_for(request: ComputePath, ctx: TaskContext) -> KnowledgeGraph:
         reserved=request.reserved_mbps,
         reservable_share=settings.reservable_share,
         rates=cache.rates if settings.measured_load else None,
+        rated_with=cache.placement(services),
     )
 
 
@@ -145,7 +169,10 @@ async def _southbound(app: FastAPI) -> AsyncIterator[None]:
     path_settings: PathSettings = app.state.path_settings
     async with southbound_clients(app):
         app.state.graph = GraphCache(
-            app.state.cnc, app.state.pca, settings.scaled(path_settings.topology_ttl_s)
+            app.state.cnc,
+            app.state.pca,
+            settings.scaled(path_settings.topology_ttl_s),
+            measure=path_settings.measured_load,
         )
         yield
 
@@ -186,6 +213,7 @@ async def compute_paths(payload: ComputePaths, ctx: TaskContext) -> PathsResult:
         services,
         reservable_share=settings.reservable_share,
         rates=ctx.state.graph.rates if settings.measured_load else None,
+        rated_with=ctx.state.graph.placement(services) if services else None,
     )
     log.info(
         "paths computed",

@@ -67,35 +67,43 @@ def _service_load(service: VpnService) -> Iterator[tuple[str, float]]:
         yield link_key(name), service.bandwidth_mbps
 
 
+def committed_by_link(services: Iterable[VpnService]) -> dict[str, float]:
+    """Committed Mbps per link (by ``link_key``) of the services where they ride now."""
+    out: defaultdict[str, float] = defaultdict(float)
+    for service in services:
+        for key, mbps in _service_load(service):
+            out[key] += mbps
+    return dict(out)
+
+
 def _measured_load(
-    services: list[VpnService],
-    moving: set[str],
+    movers: list[VpnService],
     staying: Mapping[str, float],
     rates: Mapping[str, float],
+    committed_then: Mapping[str, float],
 ) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
     """Each link's load counting what it carries, and what each moving service sends (see
-    :meth:`KnowledgeGraph.reserve`)."""
+    :meth:`KnowledgeGraph.reserve`).
+
+    ``committed_then`` is what the services committed on each link when ``rates`` were read:
+    the ratio of the two is how much more than committed that link's services send, which
+    steering does not change. Applying it to the services riding the link *now* keeps a rate
+    read before a steering (the graph's TTL) from counting a moved service where it left."""
     carried: defaultdict[str, float] = defaultdict(float)
     for name, mbps in rates.items():
         carried[link_key(name)] += mbps
-    committed: defaultdict[str, float] = defaultdict(float)
-    for service in services:
-        for key, mbps in _service_load(service):
-            committed[key] += mbps
-    sending: dict[str, tuple[float, float]] = {}
-    leaving: defaultdict[str, float] = defaultdict(float)
-    for service in services:
-        if service.vpn_id not in moving:
-            continue
-        keys = {key for key, _ in _service_load(service)}
-        ratios = [carried[k] / committed[k] for k in keys if k in carried and committed[k] > 0]
-        sends = service.bandwidth_mbps * max(1.0, min(ratios, default=1.0))
-        sending[service.vpn_id] = (service.bandwidth_mbps, sends)
-        for key in keys:
-            leaving[key] += sends
+    ratio = {k: mbps / committed_then[k] for k, mbps in carried.items() if committed_then.get(k)}
     load = dict(staying)
     for key, mbps in carried.items():
-        load[key] = max(staying.get(key, 0.0), mbps - leaving[key])
+        if key in ratio:
+            load[key] = staying.get(key, 0.0) * max(1.0, ratio[key])
+        else:  # traffic no service accounted for when it was read: it is still there
+            load[key] = staying.get(key, 0.0) + mbps
+    sending: dict[str, tuple[float, float]] = {}
+    for service in movers:
+        ratios = [ratio[k] for k, _ in _service_load(service) if k in ratio]
+        sends = service.bandwidth_mbps * max(1.0, min(ratios, default=1.0))
+        sending[service.vpn_id] = (service.bandwidth_mbps, sends)
     return load, sending
 
 
@@ -216,6 +224,7 @@ class KnowledgeGraph:
         reserved: Mapping[str, float] | None = None,
         reservable_share: float,
         rates: Mapping[str, float] | None = None,
+        rated_with: Mapping[str, float] | None = None,
     ) -> KnowledgeGraph:
         """This graph (not copied) with each link's load, for TE bandwidth accounting.
 
@@ -224,26 +233,25 @@ class KnowledgeGraph:
         is bandwidth promised to policies not built yet (the same incident's other groups):
         it counts as load like a service's.
 
-        With ``rates`` (link id → Mbps it carries now), a link's load is the larger of what
-        its staying services committed and what it carries less what the moving services
-        send. In a busy hour services send more than they committed, and a detour sized by
-        commitments alone was overloaded (bench/proactive.py: links carrying protection
+        With ``rates`` (link id → Mbps it carried when read) and ``rated_with`` (committed
+        Mbps per link then, by ``link_key``; default: these services'), each link's services
+        count at what they send: their committed bandwidth times the link's carried/committed
+        ratio (never under 1), and a link that carried traffic no service accounted for
+        keeps it. In a busy hour services send more than they committed, and a detour sized
+        by commitments alone was overloaded (bench/proactive.py: links carrying protection
         policies at 129-143 % with the proactive flow off). A moving service sends its
-        committed bandwidth times the smallest carried/committed ratio along its path (never
-        under 1): the smallest, because traffic no service accounts for only ever raises a
-        link's ratio.
+        committed bandwidth times the smallest ratio along its path: the smallest, because
+        traffic no service accounts for only ever raises a link's ratio.
         """
         services = list(services)
         moving = set(carrying)
-        staying: defaultdict[str, float] = defaultdict(float)
-        for service in services:
-            if service.vpn_id not in moving:
-                for key, mbps in _service_load(service):
-                    staying[key] += mbps
+        movers = [s for s in services if s.vpn_id in moving]
+        staying = committed_by_link(s for s in services if s.vpn_id not in moving)
         load: dict[str, float] = dict(staying)
         sending: dict[str, tuple[float, float]] = {}
         if rates:
-            load, sending = _measured_load(services, moving, staying, rates)
+            then = rated_with if rated_with is not None else committed_by_link(services)
+            load, sending = _measured_load(movers, staying, rates, then)
         for name, mbps in (reserved or {}).items():
             load[link_key(name)] = load.get(link_key(name), 0.0) + mbps
         return dataclasses.replace(
@@ -271,6 +279,7 @@ class KnowledgeGraph:
         *,
         reservable_share: float,
         rates: Mapping[str, float] | None = None,
+        rated_with: Mapping[str, float] | None = None,
     ) -> list[PathResult]:
         """One path per request, in order, as if each group moved once its path was found.
 
@@ -282,7 +291,11 @@ class KnowledgeGraph:
         """
         moving = {sid for request in requests for sid in request.carrying}
         base = self.reserve(
-            services, carrying=moving, reservable_share=reservable_share, rates=rates
+            services,
+            carrying=moving,
+            reservable_share=reservable_share,
+            rates=rates,
+            rated_with=rated_with,
         )
         by_id = {service.vpn_id: service for service in services}
         extra: defaultdict[str, float] = defaultdict(float)

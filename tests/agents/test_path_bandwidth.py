@@ -17,7 +17,7 @@ import pytest
 from services.lab.app import create_app as lab_app
 from services.lab.settings import LabSettings
 from services.path.app import create_app as path_app
-from services.path.graph import KnowledgeGraph
+from services.path.graph import KnowledgeGraph, committed_by_link
 from services.path.settings import PathSettings
 from shared.models import ComputePath
 from shared.settings import Settings
@@ -151,7 +151,7 @@ def test_a_link_carrying_more_than_its_services_committed_has_less_headroom() ->
     committed = _graph().reserve([BUSY], reservable_share=0.8)
     measured = _graph().reserve([BUSY], reservable_share=0.8, rates={"a-b": 7600.0})
     assert committed.shortest(_ask(1000)).path == ["a", "b", "d"]
-    assert measured.load_mbps["a-b"] == 7600
+    assert measured.load_mbps["a-b"] == pytest.approx(7600)
     assert measured.shortest(_ask(1000)).path == ["a", "c", "d"]
     # carrying less than committed (a quiet hour) frees nothing: commitments stand
     quiet = _graph().reserve([BUSY], reservable_share=0.8, rates={"a-b": 3000.0})
@@ -162,6 +162,20 @@ def test_traffic_no_service_accounts_for_is_load_all_the_same() -> None:
     graph = _graph().reserve([], reservable_share=0.8, rates={"a-b": 7500.0, "b-d": 10.0})
     assert graph.load_mbps == {"a-b": 7500, "b-d": 10}
     assert graph.shortest(_ask(1000)).path == ["a", "c", "d"]
+
+
+def test_a_service_steered_since_the_rates_were_read_counts_where_it_rides_now() -> None:
+    """Rates are as old as the graph (its TTL): a service steered since is counted on its new
+    path at its link's carried/committed ratio, not where the rates last saw it."""
+    then = [_service("s", 1000, ["a-b", "b-d"])]
+    now = [_service("s", 1000, ["a-c", "c-d"], color=1007)]
+    rates = {"a-b": 2000.0, "b-d": 2000.0, "a-c": 0.0, "c-d": 0.0}
+    graph = _graph().reserve(
+        now, reservable_share=0.8, rates=rates, rated_with=committed_by_link(then)
+    )
+    assert graph.load_mbps["a-b"] == 0 and graph.load_mbps["a-c"] == 1000
+    stale = _graph().reserve(now, reservable_share=0.8, rates=rates)  # read with these
+    assert stale.load_mbps["a-b"] == 2000  # traffic no service accounts for: kept
 
 
 def test_a_moving_group_is_sized_by_what_it_sends() -> None:
@@ -175,7 +189,7 @@ def test_a_moving_group_is_sized_by_what_it_sends() -> None:
     assert graph.sending == {"mover": (1000, 1500.0)}  # the smallest ratio on its path: 1.5x
     asked = graph.sized(_ask(1000, carrying=["mover"]))
     assert asked.min_bandwidth_mbps == 1500
-    assert graph.load_mbps["a-b"] == 300 and graph.load_mbps["b-d"] == 1200
+    assert graph.load_mbps["a-b"] == 0 and graph.load_mbps["b-d"] == 1200  # 800 x 1.5
     assert graph.shortest(asked).path == ["a", "b", "d"]
     # a-c carries 6,600: room for the 1,000 committed, not for the 1,500 sent
     around = asked.model_copy(update={"avoid_links": ["a-b"]})
