@@ -39,7 +39,6 @@ from shared.southbound import (
     CncClient,
     PcaClient,
     SharedRead,
-    Topology,
     VpnService,
     southbound_clients,
 )
@@ -62,8 +61,9 @@ class GraphCache:
         self.updates = 0
         """Topology changes applied to the graph in place."""
         self.rates: dict[str, float] = {}
-        """What each link carried (Mbps) at the last topology read: as fresh as the graph.
-        Kept beside it, not in it, so a rate that moves does not rewrite the graph's slots."""
+        """What each link carried (Mbps) at the last topology read (none when not
+        ``measure``): as fresh as the graph. Kept beside it, not in it, so a rate that moves
+        does not rewrite the graph's slots."""
         self.rated_with: dict[str, float] | None = None
         """What the services committed on each link (by ``link_key``) when ``rates`` were
         read (``placement``): their ratio outlives a steering made since, where the rates
@@ -95,10 +95,8 @@ class GraphCache:
             fresh = time.monotonic() - self._fetched_at < self.ttl_s
             if self._graph is not None and fresh and not refresh:
                 return self._graph
-            if self.measure:
-                topology = await self._measured()
-            else:
-                topology = await self.cnc.topology()
+            topology, rates = await self.cnc.measured_topology()
+            self.rates, self.rated_with = (rates if self.measure else {}), None
             self._fetched_at = time.monotonic()
             digest = fingerprint(topology)
             if self._graph is None:
@@ -113,12 +111,6 @@ class GraphCache:
                 self.updates += 1
                 log.info("knowledge graph updated", links=len(self._graph.links))
             return self._graph
-
-    async def _measured(self) -> Topology:
-        """The topology, with each link's rate kept beside it."""
-        topology, self.rates = await self.cnc.measured_topology()
-        self.rated_with = None
-        return topology
 
     def placement(self, services: list[VpnService]) -> dict[str, float]:
         """What the services committed per link when the rates were read: the first
@@ -157,7 +149,7 @@ async def _graph_for(request: ComputePath, ctx: TaskContext) -> KnowledgeGraph:
         carrying=request.carrying,
         reserved=request.reserved_mbps,
         reservable_share=settings.reservable_share,
-        rates=cache.rates if settings.measured_load else None,
+        rates=cache.rates,
         rated_with=cache.placement(services),
     )
 
@@ -212,7 +204,7 @@ async def compute_paths(payload: ComputePaths, ctx: TaskContext) -> PathsResult:
         payload.requests,
         services,
         reservable_share=settings.reservable_share,
-        rates=ctx.state.graph.rates if settings.measured_load else None,
+        rates=ctx.state.graph.rates,
         rated_with=ctx.state.graph.placement(services) if services else None,
     )
     log.info(
