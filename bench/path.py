@@ -216,9 +216,10 @@ def _stats(samples: list[Took]) -> dict[str, float | int]:
 
 
 def _priced(graph: KnowledgeGraph, services: list) -> KnowledgeGraph:
-    """The view a request gets: every link's load, and (after) its array, computed once."""
+    """The view a request gets: every link's load, and (after) its headroom array, computed
+    once."""
     view = graph.reserve(services, carrying=(), reservable_share=0.8)
-    view._load_per_slot()
+    view._room()
     return view
 
 

@@ -357,6 +357,16 @@ class ComputePath(Strict):
     """Link id → Mbps already promised to the same incident's other protection policies, not
     yet visible in CNC: counted as load, so an incident's policies never oversubscribe a link
     together (each fits alone, all of them do not)."""
+    load_growth: float = Field(default=1.0, ge=1.0, le=10.0)
+    """The factor each link's load (what its services send now) is counted at: a proactive
+    shift made early in a busy hour sizes its detour for the load at the forecast horizon,
+    the detour's own traffic as well as the moved (``min_bandwidth_mbps`` is sized by the
+    caller; ``reserved_mbps`` is not scaled)."""
+    max_load_pct: float | None = Field(default=None, gt=0, le=100)
+    """Every link of the path stays at or under this % of its capacity with the path's
+    traffic on it (loads counted at ``load_growth``; the reservable share still applies): a
+    proactive shift leaves no detour over the release threshold, so moving traffic off one
+    link never makes the next congestion."""
 
 
 class PathResult(Open):

@@ -172,6 +172,10 @@ class KnowledgeGraph:
     digest: str
     load_mbps: dict[str, float] = field(default_factory=dict)
     """What the services use of each link (by ``link_key``); empty until ``reserve``."""
+    promised_mbps: Mapping[str, float] = field(default_factory=dict)
+    """Bandwidth promised to policies not built yet (by ``link_key``: the request's
+    ``reserved_mbps``, the groups planned before it): load like ``load_mbps``, but already
+    sized, so a request's ``load_growth`` does not scale it again."""
     reservable_share: float = 1.0
     """The share of a link's capacity paths may reserve; without ``reserve``, all of it."""
     sending: Mapping[str, tuple[float, float]] = field(default_factory=dict)
@@ -180,8 +184,6 @@ class KnowledgeGraph:
     out_of_sla: Mapping[str, SlaBreach] = field(default_factory=dict)
     """Links (by ``link_key``) that PCA measures beyond a threshold now: a path crosses one
     only when no path avoids them all (see the module docstring)."""
-    _load: Floats | None = field(default=None, init=False, repr=False, compare=False)
-    """``load_mbps`` per link slot, computed once per view."""
     _headroom: Floats | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -252,10 +254,15 @@ class KnowledgeGraph:
         if rates:
             then = rated_with if rated_with is not None else committed_by_link(services)
             load, sending = _measured_load(movers, staying, rates, then)
+        promised: dict[str, float] = defaultdict(float)
         for name, mbps in (reserved or {}).items():
-            load[link_key(name)] = load.get(link_key(name), 0.0) + mbps
+            promised[link_key(name)] += mbps
         return dataclasses.replace(
-            self, load_mbps=load, reservable_share=reservable_share, sending=sending
+            self,
+            load_mbps=load,
+            promised_mbps=dict(promised),
+            reservable_share=reservable_share,
+            sending=sending,
         )
 
     def sized(self, request: ComputePath) -> ComputePath:
@@ -298,22 +305,24 @@ class KnowledgeGraph:
             rated_with=rated_with,
         )
         by_id = {service.vpn_id: service for service in services}
-        extra: defaultdict[str, float] = defaultdict(float)
+        load = dict(base.load_mbps)  # grows by the traffic of groups left where they are
+        promised: defaultdict[str, float] = defaultdict(float, base.promised_mbps)
         results: list[PathResult] = []
         for request in map(base.sized, requests):
-            load = dict(base.load_mbps)
-            for key, mbps in [*extra.items(), *request.reserved_mbps.items()]:
-                load[link_key(key)] = load.get(link_key(key), 0.0) + mbps
-            result = dataclasses.replace(base, load_mbps=load).shortest(request)
+            own = defaultdict(float, promised)
+            for key, mbps in request.reserved_mbps.items():
+                own[link_key(key)] += mbps
+            view = dataclasses.replace(base, load_mbps=dict(load), promised_mbps=dict(own))
+            result = view.shortest(request)
             results.append(result)
             if result.found and request.min_bandwidth_mbps:
                 for name in result.links:
-                    extra[link_key(name)] += request.min_bandwidth_mbps
+                    promised[link_key(name)] += request.min_bandwidth_mbps
             elif not result.found:
                 for sid in request.carrying:
                     if sid in by_id:
                         for key, mbps in _service_load(by_id[sid]):
-                            extra[key] += base.sending.get(sid, (mbps, mbps))[1]
+                            load[key] = load.get(key, 0.0) + base.sending.get(sid, (mbps, mbps))[1]
         return results
 
     def degraded(self, links: Iterable[str] | Mapping[str, SlaBreach]) -> KnowledgeGraph:
@@ -329,10 +338,23 @@ class KnowledgeGraph:
         )
         return dataclasses.replace(self, out_of_sla=breaches)
 
-    def headroom(self, link: Link) -> float:
-        """Mbps a new path may still reserve on ``link``."""
-        reservable = link.capacity_mbps * self.reservable_share
-        return round(reservable - self.load_mbps.get(link_key(link.link_id), 0.0), 6)
+    def headroom(self, link: Link, request: ComputePath | None = None) -> float:
+        """Mbps a new path may still reserve on ``link`` (for ``request``: under its
+        ``max_load_pct``, the link's load counted at its ``load_growth``)."""
+        key = link_key(link.link_id)
+        share, growth = self._limits(request)
+        reservable = link.capacity_mbps * share
+        used = self.load_mbps.get(key, 0.0) * growth + self.promised_mbps.get(key, 0.0)
+        return round(reservable - used, 6)
+
+    def _limits(self, request: ComputePath | None) -> tuple[float, float]:
+        """(share of capacity a path may fill, factor on the links' load) for ``request``."""
+        if request is None:
+            return self.reservable_share, 1.0
+        share = self.reservable_share
+        if request.max_load_pct is not None:
+            share = min(share, request.max_load_pct / 100.0)
+        return share, request.load_growth
 
     # --- the constraints: one implementation, as costs --------------------------------------
 
@@ -365,8 +387,8 @@ class KnowledgeGraph:
                     for srlg in eng.link(slot).srlgs:
                         banned |= eng.by_srlg.get(srlg, set())
             ok[list(banned)] = False
-        if request.min_bandwidth_mbps is not None:
-            ok &= self._room() >= request.min_bandwidth_mbps
+        if request.min_bandwidth_mbps is not None or request.max_load_pct is not None:
+            ok &= self._room(request) >= (request.min_bandwidth_mbps or 0.0)
         avoid = tuple(eng.node_index[n] for n in request.avoid_nodes if n in eng.node_index)
         return Eligible(np.where(ok, cost, np.inf), te_type, avoid)
 
@@ -396,22 +418,25 @@ class KnowledgeGraph:
         times the link's severity, so fewer and milder breaches win among paths that must."""
         return 1.0 + float(cost[self.engine.present[: self.engine.slots]].sum())
 
-    def _room(self) -> Floats:
-        """Every link's headroom (as :meth:`headroom`), computed once per view."""
-        if self._headroom is None or len(self._headroom) != self.engine.slots:
-            capacity = self.engine.capacity[: self.engine.slots]
-            self._headroom = np.round(capacity * self.reservable_share - self._load_per_slot(), 6)
-        return self._headroom
+    def _room(self, request: ComputePath | None = None) -> Floats:
+        """Every link's headroom (as :meth:`headroom`); the plain one computed once per view."""
+        share, growth = self._limits(request)
+        plain = share == self.reservable_share and growth == 1.0
+        if plain and self._headroom is not None and len(self._headroom) == self.engine.slots:
+            return self._headroom
+        capacity = self.engine.capacity[: self.engine.slots]
+        load = self._per_slot(self.load_mbps) * growth + self._per_slot(self.promised_mbps)
+        room = np.round(capacity * share - load, 6)
+        if plain:
+            self._headroom = room
+        return room
 
-    def _load_per_slot(self) -> Floats:
-        if self._load is None or len(self._load) != self.engine.slots:
-            eng = self.engine
-            load = np.zeros(eng.slots)
-            for key, mbps in self.load_mbps.items():
-                for slot in eng.by_key.get(key, ()):
-                    load[slot] += mbps
-            self._load = load
-        return self._load
+    def _per_slot(self, mbps_by_key: Mapping[str, float]) -> Floats:
+        load = np.zeros(self.engine.slots)
+        for key, mbps in mbps_by_key.items():
+            for slot in self.engine.by_key.get(key, ()):
+                load[slot] += mbps
+        return load
 
     # --- queries -------------------------------------------------------------------------
 
@@ -526,7 +551,7 @@ class KnowledgeGraph:
         te_types = self.te_types(nodes)
         bandwidth: dict[str, Any] = {}
         if request.min_bandwidth_mbps is not None:
-            bandwidth["min_headroom_mbps"] = min(self.headroom(link) for link in chosen)
+            bandwidth["min_headroom_mbps"] = min(self.headroom(link, request) for link in chosen)
         unmeasured = [link.link_id for link in chosen if link.delay_ms is None]
         estimated = {"delay_estimated_links": unmeasured} if unmeasured else {}
         crossed = [
@@ -572,10 +597,12 @@ class KnowledgeGraph:
             parts.append("SRLG-disjoint from them")
         if self.out_of_sla:
             parts.append(f"even across the {len(self.out_of_sla)} link(s) PCA measures out of SLA")
-        if request.min_bandwidth_mbps is not None:
+        share, growth = self._limits(request)
+        if request.min_bandwidth_mbps is not None or request.max_load_pct is not None:
+            scaled = f", loads counted at {growth:g}x what links carry now" if growth > 1 else ""
             parts.append(
-                f"with at least {request.min_bandwidth_mbps:g} Mbps of headroom "
-                f"(reservable {self.reservable_share * 100:g} % of capacity)"
+                f"with at least {request.min_bandwidth_mbps or 0:g} Mbps of headroom "
+                f"(reservable {share * 100:g} % of capacity{scaled})"
             )
         tried = self._te_candidates(request)
         parts.append(
@@ -588,12 +615,16 @@ class KnowledgeGraph:
 
     def _bandwidth_hint(self, request: ComputePath) -> str:
         """When only the bandwidth rules every path out, say so and how much the best one has."""
-        if request.min_bandwidth_mbps is None:
+        if request.min_bandwidth_mbps is None and request.max_load_pct is None:
             return ""
-        unbounded = self.shortest(request.model_copy(update={"min_bandwidth_mbps": None}))
+        unbounded = self.shortest(
+            request.model_copy(update={"min_bandwidth_mbps": None, "max_load_pct": None})
+        )
         if not unbounded.found:
             return ""
-        room, tightest = min((self.headroom(self.links[name]), name) for name in unbounded.links)
+        room, tightest = min(
+            (self.headroom(self.links[name], request), name) for name in unbounded.links
+        )
         return (
             f" — bandwidth is the constraint: {' → '.join(unbounded.path)} would do"
             f" but has {room:g} Mbps of headroom on {tightest}"

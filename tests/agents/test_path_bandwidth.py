@@ -214,6 +214,41 @@ def test_a_plan_sizes_each_group_and_keeps_an_unplaced_groups_traffic_as_sent() 
     assert "at least 2000 Mbps" in second.reason
 
 
+def test_a_proactive_detour_stays_under_the_cap_with_its_load_grown() -> None:
+    """A shift early in a busy hour: a-c carries 2,000 Mbps now and the busy hour will lift
+    it 1.6x. 2,000 Mbps more fits the reservable share (8,000) as things are, not once the
+    link's own traffic has grown (3,200 + 2,000 > 50 % of 10,000): no detour then, and the
+    reason names the cap and the growth."""
+    graph = _graph().reserve([], reservable_share=0.8, rates={"a-c": 2000.0, "c-d": 2000.0})
+    around = _ask(2000, avoid_links=["a-b"])
+    assert graph.shortest(around).path == ["a", "c", "d"]
+    capped = around.model_copy(update={"max_load_pct": 50.0})
+    assert graph.shortest(capped).path == ["a", "c", "d"]  # 2,000 + 2,000 <= 5,000
+    assert graph.shortest(capped).model_dump()["min_headroom_mbps"] == 3000
+    grown = capped.model_copy(update={"load_growth": 1.6})
+    refused = graph.shortest(grown)
+    assert refused.found is False and refused.reason is not None
+    assert "reservable 50 % of capacity, loads counted at 1.6x" in refused.reason
+    assert "1800 Mbps of headroom on a-c" in refused.reason
+    # growth alone, under the reservable share: 3,200 + 2,000 <= 8,000
+    assert graph.shortest(around.model_copy(update={"load_growth": 1.6})).found
+
+
+def test_a_plan_does_not_grow_what_it_promised_to_its_own_groups() -> None:
+    """The second group's room counts the first group's reservation as asked (already
+    sized for the horizon), not grown again."""
+    requests = [
+        _ask(2000, avoid_links=["a-b"], load_growth=2.0, max_load_pct=50.0),
+        _ask(2000, avoid_links=["a-b"], load_growth=2.0, max_load_pct=50.0),
+    ]
+    first, second = (
+        _graph().reserve([], reservable_share=0.8).plan(requests, [], reservable_share=0.8)
+    )
+    assert first.found and second.found  # 2,000 + 2,000 <= 5,000, not 2 x 2,000 + 2,000
+    third = _graph().plan([*requests, requests[0]], [], reservable_share=0.8)[2]
+    assert third.found is False
+
+
 # --- the agent over the fake CNC -----------------------------------------------------------
 
 

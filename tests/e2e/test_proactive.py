@@ -210,6 +210,13 @@ def test_ramp_to_95_is_moved_before_90_held_while_native_high_and_returned(stack
     peak = max(load for _, load, _ in ramp_history)
     assert peak <= OVERLOAD_PCT, f"the link carried {peak}% before the traffic moved"
     assert max(native for _, _, native in ramp_history) >= 94.0
+    # the moved traffic made no other congestion: a link whose own (native) load stayed under
+    # 90 % never carried more (detours are kept under the release threshold at the horizon)
+    for name, history in w.history.items():
+        during = [(load, native) for t, load, native in history if t >= start]
+        if during and max(native for _, native in during) < OVERLOAD_PCT:
+            carried = max(load for load, _ in during)
+            assert carried <= OVERLOAD_PCT, f"{name} carried {carried}% of moved traffic"
 
 
 def test_three_busy_hours_one_shift_and_one_return_each(stack: Mesh) -> None:

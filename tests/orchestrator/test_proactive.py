@@ -19,11 +19,12 @@ from services.orchestrator.flow.proactive import (
     MAX_GROWTH,
     Rider,
     choose,
+    detours,
     growth,
     records_of,
-    reserving,
     shares,
 )
+from services.orchestrator.settings import OrchestratorSettings
 from services.traffic.analytics import load_forecast
 from shared import contracts as c
 from shared.models import CUTOVER_STEPS, AffectedService, ImpactResult, utcnow
@@ -335,11 +336,23 @@ def test_a_moved_group_reserves_for_the_load_to_come() -> None:
         {"mbps": 1000.0, "service_ids": ["x"]},
         {"mbps": None, "service_ids": ["y"]},
     ]
-    assert reserving(groups, 1.25) == [
-        {"mbps": 1000.0, "service_ids": ["x"], "reserve_mbps": 1250.0},
-        {"mbps": None, "service_ids": ["y"]},
+    assert detours(groups, 1.25, 50.0) == [
+        {
+            "mbps": 1000.0,
+            "service_ids": ["x"],
+            "reserve_mbps": 1250.0,
+            "load_growth": 1.25,
+            "max_load_pct": 50.0,
+        },
+        {"mbps": None, "service_ids": ["y"], "load_growth": 1.25, "max_load_pct": 50.0},
     ]
-    assert reserving(groups, 1.0) is groups
+    assert detours(groups, 1.0, 50.0)[0] == {
+        "mbps": 1000.0,
+        "service_ids": ["x"],
+        "reserve_mbps": 1000.0,
+        "load_growth": 1.0,
+        "max_load_pct": 50.0,
+    }
 
 
 async def test_a_shift_before_the_peak_asks_for_room_for_the_peak(
@@ -354,6 +367,9 @@ async def test_a_shift_before_the_peak_asks_for_room_for_the_peak(
         for request in plan.payload["requests"]:
             carried = sum(committed[sid] for sid in request["carrying"])
             assert request["min_bandwidth_mbps"] == pytest.approx(carried * 1.25)
+            # the detour's own load grows as much, and it must stay under the release level
+            assert request["load_growth"] == pytest.approx(1.25)
+            assert request["max_load_pct"] == OrchestratorSettings().proactive_release_pct
         assert checked.payload == plan.payload
 
 

@@ -164,8 +164,11 @@ async def assess(
 
 def path_request(fx: Effects, state: IncidentState, group: dict[str, Any]) -> ComputePath:
     """One group's ends, avoiding the degraded links, by delay, with room for its traffic
-    (``reserve_mbps`` when the proactive flow sized it for the load to come, else ``mbps``)."""
+    (``reserve_mbps`` when the proactive flow sized it for the load to come, else ``mbps``;
+    a proactive shift's ``load_growth`` and ``max_load_pct`` too: see ``proactive.detours``)."""
+    detour = {k: group[k] for k in ("load_growth", "max_load_pct") if group.get(k) is not None}
     return ComputePath(
+        **detour,
         incident_id=fx.iid,
         head_end=group["head_end"],
         end_point=group["end_point"],
