@@ -244,7 +244,10 @@ def test_three_busy_hours_one_shift_and_one_return_each(stack: Mesh) -> None:
             # the lab drops the profile after its last cycle (`load.busy_hour` null)
             busy = (state.get("load") or {}).get("busy_hour")
             over = busy is None or busy.get("phase") == "done"
-            if over and mine and all(t["status"] in ("closed", "escalated") for t in mine):
+            ended = mine and all(t["status"] in ("closed", "escalated") for t in mine)
+            # a ticket reads "escalated" from the status update that says so, a moment before
+            # its ticket_closed arrives
+            if over and ended and all(closed_payload(w.ticket(t["incident_id"])) for t in mine):
                 return mine
             return None
 
