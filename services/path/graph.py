@@ -185,6 +185,10 @@ class KnowledgeGraph:
     """Links (by ``link_key``) that PCA measures beyond a threshold now: a path crosses one
     only when no path avoids them all (see the module docstring)."""
     _headroom: Floats | None = field(default=None, init=False, repr=False, compare=False)
+    _slot_loads: tuple[Floats, Floats] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    """``load_mbps`` and ``promised_mbps`` per link slot, computed once per view."""
 
     @classmethod
     def build(cls, topology: Topology) -> KnowledgeGraph:
@@ -425,18 +429,25 @@ class KnowledgeGraph:
         if plain and self._headroom is not None and len(self._headroom) == self.engine.slots:
             return self._headroom
         capacity = self.engine.capacity[: self.engine.slots]
-        load = self._per_slot(self.load_mbps) * growth + self._per_slot(self.promised_mbps)
-        room = np.round(capacity * share - load, 6)
+        load, promised = self._per_slot()
+        room = np.round(capacity * share - (load * growth + promised), 6)
         if plain:
             self._headroom = room
         return room
 
-    def _per_slot(self, mbps_by_key: Mapping[str, float]) -> Floats:
-        load = np.zeros(self.engine.slots)
-        for key, mbps in mbps_by_key.items():
-            for slot in self.engine.by_key.get(key, ()):
-                load[slot] += mbps
-        return load
+    def _per_slot(self) -> tuple[Floats, Floats]:
+        """``load_mbps`` and ``promised_mbps`` as arrays by link slot, once per view (a
+        proactive request's headroom is then only arithmetic on them)."""
+        if self._slot_loads is None or len(self._slot_loads[0]) != self.engine.slots:
+            arrays = []
+            for mbps_by_key in (self.load_mbps, self.promised_mbps):
+                per_slot = np.zeros(self.engine.slots)
+                for key, mbps in mbps_by_key.items():
+                    for slot in self.engine.by_key.get(key, ()):
+                        per_slot[slot] += mbps
+                arrays.append(per_slot)
+            self._slot_loads = (arrays[0], arrays[1])
+        return self._slot_loads
 
     # --- queries -------------------------------------------------------------------------
 

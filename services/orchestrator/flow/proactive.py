@@ -482,10 +482,11 @@ async def relieve(state: IncidentState, config: RunnableConfig) -> Command[Relie
     known = {link: p for link, p in planned.items() if p is not None}
     targets = {link: _limits(fx, _pct(loads.get(link), "threshold_pct"))[0] for link in known}
     chosen = choose(riders, known, targets, others) if known else []
+    factor = growth(loads, links)
     if chosen:
         try:
             routed, _ = await _routable(
-                fx, state, impact, riders, known, targets, links, others, growth(loads, links)
+                fx, state, impact, riders, known, targets, links, others, factor
             )
         except MeshError as exc:
             failed = peer_failed(exc, "path_failed", "Path computation failed", agent="path")
@@ -517,11 +518,7 @@ async def relieve(state: IncidentState, config: RunnableConfig) -> Command[Relie
     moving = [r.service_id for r in chosen]
     summary.update(
         tunnel_ends(
-            detours(
-                policy_groups(_subset(impact, moving)),
-                growth(loads, links),
-                fx.orch.proactive_release_pct,
-            )
+            detours(policy_groups(_subset(impact, moving)), factor, fx.orch.proactive_release_pct)
         )
     )
     after = shares(shift, set(moving) | others)
