@@ -17,10 +17,11 @@ Graphs:
 Per query: the constrained path of a real incident (two links of the unconstrained best path
 failed and avoided, SRLG-disjoint from them, 500 Mbps of headroom, SR-MPLS end to end, delay),
 and the 5 shortest paths under the same constraints. "before" is ``services/path/graph.py`` as
-of :data:`BEFORE` (networkx, a Python weight function), loaded from git; "after" is the
-working tree. Both run on the same graph objects' inputs, one query after the other,
-alternating which goes first, so the machine's noise falls on both alike. Both views are
-priced (``reserve``) outside the timing: that code is the same in both (``reserve_ms``).
+of :data:`BEFORE` (networkx, a Python weight function), loaded from git; with ``--previous
+[COMMIT]`` also ``previous``, the scipy engine as of that commit (default :data:`PREVIOUS`);
+"after" is the working tree. All run on the same inputs, one query after the other, the order
+rotating every query, so the machine's noise falls on all alike. Every view is priced
+(``reserve``) outside the timing: that code is the same in all (``reserve_ms``).
 Build: from a ``Topology`` to a graph. Update: ten links change delay, two go down, one is
 added (what CNC reports between two reads): before rebuilds, after applies the difference.
 """
@@ -49,20 +50,41 @@ from shared.southbound import Link, Node, Topology, VpnService
 BEFORE = "d1d6095"
 """The last commit with the networkx implementation of ``services/path/graph.py``."""
 
+PREVIOUS = "4ddfd5c"
+"""The scipy engine before the guided (A*) search: two bounded Dijkstras, one from each end
+(``--previous``, shown as ``previous``)."""
 
-def _before_module() -> types.ModuleType:
-    """``services/path/graph.py`` as of :data:`BEFORE`, imported under another name."""
+
+def _module_at(commit: str, name: str) -> types.ModuleType:
+    """``services/path/graph.py`` as of ``commit`` (and its ``engine.py`` when it had one),
+    imported under other names beside today's."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    source = subprocess.run(
-        ["git", "-C", root, "show", f"{BEFORE}:services/path/graph.py"],
+
+    def load(path: str, module_name: str, rewrite: dict[str, str]) -> types.ModuleType:
+        source = subprocess.run(
+            ["git", "-C", root, "show", f"{commit}:{path}"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        for old, new in rewrite.items():
+            source = source.replace(old, new)
+        module = types.ModuleType(module_name)
+        sys.modules[module_name] = module
+        exec(compile(source, f"{commit}:{path}", "exec"), module.__dict__)
+        return module
+
+    listed = subprocess.run(
+        ["git", "-C", root, "ls-tree", "--name-only", commit, "services/path/engine.py"],
         check=True,
         capture_output=True,
         text=True,
-    ).stdout
-    module = types.ModuleType("cxm_path_before")
-    sys.modules[module.__name__] = module
-    exec(compile(source, f"{BEFORE}:services/path/graph.py", "exec"), module.__dict__)
-    return module
+    ).stdout.strip()
+    rewrite = {}
+    if listed:
+        load("services/path/engine.py", f"{name}_engine", {})
+        rewrite = {"from services.path.engine import": f"from {name}_engine import"}
+    return load("services/path/graph.py", name, rewrite)
 
 
 # --- graphs --------------------------------------------------------------------------------
@@ -219,7 +241,8 @@ def _priced(graph: KnowledgeGraph, services: list) -> KnowledgeGraph:
     """The view a request gets: every link's load, and (after) its headroom array, computed
     once."""
     view = graph.reserve(services, carrying=(), reservable_share=0.8)
-    view._room()
+    if hasattr(view, "_room"):  # the networkx graph has no headroom array
+        view._room()
     return view
 
 
@@ -257,46 +280,54 @@ def compare(
     name: str,
     topology: Topology,
     services: list,
-    before: types.ModuleType,
+    others: dict[str, types.ModuleType],
     *,
     queries: int,
     k_queries: int,
     seed: int = 1,
 ) -> dict[str, Any]:
-    """Before and after on one network, interleaved."""
-    builds: dict[str, list[Took]] = {"before": [], "after": []}
-    old = new = None
+    """Today's engine (``after``) and each of ``others`` (``before``: networkx; optionally
+    ``previous``) on one network, interleaved: the order rotates every query."""
+    modules = {**others, "after": sys.modules[KnowledgeGraph.__module__]}
+    sides = list(modules)
+
+    def rotated(turn: int) -> list[str]:
+        return sides[turn % len(sides) :] + sides[: turn % len(sides)]
+
+    builds: dict[str, list[Took]] = {side: [] for side in sides}
+    graphs: dict[str, Any] = {}
     for turn in range(2):
-        order = ("before", "after") if turn % 2 == 0 else ("after", "before")
-        for side in order:
-            if side == "before":
-                took, old = _ms(before.KnowledgeGraph.build, topology)
-            else:
-                took, new = _ms(KnowledgeGraph.build, topology)
+        for side in rotated(turn):
+            took, graphs[side] = _ms(modules[side].KnowledgeGraph.build, topology)
             builds[side].append(took)
-    assert old is not None and new is not None
+    new = graphs["after"]
     asks = _queries(new, queries, seed)
-    path: dict[str, list[Took]] = {"before": [], "after": []}
-    kpaths: dict[str, list[Took]] = {"before": [], "after": []}
+    path: dict[str, list[Took]] = {side: [] for side in sides}
+    kpaths: dict[str, list[Took]] = {side: [] for side in sides}
     reserve: list[Took] = []
     agree = differ = 0
     for i, ask in enumerate(asks):
-        took, view_new = _ms(_priced, new, services)
-        reserve.append(took)
-        view_old = old.reserve(services, carrying=(), reservable_share=0.8)
+        views = {}
+        for side in sides:
+            if side == "after":
+                took, views[side] = _ms(_priced, new, services)
+                reserve.append(took)
+            else:
+                views[side] = _priced(graphs[side], services)
         results = {}
-        for side in ("before", "after") if i % 2 == 0 else ("after", "before"):
-            view = view_old if side == "before" else view_new
-            took, results[side] = _ms(view.shortest, ask)
+        for side in rotated(i):
+            took, results[side] = _ms(views[side].shortest, ask)
             path[side].append(took)
-        a, b = results["before"], results["after"]
-        same = a.found == b.found and (not a.found or a.total_metric == b.total_metric)
+        b = results["after"]
+        same = all(
+            a.found == b.found and (not a.found or a.total_metric == b.total_metric)
+            for a in results.values()
+        )
         agree += same
         differ += not same
         if i < k_queries:
-            for side in ("before", "after") if i % 2 == 0 else ("after", "before"):
-                view = view_old if side == "before" else view_new
-                took, _ = _ms(view.k_shortest, ask, 5)
+            for side in rotated(i):
+                took, _ = _ms(views[side].k_shortest, ask, 5)
                 kpaths[side].append(took)
     # an update between two reads of CNC: ten delays move, two links go down, one is added
     rng = random.Random(seed)
@@ -308,8 +339,9 @@ def compare(
     a, b = rng.sample([n.node_id for n in topology.nodes], 2)
     links.append(Link(link_id=f"{a}-{b}#bench", source=a, destination=b, delay_ms=1.0))
     changed = Topology(nodes=topology.nodes, links=links)
-    rebuild, _ = _ms(before.KnowledgeGraph.build, changed)
-    digest, fp = _ms(before.fingerprint, changed)
+    networkx = modules["before"]
+    rebuild, _ = _ms(networkx.KnowledgeGraph.build, changed)
+    digest, fp = _ms(networkx.fingerprint, changed)
     update, _ = _ms(new.update, changed, fp)
     after_update = new.reserve(services, reservable_share=0.8).shortest(asks[0]) if asks else None
     return {
@@ -319,9 +351,9 @@ def compare(
         "queries": len(asks),
         "same_cost": agree,
         "different_cost": differ,
-        "constrained_path": {"before": _stats(path["before"]), "after": _stats(path["after"])},
-        "k5_paths": {"before": _stats(kpaths["before"]), "after": _stats(kpaths["after"])},
-        "build_ms": {s: round(min(v), 1) for s, v in builds.items()},
+        "constrained_path": {side: _stats(path[side]) for side in sides},
+        "k5_paths": {side: _stats(kpaths[side]) for side in sides},
+        "build_ms": {side: round(min(v), 1) for side, v in builds.items()},
         "update_ms": {
             "before (rebuild)": round(rebuild, 1),
             "after (in place)": round(update, 2),
@@ -393,15 +425,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--real-queries", type=int, default=15)
     parser.add_argument("--no-real", action="store_true")
     parser.add_argument("--alternatives", action="store_true", help="raw igraph/rustworkx/scipy")
+    parser.add_argument(
+        "--previous",
+        nargs="?",
+        const=PREVIOUS,
+        help=f"also time the engine as of this commit (default {PREVIOUS})",
+    )
     args = parser.parse_args(argv)
-    before = _before_module()
-    took, (topology, services) = _ms(synthetic)
+    others = {"before": _module_at(BEFORE, "cxm_path_networkx")}
     report: dict[str, Any] = {"before": f"networkx ({BEFORE})", "after": "scipy csgraph engine"}
+    if args.previous:
+        others["previous"] = _module_at(args.previous, "cxm_path_previous")
+        report["previous"] = f"scipy csgraph engine as of {args.previous}"
+    took, (topology, services) = _ms(synthetic)
     report["synthetic"] = compare(
         "synthetic 10k/60k",
         topology,
         services,
-        before,
+        others,
         queries=args.queries,
         k_queries=args.k_queries,
     )
@@ -430,7 +471,7 @@ def main(argv: list[str] | None = None) -> None:
                         key,
                         topo,
                         svcs,
-                        before,
+                        others,
                         queries=args.real_queries,
                         k_queries=args.real_queries,
                     )
@@ -442,6 +483,7 @@ def main(argv: list[str] | None = None) -> None:
 def _family(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per-network rows and the medians across networks."""
     done = [r for r in rows if not r.get("skipped") and r["queries"]]
+    sides = list(done[0]["build_ms"]) if done else ["before", "after"]
 
     def across(metric: str, side: str, stat: str) -> float | None:
         values = [r[metric][side].get(stat) for r in done if r[metric][side].get("n")]
@@ -452,19 +494,16 @@ def _family(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "skipped": [r["network"] for r in rows if r.get("skipped")],
         "different_cost": sum(r["different_cost"] for r in done),
         "median_of_medians": {
-            m: {s: across(m, s, "median_ms") for s in ("before", "after")}
+            m: {s: across(m, s, "median_ms") for s in sides}
             for m in ("constrained_path", "k5_paths")
         },
         "worst_p99": {
-            m: {
-                s: max((r[m][s].get("p99_ms", 0) for r in done), default=None)
-                for s in ("before", "after")
-            }
+            m: {s: max((r[m][s].get("p99_ms", 0) for r in done), default=None) for s in sides}
             for m in ("constrained_path", "k5_paths")
         },
         "build_ms_median": {
             s: round(statistics.median(r["build_ms"][s] for r in done), 2) if done else None
-            for s in ("before", "after")
+            for s in sides
         },
         "rows": rows,
     }

@@ -11,11 +11,13 @@ on every topology change about 250 ms (``docs/benchmarks.md``, "Path computation
   :meth:`services.path.graph.KnowledgeGraph.link_costs`, the one implementation of them),
   then into one cost per pair and per arc of a CSR matrix whose structure is kept: nothing
   is copied but that vector of floats;
-- the search is scipy's C Dijkstra (``scipy.sparse.csgraph``) run from both ends with a
-  growing distance ``limit``, so it stops near the middle instead of settling the whole
-  graph (see :meth:`TeGraph.search`); k shortest paths are Yen's algorithm whose spur
-  paths come from the reverse shortest-path tree when it proves them optimal, with a search
-  only when it cannot;
+- the search is scipy's C Dijkstra (``scipy.sparse.csgraph``) on costs reduced by a lower
+  bound to the target from a few landmarks (A* with ALT bounds, :meth:`TeGraph.guided`), up
+  to a growing ``limit``: it settles a narrow band along the way instead of the whole graph.
+  Without a bound (and for Yen's spur paths) it runs from both ends with a growing radius
+  (:meth:`TeGraph.search`). k shortest paths are Yen's algorithm whose spur paths come from
+  the reverse shortest-path tree when it proves them optimal, with a search only when it
+  cannot;
 - a topology change is applied as a diff (:meth:`TeGraph.update`): a changed link rewrites
   its slot, an added or removed one its slot and the pair it belongs to; the CSR structure is
   rebuilt (a few ms) only when a node pair gains or loses its first link.
@@ -133,15 +135,16 @@ class TeGraph:
         self._caps: dict[str, Bools] = {}
         """Per TE type, per node: whether it runs it (built on demand, dropped on change)."""
         self._pairs: tuple[Ints, Ints] | None = None
-        self._te_pairs: dict[str, Bools] = {}
-        """Per TE type, per pair: whether both ends run it (on demand, dropped on change)."""
+        self._te_pairs: dict[str, Ints] = {}
+        """Per TE type, the pairs an end of which does not run it (on demand, dropped on
+        change)."""
         self._structure: tuple[NDArray[np.int32], NDArray[np.int32], Ints, Ints] | None = None
         """CSR ``indptr``, ``indices``, and per arc its pair and its tail node."""
-        self._reduce: tuple[Ints, Ints, Ints] | None = None
-        """Live slots sorted by pair, where each pair starts in them, and those pairs."""
+        self._reduce: tuple[Ints, Ints, Ints, Ints, Ints] | None = None
+        """See :meth:`_pair_slots`."""
         self.updates = 0
         """Topology changes applied in place since the build."""
-        self._landmarks: dict[str, Floats] = {}
+        self._landmarks: dict[str, tuple[Floats, bool]] = {}
         self.cache: dict[str, Any] = {}
         """Values derived from the links (the delay rate, costs per objective): dropped on
         every change."""
@@ -376,42 +379,66 @@ class TeGraph:
 
     # --- from link costs to the search's matrix -------------------------------------------
 
-    def te_pairs(self, te_type: str) -> Bools:
-        """Per pair: whether both its ends run ``te_type``."""
+    def te_barred(self, te_type: str) -> Ints:
+        """The pairs an end of which does not run ``te_type`` (as indices: few, and cheaper
+        to set to ``inf`` than a mask over every pair)."""
         found = self._te_pairs.get(te_type)
         if found is None:
             capable = self.capable(te_type)
             u, v = self.pair_nodes()
-            found = self._te_pairs[te_type] = capable[u] & capable[v]
+            found = self._te_pairs[te_type] = np.flatnonzero(~(capable[u] & capable[v]))
         return found
 
     def pair_costs(
         self, link_costs: Floats, te_type: str | None = None, avoid_nodes: Iterable[int] = ()
     ) -> Floats:
         """Each pair's cheapest link: ``inf`` when none is eligible, when an end does not run
-        ``te_type`` (a tunnel is one technology end to end) or is to be avoided."""
-        if self._reduce is None:
-            live = np.flatnonzero(self.present[: self.slots])
-            order = live[np.argsort(self.pair_of[live], kind="stable")]
-            pairs = self.pair_of[order]
-            starts = np.flatnonzero(np.r_[True, pairs[1:] != pairs[:-1]]) if len(pairs) else pairs
-            self._reduce = (order, starts, pairs[starts])
-        order, starts, pairs = self._reduce
-        costs = np.full(len(self.pair_slots), np.inf)
-        if len(order):
-            costs[pairs] = np.minimum.reduceat(link_costs[order], starts)
+        ``te_type`` (a tunnel is one technology end to end) or is to be avoided.
+
+        Most pairs have one link: their cost is that link's, one gather; only the pairs with
+        parallel links take a minimum (``reduceat`` over those slots alone).
+        """
+        single, empty, order, starts, multi = self._pair_slots()
+        costs = np.take(link_costs, single)
+        costs[empty] = np.inf
+        if len(multi):
+            costs[multi] = np.minimum.reduceat(link_costs[order], starts)
         if te_type is not None:
-            costs[~self.te_pairs(te_type)] = np.inf
+            costs[self.te_barred(te_type)] = np.inf
         indptr, _, arc_pair, _ = self._csr()
         for node in avoid_nodes:
             costs[arc_pair[indptr[node] : indptr[node + 1]]] = np.inf
         return costs
 
+    def _pair_slots(self) -> tuple[Ints, Ints, Ints, Ints, Ints]:
+        """Per pair one live slot (0 when it has none), the pairs with none (they cost
+        ``inf``); for the pairs with parallel links, their live slots grouped by pair, where
+        each group starts, and those pairs."""
+        if self._reduce is None:
+            live = np.flatnonzero(self.present[: self.slots])
+            order = live[np.argsort(self.pair_of[live], kind="stable")]
+            pairs = self.pair_of[order]
+            first = np.flatnonzero(np.r_[True, pairs[1:] != pairs[:-1]]) if len(pairs) else pairs
+            single = np.zeros(len(self.pair_slots), np.int64)
+            single[pairs[first]] = order[first]
+            empty = np.ones(len(self.pair_slots), np.bool_)
+            empty[pairs[first]] = False
+            sizes = np.diff(np.r_[first, len(pairs)])
+            parallel = np.repeat(sizes > 1, sizes)
+            grouped, grouped_pairs = order[parallel], pairs[parallel]
+            starts = (
+                np.flatnonzero(np.r_[True, grouped_pairs[1:] != grouped_pairs[:-1]])
+                if len(grouped)
+                else grouped
+            )
+            self._reduce = (single, np.flatnonzero(empty), grouped, starts, grouped_pairs[starts])
+        return self._reduce
+
     def matrix(self, pair_costs: Floats) -> csr_matrix:
         """The pairs as a symmetric CSR matrix of arc costs (the structure is kept)."""
         indptr, indices, arc_pair, _ = self._csr()
         n = len(self.node_ids)
-        return csr_matrix((pair_costs[arc_pair], indices, indptr), shape=(n, n))
+        return csr_matrix((np.take(pair_costs, arc_pair), indices, indptr), shape=(n, n))
 
     def _csr(self) -> tuple[NDArray[np.int32], NDArray[np.int32], Ints, Ints]:
         if self._structure is None:
@@ -428,6 +455,14 @@ class TeGraph:
             self._structure = (indptr, heads.astype(np.int32), arc_pair, tails)
         return self._structure
 
+    def _arc_heads(self) -> tuple[Ints, Ints]:
+        """Each arc's head as a gather index, and each node's arc count (its tail repeated)."""
+        found: tuple[Ints, Ints] | None = self.cache.get("arc_heads")
+        if found is None:
+            indptr, indices, _, _ = self._csr()
+            found = self.cache["arc_heads"] = (indices.astype(np.int64), np.diff(indptr))
+        return found
+
     def _arcs_from(self, nodes: Ints) -> Ints:
         """Every arc leaving ``nodes``, as CSR positions."""
         indptr = self._csr()[0]
@@ -438,31 +473,67 @@ class TeGraph:
 
     # --- searches -------------------------------------------------------------------------
 
-    def estimate(
-        self, key: str, base: Callable[[], Floats], source: int, target: int
-    ) -> float | None:
-        """A lower bound on the cost of any ``source`` → ``target`` path under a request whose
-        costs are ``base``'s or more (constraints only remove links or add penalties).
+    def potential(self, key: str, base: Callable[[], Floats], target: int) -> Floats | None:
+        """Per node, a lower bound on its cost to ``target`` under a request whose costs are
+        ``base``'s or more (constraints only remove links or add penalties); None when no
+        landmark tells anything.
 
         ALT bounds: the distances from :data:`LANDMARKS` far-apart nodes, computed once per
-        objective ``key`` on the link costs ``base()`` and dropped when the topology changes,
-        bound it by the
-        triangle inequality. The search uses it only to pick its first radius, so a bound gone
-        stale would cost time, never a wrong path.
+        objective ``key`` on the link costs ``base()`` and dropped whenever the topology
+        changes (:meth:`update`), bound it by the triangle inequality: ``|d(L, v) - d(L, t)|``
+        for each landmark L. The bound is *consistent* (it falls by at most an arc's cost
+        along the arc), which is what lets :meth:`guided` search on it and still find the
+        cheapest path. A node a landmark does not reach gets nothing from that landmark.
         """
-        table = self._landmarks.get(key)
-        if table is None:
+        found = self._landmarks.get(key)
+        if found is None:
             table = _landmarks(self.matrix(self.pair_costs(base())), LANDMARKS)
-            self._landmarks[key] = table
-        if not len(table):
+            found = self._landmarks[key] = (table, bool(np.isfinite(table).all()))
+        table, everywhere = found
+        if not len(table) or not np.isfinite(table[:, target]).any():
             return None
-        a, b = table[:, source], table[:, target]
-        both = np.isfinite(a) & np.isfinite(b)
-        return float(np.abs(a[both] - b[both]).max()) if both.any() else None
+        gaps = np.abs(table - table[:, target : target + 1])
+        if not everywhere:  # a part of the network some landmark does not reach
+            gaps[~np.isfinite(gaps)] = 0.0
+        bound: Floats = gaps.max(axis=0)
+        return bound
 
-    def search(
-        self, matrix: csr_matrix, source: int, target: int, estimate: float | None = None
+    def guided(
+        self, matrix: csr_matrix, source: int, target: int, potential: Floats
     ) -> Found | None:
+        """The cheapest path from ``source`` to ``target``, or None: A* with ``potential``
+        (see :meth:`potential`) as its heuristic.
+
+        A* with a consistent potential p is Dijkstra on the reduced costs
+        ``w(u, v) - p(u) + p(v)`` (never negative), where a path's reduced cost is its cost
+        minus ``p(source)``: the nodes it settles are those whose cost from the source plus
+        their bound to the target stays under the path's, a narrow band around the way
+        instead of the two balls of :meth:`search`. scipy's Dijkstra has no early exit at a
+        target, so it runs up to a reduced-cost ``limit``: the slack over the bound, guessed
+        from the bound and doubled until the target is reached, or until the settled region
+        has no arc leaving it (the target is out of reach).
+        """
+        indptr, indices, _, _ = self._csr()
+        heads, degrees = self._arc_heads()
+        reduced = matrix.data + np.take(potential, heads)
+        reduced -= np.repeat(potential, degrees)  # the tails: arcs are sorted by tail
+        np.maximum(reduced, 0.0, out=reduced)  # rounding only: the potential is consistent
+        n = len(self.node_ids)
+        guided = csr_matrix((reduced, indices, indptr), shape=(n, n))
+        limit = max(float(potential[source]) * GUIDED_SLACK, _typical(matrix.data))
+        while True:
+            dist, pred = dijkstra(
+                guided, directed=True, indices=source, return_predecessors=True, limit=limit
+            )
+            if np.isfinite(dist[target]):
+                cost = float(dist[target]) + float(potential[source] - potential[target])
+                return Found(cost, _walk(pred, target)[::-1])
+            arcs = self._arcs_from(np.flatnonzero(np.isfinite(dist)))
+            if not _leaves(reduced[arcs], dist[indices[arcs]]):
+                return None  # the source's component, all of it, without the target
+            limit = max(limit * 2.0, np.nextafter(limit, np.inf))
+
+    def search(self, matrix: csr_matrix, source: int, target: int) -> Found | None:
         """The cheapest path from ``source`` to ``target`` over a symmetric ``matrix``, or None.
 
         scipy's Dijkstra has no early exit at a target, so the search runs from both ends at
@@ -475,14 +546,7 @@ class TeGraph:
         """
         _, indices, _, tails = self._csr()
         weights = matrix.data
-        if estimate:  # most constrained paths cost a little more than the bound
-            radius, growth = estimate * 0.55, 1.5
-        else:
-            sample = weights[:: max(1, len(weights) // 512)]
-            finite = sample[np.isfinite(sample)]
-            radius = float(np.median(finite)) * 2.0 if len(finite) else 1.0
-            growth = 2.0
-        radius = max(radius, 1e-9)
+        radius = 2.0 * _typical(weights)
         while True:
             dist, pred = dijkstra(
                 matrix,
@@ -508,7 +572,7 @@ class TeGraph:
             arcs_t = self._arcs_from(ball_t)
             if not _leaves(weights[arcs_t], to_target[indices[arcs_t]]):
                 return None
-            grown = growth * radius
+            grown = 2.0 * radius
             if np.isfinite(cost):  # a path of that cost exists: half of it settles the search
                 grown = min(grown, cost / 2.0 * (1.0 + 1e-9) + 1e-12)
             radius = max(grown, np.nextafter(radius, np.inf))
@@ -629,7 +693,12 @@ class TeGraph:
 
 
 LANDMARKS = 8
-"""How many landmarks the search's first radius is estimated from."""
+"""How many landmarks the guided search's bounds come from."""
+
+GUIDED_SLACK = 0.05
+"""The guided search's first limit, as a share of the source's bound: how much dearer than
+the bound a constrained path usually is (measured on the bench's queries, ``bench/path.py``);
+a path dearer than that costs one more, wider, search."""
 
 
 def _landmarks(matrix: csr_matrix, count: int) -> Floats:
@@ -649,6 +718,13 @@ def _landmarks(matrix: csr_matrix, count: int) -> Floats:
         rows.append(row)
         nearest = np.minimum(nearest, row) if len(rows) > 1 else row
     return np.array(rows) if rows else np.zeros((0, n))
+
+
+def _typical(weights: Floats) -> float:
+    """A typical arc's cost (the median of a sample): the smallest step worth searching."""
+    sample = weights[:: max(1, len(weights) // 512)]
+    finite = sample[np.isfinite(sample)]
+    return max(float(np.median(finite)) if len(finite) else 1.0, 1e-9)
 
 
 def _walk(pred: NDArray[np.int32], node: int) -> list[int]:

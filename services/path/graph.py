@@ -458,13 +458,18 @@ class KnowledgeGraph:
             return PathResult(found=False, metric=request.metric, reason=problem)
         eng = self.engine
         source, target = eng.node_index[request.head_end], eng.node_index[request.end_point]
-        bound = self._estimate(request.metric, source, target)
+        potential = self._potential(request.metric, target)
         # one constrained search per TE type; the cheapest wins, preference breaks ties
         best: tuple[float, int, list[int], str, Eligible] | None = None
         for rank, te_type in enumerate(self._te_candidates(request)):
             eligible = self.link_costs(request, te_type)
             pairs = eligible.pair_costs(eng)
-            found = eng.search(eng.matrix(pairs), source, target, bound)
+            matrix = eng.matrix(pairs)
+            found = (
+                eng.search(matrix, source, target)
+                if potential is None
+                else eng.guided(matrix, source, target, potential)
+            )
             if found is None:
                 continue
             cost = eng.path_cost(pairs, found.nodes)
@@ -476,15 +481,16 @@ class KnowledgeGraph:
             )
         return self._result(best[2], request, best[4], te_type=best[3], only_way=True)
 
-    def _estimate(self, metric: str, source: int, target: int) -> float | None:
-        """A lower bound on the path's cost under ``metric``, for the search's first radius:
-        from the links that are up, at their bare metric (no constraint, no penalty)."""
+    def _potential(self, metric: str, target: int) -> Floats | None:
+        """Every node's lower bound on its cost to ``target`` under ``metric``, for the guided
+        search: from the links that are up, at their bare metric (no constraint, no penalty),
+        which every request's costs are at least."""
         eng = self.engine
 
         def base() -> Floats:
             return np.where(eng.usable[: eng.slots], self._metric_costs(metric), np.inf)
 
-        return eng.estimate(metric, base, source, target)
+        return eng.potential(metric, base, target)
 
     def _te_candidates(self, request: ComputePath) -> list[str]:
         """TE types to try, preferred first: the requested one, else those both ends support."""
