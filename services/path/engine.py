@@ -670,7 +670,11 @@ class TeGraph:
             cut[_reverse_arcs(indptr, indices, arcs, self._csr()[3])] = np.inf
         n = len(self.node_ids)
         restricted = csr_matrix((cut, indices, indptr), shape=(n, n))
-        result = self.search(restricted, spur, target)
+        # the tree's exact distances bound the restricted ones from below (arcs only went to
+        # inf), so they guide the search; a node that cannot reach the target at all cannot
+        # now either, and 0 keeps its arcs' reduced costs finite
+        bound = np.where(np.isfinite(to_target), to_target, 0.0)
+        result = self.guided(restricted, spur, target, bound)
         return None if result is None else result.nodes
 
     def _path_cost(self, weights: Floats, nodes: Sequence[int]) -> float:
