@@ -440,12 +440,17 @@ class KnowledgeGraph:
         proactive request's headroom is then only arithmetic on them)."""
         if self._slot_loads is None or len(self._slot_loads[0]) != self.engine.slots:
             arrays = []
+            by_key = self.engine.by_key
             for mbps_by_key in (self.load_mbps, self.promised_mbps):
-                per_slot = np.zeros(self.engine.slots)
+                slots: list[int] = []
+                weights: list[float] = []
                 for key, mbps in mbps_by_key.items():
-                    for slot in self.engine.by_key.get(key, ()):
-                        per_slot[slot] += mbps
-                arrays.append(per_slot)
+                    for slot in by_key.get(key, ()):
+                        slots.append(slot)
+                        weights.append(mbps)
+                arrays.append(
+                    np.bincount(slots, weights, minlength=self.engine.slots).astype(np.float64)
+                )
             self._slot_loads = (arrays[0], arrays[1])
         return self._slot_loads
 
