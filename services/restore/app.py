@@ -39,6 +39,7 @@ from shared.southbound import (
     CncClient,
     LinkMetrics,
     PcaClient,
+    ServiceMapping,
     SharedRead,
     SrPolicy,
     Thresholds,
@@ -62,6 +63,7 @@ async def _southbound(app: FastAPI) -> AsyncIterator[None]:
     """
     async with southbound_clients(app):
         app.state.services = SharedRead(app.state.cnc.services)
+        app.state.mappings = SharedRead(app.state.cnc.service_mappings)
         app.state.sr_policies = SharedRead(app.state.cnc.sr_policies)
         yield
 
@@ -130,23 +132,34 @@ async def _policy_key(
     return None
 
 
-def _group(
-    services: list[VpnService], ids: list[str], key: tuple[str, str, int]
-) -> list[VpnService]:
+Group = list[VpnService] | list[ServiceMapping]
+
+
+async def _group(ctx: TaskContext, ids: list[str], key: tuple[str, str, int]) -> Group:
     """The services of ``ids`` (every one between the policy's ends when none is named) that
-    this policy may move: mapped to its color or to none, not to another incident's policy."""
+    this policy may move: mapped to its color or to none, not to another incident's policy.
+
+    Named services need only their mappings (one read of the intent, the inventory); the
+    services between two ends need CNC's whole folded view (``services``) to tell the ends.
+    """
     head_end, end_point, color = key
-    wanted = set(ids)
+    if ids:
+        wanted = set(ids)
+        mappings: list[ServiceMapping] = await ctx.state.mappings()
+        return [
+            s for s in mappings if s.vpn_id in wanted and (not s.steered or s.mapped_color == color)
+        ]
+    services: list[VpnService] = await ctx.state.services()
     return [
         s
         for s in services
-        if (s.vpn_id in wanted if wanted else (s.head_end, s.end_point) == (head_end, end_point))
+        if (s.head_end, s.end_point) == (head_end, end_point)
         and (not s.steered or s.mapped_color == color)
     ]
 
 
 async def _steer_share(
-    cnc: CncClient, group: list[VpnService], color: int, pct: int
+    cnc: CncClient, group: Group, color: int, pct: int
 ) -> tuple[list[str], list[str]]:
     """Map the share of ``group`` that stays on the policy to its color, unmap the rest.
 
@@ -186,7 +199,7 @@ async def cutover_step(payload: CutoverStep, ctx: TaskContext) -> CutoverResult:
         )
     color = key[2]
     cnc: CncClient = ctx.state.cnc
-    group = _group(await ctx.state.services(), payload.service_ids, key)
+    group = await _group(ctx, payload.service_ids, key)
     on, home = await _steer_share(cnc, group, color, payload.protection_pct)
     sla = await _check(ctx, payload.links)
     if sla.within_sla:
@@ -248,7 +261,7 @@ async def cleanup(payload: Cleanup, ctx: TaskContext) -> TunnelDeleted:
         log.info("cleanup: policy already absent", tunnel_id=payload.tunnel_id)
         return TunnelDeleted(deleted=True, tunnel_id=payload.tunnel_id, already_absent=True)
     key = (policy.head_end, policy.end_point, policy.color)
-    group = _group(await ctx.state.services(), payload.service_ids, key)
+    group = await _group(ctx, payload.service_ids, key)
     if steered := [s for s in group if s.steered]:
         await cnc.unmap_services(steered)
     await cnc.delete_sr_policy(

@@ -15,8 +15,9 @@ operators' inventory export (:mod:`shared.inventory`).
 
 Import from the package; the modules are how it reads, not separate APIs:
 
-- ``models``: what agents see (``Node``, ``Link``, ``Topology``, ``VpnService``, ``SrPolicy``,
-  ``ExplicitPolicy``, ``LinkLoad``, ``LinkMetrics``, ``Thresholds``)
+- ``models``: what agents see (``Node``, ``Link``, ``Topology``, ``VpnService``,
+  ``ServiceMapping``, ``SrPolicy``, ``ExplicitPolicy``, ``LinkLoad``, ``LinkMetrics``,
+  ``Thresholds``)
 - ``http``: the shared HTTP client, login-retry and failure answers (RESTCONF errors)
 - ``topology``: CNC's topology folded into CXM's, the index and IGP path over it, ``link_key``
 - ``policies``: SR policies read from CNC's lists, and the operation bodies sent
@@ -54,6 +55,7 @@ from shared.southbound.models import (
     LinkLoad,
     LinkMetrics,
     Node,
+    ServiceMapping,
     SrPolicy,
     Thresholds,
     Topology,
@@ -122,6 +124,7 @@ __all__ = [
     "LinkMetrics",
     "Node",
     "PcaClient",
+    "ServiceMapping",
     "SharedRead",
     "SrPolicy",
     "Thresholds",

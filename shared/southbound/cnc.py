@@ -42,6 +42,7 @@ from shared.southbound.models import (
     LinkInterface,
     LinkLoad,
     Node,
+    ServiceMapping,
     SrPolicy,
     Topology,
     VpnService,
@@ -59,6 +60,7 @@ from shared.southbound.topology import TopologyIndex, fold_topology
 from shared.southbound.vpn import (
     SERVICE_TYPES,
     TE_MAPPING,
+    fold_mappings,
     fold_services,
     service_pairs,
     with_base_paths,
@@ -701,10 +703,28 @@ class CncClient(HttpClient):
             out.extend(fold_services(kind, oper, config, index, policies, inventory, self._missing))
         return with_base_paths(out, index)
 
+    async def service_mappings(self) -> list[ServiceMapping]:
+        """Each service's TE-service mapping, tier and bandwidth: the NSO intent of both
+        kinds and the inventory, nothing else.
+
+        What moving a share of a steered group needs (which color each service is mapped to),
+        for a fraction of :meth:`services`: that also reads CAT's operational view, the
+        topology and the policies, and folds every service's path (a cutover step of one
+        policy on an 800-service network read and folded all of it)."""
+        reads = [
+            self._read_or_empty(f"{NSO}/ietf-{kind}-ntw:{kind}-ntw/vpn-services/vpn-service")
+            for kind in SERVICE_TYPES
+        ]
+        *configs, inventory = await asyncio.gather(*reads, self._inventory_entries())
+        out: list[ServiceMapping] = []
+        for kind, config in zip(SERVICE_TYPES, configs, strict=True):
+            out.extend(fold_mappings(kind, config, inventory, self._missing))
+        return out
+
     # --- steering ------------------------------------------------------------------------
 
     async def map_services(
-        self, services: Sequence[VpnService | tuple[str, str]], color: int
+        self, services: Sequence[VpnService | ServiceMapping | tuple[str, str]], color: int
     ) -> None:
         """Give the services the color (TE-service mapping): one PATCH per L3NM/L2NM."""
         by_kind: dict[str, list[str]] = {}
@@ -729,7 +749,9 @@ class CncClient(HttpClient):
                 what=f"{kind} te-service-mapping",
             )
 
-    async def unmap_services(self, services: Sequence[VpnService | tuple[str, str]]) -> None:
+    async def unmap_services(
+        self, services: Sequence[VpnService | ServiceMapping | tuple[str, str]]
+    ) -> None:
         """Delete the services' TE-service mapping (back to their own color), concurrently;
         a service without one is done already. Raises the first failure after all finished."""
 

@@ -84,6 +84,23 @@ class VpnService(BaseModel):
     model_config = {"populate_by_name": True}
 
 
+class ServiceMapping(BaseModel):
+    """A service's TE-service mapping (its NSO intent) with its tier and bandwidth (the
+    inventory): what moving a share of a steered group needs, without the operational view,
+    the policies and the paths :class:`VpnService` is folded from
+    (``CncClient.service_mappings``)."""
+
+    vpn_id: str = Field(alias="vpn-id")
+    service_type: str = Field(alias="service-type")  # l2vpn or l3vpn
+    sla_tier: str = Field(alias="sla-tier")
+    bandwidth_mbps: float = Field(default=100, alias="bandwidth-mbps")
+    steered: bool = False
+    """A TE-service mapping is set on the service."""
+    mapped_color: int | None = Field(default=None, alias="mapped-color")
+    """The color that mapping names (None when not steered)."""
+    model_config = {"populate_by_name": True}
+
+
 class SrPolicy(BaseModel):
     head_end: str = Field(alias="head-end")
     end_point: str = Field(alias="end-point")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +30,15 @@ PCA_VENDOR = "accedian-twamp"
 PCA_OBJECT_TYPE = "twamp-sf"
 PCA_ROUND_TRIP = "2"
 PCA_DELAY, PCA_JITTER, PCA_LOSS = "delayAvg", "delayVarAvg", "packetsLostPct"
+
+
+@dataclass(frozen=True, slots=True)
+class _Objects:
+    """One read of PCA's monitored objects: id by link as PCA names it, and by link key."""
+
+    read_at: float
+    by_name: dict[str, str]
+    by_key: dict[str, str]
 
 
 class PcaClient(HttpClient):
@@ -51,13 +61,18 @@ class PcaClient(HttpClient):
         window_s: float = 60.0,
         page_size: int = 100,
         clock: Callable[[], float] = time.time,
+        objects_ttl_s: float = 300.0,
     ):
         super().__init__(
             "PCA", base_url, transport, timeout_s, username=username, password=password
         )
         self.window_s = window_s
         self.page_size = page_size
+        self.objects_ttl_s = objects_ttl_s
         self._clock = clock
+        # the monitored objects as last read (see ``_objects``)
+        self._objects_read: _Objects | None = None
+        self._objects_lock = asyncio.Lock()
         self._lock = asyncio.Lock()
         self._token: str | None = None
         self.logins = 0
@@ -110,16 +125,48 @@ class PcaClient(HttpClient):
             if len(page) < self.page_size or not page or (total is not None and offset >= total):
                 return out
 
+    async def _objects(self, links: list[str]) -> tuple[_Objects, bool]:
+        """The monitored objects, from a read at most ``objects_ttl_s`` old unless one of
+        ``links`` is missing from it; and whether it is a fresh read.
+
+        The objects are PCA's inventory (one TWAMP session per link), not measurements: an SLA
+        check that listed every page of them each time (one GET per 100 links, on every poll
+        of every incident) spent more than it did on the metrics it came for.
+        """
+        cached = self._objects_read
+        if (
+            cached is not None
+            and time.monotonic() - cached.read_at <= self.objects_ttl_s
+            and all(link_key(link) in cached.by_key for link in links)
+        ):
+            return cached, False
+        async with self._objects_lock:
+            if self._objects_read is not cached and self._objects_read is not None:
+                return self._objects_read, True  # another caller has just read them
+            read_at = time.monotonic()
+            objects = await self.monitored_objects()
+            by_key = {link_key(link): mo for link, mo in objects.items()}
+            self._objects_read = _Objects(read_at, objects, by_key)
+            return self._objects_read, True
+
+    def forget_objects(self) -> None:
+        """The next ``link_metrics`` reads the monitored objects again."""
+        self._objects_read = None
+
     async def link_metrics(self, links: list[str]) -> dict[str, LinkMetrics]:
         """Round-trip delay, jitter and loss over the last ``window_s`` per link, keyed by the
         names asked for (either orientation); empty ``links`` means every monitored link. A
-        link PCA has no session or no complete measurement for is absent."""
-        objects = await self.monitored_objects()
-        by_key = {link_key(link): mo for link, mo in objects.items()}
+        link PCA has no session or no complete measurement for is absent.
+
+        The link → object map is kept for ``objects_ttl_s`` (see ``_objects``); a link it
+        lacks has it read again at once, and an object that answers nothing from a kept map
+        has the next call read it again (a session deleted and created anew has a new id)."""
+        objects, fresh = await self._objects(links)
+        by_key = objects.by_key
         wanted = (
             {link: by_key[link_key(link)] for link in links if link_key(link) in by_key}
             if links
-            else dict(objects)
+            else dict(objects.by_name)
         )
         if not wanted:
             return {}
@@ -161,6 +208,8 @@ class PcaClient(HttpClient):
             mo = str(row.get("monitoredObjectId"))
             values.setdefault(mo, {})[str(row.get("metric"))] = value
             stamps[mo] = max(stamps.get(mo, ""), str(last.get("timestamp") or ""))
+        if not fresh and any(mo not in values for mo in wanted.values()):
+            self.forget_objects()
         out: dict[str, LinkMetrics] = {}
         for link, mo in wanted.items():
             got = values.get(mo, {})

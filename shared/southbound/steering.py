@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from shared.models import TIERS
-from shared.southbound.models import VpnService
+from shared.southbound.models import ServiceMapping, VpnService
 
 
-def steering_share(services: Sequence[VpnService], pct: float) -> list[str]:
+def steering_share(services: Sequence[VpnService | ServiceMapping], pct: float) -> list[str]:
     """The vpn-ids of a group that stay on the protection policy at ``pct`` percent.
 
     Whole services move, so the kept set is the smallest prefix, highest tier first and then

@@ -15,7 +15,7 @@ from typing import Any
 from shared.inventory import InventoryEntry
 from shared.logs import get_logger
 from shared.southbound.http import as_int, restconf_list
-from shared.southbound.models import SrPolicy, VpnService
+from shared.southbound.models import ServiceMapping, SrPolicy, VpnService
 from shared.southbound.topology import TopologyIndex
 
 log = get_logger(__name__)
@@ -110,6 +110,33 @@ def fold_services(
     return out
 
 
+def fold_mappings(
+    kind: str,
+    config_data: Any,
+    inventory: dict[str, InventoryEntry],
+    missing: Callable[[str], InventoryEntry],
+) -> list[ServiceMapping]:
+    """One kind's TE-service mappings from its config (NSO intent) read, as
+    :func:`fold_services` reads them, with each service's tier and bandwidth."""
+    keys = (f"ietf-{kind}-ntw:vpn-service", f"ietf-{kind}-ntw:vpn-services", "vpn-service")
+    out: list[ServiceMapping] = []
+    for c in restconf_list(config_data, *keys):
+        vpn_id = str(c.get("vpn-id"))
+        mapping = (c.get(TE_MAPPING) or {}).get("te-mapping") or {}
+        entry = inventory.get(vpn_id) or missing(vpn_id)
+        out.append(
+            ServiceMapping(
+                vpn_id=vpn_id,
+                service_type=kind,
+                sla_tier=entry.sla_tier,
+                bandwidth_mbps=entry.bandwidth_mbps,
+                steered=bool(c.get(TE_MAPPING)),
+                mapped_color=as_int((mapping.get("sr-policy") or {}).get("color")),
+            )
+        )
+    return out
+
+
 def with_base_paths(services: list[VpnService], index: TopologyIndex) -> list[VpnService]:
     """Each service with ``base_path``: the links it crosses with no steering.
 
@@ -136,11 +163,13 @@ def with_base_paths(services: list[VpnService], index: TopologyIndex) -> list[Vp
     return out
 
 
-def service_pairs(services: Sequence[VpnService | tuple[str, str]]) -> list[tuple[str, str]]:
+def service_pairs(
+    services: Sequence[VpnService | ServiceMapping | tuple[str, str]],
+) -> list[tuple[str, str]]:
     """``(vpn-id, service type)`` of each service; an unknown type raises ``ValueError``."""
     out: list[tuple[str, str]] = []
     for service in services:
-        if isinstance(service, VpnService):
+        if isinstance(service, VpnService | ServiceMapping):
             out.append((service.vpn_id, service.service_type))
         else:
             vpn_id, kind = service

@@ -6,7 +6,7 @@ from typing import Any
 
 from services.restore.app import create_app
 from shared.settings import Settings
-from tests.agents.fakes import FakeNetwork, run_task
+from tests.agents.fakes import CAT, FakeNetwork, run_task
 from tests.support import running
 
 LINKS = ["pe1-pe2", "pe2-pe3"]
@@ -74,7 +74,8 @@ async def test_cutover_moves_whole_services_highest_tier_last(
     policy, bronze going home first and platinum last; a replayed step changes nothing."""
     net.policies.append(_policy())
     net.mappings.update({sid: 1001 for sid in GROUP})
-    async with running(create_app(agent_settings)) as client:
+    app = create_app(agent_settings)
+    async with running(app) as client:
         kept = {}
         for protection in (75, 50, 25, 0):
             response = await run_task(client, "cutover_step", _step(protection, service_ids=GROUP))
@@ -93,6 +94,10 @@ async def test_cutover_moves_whole_services_highest_tier_last(
     assert result["on_protection"] == [] and sorted(result["on_original"]) == GROUP
     assert again.json()["result"]["within_sla"] is True
     assert net.unmaps == ["vpn-x1", "vpn-x2", "vpn-x3"]  # the replay unmapped nothing more
+    # named services: their mappings (the NSO intent) are all a step reads of them, never
+    # the whole folded view (CAT's operational lists, every service's path)
+    assert app.state.services.reads == 0 and app.state.mappings.reads == 5
+    assert not any(method == "GET" and path.startswith(CAT) for method, path in net.requests)
 
 
 async def test_cutover_reverts_to_protection_on_violation(

@@ -12,8 +12,8 @@ import respx
 
 from shared.errors import SouthboundError
 from shared.southbound import PcaClient
-from tests.southbound.conftest import NOW
-from tests.southbound.payloads import monitored_object
+from tests.southbound.conftest import NOW, Clock
+from tests.southbound.payloads import PCA, monitored_object
 
 OBJECTS = [
     monitored_object("mo-pe1-pe2", "pe1-pe2"),
@@ -192,6 +192,73 @@ async def test_a_link_missing_a_metric_is_absent(
         200, json=aggregate({"mo-pe1-pe2": {"delayAvg": 5.0, "packetsLostPct": 0.0}})
     )
     assert await pca.link_metrics(["pe1-pe2"]) == {}
+
+
+async def test_the_monitored_objects_are_read_once_for_many_checks(
+    pca: PcaClient, pca_router: respx.MockRouter
+) -> None:
+    """The objects are PCA's inventory: SLA checks within the TTL reuse one read of them."""
+    serve_objects(pca_router)
+    objects = pca_router.routes["objects"]
+    pca_router.post("/api/v3/metrics/aggregate").respond(
+        200, json=aggregate({mo["id"]: HEALTHY for mo in OBJECTS})
+    )
+    for _ in range(3):
+        assert set(await pca.link_metrics(["pe2-pe1", "pe3-pe4"])) == {"pe2-pe1", "pe3-pe4"}
+    pages = objects.call_count
+    assert pages == 2  # page_size 2: three objects, one read
+    assert set(await pca.link_metrics([])) == {"pe1-pe2", "pe2-pe3", "pe3-pe4"}
+    assert objects.call_count == pages
+
+
+async def test_a_link_the_kept_objects_lack_reads_them_again(
+    pca: PcaClient, pca_router: respx.MockRouter
+) -> None:
+    serve_objects(pca_router, OBJECTS[:2])
+    pca_router.post("/api/v3/metrics/aggregate").respond(
+        200, json=aggregate({mo["id"]: HEALTHY for mo in OBJECTS})
+    )
+    assert set(await pca.link_metrics(["pe1-pe2", "pe3-pe4"])) == {"pe1-pe2"}
+    serve_objects(pca_router)  # a session for pe3-pe4 was created since
+    assert set(await pca.link_metrics(["pe1-pe2", "pe3-pe4"])) == {"pe1-pe2", "pe3-pe4"}
+
+
+async def test_an_object_that_answers_nothing_has_the_next_check_read_them_again(
+    pca: PcaClient, pca_router: respx.MockRouter
+) -> None:
+    serve_objects(pca_router)
+    aggregate_route = pca_router.post("/api/v3/metrics/aggregate")
+    aggregate_route.respond(200, json=aggregate({"mo-pe1-pe2": HEALTHY}))
+    assert set(await pca.link_metrics(["pe1-pe2"])) == {"pe1-pe2"}
+    # the session is deleted and created anew under another id
+    renewed = [monitored_object("mo-pe1-pe2-b", "pe1-pe2"), *OBJECTS[1:]]
+    serve_objects(pca_router, renewed)
+    aggregate_route.respond(200, json=aggregate({"mo-pe1-pe2-b": HEALTHY}))
+    assert await pca.link_metrics(["pe1-pe2"]) == {}  # the kept id answers nothing
+    assert set(await pca.link_metrics(["pe1-pe2"])) == {"pe1-pe2"}
+
+
+async def test_objects_ttl_zero_reads_them_for_every_check(
+    pca_router: respx.MockRouter, clock: Clock
+) -> None:
+    client = PcaClient(
+        PCA,
+        username="cxm",
+        password="cxm-lab",
+        transport=httpx.MockTransport(pca_router.async_handler),
+        clock=clock,
+        objects_ttl_s=0.0,
+    )
+    serve_objects(pca_router)
+    pca_router.post("/api/v3/metrics/aggregate").respond(
+        200, json=aggregate({mo["id"]: HEALTHY for mo in OBJECTS})
+    )
+    try:
+        await client.link_metrics(["pe1-pe2"])
+        await client.link_metrics(["pe1-pe2"])
+    finally:
+        await client.aclose()
+    assert pca_router.routes["objects"].call_count == 2
 
 
 async def test_no_monitored_link_asks_nothing(pca: PcaClient, pca_router: respx.MockRouter) -> None:

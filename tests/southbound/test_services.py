@@ -267,6 +267,28 @@ async def test_the_igp_fallback_avoids_down_links(
     assert services["vpn-003"].path == ["pe1-p2", "pe4-p2"]
 
 
+async def test_service_mappings_read_the_intent_and_inventory_alone(
+    served: CncClient, cnc_router: respx.MockRouter
+) -> None:
+    """What a cutover step needs, from the two NSO lists and the inventory: the same tier,
+    bandwidth and mapping as the folded view, without CAT's lists, policies or topology."""
+    mappings = {m.vpn_id: m for m in await served.service_mappings()}
+    read = {route.name for route in cnc_router.routes if route.call_count and route.name}
+    assert read - {"tgt", "jwt"} == {"nso-l3", "nso-l2"}  # and the login
+    assert list(mappings) == ["vpn-001", "vpn-002", "vpn-003", "vpn-004", "vpn-101"]
+    services = {s.vpn_id: s for s in await served.services()}
+    for vpn_id, m in mappings.items():
+        s = services[vpn_id]
+        assert (m.service_type, m.sla_tier, m.bandwidth_mbps, m.steered, m.mapped_color) == (
+            s.service_type,
+            s.sla_tier,
+            s.bandwidth_mbps,
+            s.steered,
+            s.mapped_color,
+        )
+    assert mappings["vpn-002"].steered and mappings["vpn-002"].mapped_color == 1001
+
+
 async def test_no_services_at_all_is_an_empty_list(
     cnc: CncClient, cnc_router: respx.MockRouter
 ) -> None:
