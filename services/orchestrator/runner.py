@@ -270,17 +270,21 @@ class Runner:
                     feed = Command(resume={"kind": "timer", "due": value["due"]})
         else:
             feed = None  # a run that a crash or a restart cut short: continue it
+        shown = {k: row.get(k) for k in ("status", "phase", "tier", "view")}
         async for values in self.graph.astream(feed, cfg, durability="sync", stream_mode="values"):
             if isinstance(values, dict) and values.get("status"):
-                # progress for REST while the run goes on; the full sync follows the run
-                await self.runs.update(
-                    self.engine,
-                    incident_id,
-                    status=values["status"],
-                    phase=values.get("phase", "0"),
-                    tier=values.get("tier"),
-                    view=self.view(values),
-                )
+                # progress for REST while the run goes on; the full sync follows the run.
+                # Only what changed is written: a poll's resume streams the same status at
+                # each node, and each write is a commit.
+                progress = {
+                    "status": values["status"],
+                    "phase": values.get("phase", "0"),
+                    "tier": values.get("tier"),
+                    "view": self.view(values),
+                }
+                if progress != shown:
+                    await self.runs.update(self.engine, incident_id, **progress)
+                    shown = progress
         if inbox_id is not None:
             # Deleted only once the graph has taken it: a crash before this line delivers it
             # again, and every interrupt site ignores a decision or signal it has seen.

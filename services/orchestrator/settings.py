@@ -48,7 +48,20 @@ class OrchestratorSettings(BaseSettings):
     approval_timeout_s: float = Field(
         default=900.0, gt=0, description="then the incident escalates"
     )
-    sla_poll_s: float = Field(default=5.0, gt=0, description="SLA recovery check interval")
+    sla_poll_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="SLA recovery check interval: the first poll after steering (or after the "
+        "SLA changed), doubled at each poll that finds it still degraded, up to sla_poll_max_s",
+    )
+    sla_poll_max_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="longest SLA poll interval while the SLA stays degraded (scaled; at most "
+        "PCA's 60 s measurement window, so no change is read later than one window after it "
+        "shows). PCA's clear alert, through the correlator's `cleared` signal, cuts a poll "
+        "short, so recovery is seen at once; equal to sla_poll_s (or lower): a fixed interval",
+    )
     cutover_step_s: float = Field(default=10.0, gt=0, description="pause between cutover steps")
     monitor_timeout_s: float = Field(
         default=3600.0, gt=0, description="escalate when the SLA has not recovered by then"

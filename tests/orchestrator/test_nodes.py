@@ -21,7 +21,7 @@ from services.orchestrator.flow.effects import Effects
 from services.orchestrator.flow.monitor import monitor, reroute
 from services.orchestrator.flow.protect import compute
 from services.orchestrator.flow.restore import restore
-from services.orchestrator.flow.state import iso
+from services.orchestrator.flow.state import iso, parse
 from services.orchestrator.settings import OrchestratorSettings
 from shared.contracts import Contract
 from shared.mesh import MeshClient
@@ -240,6 +240,70 @@ async def test_monitor_polls_again_while_the_sla_stays_degraded(harness: Harness
     # the tunnel's own links are checked in the same call
     checked = harness.net.to("restore", INC)[0].payload["links"]
     assert checked == ["pe1-pe2", "pe2-pe3", "pe1-pe4", "pe4-pe3"]
+
+
+def _unscaled(harness: Harness, **orch: Any) -> None:
+    """Timers at the seed's own seconds (time scale 1), with these orchestrator settings."""
+    deps: Deps = harness.config["configurable"]["deps"]
+    deps.settings = deps.settings.model_copy(update={"time_scale": 1.0})
+    deps.orch = OrchestratorSettings(**orch)
+
+
+async def _poll_after(harness: Harness, state: IncidentState, seconds: float) -> dict[str, Any]:
+    """Run ``monitor`` once and check it asked for an SLA poll ``seconds`` later: the due time
+    lies between the clock read before the node plus ``seconds`` and the one after plus
+    ``seconds`` (bounds, so the check holds however long the node took)."""
+    before = utcnow()
+    command = await harness.run(monitor, state)
+    after = utcnow()
+    assert command.goto == "wait"
+    update = harness.update(command)
+    assert update["wait"]["reason"] == "sla_poll"
+    due = parse(update["wait"]["due"])
+    waited = (before + timedelta(seconds=seconds), after + timedelta(seconds=seconds))
+    assert waited[0] <= due <= waited[1], (due - before).total_seconds()
+    return update
+
+
+async def test_monitor_backs_off_while_the_sla_stays_degraded(harness: Harness) -> None:
+    """Each poll that finds the SLA still degraded doubles the interval up to the cap; a
+    recovery (hold timer started) and a relapse start it over at CXM_SLA_POLL_S."""
+    _unscaled(harness, sla_poll_s=5.0, sla_poll_max_s=30.0)
+    m: dict[str, Any] = {"checks": 0, "started_at": iso(utcnow()), "hold_until": None}
+    step = 0
+
+    async def poll(within: bool, seconds: float) -> dict[str, Any]:
+        nonlocal step
+        harness.net.sla_script = [within]
+        update = await _poll_after(harness, protecting(harness.net, monitor=m, step=step), seconds)
+        step = update["step"]  # a new step, a new idempotency key: a fresh check
+        return cast(dict[str, Any], update["monitor"])
+
+    for seconds in (5, 10, 20, 30, 30, 30):
+        m = await poll(False, seconds)
+    assert (m["checks"], m["degraded_polls"]) == (6, 6)
+
+    harness.net.sla_script = [True]  # recovered: the hold timer runs, the streak is over
+    command = await harness.run(monitor, protecting(harness.net, monitor=m, step=step))
+    update = harness.update(command)
+    m, step = update["monitor"], update["step"]
+    assert (update["wait"]["reason"], m["degraded_polls"]) == ("hold_timer", 0)
+    m = {**m, "hold_until": iso(utcnow() - timedelta(seconds=1))}
+    for seconds in (5, 10):  # the hold expires on a relapse: short polls again, then longer
+        m = await poll(False, seconds)
+
+
+async def test_monitor_polls_at_a_fixed_interval_when_the_cap_is_the_interval(
+    harness: Harness,
+) -> None:
+    _unscaled(harness, sla_poll_s=5.0, sla_poll_max_s=5.0)
+    m: dict[str, Any] = {"checks": 0, "started_at": iso(utcnow()), "hold_until": None}
+    step = 0
+    for _ in range(3):
+        harness.net.sla_script = [False]
+        state = protecting(harness.net, monitor=m, step=step)
+        update = await _poll_after(harness, state, 5)
+        m, step = update["monitor"], update["step"]
 
 
 async def test_monitor_gives_up_after_the_monitor_timeout(harness: Harness) -> None:

@@ -164,8 +164,26 @@ async def _hold_expired(
         hold_s = _hold_s(tier)
         await fx.audit("sla_recovered", {"tier": tier, "hold_seconds": hold_s, **metrics})
         return Command(goto="restore", update=update)
-    poll = wait_for(fx, seconds=fx.orch.sla_poll_s, then="monitor", reason="sla_poll")
+    # degraded again: a change, so polling starts over at the short interval
+    update["monitor"].update(last_within=False, degraded_polls=1)
+    poll = wait_for(fx, seconds=poll_interval(fx, 0), then="monitor", reason="sla_poll")
     return Command(goto="wait", update={**update, "wait": poll})
+
+
+def poll_interval(fx: Effects, degraded_polls: int) -> float:
+    """Seconds (the seed's, scaled by ``wait_for``) until the next SLA poll, after
+    ``degraded_polls`` polls in a row that found the SLA degraded: ``CXM_SLA_POLL_S`` doubled
+    at each, up to ``CXM_SLA_POLL_MAX_S``.
+
+    A poll is a whole graph resume with a ``check_sla`` (PCA reads) behind it; an incident
+    whose SLA stays bad for minutes polled every 5 s all along. Recovery is not seen later
+    for it: PCA's clear alert reaches the correlator, whose ``cleared`` signal wakes the poll
+    at once (``control.on_signal``); the backoff only slows what nothing signals (a protection
+    path's link degrading unnoticed by the correlator, a clear alert that was lost).
+    """
+    base = fx.orch.sla_poll_s
+    longest = max(base, fx.orch.sla_poll_max_s)
+    return min(longest, base * 2 ** min(degraded_polls, 32))
 
 
 async def _start_hold(
@@ -179,7 +197,7 @@ async def _start_hold(
     tier = _tier(state)
     hold_s = _hold_s(tier)
     due = now + fx.scaled(hold_s)
-    update["monitor"].update(hold_until=iso(due), last_within=True)
+    update["monitor"].update(hold_until=iso(due), last_within=True, degraded_polls=0)
     await fx.status(
         Status.MONITORING,
         f"SLA recovered, hold timer started ({tier}, {hold_s:g} s)",
@@ -224,8 +242,11 @@ async def _still_degraded(
         await fx.status(
             Status.MONITORING, f"SLA still degraded (check {checks + 1}), monitoring", metrics
         )
+    # polls in a row that found it degraded (a recovery seen in between starts over)
+    streak = int(m.get("degraded_polls") or 0) if m.get("last_within") is False else 0
     m["last_within"] = False
-    poll = wait_for(fx, seconds=fx.orch.sla_poll_s, then="monitor", reason="sla_poll")
+    m["degraded_polls"] = streak + 1
+    poll = wait_for(fx, seconds=poll_interval(fx, streak), then="monitor", reason="sla_poll")
     return Command(goto="wait", update={**update, "wait": poll})
 
 
