@@ -11,6 +11,7 @@ rows, so this module knows nothing of the mesh.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -270,7 +271,10 @@ class CorrelationState:
         self.node_index: dict[tuple[bool, str], str] = {}
         self.recent: dict[str, RecentClose] = {}
         """Per link, its last incident closed within the window: what a new alert recurs after."""
-        self.dedup: dict[str, DedupEntry] = {}
+        self.dedup: OrderedDict[str, DedupEntry] = OrderedDict()
+        """Fingerprint → its latest state, oldest ``last_seen`` first (every update moves its
+        entry to the end), so :meth:`prune` stops at the first entry still in the window
+        instead of scanning every fingerprint of the window each tick."""
         self.flaps: dict[str, LinkFlapState] = {}
         self.flaps_persisted: set[str] = set()
         self.silences: dict[str, Silence] = {}
@@ -318,7 +322,9 @@ class CorrelationState:
         effects: list[Effect] = []
         for change in changes:
             if isinstance(change, RecordDedup):
-                self.dedup[change.fingerprint] = DedupEntry(change.status, now, change.incident_id)
+                self.remember(
+                    change.fingerprint, DedupEntry(change.status, now, change.incident_id)
+                )
             elif isinstance(change, UpdateFlap):
                 flap = change.after
                 if change.firing:
@@ -342,7 +348,13 @@ class CorrelationState:
                 effects.append(Cleared(self.incidents[change.incident_id], change.link))
             elif isinstance(change, SlideDedup):
                 self.dedup[change.fingerprint].last_seen = now
+                self.dedup.move_to_end(change.fingerprint)
         return effects
+
+    def remember(self, fingerprint: str, entry: DedupEntry) -> None:
+        """The fingerprint's latest state, kept in ``last_seen`` order (see ``dedup``)."""
+        self.dedup[fingerprint] = entry
+        self.dedup.move_to_end(fingerprint)
 
     def _open(self, change: OpenIncident, now: datetime, ws: store.WriteSet) -> None:
         ws.sequences.append((change.year not in self.sequence, change.year, change.seq))
@@ -472,8 +484,15 @@ class CorrelationState:
         self.detached[inc.id] = inc
 
     def prune(self, now: datetime, dedup_window: timedelta, window: timedelta) -> None:
-        for fp in [fp for fp, e in self.dedup.items() if now - e.last_seen >= dedup_window]:
-            del self.dedup[fp]
+        """Forget what has left its window. Dedup entries are in ``last_seen`` order, so this
+        costs what it removes; should the clock step back, an entry behind a newer one waits
+        for it (decisions check the window themselves, so a late prune changes nothing)."""
+        dedup = self.dedup
+        while dedup:
+            entry = next(iter(dedup.values()))
+            if now - entry.last_seen < dedup_window:
+                break
+            dedup.popitem(last=False)
         for link in [k for k, r in self.recent.items() if now - r.closed_at > window]:
             del self.recent[link]
 

@@ -7,8 +7,11 @@ them, so a restart rebuilds exactly the state that was acknowledged.
 
 from __future__ import annotations
 
+import json
+import operator
 from dataclasses import dataclass, field
 from datetime import datetime
+from sqlite3 import Connection as Sqlite3
 from typing import Any
 
 import orjson
@@ -48,9 +51,18 @@ alerts = sa.Table(
     sa.Index("ix_corr_alerts_received", "received_at"),
     sa.Index("ix_corr_alerts_link", "link", "received_at"),
     sa.Index("ix_corr_alerts_incident", "incident_id"),
-    sa.Index("ix_corr_alerts_fingerprint", "fingerprint"),
     sa.Index("ix_corr_alerts_disposition", "disposition", "received_at"),
+    sa.Index(
+        "ix_corr_alerts_servicenow_fp",
+        "fingerprint",
+        sqlite_where=sa.text("source = 'servicenow'"),
+        postgresql_where=sa.text("source = 'servicenow'"),
+    ),
 )
+"""``ix_corr_alerts_servicenow_fp`` is partial: the one query by fingerprint
+(:func:`incident_of_fingerprint`) is ServiceNow's, and an index of every alert's fingerprint
+(random values, so every insert dirtied a random page of it) was the costliest of the
+table's indexes on the ingest path, about a quarter of SQLite's insert time."""
 
 incidents = sa.Table(
     "corr_incidents",
@@ -106,6 +118,15 @@ silences = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
 )
 
+
+def _servicenow_fingerprint_index(conn: sa.Connection) -> None:
+    """The fingerprint index only for ServiceNow's alerts (see the table)."""
+    conn.exec_driver_sql("DROP INDEX IF EXISTS ix_corr_alerts_fingerprint")
+    next(i for i in alerts.indexes if i.name == "ix_corr_alerts_servicenow_fp").create(
+        conn, checkfirst=True
+    )
+
+
 MIGRATIONS = (
     Migration(
         1,
@@ -118,6 +139,11 @@ MIGRATIONS = (
             "corr_link_state",
             "corr_silences",
         ),
+    ),
+    Migration(
+        2,
+        "fingerprint index on corr_alerts only for ServiceNow's alerts",
+        _servicenow_fingerprint_index,
     ),
 )
 
@@ -194,11 +220,11 @@ def _keep_last(
 
 async def apply(conn: AsyncConnection, ws: WriteSet) -> None:
     """Write ``ws``: one statement per table and kind (executemany), whatever its size."""
+    if conn.dialect.name == "sqlite":
+        await _apply_sqlite(conn, ws)
+        return
     if ws.alerts:
-        if conn.dialect.name == "sqlite":
-            await conn.exec_driver_sql(_SQLITE_ALERT_INSERT, [_sqlite_alert(r) for r in ws.alerts])
-        else:
-            await conn.execute(alerts.insert(), ws.alerts)
+        await conn.execute(alerts.insert(), ws.alerts)
     for incident_id, values in ws.alert_updates:
         await conn.execute(
             alerts.update().where(alerts.c.incident_id == incident_id).values(**values)
@@ -214,34 +240,156 @@ async def apply(conn: AsyncConnection, ws: WriteSet) -> None:
         await conn.execute(_insert_ignoring_duplicates(conn, outbox_table), ws.outbox)
 
 
-_ALERT_COLUMNS = tuple(c.name for c in alerts.columns)
-_ALERT_JSON = frozenset(c.name for c in alerts.columns if isinstance(c.type, sa.JSON))
-_ALERT_TIMES = frozenset(c.name for c in alerts.columns if isinstance(c.type, UtcDateTime))
-_SQLITE_ALERT_INSERT = (
-    f"INSERT INTO {alerts.name} ({', '.join(_ALERT_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _ALERT_COLUMNS)})"
-)
-"""The alert rows on SQLite, bound by hand: in the ingest profile SQLAlchemy's per-row
-parameter processing (stdlib JSON, datetime formatting, the compiled-statement machinery)
-cost more than SQLite's own insert. :func:`_sqlite_alert` stores exactly what SQLAlchemy's
-SQLite types store (checked by a test reading rows back through the table), so reads are
-unchanged; PostgreSQL keeps the Core insert."""
+async def _apply_sqlite(conn: AsyncConnection, ws: WriteSet) -> None:
+    """:func:`apply` on SQLite: the rows every write of a storm has (alerts, the incidents
+    and links they touched, outbox rows) bound by hand (:class:`SqliteRows`) and executed
+    in one call on the driver's thread; the rare rest through SQLAlchemy after them.
+
+    Why one call: aiosqlite runs each statement on its own thread, and every statement was
+    a round trip (a queued call, a wake-up of the event loop, SQLAlchemy's cursor work)
+    costing the loop more than SQLite's own work for a small write. The transaction is
+    SQLAlchemy's as before (its commit follows). Order: the alerts come first, so an
+    ``alert_updates`` entry (every alert of an incident) also reaches this write's alerts.
+    """
+    statements: list[tuple[str, list[tuple[Any, ...]]]] = []
+    if ws.alerts:
+        statements.append((_ALERT_ROWS.sql, _ALERT_ROWS.encode(ws.alerts)))
+    statements += _INCIDENT_ROWS.upserts(ws.incidents)
+    statements += _LINK_ROWS.upserts(ws.links)
+    if ws.outbox:
+        # Keys are deterministic, so a replayed step may repeat one: skip it, keep the rest.
+        statements.append((_OUTBOX_ROWS.sql, _OUTBOX_ROWS.encode(ws.outbox)))
+    if statements:
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        run_in_thread = getattr(driver, "_execute", None)  # aiosqlite's, one queued call
+        db = getattr(driver, "_conn", None)
+        if run_in_thread is not None and isinstance(db, Sqlite3):
+            await run_in_thread(_executemany_all, db, statements)
+        else:
+            for sql, params in statements:
+                await conn.exec_driver_sql(sql, params)
+    for incident_id, values in ws.alert_updates:
+        await conn.execute(
+            alerts.update().where(alerts.c.incident_id == incident_id).values(**values)
+        )
+    await _upsert(
+        conn, sequences, "year", [({"year": y, "last": n}, i) for i, y, n in ws.sequences]
+    )
+    await _upsert(conn, silences, "id", [(row, i) for i, row in ws.silences])
 
 
-def _sqlite_alert(row: dict[str, Any]) -> tuple[Any, ...]:
-    """One alert row as SQLAlchemy's SQLite binds it: JSON text, and a datetime as its wall
-    time ``YYYY-MM-DD HH:MM:SS.ffffff`` (SQLite's DATETIME drops the zone; ours are UTC)."""
-    out: list[Any] = []
-    for name in _ALERT_COLUMNS:
-        value = row.get(name)
-        if name in _ALERT_JSON:
-            value = orjson.dumps(value).decode()
-        elif value is not None and name in _ALERT_TIMES:
-            value = value.isoformat(sep=" ", timespec="microseconds")[:26]
-        elif value is None and name == "summary":
-            value = ""
-        out.append(value)
-    return tuple(out)
+def _executemany_all(db: Sqlite3, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+    """On the driver's thread, inside the open transaction."""
+    for sql, params in statements:
+        db.executemany(sql, params)
+
+
+def _sqlite_time(value: datetime) -> str:
+    """A datetime as SQLAlchemy's SQLite type stores it: its wall time
+    ``YYYY-MM-DD HH:MM:SS.ffffff`` (SQLite's DATETIME drops the zone; ours are UTC)."""
+    return value.isoformat(sep=" ", timespec="microseconds")[:26]
+
+
+def _json_text(value: Any) -> str:
+    """JSON text for a JSON column: orjson (several times faster than the stdlib, which
+    SQLAlchemy uses); what orjson refuses (integers past 64 bits, non-string keys) goes
+    through the stdlib as before. Read back, both are the same value (orjson writes NaN as
+    null, where the stdlib wrote a non-standard NaN)."""
+    if value == {}:
+        return "{}"
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
+class SqliteRows:
+    """Rows of one table bound by hand on SQLite, for one driver ``executemany``.
+
+    Why: in the ingest profile SQLAlchemy's per-row parameter processing (stdlib JSON,
+    datetime formatting, the compiled-statement machinery) cost more than SQLite's own
+    insert; the grouped audit events (every alert of a write listed once) make the outbox
+    payloads long; and every write of a storm updates each incident and link it touched.
+    Used for those four tables (alerts, outbox, incidents, link states). Each value is
+    stored as SQLAlchemy's SQLite types store it (JSON text, ``null`` for None in a JSON
+    column, a datetime's wall time, booleans as 0/1, a column's scalar default for None),
+    checked by tests that read rows back through the table, so reads are unchanged.
+    PostgreSQL keeps the Core statements.
+    """
+
+    def __init__(
+        self,
+        table: sa.Table,
+        *,
+        skip: tuple[str, ...] = (),
+        conflict: str = "",
+        key: str | None = None,
+    ):
+        cols = [c for c in table.columns if c.name not in skip]
+        self.columns = tuple(c.name for c in cols)
+        self.sql = (
+            f"INSERT INTO {table.name} ({', '.join(self.columns)}) "
+            f"VALUES ({', '.join('?' for _ in cols)}){conflict}"
+        )
+        # with a key, UPDATE ... SET every other column WHERE key: the values reordered, key last
+        others = [i for i, name in enumerate(self.columns) if name != key]
+        self.update_sql = (
+            f"UPDATE {table.name} SET {', '.join(f'{self.columns[i]} = ?' for i in others)} "
+            f"WHERE {key} = ?"
+            if key
+            else ""
+        )
+        order = [*others, self.columns.index(key)] if key else others
+        self._update_order = operator.itemgetter(*order)
+        self._values = operator.itemgetter(*self.columns)
+        self._json = tuple(i for i, c in enumerate(cols) if isinstance(c.type, sa.JSON))
+        self._times = tuple(i for i, c in enumerate(cols) if isinstance(c.type, UtcDateTime))
+        self._defaults = tuple(
+            (i, c.default.arg)  # type: ignore[attr-defined]
+            for i, c in enumerate(cols)
+            if c.default is not None and c.default.is_scalar
+        )
+
+    def encode(self, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        out = []
+        last: datetime | None = None
+        text = ""
+        for row in rows:
+            values = list(self._values(row))
+            for i in self._json:
+                values[i] = _json_text(values[i])
+            for i in self._times:
+                value = values[i]
+                if value is not None:
+                    if value is not last:  # a write's rows mostly share their times
+                        last, text = value, _sqlite_time(value)
+                    values[i] = text
+            for i, default in self._defaults:
+                if values[i] is None:
+                    values[i] = default
+            out.append(tuple(values))
+        return out
+
+    def upserts(
+        self, rows: list[tuple[bool, dict[str, Any]]]
+    ) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        """As :func:`_upsert`: the new rows inserted, the known ones updated by the key."""
+        new = [row for insert, row in rows if insert]
+        known = [row for insert, row in rows if not insert]
+        out = []
+        if new:
+            out.append((self.sql, self.encode(new)))
+        if known:
+            reorder = self._update_order
+            out.append((self.update_sql, [reorder(r) for r in self.encode(known)]))
+        return out
+
+
+_ALERT_ROWS = SqliteRows(alerts)
+_INCIDENT_ROWS = SqliteRows(incidents, key="incident_id")
+_LINK_ROWS = SqliteRows(link_states, key="link")
+_OUTBOX_ROWS = SqliteRows(outbox_table, skip=("id",), conflict=" ON CONFLICT DO NOTHING")
 
 
 async def _upsert(
@@ -310,7 +458,12 @@ async def incident_of_fingerprint(engine: AsyncEngine, source: str, fingerprint:
     t = alerts
     query = (
         sa.select(t.c.incident_id)
-        .where(t.c.fingerprint == fingerprint, t.c.source == source, t.c.incident_id.is_not(None))
+        .where(
+            t.c.fingerprint == fingerprint,
+            # a literal, so the planner can prove the partial index applies
+            t.c.source == sa.bindparam("source", source, literal_execute=True),
+            t.c.incident_id.is_not(None),
+        )
         .order_by(t.c.received_at, t.c.id)
         .limit(1)
     )

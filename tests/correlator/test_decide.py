@@ -524,3 +524,44 @@ def test_a_forecast_and_a_fault_on_one_link_stay_two_incidents_until_each_closes
     assert state.open_for("pe1-pe2", None) is sla and "pe1-pe2" not in state.recent
     (again,) = _run(state, [alert(fingerprint="more")], NOW + timedelta(seconds=1))
     assert (again.disposition, again.incident_id) == ("correlated", sla.id)
+
+
+def test_derived_fingerprint_is_the_sources_formula() -> None:
+    """decide() writes ``sources.fingerprint`` out for speed; the value must not change (it is
+    stored, and dedup after a restart reads it back)."""
+    from services.correlator.decide import _derived_fingerprint
+    from services.correlator.sources import fingerprint
+
+    cases = [
+        NormalizedAlert(source="bench", link="a-b", metric="m", labels={"b": "2", "a": "1"}),
+        NormalizedAlert(source="x", node="n1"),
+        NormalizedAlert(source="x", host="h", metric=""),
+        NormalizedAlert(source="x", node="n", host="h", labels={"é": "ü", "k": "'\"\x1f"}),
+    ]
+    for a in cases:
+        for link in (None, "a-b"):
+            expected = fingerprint(
+                a.source, link, a.node or a.host, a.metric, sorted(a.labels.items())
+            )
+            assert _derived_fingerprint(a, link) == expected
+
+
+def test_prune_forgets_exactly_what_left_the_dedup_window() -> None:
+    """Dedup entries are kept in last-seen order so a prune stops early; a fingerprint that
+    slid (a duplicate) or was recorded again stays, whatever its first arrival."""
+    state = CorrelationState(RULES.dampening)
+    ws = WriteSet()
+    t0 = NOW - timedelta(seconds=400)
+    state.apply((RecordDedup("a", "firing", None),), t0, ws, TOPO)
+    state.apply((RecordDedup("b", "firing", None),), t0 + timedelta(seconds=1), ws, TOPO)
+    state.apply((RecordDedup("c", "firing", None),), t0 + timedelta(seconds=2), ws, TOPO)
+    state.apply((SlideDedup("a"),), NOW - timedelta(seconds=10), ws, TOPO)
+    state.apply((RecordDedup("b", "resolved", None),), NOW - timedelta(seconds=5), ws, TOPO)
+    state.prune(NOW, RULES.dedup_window, RULES.window)
+    assert list(state.dedup) == ["a", "b"]  # c left the window; a slid, b was seen again
+    # a clock that stepped back: the entry waits behind newer ones, then goes with them
+    state.apply((RecordDedup("d", "firing", None),), NOW - timedelta(seconds=200), ws, TOPO)
+    state.prune(NOW + timedelta(seconds=150), RULES.dedup_window, RULES.window)
+    assert list(state.dedup) == ["a", "b", "d"]
+    state.prune(NOW + timedelta(seconds=300), RULES.dedup_window, RULES.window)
+    assert list(state.dedup) == []

@@ -1,15 +1,17 @@
 """The ingest hot path keeps its promise: an alert answered 202 is in the database.
 
-The correlator writes alert rows on SQLite with a hand-bound executemany (store.py) and serves
-``POST /api/v1/alerts`` in plain ASGI ahead of the framework (app.py); both were made for
-speed, so these tests check what speed must not cost: the rows read back exactly as
-SQLAlchemy's own insert stores them, and a correlator killed with SIGKILL right after its
-answers has every alert it acknowledged on disk.
+The correlator writes its alert, outbox, incident and link-state rows on SQLite with
+hand-bound executemany statements (store.py) and serves ``POST /api/v1/alerts`` in plain
+ASGI ahead of the framework (app.py); both were made for speed, so these tests check what
+speed must not cost: the rows read back exactly as SQLAlchemy's own statements store them,
+the one query by fingerprint still has its (now partial) index, and a correlator killed with
+SIGKILL right after its answers has every alert it acknowledged on disk.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -25,7 +27,8 @@ import httpx
 import sqlalchemy as sa
 
 from services.correlator import store
-from shared.db import make_engine
+from shared.db import make_engine, migrate
+from shared.outbox import outbox_table
 from tests.support import ROOT, free_port, http_server, wait_until
 
 TOKEN = "kill-test-token"
@@ -85,6 +88,179 @@ async def test_hand_bound_alert_rows_read_back_as_core_inserts(tmp_path: Path) -
     assert rows["fast"]["received_at"] == when
     core, fast = raw
     assert fast[1:] == core[1:]  # the very text SQLAlchemy stores, so ordering is unchanged
+
+
+async def test_hand_bound_outbox_rows_read_back_as_core_inserts(tmp_path: Path) -> None:
+    """Outbox rows on SQLite are bound by hand too (orjson payloads); the deliverer reads
+    them through the table, so they must read back as SQLAlchemy's own insert stores them."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'outbox.db'}")
+    when = datetime(2026, 11, 30, 14, 5, 6, tzinfo=UTC)  # no microseconds
+
+    def row(key: str) -> dict[str, Any]:
+        return {
+            "agent": "audit",
+            "task_type": "audit_event",
+            "payload": {
+                "event_type": "alert_correlated",
+                "details": {"alerts": [{"id": "a", "node": None, "n": 1, "v": 2.5, "ü": "✓"}]},
+            },
+            "incident_id": "INC-2026-0001",
+            "idempotency_key": key,
+            "attempts": 0,
+            "next_attempt_at": when,
+            "created_at": when.replace(microsecond=123),
+            "delivered_at": None,
+            "dead": False,
+            "last_error": None,
+        }
+
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(store.meta.create_all, tables=[store.alerts])
+            await conn.run_sync(outbox_table.metadata.create_all, tables=[outbox_table])
+        async with engine.begin() as conn:
+            await store.apply(conn, store.WriteSet(outbox=[row("fast"), row("fast")]))
+            await conn.execute(outbox_table.insert(), [row("core")])
+        async with engine.connect() as conn:
+            rows = {
+                r["idempotency_key"]: {
+                    k: v for k, v in r.items() if k not in ("id", "idempotency_key")
+                }
+                for r in (await conn.execute(sa.select(outbox_table))).mappings()
+            }
+            raw = (
+                await conn.exec_driver_sql(
+                    "SELECT next_attempt_at, created_at, dead, typeof(payload) FROM outbox "
+                    "ORDER BY id"
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    assert set(rows) == {"fast", "core"}  # the repeated key was skipped, as before
+    assert rows["fast"] == rows["core"]
+    assert rows["fast"]["created_at"] == when.replace(microsecond=123)
+    assert raw[0] == raw[1]
+
+
+async def test_hand_bound_incident_and_link_rows_read_back_as_core_upserts(
+    tmp_path: Path,
+) -> None:
+    """Incident and link-state rows on SQLite (inserted, then updated by their key) store
+    what SQLAlchemy's own statements store: the same text, JSON the same value."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'upsert.db'}")
+    when = datetime(2026, 11, 30, 14, 5, 6, 789012, tzinfo=UTC)
+
+    def incident(inc_id: str, **kw: Any) -> dict[str, Any]:
+        return {
+            "incident_id": inc_id,
+            "status": "pending",
+            "resolution": None,
+            "severity": "high",
+            "links": ["pe1-pe2"],
+            "nodes": [],
+            "created_at": when,
+            "emit_at": when + timedelta(seconds=3),
+            "emitted_at": None,
+            "last_alert_at": when,
+            "closed_at": None,
+            "dampened_until": None,
+            "proactive": False,
+            "triage": None,
+            **kw,
+        }
+
+    def link(name: str, **kw: Any) -> dict[str, Any]:
+        return {
+            "link": name,
+            "seen": True,
+            "degraded": True,
+            "penalty": 0.0,
+            "updated_at": when,
+            "suppressed_since": None,
+            "changes": 0,
+            **kw,
+        }
+
+    later = {"status": "open", "emitted_at": when, "triage": {"confidence": 0.5, "why": ["ü"]}}
+    flap = {"penalty": 1234.5, "changes": 2, "suppressed_since": when, "degraded": False}
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(store.meta.create_all)
+        for step in (
+            store.WriteSet(incidents=[(True, incident("fast"))], links=[(True, link("fast"))]),
+            store.WriteSet(
+                incidents=[(False, incident("fast", **later))],
+                links=[(False, link("fast", **flap))],
+            ),
+        ):
+            async with engine.begin() as conn:
+                await store.apply(conn, step)
+        async with engine.begin() as conn:  # the same through SQLAlchemy's statements
+            await store._upsert(conn, store.incidents, "incident_id", [(incident("core"), True)])
+            await store._upsert(conn, store.link_states, "link", [(link("core"), True)])
+            await store._upsert(
+                conn, store.incidents, "incident_id", [(incident("core", **later), False)]
+            )
+            await store._upsert(conn, store.link_states, "link", [(link("core", **flap), False)])
+        async with engine.connect() as conn:
+            raw: dict[str, list[tuple[Any, ...]]] = {
+                table: [
+                    tuple(row[1:])
+                    for row in await conn.exec_driver_sql(f"SELECT * FROM {table} ORDER BY 1")
+                ]
+                for table in ("corr_incidents", "corr_link_state")
+            }
+            read = (await conn.execute(sa.select(store.incidents))).mappings().all()
+    finally:
+        await engine.dispose()
+    for table, (core, fast) in raw.items():
+        # the same text, but JSON only the same value (orjson writes no spaces, no escapes)
+        assert [_value(v) for v in fast] == [_value(v) for v in core], table
+    assert read[1]["triage"] == {"confidence": 0.5, "why": ["ü"]}
+
+
+def _value(raw: Any) -> Any:
+    if isinstance(raw, str) and raw[:1] in ("{", "["):
+        return ("json", json.loads(raw))
+    return raw
+
+
+async def test_fingerprint_index_only_for_servicenow_and_used(tmp_path: Path) -> None:
+    """Migration 2 replaces the index of every alert's fingerprint by one of ServiceNow's
+    alerts only, and the query that needs it (a record already made a ticket) still uses it."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'ix.db'}")
+    statements: list[tuple[str, Any]] = []
+    try:
+        await migrate(engine, "correlator", store.MIGRATIONS[:1])
+        async with engine.begin() as conn:  # the database as version 1 made it
+            await conn.exec_driver_sql("DROP INDEX IF EXISTS ix_corr_alerts_servicenow_fp")
+            await conn.exec_driver_sql(
+                "CREATE INDEX ix_corr_alerts_fingerprint ON corr_alerts (fingerprint)"
+            )
+        assert await migrate(engine, "correlator", store.MIGRATIONS) == [2]
+        async with engine.connect() as conn:
+            names = {
+                name
+                for (name,) in await conn.exec_driver_sql(
+                    "SELECT name FROM sqlite_master WHERE type = 'index'"
+                    " AND tbl_name = 'corr_alerts'"
+                )
+            }
+        assert "ix_corr_alerts_fingerprint" not in names
+        assert "ix_corr_alerts_servicenow_fp" in names
+
+        def seen(_c: Any, _cur: Any, stmt: str, params: Any, _ctx: Any, _many: bool) -> None:
+            statements.append((stmt, params))
+
+        sa.event.listen(engine.sync_engine, "before_cursor_execute", seen)
+        assert await store.incident_of_fingerprint(engine, "servicenow", "fp") is None
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", seen)
+        stmt, params = statements[-1]
+        async with engine.connect() as conn:
+            plan = (await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {stmt}", params)).all()
+    finally:
+        await engine.dispose()
+    assert any("ix_corr_alerts_servicenow_fp" in str(step) for step in plan), plan
 
 
 class _Peers(BaseHTTPRequestHandler):
