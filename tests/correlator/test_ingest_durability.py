@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from services.correlator import store
@@ -217,6 +218,54 @@ async def test_hand_bound_incident_and_link_rows_read_back_as_core_upserts(
         # the same text, but JSON only the same value (orjson writes no spaces, no escapes)
         assert [_value(v) for v in fast] == [_value(v) for v in core], table
     assert read[1]["triage"] == {"confidence": 0.5, "why": ["ü"]}
+
+
+async def test_a_write_that_fails_half_way_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hand-bound statements of a write run in one call on the driver's thread, inside
+    SQLAlchemy's transaction: a statement that fails after others succeeded rolls them back
+    (the writer then answers 503 and reloads). Also through the statement-by-statement
+    fallback, used when the driver is not aiosqlite as this code knows it."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'atomic.db'}")
+    when = datetime(2026, 11, 30, 14, 5, 6, tzinfo=UTC)
+    inc = {
+        "incident_id": "INC-2026-0001",
+        "status": "pending",
+        "resolution": None,
+        "severity": "high",
+        "links": ["pe1-pe2"],
+        "nodes": [],
+        "created_at": when,
+        "emit_at": when,
+        "emitted_at": None,
+        "last_alert_at": when,
+        "closed_at": None,
+        "dampened_until": None,
+        "proactive": False,
+        "triage": None,
+    }
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(store.meta.create_all)
+            await store.apply(conn, store.WriteSet(incidents=[(True, inc)]))
+        for fallback in (False, True):
+            if fallback:  # the driver not recognised: one statement at a time
+                monkeypatch.setattr(store, "Sqlite3", type("NotSqlite", (), {}))
+            # alerts first, then the incident inserted again: its key exists, so it fails
+            ws = store.WriteSet(alerts=[_row(f"a{fallback}", when)], incidents=[(True, inc)])
+            # the driver's own error in one call, SQLAlchemy's wrapping of it statement by
+            # statement: the writer answers both alike (503, nothing stored, state reloaded)
+            with pytest.raises((sqlite3.IntegrityError, sa.exc.IntegrityError)):
+                async with engine.begin() as conn:
+                    await store.apply(conn, ws)
+        async with engine.begin() as conn:  # the fallback path writes as the fast one does
+            await store.apply(conn, store.WriteSet(alerts=[_row("ok", when)]))
+        async with engine.connect() as conn:
+            ids = [r[0] for r in await conn.exec_driver_sql("SELECT id FROM corr_alerts")]
+    finally:
+        await engine.dispose()
+    assert ids == ["ok"]
 
 
 def _value(raw: Any) -> Any:
