@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -369,6 +369,26 @@ class TeGraph:
             self._pairs = (ends[:, 0].copy(), ends[:, 1].copy())
         return self._pairs
 
+    def slots_of_keys(self, values: Mapping[str, float]) -> tuple[list[int], list[float]]:
+        """``values`` by ``link_key`` spread on the slots of those keys (unknown keys
+        dropped): a slot list and a value list, for ``np.bincount``."""
+        single: dict[str, int] | None = self.cache.get("slot_by_key")
+        if single is None:  # most keys name one slot: one dict lookup each
+            single = {k: next(iter(v)) for k, v in self.by_key.items() if len(v) == 1}
+            self.cache["slot_by_key"] = single
+        slots: list[int] = []
+        weights: list[float] = []
+        for key, value in values.items():
+            slot = single.get(key)
+            if slot is not None:
+                slots.append(slot)
+                weights.append(value)
+            else:
+                for slot in self.by_key.get(key, ()):
+                    slots.append(slot)
+                    weights.append(value)
+        return slots, weights
+
     def slots_named(self, names: Iterable[str]) -> set[int]:
         """Slots of links a request names: by link key, or by their ends (every parallel)."""
         found: set[int] = set()
@@ -673,8 +693,7 @@ class TeGraph:
         # the tree's exact distances bound the restricted ones from below (arcs only went to
         # inf), so they guide the search; a node that cannot reach the target at all cannot
         # now either, and 0 keeps its arcs' reduced costs finite
-        bound = np.where(np.isfinite(to_target), to_target, 0.0)
-        result = self.guided(restricted, spur, target, bound)
+        result = self.guided(restricted, spur, target, np.nan_to_num(to_target, posinf=0.0))
         return None if result is None else result.nodes
 
     def _path_cost(self, weights: Floats, nodes: Sequence[int]) -> float:

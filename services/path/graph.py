@@ -70,9 +70,11 @@ def _service_load(service: VpnService) -> Iterator[tuple[str, float]]:
 def committed_by_link(services: Iterable[VpnService]) -> dict[str, float]:
     """Committed Mbps per link (by ``link_key``) of the services where they ride now."""
     out: defaultdict[str, float] = defaultdict(float)
-    for service in services:
-        for key, mbps in _service_load(service):
-            out[key] += mbps
+    key = link_key
+    for service in services:  # the loop of _service_load, inlined: it runs per hop per read
+        mbps = service.bandwidth_mbps
+        for name in service.path:
+            out[key(name)] += mbps
     return dict(out)
 
 
@@ -448,17 +450,10 @@ class KnowledgeGraph:
         proactive request's headroom is then only arithmetic on them)."""
         if self._slot_loads is None or len(self._slot_loads[0]) != self.engine.slots:
             arrays = []
-            by_key = self.engine.by_key
+            n = self.engine.slots
             for mbps_by_key in (self.load_mbps, self.promised_mbps):
-                slots: list[int] = []
-                weights: list[float] = []
-                for key, mbps in mbps_by_key.items():
-                    for slot in by_key.get(key, ()):
-                        slots.append(slot)
-                        weights.append(mbps)
-                arrays.append(
-                    np.bincount(slots, weights, minlength=self.engine.slots).astype(np.float64)
-                )
+                slots, weights = self.engine.slots_of_keys(mbps_by_key)
+                arrays.append(np.bincount(slots, weights, minlength=n).astype(np.float64))
             self._slot_loads = (arrays[0], arrays[1])
         return self._slot_loads
 
