@@ -225,19 +225,12 @@ async def apply(conn: AsyncConnection, ws: WriteSet) -> None:
         return
     if ws.alerts:
         await conn.execute(alerts.insert(), ws.alerts)
-    for incident_id, values in ws.alert_updates:
-        await conn.execute(
-            alerts.update().where(alerts.c.incident_id == incident_id).values(**values)
-        )
-    await _upsert(
-        conn, sequences, "year", [({"year": y, "last": n}, i) for i, y, n in ws.sequences]
-    )
     await _upsert(conn, incidents, "incident_id", [(row, i) for i, row in ws.incidents])
     await _upsert(conn, link_states, "link", [(row, i) for i, row in ws.links])
-    await _upsert(conn, silences, "id", [(row, i) for i, row in ws.silences])
     if ws.outbox:
         # Keys are deterministic, so a replayed step may repeat one: skip it, keep the rest.
         await conn.execute(_insert_ignoring_duplicates(conn, outbox_table), ws.outbox)
+    await _apply_rare(conn, ws)
 
 
 async def _apply_sqlite(conn: AsyncConnection, ws: WriteSet) -> None:
@@ -269,6 +262,12 @@ async def _apply_sqlite(conn: AsyncConnection, ws: WriteSet) -> None:
         else:
             for sql, params in statements:
                 await conn.exec_driver_sql(sql, params)
+    await _apply_rare(conn, ws)
+
+
+async def _apply_rare(conn: AsyncConnection, ws: WriteSet) -> None:
+    """The writes a storm seldom has, the same on both backends: alert updates (after the
+    alerts, so they reach this write's too), year sequences, silences."""
     for incident_id, values in ws.alert_updates:
         await conn.execute(
             alerts.update().where(alerts.c.incident_id == incident_id).values(**values)
