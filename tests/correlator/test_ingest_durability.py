@@ -62,6 +62,27 @@ def _row(alert_id: str, when: datetime) -> dict[str, Any]:
     }
 
 
+def _incident(inc_id: str, when: datetime, **kw: Any) -> dict[str, Any]:
+    """A pending incident row as the state writes it (``kw`` overrides columns)."""
+    return {
+        "incident_id": inc_id,
+        "status": "pending",
+        "resolution": None,
+        "severity": "high",
+        "links": ["pe1-pe2"],
+        "nodes": [],
+        "created_at": when,
+        "emit_at": when,
+        "emitted_at": None,
+        "last_alert_at": when,
+        "closed_at": None,
+        "dampened_until": None,
+        "proactive": False,
+        "triage": None,
+        **kw,
+    }
+
+
 async def test_hand_bound_alert_rows_read_back_as_core_inserts(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'rows.db'}")
     try:
@@ -152,23 +173,7 @@ async def test_hand_bound_incident_and_link_rows_read_back_as_core_upserts(
     when = datetime(2026, 11, 30, 14, 5, 6, 789012, tzinfo=UTC)
 
     def incident(inc_id: str, **kw: Any) -> dict[str, Any]:
-        return {
-            "incident_id": inc_id,
-            "status": "pending",
-            "resolution": None,
-            "severity": "high",
-            "links": ["pe1-pe2"],
-            "nodes": [],
-            "created_at": when,
-            "emit_at": when + timedelta(seconds=3),
-            "emitted_at": None,
-            "last_alert_at": when,
-            "closed_at": None,
-            "dampened_until": None,
-            "proactive": False,
-            "triage": None,
-            **kw,
-        }
+        return _incident(inc_id, when, **{"emit_at": when + timedelta(seconds=3), **kw})
 
     def link(name: str, **kw: Any) -> dict[str, Any]:
         return {
@@ -229,22 +234,7 @@ async def test_a_write_that_fails_half_way_leaves_nothing(
     fallback, used when the driver is not aiosqlite as this code knows it."""
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'atomic.db'}")
     when = datetime(2026, 11, 30, 14, 5, 6, tzinfo=UTC)
-    inc = {
-        "incident_id": "INC-2026-0001",
-        "status": "pending",
-        "resolution": None,
-        "severity": "high",
-        "links": ["pe1-pe2"],
-        "nodes": [],
-        "created_at": when,
-        "emit_at": when,
-        "emitted_at": None,
-        "last_alert_at": when,
-        "closed_at": None,
-        "dampened_until": None,
-        "proactive": False,
-        "triage": None,
-    }
+    inc = _incident("INC-2026-0001", when)
     try:
         async with engine.begin() as conn:
             await conn.run_sync(store.meta.create_all)

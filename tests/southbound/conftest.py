@@ -81,16 +81,21 @@ def pca_router() -> Iterator[respx.MockRouter]:
     yield router
 
 
-@pytest.fixture
-async def pca(pca_router: respx.MockRouter, clock: Clock) -> AsyncIterator[PcaClient]:
-    client = PcaClient(
+def pca_client(router: respx.MockRouter, clock: Clock, **options: Any) -> PcaClient:
+    """A PCA client talking to ``router`` (``options``: the client's own, e.g. page size)."""
+    return PcaClient(
         PCA,
         username="cxm",
         password="cxm-lab",
-        transport=httpx.MockTransport(pca_router.async_handler),
+        transport=httpx.MockTransport(router.async_handler),
         clock=clock,
-        page_size=2,
+        **options,
     )
+
+
+@pytest.fixture
+async def pca(pca_router: respx.MockRouter, clock: Clock) -> AsyncIterator[PcaClient]:
+    client = pca_client(pca_router, clock, page_size=2)
     yield client
     await client.aclose()
 

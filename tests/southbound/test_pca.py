@@ -12,8 +12,8 @@ import respx
 
 from shared.errors import SouthboundError
 from shared.southbound import PcaClient
-from tests.southbound.conftest import NOW, Clock
-from tests.southbound.payloads import PCA, monitored_object
+from tests.southbound.conftest import NOW, Clock, pca_client
+from tests.southbound.payloads import monitored_object
 
 OBJECTS = [
     monitored_object("mo-pe1-pe2", "pe1-pe2"),
@@ -241,14 +241,7 @@ async def test_an_object_that_answers_nothing_has_the_next_check_read_them_again
 async def test_objects_ttl_zero_reads_them_for_every_check(
     pca_router: respx.MockRouter, clock: Clock
 ) -> None:
-    client = PcaClient(
-        PCA,
-        username="cxm",
-        password="cxm-lab",
-        transport=httpx.MockTransport(pca_router.async_handler),
-        clock=clock,
-        objects_ttl_s=0.0,
-    )
+    client = pca_client(pca_router, clock, objects_ttl_s=0.0)
     serve_objects(pca_router)
     pca_router.post("/api/v3/metrics/aggregate").respond(
         200, json=aggregate({mo["id"]: HEALTHY for mo in OBJECTS})
