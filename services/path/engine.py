@@ -14,10 +14,10 @@ on every topology change about 250 ms (``docs/benchmarks.md``, "Path computation
 - the search is scipy's C Dijkstra (``scipy.sparse.csgraph``) on costs reduced by a lower
   bound to the target from a few landmarks (A* with ALT bounds, :meth:`TeGraph.guided`), up
   to a growing ``limit``: it settles a narrow band along the way instead of the whole graph.
-  Without a bound (and for Yen's spur paths) it runs from both ends with a growing radius
-  (:meth:`TeGraph.search`). k shortest paths are Yen's algorithm whose spur paths come from
-  the reverse shortest-path tree when it proves them optimal, with a search only when it
-  cannot;
+  Without a bound (no landmark reaches the target) it runs from both ends with a growing
+  radius (:meth:`TeGraph.search`). k shortest paths are Yen's algorithm whose spur paths come
+  from the reverse shortest-path tree when it proves them optimal, with a search guided by
+  that tree's distances only when it cannot;
 - a topology change is applied as a diff (:meth:`TeGraph.update`): a changed link rewrites
   its slot, an added or removed one its slot and the pair it belongs to; the CSR structure is
   rebuilt (a few ms) only when a node pair gains or loses its first link.
