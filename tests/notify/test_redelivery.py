@@ -258,7 +258,9 @@ async def test_a_refusal_is_final_and_is_not_retried(
 async def test_too_old_is_abandoned_and_a_later_success_is_reported_once(
     settings: Settings, snow: FakeServiceNow, peers: Peers
 ) -> None:
-    ns = notify_settings(snow=True, **FAST | {"notify_redelivery_max_age_s": 30.0})
+    # 300 s is 3 s at the tests' time scale: the first answer (two attempts) must come before
+    # it, which 300 ms did not always leave on a busy CI machine ("abandoned" at once)
+    ns = notify_settings(snow=True, **FAST | {"notify_redelivery_max_age_s": 300.0})
     snow.down = True
     async with agent(settings, ns, peers) as (client, app):
         assert (await send(client, "k-new"))["servicenow"]["status"] == "retrying"
