@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         # samples every 1 s of real time; forecasts 30 s ahead (both scaled from the defaults)
         "CXM_TRAFFIC_SAMPLE_INTERVAL_S": "50",
         "CXM_TRAFFIC_SAMPLE_MIN_INTERVAL_S": "0.5",
+        "CXM_PATH_MEASUREMENT_MIN_TTL_S": "0.5",  # path reads loads on the same clock
         "CXM_TRAFFIC_FORECAST_HORIZON_S": "1500",
         **dict(item.split("=", 1) for item in args.env),
     }

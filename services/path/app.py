@@ -3,7 +3,10 @@
 The graph is cached for a short TTL (scaled by ``CXM_TIME_SCALE``); after that CNC is asked
 again and, if the topology changed, only the difference is applied to the graph in place (a
 link's delay, status or capacity rewrites its slot; a link or node that comes or goes adds or
-drops its own): a 10,000-node graph is never rebuilt per request nor per change. A request
+drops its own): a 10,000-node graph is never rebuilt per request nor per change. Each link's
+delay and load come from CNC's performance metrics, one keyed read per link direction: they are
+kept for their own, longer TTL (``measurement_ttl_s``), and a refresh of the structure within
+it reads only the links new to it. A request
 for bandwidth also reads CNC's services, every time (steering changes all the time), to know
 each link's load: each service's path is the one it rides now. "No path" is an answer, not an error:
 ``found=False`` with a reason, so the orchestrator can branch to escalation.
@@ -12,6 +15,7 @@ each link's load: each service's path is the one it rides now. "No path" is an a
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -49,13 +53,25 @@ log = get_logger(__name__)
 class GraphCache:
     """The knowledge graph, refreshed from CNC at most once per TTL and updated on change."""
 
-    def __init__(self, cnc: CncClient, pca: PcaClient, ttl_s: float, *, measure: bool = True):
+    def __init__(
+        self,
+        cnc: CncClient,
+        pca: PcaClient,
+        ttl_s: float,
+        *,
+        measure: bool = True,
+        measurement_ttl_s: float = 0.0,
+    ):
         self.cnc = cnc
         self.pca = pca
         self.ttl_s = ttl_s
+        self.measurement_ttl_s = measurement_ttl_s
+        """How long each link's delay and load are kept across structure refreshes (0: read
+        with every refresh)."""
         self.measure = measure
         self._graph: KnowledgeGraph | None = None
         self._fetched_at = 0.0
+        self._measured_at = -math.inf
         self._lock = asyncio.Lock()
         self.full_builds = 0
         self.updates = 0
@@ -95,8 +111,13 @@ class GraphCache:
             fresh = time.monotonic() - self._fetched_at < self.ttl_s
             if self._graph is not None and fresh and not refresh:
                 return self._graph
-            topology, rates = await self.cnc.measured_topology()
-            self.rates, self.rated_with = (rates if self.measure else {}), None
+            reuse = time.monotonic() - self._measured_at < self.measurement_ttl_s
+            topology, rates = await self.cnc.measured_topology(reuse=reuse and not refresh)
+            if not reuse or refresh:
+                # new rates: the placement they belong to is the next services read's
+                self._measured_at = time.monotonic()
+                self.rated_with = None
+            self.rates = rates if self.measure else {}
             self._fetched_at = time.monotonic()
             digest = fingerprint(topology)
             if self._graph is None:
@@ -121,7 +142,9 @@ class GraphCache:
         return self.rated_with
 
     async def _read_sla(self) -> dict[str, SlaBreach]:
-        links = list((await self.get()).links)
+        # the graph the request just got: another get() could outlive a short TTL and read
+        # the whole topology a second time for the same request
+        links = list((self._graph or await self.get()).links)
         metrics, limits = await asyncio.gather(self.pca.link_metrics(links), self.pca.thresholds())
         breaches = {name: SlaBreach.of(name, m, limits) for name, m in metrics.items()}
         return {name: breach for name, breach in breaches.items() if breach is not None}
@@ -165,6 +188,10 @@ async def _southbound(app: FastAPI) -> AsyncIterator[None]:
             app.state.pca,
             settings.scaled(path_settings.topology_ttl_s),
             measure=path_settings.measured_load,
+            measurement_ttl_s=max(
+                settings.scaled(path_settings.measurement_ttl_s),
+                path_settings.measurement_min_ttl_s,
+            ),
         )
         yield
 

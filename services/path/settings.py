@@ -14,6 +14,20 @@ class PathSettings(BaseSettings):
         gt=0,
         description="seconds the knowledge graph is trusted before CNC is asked again (scaled)",
     )
+    measurement_ttl_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="seconds each link's delay and load (CNC's performance metrics) are "
+        "trusted before they are read again (scaled); the structure is read every "
+        "topology_ttl_s, and a link new to it has its measurements read at once",
+    )
+    measurement_min_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="floor of the scaled measurement_ttl_s: CNC serves performance metrics "
+        "as keyed reads only (two per link), so a small time scale must not turn every "
+        "topology refresh into thousands of reads",
+    )
     avoid_out_of_sla: bool = Field(
         default=True,
         description="price in every link PCA measures out of SLA now (avoided when possible)",

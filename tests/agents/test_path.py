@@ -122,6 +122,42 @@ async def test_graph_is_cached_and_rebuilt_on_change(
     assert fresh["path"] == ["pe1", "p3", "pe4"]
 
 
+def _pm_reads(net: FakeNetwork) -> int:
+    return sum("igp-link-pm=" in path for _, path in net.requests)
+
+
+async def test_measurements_are_read_on_their_own_clock(
+    agent_settings: Settings, net: FakeNetwork
+) -> None:
+    """Each link's delay comes from one keyed performance read per direction: a request reads
+    them once (even when the structure's TTL runs out within it), a structure refresh within
+    ``measurement_ttl_s`` reads only a new link's, and the measurement TTL reads them all."""
+    every_time = PathSettings(topology_ttl_s=1e-9, measurement_ttl_s=1e-9, measurement_min_ttl_s=0)
+    async with running(create_app(agent_settings, path_settings=every_time)) as client:
+        await _compute(client)
+        assert _pm_reads(net) == 2 * len(net.topology["links"])
+
+    net.requests.clear()
+    kept = PathSettings(topology_ttl_s=1e-9, measurement_ttl_s=3600)
+    app = create_app(agent_settings, path_settings=kept)
+    async with running(app) as client:
+        await _compute(client)
+        assert _pm_reads(net) == 20
+        net.topology["links"][4]["delay-ms"] = 100  # p1-p2 gets slow: not read yet
+        assert (await _compute(client))["path"] == ["pe1", "p1", "p2", "pe4"]
+        assert _pm_reads(net) == 20 and net.topology_reads >= 2
+        net.topology["links"].append(
+            {**net.topology["links"][0], "link-id": "p1-p3", "source": "p1", "destination": "p3"}
+        )
+        summary = (await run_task(client, "get_topology", {})).json()["result"]
+        assert _pm_reads(net) == 22  # the new link's two directions only
+        assert len(summary["links"]) == 11
+        fresh = (await run_task(client, "get_topology", {"refresh": True})).json()["result"]
+        assert _pm_reads(net) == 22 + 22
+        assert (await _compute(client))["path"] == ["pe1", "p3", "pe4"]
+    assert len(fresh["links"]) == 11
+
+
 async def test_k_shortest_paths(agent_settings: Settings, net: FakeNetwork) -> None:
     async with running(create_app(agent_settings)) as client:
         response = await run_task(client, "k_shortest_paths", {**_request(), "k": 5})

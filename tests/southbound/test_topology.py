@@ -249,3 +249,54 @@ async def test_link_utilisation_of_an_unmeasured_link_is_unknown(
     loads = await cnc.link_utilisation()
     assert loads["pe1-p1"].rate_mbps is None
     assert loads["pe1-p1"].utilisation_pct is None
+
+
+async def test_reused_measurements_read_only_directions_never_read(
+    cnc: CncClient, cnc_router: respx.MockRouter
+) -> None:
+    """``measured_topology(reuse=True)`` keeps each direction's last answer: a refresh of the
+    structure reads the performance metrics of a new link only, and a direction whose last
+    read failed is read again rather than answered with an older value."""
+
+    def measure(links: list[dict[str, Any]], **values: int) -> dict[str, dict[str, Any]]:
+        return {
+            raw["link-id"]: pm(
+                raw["link-id"],
+                raw["source"]["source-node"],
+                raw["destination"]["dest-node"],
+                **values,
+            )
+            for raw in links
+        }
+
+    measured = measure(LINKS, util_kbps=1_000_000, delay_us=2000)
+    serve_topology(cnc_router, pms=measured)
+    reads = cnc_router.routes["pm"]
+    await cnc.measured_topology(reuse=True)
+    assert reads.call_count == cnc.pm_reads == len(LINKS) == 10
+
+    # every measurement changes on CNC: a reuse still answers the ones it read
+    measured.update(measure(LINKS, util_kbps=7_000_000, delay_us=9000))
+    kept, rates = await cnc.measured_topology(reuse=True)
+    assert reads.call_count == 10
+    assert by_id(kept.links)["pe1-p1"].delay_ms == 2.0 and rates["pe1-p1"] == 1000
+
+    # a new link: only its two directions are read; a full read then sees the change
+    extra = [*LINKS, *both("p1", "p2", metric1=10)]
+    measured.update(measure(extra[-2:]))
+    serve_topology(cnc_router, links=extra, pms=measured)
+    grown, _ = await cnc.measured_topology(reuse=True)
+    assert cnc.pm_reads == 10 + 2
+    assert "p1-p2" in by_id(grown.links) and by_id(grown.links)["pe1-p1"].delay_ms == 2.0
+    fresh, rates = await cnc.measured_topology()
+    assert cnc.pm_reads == 12 + 12
+    assert by_id(fresh.links)["pe1-p1"].delay_ms == 9.0 and rates["pe1-p1"] == 7000
+
+    # a failed read is not answered from the kept value next time
+    cnc_router.routes["pm"].mock(return_value=httpx.Response(503, text="busy"))
+    failed, _ = await cnc.measured_topology()
+    assert by_id(failed.links)["pe1-p1"].delay_ms is None
+    serve_topology(cnc_router, links=extra, pms=measured)
+    again, _ = await cnc.measured_topology(reuse=True)
+    assert cnc.pm_reads == 24 + 12 + 12
+    assert by_id(again.links)["pe1-p1"].delay_ms == 9.0
