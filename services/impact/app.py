@@ -10,6 +10,9 @@ escalate").
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import httpx
 from fastapi import FastAPI
 
@@ -18,16 +21,32 @@ from shared.contracts import ASSESS_IMPACT
 from shared.logs import get_logger
 from shared.models import TIERS, AffectedService, AssessImpact, ImpactResult
 from shared.settings import Settings
-from shared.southbound import CncClient, VpnService, link_key, southbound_clients
+from shared.southbound import CncClient, SharedRead, VpnService, link_key, southbound_clients
 
 log = get_logger(__name__)
+
+
+@asynccontextmanager
+async def _southbound(app: FastAPI) -> AsyncIterator[None]:
+    """Open the CNC client for the app's lifetime, its services read shared.
+
+    A burst of incidents asks for its assessments together, and each read of CNC's services
+    is seven lists decoded and every service's path folded (most of this agent's CPU): the
+    assessments that arrive while a read is under way take that read rather than start their
+    own. Nothing is kept once it has answered, so an assessment never sees services older
+    than the read in flight when it arrived.
+    """
+    async with southbound_clients(app):
+        cnc: CncClient = app.state.cnc
+        app.state.services = SharedRead(cnc.services)
+        yield
 
 
 spec = AgentSpec(
     name="impact",
     title="Service Impact",
     description="Affected services and SLA tiers from CNC service health",
-    resources=southbound_clients,
+    resources=_southbound,
 )
 
 
@@ -90,8 +109,7 @@ def assess(
 
 @spec.serve(ASSESS_IMPACT)
 async def assess_impact(payload: AssessImpact, ctx: TaskContext) -> ImpactResult:
-    cnc: CncClient = ctx.state.cnc
-    services = await cnc.services()
+    services: list[VpnService] = await ctx.state.services()
     result = assess(services, payload.degraded_links, native=payload.native)
     log.info(
         "impact assessed",

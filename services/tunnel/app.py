@@ -30,7 +30,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import httpx
 from fastapi import FastAPI
@@ -78,20 +78,26 @@ async def _southbound(app: FastAPI) -> AsyncIterator[None]:
 
     CNC's whole lists (topology, SR policies, services) are read through :class:`SharedRead`:
     an incident on a busy core link provisions and steers hundreds of policies at once, and
-    each call reading every list for itself made that quadratic.
+    each call reading every list for itself made that quadratic. What is configuration rather
+    than state (the topology's structure, the services' ends) is also kept for a while
+    (:class:`Kept`): each incident's burst read the whole topology again (issue 16).
     """
     app.state.alloc_lock = asyncio.Lock()
     app.state.locks = {}
     async with southbound_clients(app):
         cnc: CncClient = app.state.cnc
+        settings: Settings = app.state.settings
+        tunnel_settings: TunnelSettings = app.state.tunnel_settings
         # the structure only (nodes, links, TE capabilities, interfaces): a policy's hops
         # never need delays, and cnc.topology() adds one performance read per link
         # direction (58 % of tunnel's CPU on gabriel/200, issue 16)
-        app.state.topology = SharedRead(cnc.topology_structure)
+        app.state.topology = Kept(
+            cnc.topology_structure, ttl_s=settings.scaled(tunnel_settings.topology_ttl_s)
+        )
         app.state.sr_policies = SharedRead(cnc.sr_policies)
-        app.state.services = SharedRead(cnc.services)
+        app.state.mappings = SharedRead(cnc.service_mappings)
         app.state.service_ends = ServiceEnds(
-            cnc.services, ttl_s=app.state.settings.scaled(app.state.tunnel_settings.ends_ttl_s)
+            cnc.services, ttl_s=settings.scaled(tunnel_settings.ends_ttl_s)
         )
         yield
 
@@ -118,6 +124,46 @@ class ServiceRef:
         return self.head_end, self.end_point
 
 
+class Kept(Generic[T]):
+    """A read served again for ``ttl_s`` after it was made, unless the caller finds it lacking.
+
+    For what is configuration rather than state (a service's ends, which nodes and links exist
+    and what they support): it changes when an operator changes the network, not with each
+    incident. A caller passes ``accept``, what it needs of the kept value; a kept value that
+    does not pass is read anew at once, so whatever CNC has added is seen by the first caller
+    that asks about it, and only a removal waits out the TTL. Concurrent callers share one read
+    (:class:`SharedRead`), and a read that completes never replaces a newer one.
+    """
+
+    def __init__(
+        self,
+        read: Callable[[], Awaitable[T]],
+        *,
+        ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._read = SharedRead(read)
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._kept: tuple[float, T] | None = None
+
+    @property
+    def reads(self) -> int:
+        """Reads made (tests: a burst shares one, the TTL spares the next)."""
+        return self._read.reads
+
+    async def __call__(self, accept: Callable[[T], bool] = lambda _: True) -> T:
+        kept = self._kept
+        if kept is not None and self._clock() - kept[0] <= self._ttl_s and accept(kept[1]):
+            return kept[1]
+        # Taken before the read: its age counts from when CNC was asked, never from after.
+        asked = self._clock()
+        value = await self._read()
+        if self._kept is None or self._kept[0] <= asked:
+            self._kept = (asked, value)
+        return value
+
+
 class ServiceEnds:
     """Each VPN service's ends and type as CNC has them, read at most once per TTL.
 
@@ -127,29 +173,21 @@ class ServiceEnds:
     """
 
     def __init__(self, read: Callable[[], Awaitable[list[VpnService]]], *, ttl_s: float):
-        self._read = SharedRead(read)
-        self._ttl_s = ttl_s
-        self._refs: dict[str, ServiceRef] = {}
-        self._read_at = -float("inf")
-
-    async def _fresh(self, *, unless_known: list[str] | None = None) -> dict[str, ServiceRef]:
-        stale = time.monotonic() - self._read_at > self._ttl_s
-        if stale or unless_known is None or any(s not in self._refs for s in unless_known):
-            services = await self._read()
-            self._refs = {
-                s.vpn_id: ServiceRef(s.head_end, s.end_point, s.service_type) for s in services
+        async def refs() -> dict[str, ServiceRef]:
+            return {
+                s.vpn_id: ServiceRef(s.head_end, s.end_point, s.service_type) for s in await read()
             }
-            self._read_at = time.monotonic()
-        return self._refs
+
+        self._refs = Kept(refs, ttl_s=ttl_s)
 
     async def of(self, ids: list[str]) -> dict[str, ServiceRef]:
         """The refs of those of ``ids`` that CNC knows."""
-        refs = await self._fresh(unless_known=ids)
+        refs = await self._refs(lambda known: all(sid in known for sid in ids))
         return {sid: refs[sid] for sid in ids if sid in refs}
 
     async def between(self, head_end: str, end_point: str) -> dict[str, ServiceRef]:
         """Every service from ``head_end`` to ``end_point`` (read within the TTL)."""
-        refs = await self._fresh(unless_known=[])
+        refs = await self._refs()
         return {sid: ref for sid, ref in refs.items() if ref.ends == (head_end, end_point)}
 
 
@@ -196,6 +234,37 @@ def explicit_hops(topology: Topology, path: list[str], te_type: str) -> list[str
         if te_type == "sr-mpls" and nodes[name].prefix_sid is None:
             raise TaskFailed(f"node {name} has no prefix SID for sr-mpls", code="te_unsupported")
     return list(path[1:])
+
+
+def checked_path(topology: Topology, path: list[str], wanted: str | None) -> tuple[str, list[str]]:
+    """The TE type (:func:`choose_te_type`) and the hops (:func:`explicit_hops`) of ``path``."""
+    te_type = choose_te_type(topology, path, wanted)
+    return te_type, explicit_hops(topology, path, te_type)
+
+
+def carries(path: list[str], wanted: str | None) -> Callable[[Topology], bool]:
+    """Whether a topology passes ``path`` (:func:`checked_path`): what a kept read must show
+    before it may answer for CNC; one that refuses the path is read again before the refusal
+    is believed."""
+
+    def check(topology: Topology) -> bool:
+        try:
+            checked_path(topology, path, wanted)
+        except TaskFailed:
+            return False
+        return True
+
+    return check
+
+
+def knows_links(names: list[str]) -> Callable[[Topology], bool]:
+    """Whether a topology has every link of ``names`` (a kept read must, to place them)."""
+
+    def check(topology: Topology) -> bool:
+        known = {link_key(link.link_id) for link in topology.links}
+        return all(link_key(name) in known for name in names)
+
+    return check
 
 
 def crossed_links(topology: Topology, path: list[str], avoid: list[str]) -> list[str]:
@@ -344,15 +413,17 @@ async def _plan(
     try:
         topology, policies = await _retried(
             ctx,
-            lambda: asyncio.gather(ctx.state.topology(), ctx.state.sr_policies()),
+            lambda: asyncio.gather(
+                ctx.state.topology(carries(payload.path, payload.te_type)),
+                ctx.state.sr_policies(),
+            ),
             "topology",
         )
     except SouthboundError as exc:
         raise TaskFailed(
             f"CNC topology unavailable: {exc}", code=PROVISION_FAILED, status=502
         ) from exc
-    te_type = choose_te_type(topology, payload.path, payload.te_type)
-    hops = explicit_hops(topology, payload.path, te_type)
+    te_type, hops = checked_path(topology, payload.path, payload.te_type)
     engine: AsyncEngine = ctx.engine
     async with ctx.state.alloc_lock:
         seq_max, sids, colors = await store.allocated(engine)
@@ -514,7 +585,7 @@ async def _dynamic_path(
     if policy is None:
         raise SouthboundError(f"CNC does not list {row['tunnel_id']} after changing it")
     nodes = _nodes_of(policy)
-    topology = await _retried(ctx, ctx.state.topology, "topology")
+    topology = await _retried(ctx, lambda: ctx.state.topology(knows_links(avoid)), "topology")
     return nodes, crossed_links(topology, nodes, avoid)
 
 
@@ -590,8 +661,10 @@ async def _unmap(ctx: TaskContext, policy: SrPolicy, ids: list[str]) -> list[str
     """
     cnc: CncClient = ctx.state.cnc
     wanted = set(ids)
-    services = await _retried(ctx, ctx.state.services, "services")
-    ours = [s for s in services if s.vpn_id in wanted and s.mapped_color == policy.color]
+    # The mappings alone (the NSO intent): the folded services view would add CAT's lists,
+    # the topology, every policy and every service's path, none of which this needs.
+    mappings = await _retried(ctx, ctx.state.mappings, "service-mappings")
+    ours = [s for s in mappings if s.vpn_id in wanted and s.mapped_color == policy.color]
     if ours:
         await _retried(ctx, lambda: cnc.unmap_services(ours), "unmap-services")
     return [s.vpn_id for s in ours]
@@ -623,19 +696,17 @@ async def reroute_tunnel(payload: RerouteTunnel, ctx: TaskContext) -> TunnelRero
         if payload.path == previous:
             log.info("tunnel already on this path", tunnel_id=payload.tunnel_id)
             return _rerouted(row, previous)
+        # The policy keeps its TE type, so every node of the new path must support it.
         try:
-            topology = await _retried(ctx, ctx.state.topology, "topology")
+            topology = await _retried(
+                ctx, lambda: ctx.state.topology(carries(payload.path, row["te_type"])), "topology"
+            )
         except SouthboundError as exc:
             raise TaskFailed(
                 f"CNC topology unavailable: {exc}", code=REROUTE_FAILED, status=502
             ) from exc
-        # The policy keeps its TE type, so every node of the new path must support it.
-        te_type = choose_te_type(topology, payload.path, row["te_type"])
-        moved = {
-            **row,
-            "path": list(payload.path),
-            "hops": explicit_hops(topology, payload.path, te_type),
-        }
+        te_type, hops = checked_path(topology, payload.path, row["te_type"])
+        moved = {**row, "path": list(payload.path), "hops": hops}
         try:
             await _retried(ctx, lambda: cnc.modify_sr_policy(**_policy(moved)), "sr-policy-modify")
             if te_type == "srv6":

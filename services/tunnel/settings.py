@@ -20,6 +20,12 @@ class TunnelSettings(BaseSettings):
         description="seconds (scaled) a read of the services' ends serves steering; a service "
         "not seen yet forces a new read",
     )
+    topology_ttl_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="seconds (scaled) a read of CNC's topology structure serves the checks of a "
+        "path; a path the kept read refuses is checked again on a fresh one",
+    )
     backoff_s: float = Field(
         default=1.0, ge=0, description="first retry delay, doubled each time (scaled)"
     )

@@ -26,6 +26,32 @@ SERVICE_TYPES: tuple[str, ...] = ("l3vpn", "l2vpn")
 TE_MAPPING = "ietf-te-service-mapping:te-service-mapping"
 
 
+class _Paths:
+    """One fold's IGP paths and hop links, each worked out once per pair of ends or sequence
+    of hops: the services of one group share their ends and the policy they ride, and each
+    IGP path is a Dijkstra over the whole topology in Python (issue 16: a read of 2,000
+    services repeated them per service)."""
+
+    def __init__(self, index: TopologyIndex):
+        self.index = index
+        self._igp: dict[tuple[str, str], list[str]] = {}
+        self._links: dict[tuple[str, ...], list[str]] = {}
+
+    def igp(self, head: str, end: str) -> list[str]:
+        """:meth:`TopologyIndex.igp_path` (nodes; empty when there is none)."""
+        key = (head, end)
+        if key not in self._igp:
+            self._igp[key] = self.index.igp_path(head, end) or []
+        return self._igp[key]
+
+    def links(self, hops: Sequence[str]) -> list[str]:
+        """:meth:`TopologyIndex.links_of`, a new list each time (callers keep it)."""
+        key = tuple(hops)
+        if key not in self._links:
+            self._links[key] = self.index.links_of(hops)
+        return list(self._links[key])
+
+
 def fold_services(
     kind: str,
     oper_data: Any,
@@ -47,6 +73,7 @@ def fold_services(
     tunnels: dict[int | None, SrPolicy] = {
         p.tunnel_id: p for p in policies if p.tunnel_id is not None
     }
+    paths = _Paths(index)
     out: list[VpnService] = []
     for vpn_id in [*oper, *(v for v in config if v not in oper)]:
         o, c = oper.get(vpn_id, {}), config.get(vpn_id, {})
@@ -85,12 +112,14 @@ def fold_services(
             hops = tunnel.hops if tunnel is not None else []
         if len(hops) < 2:
             # No policy (or one CNC does not list): the service follows the IGP.
-            hops = index.igp_path(head, end) or []
+            hops = paths.igp(head, end)
         mapping = (c.get(TE_MAPPING) or {}).get("te-mapping") or {}
         mapped = as_int((mapping.get("sr-policy") or {}).get("color"))
         entry = inventory.get(vpn_id) or missing(vpn_id)
         status = str(((o.get("status") or {}).get("oper-status") or {}).get("status", ""))
         status = status.rsplit(":", 1)[-1]
+        links = paths.links(hops)
+        steered = bool(c.get(TE_MAPPING))
         out.append(
             VpnService(
                 vpn_id=vpn_id,
@@ -99,11 +128,13 @@ def fold_services(
                 sla_tier=entry.sla_tier,
                 head_end=head,
                 end_point=end,
-                path=index.links_of(hops),
+                path=links,
+                # unsteered, it rides its base now (:func:`with_base_paths` keeps it as is)
+                base_path=[] if steered else list(links),
                 bandwidth_mbps=entry.bandwidth_mbps,
                 oper_status={"op-up": "up", "op-down": "down"}.get(status, "unknown"),
                 color=color,
-                steered=bool(c.get(TE_MAPPING)),
+                steered=steered,
                 mapped_color=mapped,
             )
         )
@@ -151,13 +182,17 @@ def with_base_paths(services: list[VpnService], index: TopologyIndex) -> list[Vp
     for s in services:
         if not s.steered and s.path:
             siblings.setdefault((s.head_end, s.end_point, s.sla_tier), list(s.path))
+    paths = _Paths(index)
     out = []
     for s in services:
         if not s.steered:
+            if s.base_path == s.path:  # folded with its base already: no copy to make
+                out.append(s)
+                continue
             base = list(s.path)
         else:
-            base = siblings.get((s.head_end, s.end_point, s.sla_tier)) or index.links_of(
-                index.igp_path(s.head_end, s.end_point) or []
+            base = siblings.get((s.head_end, s.end_point, s.sla_tier)) or paths.links(
+                paths.igp(s.head_end, s.end_point)
             )
         out.append(s.model_copy(update={"base_path": base}))
     return out
