@@ -42,6 +42,8 @@ from shared.models import (
     AuditEventsAppended,
     CheckSla,
     Cleanup,
+    CleanupPolicies,
+    CleanupPoliciesResult,
     CloseResult,
     ComputePath,
     ComputePaths,
@@ -53,6 +55,8 @@ from shared.models import (
     CreateCredential,
     CredentialInfo,
     CredentialList,
+    CutoverPolicies,
+    CutoverPoliciesResult,
     CutoverResult,
     CutoverStep,
     DecisionResult,
@@ -538,6 +542,32 @@ CLEANUP: Final = Contract(
     errors=("southbound",),
     tags=("cleanup", "cnc"),
 )
+CUTOVER_POLICIES: Final = Contract(
+    agent="restore",
+    task_type="cutover_policies",
+    request=CutoverPolicies,
+    response=CutoverPoliciesResult,
+    description=(
+        "One cutover step on several policies at once (protection/original %), the original "
+        "links checked once; each policy answered (or failed) on its own"
+    ),
+    handler="services.restore.app.cutover_policies",
+    errors=("bad_cutover_step", "southbound"),
+    tags=("cutover", "cnc", "pca"),
+)
+CLEANUP_POLICIES: Final = Contract(
+    agent="restore",
+    task_type="cleanup_policies",
+    request=CleanupPolicies,
+    response=CleanupPoliciesResult,
+    description=(
+        "Take all traffic off several protection tunnels and delete them (idempotent); each "
+        "policy answered (or failed) on its own"
+    ),
+    handler="services.restore.app.cleanup_policies",
+    errors=("southbound",),
+    tags=("cleanup", "cnc"),
+)
 
 # --- traffic (8006) ------------------------------------------------------------------------
 
@@ -660,6 +690,8 @@ CONTRACTS: Final[tuple[Contract[Any, Any], ...]] = (
     CHECK_SLA,
     CUTOVER_STEP,
     CLEANUP,
+    CUTOVER_POLICIES,
+    CLEANUP_POLICIES,
     LINK_UTILISATION,
     DEMAND_MATRIX,
     PREDICT_CONGESTION,

@@ -534,6 +534,75 @@ class Cleanup(Strict):
     service_ids: list[str] = Field(default_factory=list)
 
 
+class PolicyRef(Strict):
+    """One protection policy of a batch (``cutover_policies``, ``cleanup_policies``): the
+    fields ``cutover_step`` and ``cleanup`` take for their one policy."""
+
+    tunnel_id: str
+    head_end: str | None = None
+    end_point: str | None = None
+    color: int | None = None
+    """The policy's key; when absent, restore looks it up in CNC by path-name == tunnel_id."""
+    service_ids: list[str] = Field(default_factory=list)
+
+
+class CutoverPolicies(Strict):
+    """One cutover step on every policy of an incident: one task where ``cutover_step`` takes
+    one per policy, so what they share (the mappings, the SLA check of ``links``) is read once."""
+
+    incident_id: str
+    links: list[str] = Field(min_length=1)
+    protection_pct: int = Field(ge=0, le=100)
+    original_pct: int = Field(ge=0, le=100)
+    policies: list[PolicyRef] = Field(min_length=1)
+
+
+class PolicyFailure(Open):
+    """Why one policy of a batch failed: the ``{code, message}`` and HTTP status its own
+    ``cutover_step``/``cleanup`` would have answered, so the caller handles it the same way."""
+
+    code: str
+    message: str
+    status: int
+
+
+class PolicyCutover(Open):
+    """One policy's part of ``cutover_policies``: its ``cutover_step`` answer, or its failure."""
+
+    tunnel_id: str
+    result: CutoverResult | None = None
+    error: PolicyFailure | None = None
+
+
+class CutoverPoliciesResult(Open):
+    """``cutover_policies``'s answer: the one SLA check, and every policy in request order."""
+
+    within_sla: bool
+    sla: dict[str, Any] = Field(default_factory=dict)
+    policies: list[PolicyCutover]
+
+
+class CleanupPolicies(Strict):
+    """Every policy of an incident taken down in one task (``cleanup`` takes one each)."""
+
+    incident_id: str
+    policies: list[PolicyRef] = Field(min_length=1)
+
+
+class PolicyCleaned(Open):
+    """One policy's part of ``cleanup_policies``: its ``cleanup`` answer, or its failure."""
+
+    tunnel_id: str
+    result: TunnelDeleted | None = None
+    error: PolicyFailure | None = None
+
+
+class CleanupPoliciesResult(Open):
+    """``cleanup_policies``'s answer: every policy in request order."""
+
+    policies: list[PolicyCleaned]
+
+
 # --- notify (8007) and audit (8008) --------------------------------------------------------
 
 

@@ -10,26 +10,42 @@ services that stay on the protection policy (the smallest set carrying at least
 mapped to its color and the others' mappings deleted. A step says the same thing however
 often it is applied. A service that a fresh read shows mapped to another policy's color
 (another incident moved it since) is left where it is.
+
+An incident has one policy per group of services, all cut back and removed together, so
+``cutover_policies`` and ``cleanup_policies`` take every policy of a step in one task: what
+the policies share (CNC's mappings or policies, the SLA check of the incident's links) is read
+once, and each policy is answered, or failed, in its place. ``cutover_step`` and ``cleanup``
+(one policy, as outside A2A clients may still send them) are the same code on a batch of one.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
 
 from shared.agent import AgentSpec, TaskContext
-from shared.contracts import CHECK_SLA, CLEANUP, CUTOVER_STEP
-from shared.errors import TaskFailed
+from shared.contracts import CHECK_SLA, CLEANUP, CLEANUP_POLICIES, CUTOVER_POLICIES, CUTOVER_STEP
+from shared.errors import SouthboundError, TaskFailed
 from shared.logs import get_logger
 from shared.models import (
     CheckSla,
     Cleanup,
+    CleanupPolicies,
+    CleanupPoliciesResult,
+    CutoverPolicies,
+    CutoverPoliciesResult,
     CutoverResult,
     CutoverStep,
+    PolicyCleaned,
+    PolicyCutover,
+    PolicyFailure,
+    PolicyRef,
     SlaResult,
     TunnelDeleted,
     utcnow,
@@ -120,58 +136,199 @@ async def _check(ctx: TaskContext, links: list[str]) -> SlaResult:
     return evaluate(links, metrics, thresholds)
 
 
-async def _policy_key(
-    ctx: TaskContext, payload: CutoverStep | Cleanup
-) -> tuple[str, str, int] | None:
-    """(head-end, end-point, color): as the orchestrator passed it, else from CNC by name."""
-    if payload.head_end and payload.end_point and payload.color is not None:
-        return payload.head_end, payload.end_point, payload.color
-    for policy in await ctx.state.sr_policies():
-        if policy.path_name == payload.tunnel_id:
-            return policy.head_end, policy.end_point, policy.color
-    return None
+POLICIES_AT_ONCE = 8
+"""One batch's policies whose CNC writes are in flight at once (the orchestrator sent this
+many ``cutover_step`` calls at a time before it sent batches)."""
 
-
+Key = tuple[str, str, int]
 Group = list[VpnService] | list[ServiceMapping]
 
 
-async def _group(ctx: TaskContext, ids: list[str], key: tuple[str, str, int]) -> Group:
-    """The services of ``ids`` (every one between the policy's ends when none is named) that
-    this policy may move: mapped to its color or to none, not to another incident's policy.
+@dataclass
+class _Part:
+    """One policy of a batch as it is worked on: its key, its group, and what became of it.
+
+    ``error`` is the exception its own single-policy task would have failed with; the batch
+    reports it for that policy alone (``PolicyFailure``), the single form raises it."""
+
+    ref: PolicyRef
+    key: Key | None = None
+    group: Group = field(default_factory=list)
+    on: list[str] = field(default_factory=list)
+    home: list[str] = field(default_factory=list)
+    error: TaskFailed | SouthboundError | None = None
+
+
+def _ref(payload: CutoverStep | Cleanup) -> PolicyRef:
+    return PolicyRef(
+        tunnel_id=payload.tunnel_id,
+        head_end=payload.head_end,
+        end_point=payload.end_point,
+        color=payload.color,
+        service_ids=payload.service_ids,
+    )
+
+
+async def _keys(ctx: TaskContext, parts: list[_Part]) -> None:
+    """Each policy's (head-end, end-point, color): as the orchestrator passed it, else from
+    CNC by name (one read of the policies for the whole batch, only if some lack it)."""
+    by_name: dict[str, SrPolicy] | None = None
+    for part in parts:
+        ref = part.ref
+        if ref.head_end and ref.end_point and ref.color is not None:
+            part.key = (ref.head_end, ref.end_point, ref.color)
+            continue
+        if by_name is None:
+            by_name = {p.path_name: p for p in await ctx.state.sr_policies() if p.path_name}
+        policy = by_name.get(ref.tunnel_id)
+        if policy is None:
+            part.error = TaskFailed(
+                f"no SR policy named {ref.tunnel_id} in CNC", code="unknown_tunnel", status=404
+            )
+        else:
+            part.key = (policy.head_end, policy.end_point, policy.color)
+
+
+async def _groups(ctx: TaskContext, parts: list[_Part]) -> None:
+    """The services of each policy (every one between its ends when none is named) that it
+    may move: mapped to its color or to none, not to another incident's policy.
 
     Named services need only their mappings (one read of the intent, the inventory); the
     services between two ends need CNC's whole folded view (``services``) to tell the ends.
+    Each is read at most once for the whole batch: a policy's services are its own, so one
+    read before any write sees each of them as a read of its own would.
     """
-    head_end, end_point, color = key
-    if ids:
-        wanted = set(ids)
+    keyed = [p for p in parts if p.key is not None]
+    named = [p for p in keyed if p.ref.service_ids]
+    if named:
         mappings: list[ServiceMapping] = await ctx.state.mappings()
-        return [
-            s for s in mappings if s.vpn_id in wanted and (not s.steered or s.mapped_color == color)
-        ]
-    services: list[VpnService] = await ctx.state.services()
-    return [
-        s
-        for s in services
-        if (s.head_end, s.end_point) == (head_end, end_point)
-        and (not s.steered or s.mapped_color == color)
-    ]
+        where = {s.vpn_id: s for s in mappings}
+        order = {s.vpn_id: i for i, s in enumerate(mappings)}
+        for part in named:
+            assert part.key is not None
+            color = part.key[2]
+            ids = sorted(
+                (i for i in set(part.ref.service_ids) if i in where), key=order.__getitem__
+            )
+            part.group = [
+                s for s in (where[i] for i in ids) if not s.steered or s.mapped_color == color
+            ]
+    if unnamed := [p for p in keyed if not p.ref.service_ids]:
+        services: list[VpnService] = await ctx.state.services()
+        for part in unnamed:
+            assert part.key is not None
+            head_end, end_point, color = part.key
+            part.group = [
+                s
+                for s in services
+                if (s.head_end, s.end_point) == (head_end, end_point)
+                and (not s.steered or s.mapped_color == color)
+            ]
 
 
-async def _steer_share(
-    cnc: CncClient, group: Group, color: int, pct: int
-) -> tuple[list[str], list[str]]:
-    """Map the share of ``group`` that stays on the policy to its color, unmap the rest.
+async def _each(parts: list[_Part], work: Callable[[_Part], Awaitable[None]]) -> None:
+    """``work`` on every policy still without an error, ``POLICIES_AT_ONCE`` at a time; a
+    policy's CNC failure (or its own ``TaskFailed``) becomes its ``error``, the others go on."""
+    gate = asyncio.Semaphore(POLICIES_AT_ONCE)
 
-    Returns (vpn-ids on the policy, vpn-ids back on their own policy)."""
-    keep = set(steering_share(group, pct))
-    on = [s for s in group if s.vpn_id in keep]
-    home = [s for s in group if s.vpn_id not in keep]
+    async def one(part: _Part) -> None:
+        async with gate:
+            try:
+                await work(part)
+            except (TaskFailed, SouthboundError) as exc:
+                part.error = exc
+
+    await asyncio.gather(*(one(p) for p in parts if p.error is None))
+
+
+def _retry_transient(parts: list[_Part]) -> None:
+    """A policy that failed for a passing reason (CNC busy, unreachable) fails the batch
+    (503, nothing recorded under its key), so the caller retries it whole, as it retried the
+    single task: every step and cleanup says the same thing however often it is applied."""
+    for part in parts:
+        if isinstance(part.error, SouthboundError) and part.error.transient:
+            raise part.error
+
+
+def _failure(exc: TaskFailed | SouthboundError) -> PolicyFailure:
+    """The ``{code, message}`` and status the single-policy task would have answered."""
+    if isinstance(exc, TaskFailed):
+        return PolicyFailure(code=exc.code, message=str(exc), status=exc.status)
+    return PolicyFailure(code="southbound", message=str(exc), status=502)
+
+
+async def _steer_share(cnc: CncClient, part: _Part, pct: int) -> None:
+    """Map the share of the group that stays on the policy to its color, unmap the rest."""
+    assert part.key is not None
+    keep = set(steering_share(part.group, pct))
+    on = [s for s in part.group if s.vpn_id in keep]
+    home = [s for s in part.group if s.vpn_id not in keep]
     if on:
-        await cnc.map_services(on, color)
+        await cnc.map_services(on, part.key[2])
     if leaving := [s for s in home if s.steered]:
         await cnc.unmap_services(leaving)
-    return [s.vpn_id for s in on], [s.vpn_id for s in home]
+    part.on, part.home = [s.vpn_id for s in on], [s.vpn_id for s in home]
+
+
+async def _cutover(
+    ctx: TaskContext, parts: list[_Part], links: list[str], protection: int, original: int
+) -> SlaResult:
+    """One step on every policy, then one SLA check of ``links``; when it fails, every
+    policy's group goes back onto its policy (the original path cannot take the traffic)."""
+    if protection + original != 100:
+        raise TaskFailed(
+            "protection_pct and original_pct must add up to 100", code="bad_cutover_step"
+        )
+    cnc: CncClient = ctx.state.cnc
+    await _keys(ctx, parts)
+    await _groups(ctx, parts)
+    await _each(parts, lambda part: _steer_share(cnc, part, protection))
+    _retry_transient(parts)
+    sla = await _check(ctx, links)
+    if not sla.within_sla:
+
+        async def revert(part: _Part) -> None:
+            assert part.key is not None
+            if part.group:
+                await cnc.map_services(part.group, part.key[2])
+
+        await _each(parts, revert)
+        _retry_transient(parts)
+    moved = [p for p in parts if p.error is None]
+    log.info(
+        "cutover step applied" if sla.within_sla else "cutover reverted: SLA violated",
+        incident_id=ctx.incident_id,
+        step=protection,
+        policies=len(moved),
+        failed=[p.ref.tunnel_id for p in parts if p.error is not None],
+        on_protection=sum(len(p.on) for p in moved),
+        violated=None if sla.within_sla else sla.model_dump().get("violated_links"),
+    )
+    return sla
+
+
+def _cutover_result(part: _Part, sla: SlaResult, protection: int, original: int) -> CutoverResult:
+    """One policy's answer, as ``cutover_step`` gives it (less the SLA report: the caller
+    adds it, once per batch)."""
+    if sla.within_sla:
+        return CutoverResult(
+            applied=True,
+            within_sla=True,
+            protection_pct=protection,
+            original_pct=original,
+            on_protection=part.on,
+            on_original=part.home,
+        )
+    return CutoverResult(
+        applied=True,
+        within_sla=False,
+        protection_pct=100,
+        original_pct=0,
+        reverted=True,
+        attempted_protection_pct=protection,
+        on_protection=[s.vpn_id for s in part.group],
+        on_original=[],
+    )
 
 
 @spec.serve(CHECK_SLA)
@@ -188,91 +345,117 @@ async def check_sla(payload: CheckSla, ctx: TaskContext) -> SlaResult:
 
 @spec.serve(CUTOVER_STEP)
 async def cutover_step(payload: CutoverStep, ctx: TaskContext) -> CutoverResult:
-    if payload.protection_pct + payload.original_pct != 100:
-        raise TaskFailed(
-            "protection_pct and original_pct must add up to 100", code="bad_cutover_step"
-        )
-    key = await _policy_key(ctx, payload)
-    if key is None:
-        raise TaskFailed(
-            f"no SR policy named {payload.tunnel_id} in CNC", code="unknown_tunnel", status=404
-        )
-    color = key[2]
-    cnc: CncClient = ctx.state.cnc
-    group = await _group(ctx, payload.service_ids, key)
-    on, home = await _steer_share(cnc, group, color, payload.protection_pct)
-    sla = await _check(ctx, payload.links)
-    if sla.within_sla:
-        log.info(
-            "cutover step applied",
-            tunnel_id=payload.tunnel_id,
-            step=payload.protection_pct,
-            on_protection=len(on),
-            home=len(home),
-        )
-        return CutoverResult(
-            applied=True,
-            within_sla=True,
-            protection_pct=payload.protection_pct,
-            original_pct=payload.original_pct,
-            sla=sla.model_dump(),
-            on_protection=on,
-            on_original=home,
-        )
-    # The original path cannot take the traffic yet: put everything back on protection.
-    if group:
-        await cnc.map_services(group, color)
-    log.warning(
-        "cutover reverted: SLA violated",
-        tunnel_id=payload.tunnel_id,
-        violated=sla.model_dump().get("violated_links"),
-    )
-    return CutoverResult(
-        applied=True,
-        within_sla=False,
-        protection_pct=100,
-        original_pct=0,
-        reverted=True,
-        attempted_protection_pct=payload.protection_pct,
+    """One policy's step: a batch of one, its failure the task's."""
+    part = _Part(_ref(payload))
+    pcts = payload.protection_pct, payload.original_pct
+    sla = await _cutover(ctx, [part], payload.links, *pcts)
+    if part.error is not None:
+        raise part.error
+    result = _cutover_result(part, sla, *pcts)
+    result.sla = sla.model_dump()  # type: ignore[attr-defined]  # an Open model's extra
+    return result
+
+
+@spec.serve(CUTOVER_POLICIES)
+async def cutover_policies(payload: CutoverPolicies, ctx: TaskContext) -> CutoverPoliciesResult:
+    """The step on every policy of the request, what they share read once, the SLA checked
+    once after all moved; a policy that failed is reported in its place, the others apply."""
+    parts = [_Part(ref) for ref in payload.policies]
+    pcts = payload.protection_pct, payload.original_pct
+    sla = await _cutover(ctx, parts, payload.links, *pcts)
+    return CutoverPoliciesResult(
+        within_sla=sla.within_sla,
         sla=sla.model_dump(),
-        on_protection=[s.vpn_id for s in group],
-        on_original=[],
+        policies=[
+            PolicyCutover(tunnel_id=p.ref.tunnel_id, error=_failure(p.error))
+            if p.error is not None
+            else PolicyCutover(tunnel_id=p.ref.tunnel_id, result=_cutover_result(p, sla, *pcts))
+            for p in parts
+        ],
     )
 
 
-def _named(policies: list[SrPolicy], payload: Cleanup) -> SrPolicy | None:
-    key = (payload.head_end, payload.end_point, payload.color)
+def _named(policies: list[SrPolicy], ref: PolicyRef) -> SrPolicy | None:
+    key = (ref.head_end, ref.end_point, ref.color)
     return next(
         (
             p
             for p in policies
-            if p.path_name == payload.tunnel_id or (p.head_end, p.end_point, p.color) == key
+            if p.path_name == ref.tunnel_id or (p.head_end, p.end_point, p.color) == key
         ),
         None,
     )
 
 
+async def _clean(ctx: TaskContext, parts: list[_Part]) -> list[TunnelDeleted | None]:
+    """Every service back on its own policy (mappings deleted), then the policy deleted; one
+    read of CNC's policies (and of the mappings) for the whole batch. None for a failure."""
+    cnc: CncClient = ctx.state.cnc
+    policies = await ctx.state.sr_policies()
+    found: dict[str, SrPolicy] = {}
+    for part in parts:
+        if (policy := _named(policies, part.ref)) is not None:
+            part.key = (policy.head_end, policy.end_point, policy.color)
+            found[part.ref.tunnel_id] = policy
+    await _groups(ctx, parts)
+
+    async def remove(part: _Part) -> None:
+        if part.key is None:
+            return
+        policy = found[part.ref.tunnel_id]
+        if steered := [s for s in part.group if s.steered]:
+            await cnc.unmap_services(steered)
+        await cnc.delete_sr_policy(
+            head_end=policy.head_end,
+            end_point=policy.end_point,
+            color=policy.color,
+            te_type=policy.te_type or "sr-mpls",
+            path_name=policy.path_name,
+        )
+        part.on = [s.vpn_id for s in steered]  # unmapped: reported in the log line
+
+    await _each(parts, remove)
+    _retry_transient(parts)
+    log.info(
+        "cleanup: policies deleted",
+        incident_id=ctx.incident_id,
+        deleted=[p.ref.tunnel_id for p in parts if p.key is not None and p.error is None],
+        already_absent=[p.ref.tunnel_id for p in parts if p.key is None],
+        failed=[p.ref.tunnel_id for p in parts if p.error is not None],
+        unmapped=sum(len(p.on) for p in parts),
+    )
+    return [
+        None
+        if p.error is not None
+        else TunnelDeleted(deleted=True, tunnel_id=p.ref.tunnel_id, already_absent=p.key is None)
+        for p in parts
+    ]
+
+
 @spec.serve(CLEANUP)
 async def cleanup(payload: Cleanup, ctx: TaskContext) -> TunnelDeleted:
-    """Every service back on its own policy (mappings deleted), then the policy deleted."""
-    cnc: CncClient = ctx.state.cnc
-    policy = _named(await ctx.state.sr_policies(), payload)
-    if policy is None:
-        log.info("cleanup: policy already absent", tunnel_id=payload.tunnel_id)
-        return TunnelDeleted(deleted=True, tunnel_id=payload.tunnel_id, already_absent=True)
-    key = (policy.head_end, policy.end_point, policy.color)
-    group = await _group(ctx, payload.service_ids, key)
-    if steered := [s for s in group if s.steered]:
-        await cnc.unmap_services(steered)
-    await cnc.delete_sr_policy(
-        head_end=policy.head_end,
-        end_point=policy.end_point,
-        color=policy.color,
-        te_type=policy.te_type or "sr-mpls",
-        path_name=policy.path_name,
+    """One policy's cleanup: a batch of one, its failure the task's."""
+    part = _Part(_ref(payload))
+    [result] = await _clean(ctx, [part])
+    if part.error is not None:
+        raise part.error
+    assert result is not None
+    return result
+
+
+@spec.serve(CLEANUP_POLICIES)
+async def cleanup_policies(payload: CleanupPolicies, ctx: TaskContext) -> CleanupPoliciesResult:
+    """Every policy of the request cleaned up; a policy that failed is reported in its place."""
+    parts = [_Part(ref) for ref in payload.policies]
+    results = await _clean(ctx, parts)
+    return CleanupPoliciesResult(
+        policies=[
+            PolicyCleaned(tunnel_id=p.ref.tunnel_id, error=_failure(p.error))
+            if p.error is not None
+            else PolicyCleaned(tunnel_id=p.ref.tunnel_id, result=result)
+            for p, result in zip(parts, results, strict=True)
+        ]
     )
-    log.info("cleanup: policy deleted", tunnel_id=payload.tunnel_id, unmapped=len(steered))
-    return TunnelDeleted(deleted=True, tunnel_id=payload.tunnel_id, already_absent=False)
 
 
 def create_app(

@@ -43,6 +43,8 @@ TASKS: dict[str, c.Contract[Any, Any]] = {
         c.CHECK_SLA,
         c.CUTOVER_STEP,
         c.CLEANUP,
+        c.CUTOVER_POLICIES,
+        c.CLEANUP_POLICIES,
         c.NOTIFY,
         c.AUDIT_EVENT,
         c.STATUS_UPDATE,
@@ -123,6 +125,10 @@ class FakeNetwork:
     sla_script: list[bool] = field(default_factory=list)
     sla_default: bool = True
     cutover_script: list[bool] = field(default_factory=list)
+    """SLA within at each cutover step (one per ``cutover_policies``, whatever its policies)."""
+    policy_fail: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(task type, tunnel id) → the code restore answers for that policy alone in a
+    ``cutover_policies`` or ``cleanup_policies`` batch (status 502)."""
     down: set[str] = field(default_factory=set)
     received: list[Received] = field(default_factory=list)
     calls: dict[str, int] = field(default_factory=dict)
@@ -168,6 +174,27 @@ class FakeNetwork:
 
     def closed(self, incident_id: str) -> list[dict[str, Any]]:
         return self.events(incident_id, "ticket_closed")
+
+    def batches(self, incident_id: str, task_type: str) -> list[Received]:
+        """restore's ``cutover_policies`` or ``cleanup_policies`` tasks, in order (replays,
+        answered from their record, are not received again)."""
+        return [r for r in self.to("restore", incident_id) if r.task_type == task_type]
+
+    def policy_steps(self, incident_id: str) -> list[tuple[str, int]]:
+        """(tunnel id, protection %) of every policy of every cutover step sent, in order."""
+        return [
+            (policy["tunnel_id"], r.payload["protection_pct"])
+            for r in self.batches(incident_id, "cutover_policies")
+            for policy in r.payload["policies"]
+        ]
+
+    def cleanups(self, incident_id: str) -> list[dict[str, Any]]:
+        """Every policy of every cleanup sent, in order."""
+        return [
+            policy
+            for r in self.batches(incident_id, "cleanup_policies")
+            for policy in r.payload["policies"]
+        ]
 
     def stats(self) -> dict[str, Any]:
         closed: dict[str, int] = {}
@@ -346,7 +373,34 @@ class FakeNetwork:
             }
         if task_type == "cleanup":
             return 200, {"deleted": True, "tunnel_id": p.tunnel_id, "already_absent": False}
+        if task_type == "cutover_policies":
+            # one SLA check for the step, as restore makes it; each policy answered alone
+            within = self.cutover_script.pop(0) if self.cutover_script else True
+            step = {
+                "applied": True,
+                "within_sla": within,
+                "protection_pct": p.protection_pct if within else 100,
+                "original_pct": p.original_pct if within else 0,
+                "reverted": not within,
+            }
+            answers = [self._policy(task_type, policy.tunnel_id, step) for policy in p.policies]
+            return 200, {"within_sla": within, "sla": {}, "policies": answers}
+        if task_type == "cleanup_policies":
+            gone = {"deleted": True, "already_absent": False}
+            answers = [
+                self._policy(task_type, policy.tunnel_id, {**gone, "tunnel_id": policy.tunnel_id})
+                for policy in p.policies
+            ]
+            return 200, {"policies": answers}
         return 200, self._acknowledge(task_type, p)
+
+    def _policy(self, task_type: str, tunnel_id: str, result: dict[str, Any]) -> dict[str, Any]:
+        """One policy's part of a batch: ``result``, or the failure ``policy_fail`` names."""
+        code = self.policy_fail.get((task_type, tunnel_id))
+        if code is None:
+            return {"tunnel_id": tunnel_id, "result": result}
+        failure = {"code": code, "message": f"CNC refused {tunnel_id}", "status": 502}
+        return {"tunnel_id": tunnel_id, "error": failure}
 
     def _acknowledge(self, task_type: str, p: Any) -> dict[str, Any]:
         """What notify, audit, IO and the correlator answer the notifications they are sent."""

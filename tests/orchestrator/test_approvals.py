@@ -241,7 +241,7 @@ async def test_rejected_steer_removes_the_unused_tunnel(
         closed = await orch.closed(INC)
     assert closed["resolution"] == "escalated"
     assert closed["details"]["tunnel"] == "removed: never carried traffic"
-    [cleanup] = [r.payload for r in net.to("restore", INC) if r.task_type == "cleanup"]
+    [cleanup] = net.cleanups(INC)
     assert cleanup["tunnel_id"] == closed["details"]["tunnel_id"]
     assert not [r for r in net.to("tunnel", INC) if r.task_type == "steer_traffic"]
 
@@ -255,4 +255,4 @@ async def test_escalation_after_steering_leaves_the_tunnel_carrying_traffic(
         closed = await orch.closed(INC)
     assert closed["details"]["close_reason"] == "sla_not_recovered"
     assert closed["details"]["tunnel"] == "left up: it carries the protected services"
-    assert not [r for r in net.to("restore", INC) if r.task_type == "cleanup"]
+    assert not net.cleanups(INC)

@@ -76,7 +76,7 @@ async def test_happy_path_follows_the_seed(orchestrator: OrchFactory, net: FakeN
         + [f"vpn-silver-{i}" for i in range(1, 9)]
     )
     assert path_call["reserved_mbps"] == {}  # nothing promised to other groups: there are none
-    cutovers = [r.payload for r in net.to("restore", INC) if "protection_pct" in r.payload]
+    cutovers = [r.payload for r in net.batches(INC, "cutover_policies")]
     assert [(c["protection_pct"], c["original_pct"]) for c in cutovers] == list(CUTOVER_STEPS)
     assert net.tunnels_created == 1
 
@@ -291,12 +291,7 @@ async def test_sla_degrading_during_cutover_returns_to_monitoring(
     async with orchestrator() as orch:
         await orch.start(INC)
         closed = await orch.closed(INC)
-    cutovers = [
-        (r.payload["protection_pct"])
-        for r in net.to("restore", INC)
-        if "protection_pct" in r.payload
-    ]
-    assert cutovers == [75, 50, 75, 50, 25, 0]
+    assert [pct for _, pct in net.policy_steps(INC)] == [75, 50, 75, 50, 25, 0]
     assert closed["details"]["nodes_executed"] == list(NODES)
     assert net.tunnels_created == 1
 
@@ -329,7 +324,7 @@ async def test_operator_resolved_closes_and_removes_the_tunnel(
         closed = await orch.closed(INC)
     assert closed["details"]["close_reason"] == "operator_resolved"
     assert closed["details"]["degraded_links"] == ["pe1-pe2", "pe2-pe3", "pe3-pe4"]
-    assert net.calls.get("cleanup") == 1
+    assert net.calls.get("cleanup_policies") == 1
 
 
 async def test_signal_for_unknown_incident_is_404(orchestrator: OrchFactory) -> None:
@@ -462,7 +457,7 @@ async def test_link_on_the_tunnel_degrading_reroutes_it_in_place(
     # the hold timer ran on the new path, then cutover and cleanup of the one tunnel
     assert closed["resolution"] == "resolved"
     assert "reroute" in closed["details"]["nodes_executed"]
-    assert net.calls.get("cleanup") == 1
+    assert net.calls.get("cleanup_policies") == 1
     rerouted = [
         r.payload["details"]
         for r in net.to("audit", INC)
@@ -511,7 +506,7 @@ async def test_tunnel_link_degrading_during_cutover_is_rerouted_back_in_monitori
     net.cutover_script = [True, False]  # the second step finds the SLA degraded again
     async with orchestrator() as orch:
         await orch.start(INC)
-        await wait_for(lambda: [r for r in net.to("restore", INC) if r.task_type == "cutover_step"])
+        await wait_for(lambda: net.policy_steps(INC))
         net.sla_default = False  # back in monitoring, the SLA stays degraded until re-routed
         signal = {"incident_id": INC, "signal": "links_added", "links": ["pe4-pe3"]}
         await orch.task("incident_signal", signal)

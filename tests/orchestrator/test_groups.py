@@ -75,11 +75,10 @@ async def test_two_groups_get_two_policies_steered_cut_back_and_removed_together
     assert [t["service_ids"] for t in steered["tunnels"]][1] == SILVER
 
     # every cutover step on both policies, then both removed
-    cutovers = [r.payload for r in net.to("restore", INC) if "protection_pct" in r.payload]
-    assert [(c["tunnel_id"], c["protection_pct"]) for c in cutovers] == [
+    assert net.policy_steps(INC) == [
         (tid, protection) for protection, _ in CUTOVER_STEPS for tid in (FIRST, SECOND)
     ]
-    cleanups = [r.payload for r in net.to("restore", INC) if r.task_type == "cleanup"]
+    cleanups = net.cleanups(INC)
     assert [c["tunnel_id"] for c in cleanups] == [FIRST, SECOND]
     assert cleanups[1]["service_ids"] == SILVER
     cleanup_note = [d for d in details(net, "restoring") if d.get("cleanup")]
@@ -117,7 +116,7 @@ async def test_a_group_without_a_path_leaves_the_others_protected_and_escalates(
     # the protected services stay on their policy for the operator, as any carrying tunnel
     assert d["tunnel_ids"] == [FIRST]
     assert d["tunnels"][0]["fate"] == "left up: it carries the protected services"
-    assert net.calls.get("cleanup") is None and net.calls.get("cutover_step") is None
+    assert net.calls.get("cleanup_policies") is None and not net.policy_steps(INC)
     [error] = net.events(INC, "error")
     assert error["error_code"] == "services_unprotected"
     assert error["details"]["unprotected_services"] == SILVER
@@ -135,3 +134,47 @@ async def test_no_group_with_a_path_escalates_as_the_seed_does(
     assert net.tunnels_created == 0
     assert closed["details"]["close_reason"] == "no_path"
     assert sorted(closed["details"]["unprotected_services"]) == sorted([*PLATINUM, *SILVER])
+
+
+async def test_one_policy_failing_a_cutover_step_escalates_naming_that_policy(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    """The step went to both policies in one task; restore failed it on the second alone:
+    the incident escalates as a failed step did before batches, naming that policy."""
+    two_pairs(net)
+    net.policy_fail = {("cutover_policies", SECOND): "southbound"}
+    async with orchestrator() as orch:
+        await orch.start(INC)
+        closed = await orch.closed(INC)
+        await orch.app.state.outbox.flush()
+    assert closed["resolution"] == "escalated"
+    assert closed["details"]["close_reason"] == "cutover_failed"
+    [step] = net.batches(INC, "cutover_policies")
+    assert [p["tunnel_id"] for p in step.payload["policies"]] == [FIRST, SECOND]
+    [error] = net.events(INC, "error")
+    assert error["error_code"] == "cutover_failed"
+    assert error["details"]["tunnel_id"] == SECOND
+    assert list(error["details"]["failed_tunnels"]) == [SECOND]
+    assert f"failed on {SECOND}" in error["message"] and "CNC refused" in error["message"]
+    assert not net.cleanups(INC)  # traffic stays protected for the operator
+
+
+async def test_one_policy_failing_its_removal_escalates_naming_that_policy(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    two_pairs(net)
+    net.policy_fail = {("cleanup_policies", FIRST): "southbound"}
+    async with orchestrator() as orch:
+        await orch.start(INC)
+        closed = await orch.closed(INC)
+        await orch.app.state.outbox.flush()
+    assert closed["resolution"] == "escalated"
+    assert closed["details"]["close_reason"] == "cleanup_failed"
+    # every step went to both policies, once each; the cleanup once for both
+    assert net.policy_steps(INC) == [
+        (tid, protection) for protection, _ in CUTOVER_STEPS for tid in (FIRST, SECOND)
+    ]
+    assert [c["tunnel_id"] for c in net.cleanups(INC)] == [FIRST, SECOND]
+    [error] = net.events(INC, "error")
+    assert error["error_code"] == "cleanup_failed"
+    assert error["details"]["tunnel_id"] == FIRST and FIRST in error["message"]

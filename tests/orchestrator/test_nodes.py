@@ -367,8 +367,24 @@ async def test_restore_steps_the_cutover_and_waits_between_steps(harness: Harnes
     assert (update["wait"]["reason"], update["wait"]["then"]) == ("cutover", "restore")
     step = harness.net.to("restore", INC)[0].payload
     assert (step["protection_pct"], step["original_pct"]) == CUTOVER_STEPS[1]
-    assert step["service_ids"] == IDS
+    [policy] = step["policies"]
+    assert policy["service_ids"] == IDS
     assert harness.outbox.statuses()[0] == ("7", "restoring", "Cutover 50/50 (protection/original)")
+
+
+async def test_a_replayed_cutover_step_sends_the_same_task_and_moves_nothing_again(
+    harness: Harness,
+) -> None:
+    """The orchestrator killed after restore answered but before the checkpoint runs the node
+    again from the same state: one task for the step, under the same key, answered from
+    restore's record (the fake, like restore, receives it once)."""
+    state = protecting(harness.net, restore={"attempt": 0, "step": 1}, status="restoring")
+    first = harness.update(await harness.run(restore, state))
+    again = harness.update(await harness.run(restore, state))
+    assert first["restore"] == again["restore"] == {"attempt": 0, "step": 2}
+    [step] = harness.net.batches(INC, "cutover_policies")
+    assert harness.net.calls["cutover_policies"] == 2  # sent twice, applied once
+    assert step.key.endswith(":cutover_policies")
 
 
 async def test_restore_after_the_last_step_cleans_up_and_closes(harness: Harness) -> None:
@@ -383,7 +399,7 @@ async def test_restore_after_the_last_step_cleans_up_and_closes(harness: Harness
     assert command.goto == "close"
     update = harness.update(command)
     assert (update["cleaned"], update["close_reason"]) == (True, "sla_recovered")
-    assert [r.task_type for r in harness.net.to("restore", INC)][-1] == "cleanup"
+    assert [r.task_type for r in harness.net.to("restore", INC)][-1] == "cleanup_policies"
 
 
 async def test_restore_goes_back_to_monitoring_when_a_step_hurts_the_sla(

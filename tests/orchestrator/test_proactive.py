@@ -64,7 +64,7 @@ class LoadNetwork(FakeNetwork):
     def _answer(self, task_type: str, p: Any) -> tuple[int, Any]:
         if task_type == "link_forecast":
             return 200, self._forecast(p)
-        if task_type == "cutover_step":
+        if task_type == "cutover_policies":
             self.cutovers.append((utcnow(), p.protection_pct))
             if p.protection_pct == 100 and self.on_back is not None:
                 self.native = self.on_back
@@ -305,7 +305,7 @@ async def test_moves_the_fewest_services_and_never_closes_while_native_stays_hig
     assert "congestion subsided" in closed["summary"]
     steps = [pct for _, pct in net.cutovers]
     assert steps == [protection for protection, _ in CUTOVER_STEPS]
-    assert [r.task_type for r in net.to("restore", INC)][-1] == "cleanup"
+    assert [r.task_type for r in net.to("restore", INC)][-1] == "cleanup_policies"
     last = statuses(net, "restoring")[-1]["details"]
     assert last["cleanup"] is True and last["returns"] == 1 and last["shifts"] == 1
     assert closed["details"]["nodes_executed"] == [
@@ -434,7 +434,7 @@ async def test_one_shift_too_many_escalates_with_an_error(
     assert error["details"]["shifts"] == 3 and error["details"]["max_shifts"] == 2
     # traffic stays protected: put back on the tunnel, which is left up for the person
     assert [pct for _, pct in net.cutovers] == [75, 100, 75, 100]
-    assert "cleanup" not in [r.task_type for r in net.to("restore", INC)]
+    assert "cleanup_policies" not in [r.task_type for r in net.to("restore", INC)]
     assert closed["details"]["tunnels"][0]["fate"].startswith("left up")
 
 
@@ -512,10 +512,12 @@ async def test_load_growing_past_the_plan_moves_more_services_in_the_same_shift(
         net.native = 30.0
         closed = await orch.closed(INC, timeout=60)
     assert closed["details"]["close_reason"] == "congestion_subsided"
-    # both policies come home step by step and are removed
-    steps = [pct for _, pct in net.cutovers]
-    assert steps == [p for p, _ in CUTOVER_STEPS for _ in range(2)]
-    assert [r.task_type for r in net.to("restore", INC)].count("cleanup") == 2
+    # both policies come home step by step, one task per step for both, and are removed
+    assert [pct for _, pct in net.cutovers] == [p for p, _ in CUTOVER_STEPS]
+    both = sorted({tid for tid, _ in net.policy_steps(INC)})
+    assert len(both) == 2  # …-protect-001 (made first), …-protect-002: the policy order
+    assert net.policy_steps(INC) == [(tid, p) for p, _ in CUTOVER_STEPS for tid in both]
+    assert sorted(c["tunnel_id"] for c in net.cleanups(INC)) == both
     last = statuses(net, "restoring")[-1]["details"]
     assert (last["shifts"], last["returns"]) == (1, 1)
     assert len(last["tunnel_ids"]) == 2

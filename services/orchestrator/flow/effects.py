@@ -36,7 +36,8 @@ from services.orchestrator.flow.state import IncidentState, iso
 from services.orchestrator.settings import OrchestratorSettings
 from shared.contracts import (
     AUDIT_EVENT,
-    CLEANUP,
+    CLEANUP_POLICIES,
+    CUTOVER_POLICIES,
     ERROR_NOTICE,
     NOTIFY,
     STATUS_UPDATE,
@@ -44,9 +45,23 @@ from shared.contracts import (
     Req,
     Resp,
 )
-from shared.errors import CxmError, MeshError, MeshUnavailable
+from shared.errors import CxmError, MeshError, MeshUnavailable, PeerError
 from shared.mesh import MeshClient, backoff_delay
-from shared.models import AuditEvent, Cleanup, ErrorNotice, Notify, StatusUpdate, utcnow
+from shared.models import (
+    AuditEvent,
+    CleanupPolicies,
+    CutoverPolicies,
+    CutoverResult,
+    ErrorNotice,
+    Notify,
+    PolicyCleaned,
+    PolicyCutover,
+    PolicyFailure,
+    PolicyRef,
+    StatusUpdate,
+    TunnelDeleted,
+    utcnow,
+)
 from shared.outbox import Outbox
 from shared.settings import Settings
 
@@ -405,26 +420,96 @@ def group_key(index: int) -> str | None:
     return f"g{index}" if index else None
 
 
-async def cleanup_tunnel(fx: Effects, tunnel: dict[str, Any], index: int) -> None:
-    """Move one policy's traffic back and delete it (restore's ``cleanup``); raises on failure."""
-    await fx.call(
-        CLEANUP,
-        Cleanup(
-            incident_id=fx.iid,
-            tunnel_id=tunnel["tunnel_id"],
-            head_end=tunnel.get("head_end"),
-            end_point=tunnel.get("end_point"),
-            color=tunnel.get("color"),
-            service_ids=tunnel.get("service_ids") or [],
-        ),
-        key=group_key(index),
+def policy_ref(tunnel: dict[str, Any], service_ids: list[str] | None = None) -> PolicyRef:
+    """A policy as restore's batches name it (``service_ids`` when the state's lack them)."""
+    return PolicyRef(
+        tunnel_id=tunnel["tunnel_id"],
+        head_end=tunnel.get("head_end"),
+        end_point=tunnel.get("end_point"),
+        color=tunnel.get("color"),
+        service_ids=tunnel.get("service_ids") or service_ids or [],
     )
 
 
+def policy_failed(contract: Contract[Any, Any], failure: PolicyFailure) -> PeerError:
+    """One policy's failure in a batch's answer, as the error its own task would have raised
+    (``PeerError`` with restore's code): callers escalate on it exactly as they did."""
+    detail = {"code": failure.code, "message": failure.message}
+    return PeerError(contract.agent, contract.task_type, failure.status, detail)
+
+
+async def cutover_policies(
+    fx: Effects,
+    every: Sequence[dict[str, Any]],
+    *,
+    links: list[str],
+    protection: int,
+    original: int,
+    service_ids: list[str] | None = None,
+    key: str | None = None,
+) -> list[CutoverResult | MeshError]:
+    """One cutover step on every policy in one ``cutover_policies`` task: restore reads what
+    they share once and checks the SLA on ``links`` once. An answer per policy, in order: its
+    result, or its own failure (a failure of the whole task stands for each). ``PeerDown``
+    propagates (the node runs again, the same key). A replay sends the same key; a step that
+    restore did not finish is applied again, which moves nothing twice (a step is a split)."""
+    request = CutoverPolicies(
+        incident_id=fx.iid,
+        links=links,
+        protection_pct=protection,
+        original_pct=original,
+        policies=[policy_ref(t, service_ids) for t in every],
+    )
+    try:
+        answer = await fx.call(CUTOVER_POLICIES, request, key=key)
+    except MeshError as exc:
+        return [exc for _ in every]
+    return _per_policy(CUTOVER_POLICIES, every, answer.policies)
+
+
+async def cleanup_policies(
+    fx: Effects, every: Sequence[dict[str, Any]], *, key: str | None = None
+) -> list[TunnelDeleted | MeshError]:
+    """Every policy's traffic back and the policy deleted, in one ``cleanup_policies`` task;
+    answered per policy as :func:`cutover_policies` is (a replay deletes none twice: an absent
+    policy is already deleted)."""
+    if not every:
+        return []
+    request = CleanupPolicies(incident_id=fx.iid, policies=[policy_ref(t) for t in every])
+    try:
+        answer = await fx.call(CLEANUP_POLICIES, request, key=key)
+    except MeshError as exc:
+        return [exc for _ in every]
+    return _per_policy(CLEANUP_POLICIES, every, answer.policies)
+
+
+def _per_policy(
+    contract: Contract[Any, Any],
+    every: Sequence[dict[str, Any]],
+    answers: Sequence[PolicyCutover] | Sequence[PolicyCleaned],
+) -> list[Any]:
+    """Each policy's result or error, matched by tunnel id: a policy the answer lacks is a
+    failure of its own, never taken as done."""
+    by_id = {a.tunnel_id: a for a in answers}
+    out: list[Any] = []
+    for tunnel in every:
+        answer = by_id.get(tunnel["tunnel_id"])
+        if answer is None or (answer.result is None and answer.error is None):
+            missing = PolicyFailure(
+                code="no_answer", message="restore did not answer for this policy", status=502
+            )
+            out.append(policy_failed(contract, missing))
+        elif answer.error is not None:
+            out.append(policy_failed(contract, answer.error))
+        else:
+            out.append(answer.result)
+    return out
+
+
 async def remove_tunnels(fx: Effects, chosen: Sequence[tuple[int, dict[str, Any]]]) -> list[bool]:
-    """Best-effort removal on the way out, ``(index, policy)`` each, all at once: a failure is
-    reported (after every call, in order), never blocks the close."""
-    outcomes = await fx.each(chosen, lambda _, pair: cleanup_tunnel(fx, pair[1], pair[0]))
+    """Best-effort removal on the way out, ``(index, policy)`` each, in one task: a failure is
+    reported (after every policy, in order), never blocks the close."""
+    outcomes = await cleanup_policies(fx, [tunnel for _, tunnel in chosen])
     for (_, tunnel), outcome in zip(chosen, outcomes, strict=True):
         if isinstance(outcome, MeshError):
             await fx.error(

@@ -41,8 +41,8 @@ from langgraph.types import Command
 
 from services.orchestrator.flow.effects import (
     Effects,
+    cutover_policies,
     escalation,
-    group_key,
     peer_failed,
     wait_until,
 )
@@ -53,7 +53,7 @@ from services.orchestrator.flow.protect import (
     policy_groups,
     tunnel_ends,
 )
-from services.orchestrator.flow.restore import cutover_failed, cutover_gate, remove_policies
+from services.orchestrator.flow.restore import cutover_failures, cutover_gate, remove_policies
 from services.orchestrator.flow.state import (
     IncidentState,
     groups,
@@ -64,7 +64,7 @@ from services.orchestrator.flow.state import (
     tunnel_ids,
     tunnels,
 )
-from shared.contracts import ASSESS_IMPACT, COMPUTE_PATHS, CUTOVER_STEP, LINK_FORECAST
+from shared.contracts import ASSESS_IMPACT, COMPUTE_PATHS, LINK_FORECAST
 from shared.errors import MeshError
 from shared.models import (
     CUTOVER_STEPS,
@@ -72,7 +72,6 @@ from shared.models import (
     AssessImpact,
     ComputePaths,
     CutoverResult,
-    CutoverStep,
     ImpactResult,
     LinkForecastRequest,
     utcnow,
@@ -1071,11 +1070,9 @@ async def release(state: IncidentState, config: RunnableConfig) -> Command[Relea
     if ask:
         return Command(goto="approval", update={**update, "gate": ask})
     every = tunnels(state)
-    outcomes = await fx.each(every, lambda i, t: _split(fx, state, t, i, protection, original))
-    for tunnel, outcome in zip(every, outcomes, strict=True):
-        if isinstance(outcome, MeshError):
-            failed = cutover_failed(outcome, index, tunnel["tunnel_id"])
-            return Command(goto="escalate", update={**update, **failed})
+    outcomes = await _split(fx, state, every, protection, original)
+    if broke := cutover_failures(every, outcomes, index):
+        return Command(goto="escalate", update={**update, **broke})
     results = [o for o in outcomes if isinstance(o, CutoverResult)]
     now = utcnow()
     shift.update(
@@ -1102,32 +1099,22 @@ async def release(state: IncidentState, config: RunnableConfig) -> Command[Relea
 async def _split(
     fx: Effects,
     state: IncidentState,
-    tunnel: dict[str, Any],
-    index: int,
+    every: list[dict[str, Any]],
     protection: int,
     original: int,
     *,
     again: bool = False,
-) -> CutoverResult:
-    """``cutover_step`` on restore for one policy (which also checks the SLA on the link and
-    puts everything back on the policy if it broke). ``again`` (all traffic back on the
-    policy after a step) takes keys of its own: the step's keys already have an answer."""
-    suffix = group_key(index)
-    key = f"back:{suffix or 'g0'}" if again else suffix
-    return await fx.call(
-        CUTOVER_STEP,
-        CutoverStep(
-            incident_id=fx.iid,
-            tunnel_id=tunnel["tunnel_id"],
-            links=state["degraded_links"],
-            protection_pct=protection,
-            original_pct=original,
-            head_end=tunnel.get("head_end"),
-            end_point=tunnel.get("end_point"),
-            color=tunnel.get("color"),
-            service_ids=tunnel.get("service_ids") or [],
-        ),
-        key=key,
+) -> list[CutoverResult | MeshError]:
+    """``cutover_policies`` on restore for every policy (which also checks the SLA on the link
+    and puts every policy's traffic back on it if it broke). ``again`` (all traffic back on
+    the policies after a step) takes a key of its own: the step's key already has an answer."""
+    return await cutover_policies(
+        fx,
+        every,
+        links=state["degraded_links"],
+        protection=protection,
+        original=original,
+        key="back" if again else None,
     )
 
 
@@ -1156,17 +1143,10 @@ async def _back_on_tunnels(
     """The load climbed back during the return: every service back on its policy (a shift,
     counted); one shift more than allowed then escalates to a person, traffic protected."""
     every = tunnels(state)
-    outcomes = await fx.each(every, lambda i, t: _split(fx, state, t, i, 100, 0, again=True))
-    for tunnel, outcome in zip(every, outcomes, strict=True):
-        if isinstance(outcome, MeshError):
-            failed = peer_failed(
-                outcome,
-                "cutover_failed",
-                "Moving the traffic back onto the tunnel failed",
-                agent="restore",
-                tunnel_id=tunnel["tunnel_id"],
-            )
-            return Command(goto="escalate", update={**update, **failed})
+    outcomes = await _split(fx, state, every, 100, 0, again=True)
+    what = "Moving the traffic back onto the tunnel failed"
+    if failed := cutover_failures(every, outcomes, 0, what=what):
+        return Command(goto="escalate", update={**update, **failed})
     r = dict(state.get("restore") or {"attempt": 0, "step": 0})
     now = utcnow()
     shift = _shifted(shift, state, now)

@@ -11,6 +11,7 @@ close → END
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
@@ -18,9 +19,9 @@ from langgraph.types import Command
 
 from services.orchestrator.flow.effects import (
     Effects,
-    cleanup_tunnel,
+    cleanup_policies,
+    cutover_policies,
     gate,
-    group_key,
     peer_failed,
     remove_tunnels,
     wait_for,
@@ -36,12 +37,11 @@ from services.orchestrator.flow.state import (
     tunnels,
     wire,
 )
-from shared.contracts import CUTOVER_STEP, INCIDENT_CLOSED, TICKET_CLOSED
+from shared.contracts import INCIDENT_CLOSED, TICKET_CLOSED
 from shared.errors import MeshError
 from shared.models import (
     CUTOVER_STEPS,
     CutoverResult,
-    CutoverStep,
     IncidentClosed,
     TicketClosed,
     utcnow,
@@ -63,7 +63,7 @@ async def restore(state: IncidentState, config: RunnableConfig) -> Command[Resto
         await fx.audit("restoration_complete", {"tunnel_id": None})
         return Command(goto="close", update={**update, "close_reason": "sla_recovered"})
     if int(r["step"]) < len(CUTOVER_STEPS):
-        return await _cutover(fx, state, update, r, tunnel)
+        return await _cutover(fx, state, update, r)
     return await _clean_up(fx, state, update, int(r["attempt"]), tunnel)
 
 
@@ -72,7 +72,6 @@ async def _cutover(
     state: IncidentState,
     update: dict[str, Any],
     r: dict[str, Any],
-    tunnel: dict[str, Any],
 ) -> Command[RestoreGoto]:
     """Apply cutover step ``r["step"]`` (after its approval, if policy wants one)."""
     attempt, index = int(r["attempt"]), int(r["step"])
@@ -80,12 +79,18 @@ async def _cutover(
     ask = cutover_gate(fx, state, attempt, index, then="restore")
     if ask:
         return Command(goto="approval", update={**update, "gate": ask})
-    try:
-        result = await _cutover_all(fx, state, protection, original)
-    except MeshError as exc:
-        failed = cutover_failed(exc, index, tunnel["tunnel_id"])
+    every = tunnels(state)
+    outcomes = await cutover_policies(
+        fx,
+        every,
+        links=state["degraded_links"],
+        protection=protection,
+        original=original,
+        service_ids=steered_ids(state),
+    )
+    if failed := cutover_failures(every, outcomes, index):
         return Command(goto="escalate", update={**update, **failed})
-    return await _stepped(fx, update, r, tunnel_ids(state), result)
+    return await _stepped(fx, update, r, tunnel_ids(state), _first_suffered(outcomes))
 
 
 def cutover_gate(
@@ -112,64 +117,39 @@ def cutover_gate(
     )
 
 
-def cutover_failed(exc: MeshError, index: int, tunnel_id: str) -> dict[str, Any]:
-    """The escalation when restore failed cutover step ``index`` on a policy."""
+def cutover_failures(
+    every: list[dict[str, Any]],
+    outcomes: Sequence[CutoverResult | MeshError],
+    index: int,
+    *,
+    what: str | None = None,
+) -> dict[str, Any] | None:
+    """The escalation when restore failed cutover step ``index`` on some policy: named after
+    the first that failed, in policy order, with every failed policy listed (the others were
+    applied). None when every policy was answered. ``what`` replaces the step's wording."""
+    failed = [
+        (tunnel["tunnel_id"], outcome)
+        for tunnel, outcome in zip(every, outcomes, strict=True)
+        if isinstance(outcome, MeshError)
+    ]
+    if not failed:
+        return None
     protection, original = CUTOVER_STEPS[index]
+    tunnel_id, exc = failed[0]
     return peer_failed(
         exc,
         "cutover_failed",
-        f"Cutover step {protection}/{original} failed",
+        what or f"Cutover step {protection}/{original} failed on {tunnel_id}",
         agent="restore",
         tunnel_id=tunnel_id,
+        failed_tunnels={tid: str(e) for tid, e in failed},
     )
 
 
-async def _cutover_all(
-    fx: Effects, state: IncidentState, protection: int, original: int
-) -> CutoverResult:
-    """The step on every policy at once (each checks the SLA on its own links and reverts
-    alone); the first that suffered, in policy order, is the answer, so the flow goes back
-    to monitoring before moving more traffic. A peer's failure is raised as before."""
-    every = tunnels(state)
-    outcomes = await fx.each(
-        every, lambda i, t: _cutover_call(fx, state, t, i, protection, original)
-    )
-    result = CutoverResult(
-        applied=True, within_sla=True, protection_pct=protection, original_pct=original
-    )
-    for outcome in outcomes:
-        if isinstance(outcome, MeshError):
-            raise outcome
-        result = outcome
-        if not result.within_sla or result.reverted:
-            break
-    return result
-
-
-async def _cutover_call(
-    fx: Effects,
-    state: IncidentState,
-    tunnel: dict[str, Any],
-    index: int,
-    protection: int,
-    original: int,
-) -> CutoverResult:
-    """``cutover_step`` on restore: shift one policy's split and check the SLA at it."""
-    return await fx.call(
-        CUTOVER_STEP,
-        CutoverStep(
-            incident_id=fx.iid,
-            tunnel_id=tunnel["tunnel_id"],
-            links=state["degraded_links"],
-            protection_pct=protection,
-            original_pct=original,
-            head_end=tunnel.get("head_end"),
-            end_point=tunnel.get("end_point"),
-            color=tunnel.get("color"),
-            service_ids=tunnel.get("service_ids") or steered_ids(state),
-        ),
-        key=group_key(index),
-    )
+def _first_suffered(outcomes: Sequence[CutoverResult | MeshError]) -> CutoverResult:
+    """The first policy, in order, whose step the SLA reverted; else the last one's answer."""
+    results = [o for o in outcomes if isinstance(o, CutoverResult)]
+    return next((r for r in results if not r.within_sla or r.reverted), results[-1])
 
 
 async def _stepped(
@@ -273,10 +253,10 @@ async def remove_policies(
 
 
 async def _clean_each(fx: Effects, state: IncidentState) -> dict[str, Any] | None:
-    """Remove every policy, all at once (each with its own key, so a replay removes none
-    twice); a failure escalates, naming the first policy that failed."""
+    """Remove every policy in one task (one key, so a replay removes none twice); a failure
+    escalates, naming the first policy that failed."""
     every = tunnels(state)
-    outcomes = await fx.each(every, lambda i, t: cleanup_tunnel(fx, t, i))
+    outcomes = await cleanup_policies(fx, every)
     for tunnel, outcome in zip(every, outcomes, strict=True):
         if isinstance(outcome, MeshError):
             return peer_failed(
