@@ -9,6 +9,7 @@ bandwidth, and the topology the links the policy's hops cross (docs/southbound.m
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,15 +28,15 @@ TE_MAPPING = "ietf-te-service-mapping:te-service-mapping"
 
 
 class _Paths:
-    """One fold's IGP paths and hop links, each worked out once per pair of ends or sequence
-    of hops: the services of one group share their ends and the policy they ride, and each
-    IGP path is a Dijkstra over the whole topology in Python (issue 16: a read of 2,000
-    services repeated them per service)."""
+    """One fold's IGP paths and hop links, each worked out once per pair of nodes: every
+    service's hops cross links that many others cross too, and each IGP path is a Dijkstra
+    over the whole topology in Python (issue 16: a read of 2,000 services repeated both per
+    service and per hop)."""
 
     def __init__(self, index: TopologyIndex):
         self.index = index
         self._igp: dict[tuple[str, str], list[str]] = {}
-        self._links: dict[tuple[str, ...], list[str]] = {}
+        self._hops: dict[tuple[str, str], list[str]] = {}
 
     def igp(self, head: str, end: str) -> list[str]:
         """:meth:`TopologyIndex.igp_path` (nodes; empty when there is none)."""
@@ -45,11 +46,15 @@ class _Paths:
         return self._igp[key]
 
     def links(self, hops: Sequence[str]) -> list[str]:
-        """:meth:`TopologyIndex.links_of`, a new list each time (callers keep it)."""
-        key = tuple(hops)
-        if key not in self._links:
-            self._links[key] = self.index.links_of(hops)
-        return list(self._links[key])
+        """:meth:`TopologyIndex.links_of`, as a new list: what it gives each hop alone (the
+        link, or a loose hop's IGP segment) is all it gives the sequence."""
+        out: list[str] = []
+        for pair in itertools.pairwise(hops):
+            links = self._hops.get(pair)
+            if links is None:
+                links = self._hops[pair] = self.index.links_of(pair)
+            out.extend(links)
+        return out
 
 
 def fold_services(
