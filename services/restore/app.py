@@ -160,13 +160,8 @@ class _Part:
 
 
 def _ref(payload: CutoverStep | Cleanup) -> PolicyRef:
-    return PolicyRef(
-        tunnel_id=payload.tunnel_id,
-        head_end=payload.head_end,
-        end_point=payload.end_point,
-        color=payload.color,
-        service_ids=payload.service_ids,
-    )
+    """The single-policy request's policy, as a batch names it."""
+    return PolicyRef(**payload.model_dump(include=set(PolicyRef.model_fields)))
 
 
 async def _keys(ctx: TaskContext, parts: list[_Part]) -> None:
@@ -307,10 +302,12 @@ async def _cutover(
     return sla
 
 
-def _cutover_result(part: _Part, sla: SlaResult, protection: int, original: int) -> CutoverResult:
-    """One policy's answer, as ``cutover_step`` gives it (less the SLA report: the caller
-    adds it, once per batch)."""
-    if sla.within_sla:
+def _cutover_result(
+    part: _Part, check: SlaResult, protection: int, original: int, **extra: Any
+) -> CutoverResult:
+    """One policy's answer, as ``cutover_step`` gives it; the SLA report is the caller's to
+    add (``extra``): a batch gives it once, not once per policy."""
+    if check.within_sla:
         return CutoverResult(
             applied=True,
             within_sla=True,
@@ -318,6 +315,7 @@ def _cutover_result(part: _Part, sla: SlaResult, protection: int, original: int)
             original_pct=original,
             on_protection=part.on,
             on_original=part.home,
+            **extra,
         )
     return CutoverResult(
         applied=True,
@@ -328,6 +326,7 @@ def _cutover_result(part: _Part, sla: SlaResult, protection: int, original: int)
         attempted_protection_pct=protection,
         on_protection=[s.vpn_id for s in part.group],
         on_original=[],
+        **extra,
     )
 
 
@@ -351,9 +350,7 @@ async def cutover_step(payload: CutoverStep, ctx: TaskContext) -> CutoverResult:
     sla = await _cutover(ctx, [part], payload.links, *pcts)
     if part.error is not None:
         raise part.error
-    result = _cutover_result(part, sla, *pcts)
-    result.sla = sla.model_dump()  # type: ignore[attr-defined]  # an Open model's extra
-    return result
+    return _cutover_result(part, sla, *pcts, sla=sla.model_dump())
 
 
 @spec.serve(CUTOVER_POLICIES)
