@@ -156,7 +156,8 @@ class Kept(Generic[T]):
         kept = self._kept
         if kept is not None and self._clock() - kept[0] <= self._ttl_s and accept(kept[1]):
             return kept[1]
-        # Taken before the read: its age counts from when CNC was asked, never from after.
+        # Taken before the read, so its age counts from when it was asked for, not from its
+        # answer (a caller that joined a read under way dates it at most one read late).
         asked = self._clock()
         value = await self._read()
         if self._kept is None or self._kept[0] <= asked:
