@@ -54,8 +54,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         # climbs 0.9 %/s: the alert comes some 20 points before 90 %, room for a busy machine)
         "CXM_TRAFFIC_SAMPLE_INTERVAL_S": "30",
         "CXM_TRAFFIC_SAMPLE_MIN_INTERVAL_S": "0.2",
-        # the path agent reads link loads on the same clock as the sampler
-        "CXM_PATH_MEASUREMENT_MIN_TTL_S": "0.2",
+        # the path agent reads link loads with every topology refresh (0.15 s), as fresh as
+        # before it kept them apart: a detour is judged on the busy hour's load now
+        "CXM_PATH_MEASUREMENT_TTL_S": "15",
+        "CXM_PATH_MEASUREMENT_MIN_TTL_S": "0",
         "CXM_TRAFFIC_FORECAST_HORIZON_S": "2000",
         # the orchestrator: polls every 0.2 s, holds 2 s, at least 6 s between shifts
         "CXM_SLA_POLL_S": "20",
