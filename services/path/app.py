@@ -111,9 +111,9 @@ class GraphCache:
             fresh = time.monotonic() - self._fetched_at < self.ttl_s
             if self._graph is not None and fresh and not refresh:
                 return self._graph
-            reuse = time.monotonic() - self._measured_at < self.measurement_ttl_s
-            topology, rates = await self.cnc.measured_topology(reuse=reuse and not refresh)
-            if not reuse or refresh:
+            reuse = not refresh and time.monotonic() - self._measured_at < self.measurement_ttl_s
+            topology, rates = await self.cnc.measured_topology(reuse=reuse)
+            if not reuse:
                 # new rates: the placement they belong to is the next services read's
                 self._measured_at = time.monotonic()
                 self.rated_with = None
