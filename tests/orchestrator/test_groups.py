@@ -136,18 +136,27 @@ async def test_no_group_with_a_path_escalates_as_the_seed_does(
     assert sorted(closed["details"]["unprotected_services"]) == sorted([*PLATINUM, *SILVER])
 
 
-async def test_one_policy_failing_a_cutover_step_escalates_naming_that_policy(
-    orchestrator: OrchFactory, net: FakeNetwork
-) -> None:
-    """The step went to both policies in one task; restore failed it on the second alone:
-    the incident escalates as a failed step did before batches, naming that policy."""
+async def _escalated_when(
+    orchestrator: OrchFactory, net: FakeNetwork, failing: tuple[str, str]
+) -> dict[str, Any]:
+    """Two protected pairs, restore failing ``failing`` (task type, policy) with a southbound
+    error: the incident's close, once it escalated and its events were delivered."""
     two_pairs(net)
-    net.policy_fail = {("cutover_policies", SECOND): "southbound"}
+    net.policy_fail = {failing: "southbound"}
     async with orchestrator() as orch:
         await orch.start(INC)
         closed = await orch.closed(INC)
         await orch.app.state.outbox.flush()
     assert closed["resolution"] == "escalated"
+    return closed
+
+
+async def test_one_policy_failing_a_cutover_step_escalates_naming_that_policy(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    """The step went to both policies in one task; restore failed it on the second alone:
+    the incident escalates as a failed step did before batches, naming that policy."""
+    closed = await _escalated_when(orchestrator, net, ("cutover_policies", SECOND))
     assert closed["details"]["close_reason"] == "cutover_failed"
     [step] = net.batches(INC, "cutover_policies")
     assert [p["tunnel_id"] for p in step.payload["policies"]] == [FIRST, SECOND]
@@ -162,13 +171,7 @@ async def test_one_policy_failing_a_cutover_step_escalates_naming_that_policy(
 async def test_one_policy_failing_its_removal_escalates_naming_that_policy(
     orchestrator: OrchFactory, net: FakeNetwork
 ) -> None:
-    two_pairs(net)
-    net.policy_fail = {("cleanup_policies", FIRST): "southbound"}
-    async with orchestrator() as orch:
-        await orch.start(INC)
-        closed = await orch.closed(INC)
-        await orch.app.state.outbox.flush()
-    assert closed["resolution"] == "escalated"
+    closed = await _escalated_when(orchestrator, net, ("cleanup_policies", FIRST))
     assert closed["details"]["close_reason"] == "cleanup_failed"
     # every step went to both policies, once each; the cleanup once for both
     assert net.policy_steps(INC) == [
