@@ -711,20 +711,28 @@ class TopologyView(Open):
 
 
 class LinkUtilisation(Strict):
-    """``link_utilisation``: sample CNC counters now; utilisation from the previous sample."""
+    """``link_utilisation``: every link's load and delay from CNC's performance metrics."""
 
     links: list[str] = Field(default_factory=list)
     """Links to report (``pe1-pe2``, either direction); empty means every link."""
     incident_id: str | None = None
+    max_age_s: float | None = Field(default=None, ge=0)
+    """Answer from the last sample when it is at most this old (seconds), else sample now;
+    None samples now. A sample is two keyed reads per link (thousands on a large network):
+    a caller that needs the loads often (the path agent) takes the sampler's instead."""
 
 
 class LinkLoad(Open):
     link_id: str
     utilisation_pct: float | None = None
-    """The busier direction's load in percent of capacity; None until two samples exist."""
+    """The busier direction's load in percent of capacity; None when CNC gave no rate."""
     directions: dict[str, float] = Field(default_factory=dict)
     capacity_mbps: float | None = None
     interval_s: float | None = None
+    rate_mbps: float | None = None
+    """What the busier direction carries (CNC's ``bandwidth-utilization-kbps``)."""
+    delay_ms: float | None = None
+    """The worse direction's delay; None when neither direction's read gave one."""
 
 
 class UtilisationResult(Open):

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 import httpx
 from fastapi import FastAPI
@@ -26,23 +27,34 @@ from fastapi import FastAPI
 from services.path.graph import KnowledgeGraph, SlaBreach, committed_by_link, fingerprint
 from services.path.settings import PathSettings
 from shared.agent import AgentSpec, TaskContext
-from shared.contracts import COMPUTE_PATH, COMPUTE_PATHS, GET_TOPOLOGY, K_SHORTEST_PATHS
+from shared.contracts import (
+    COMPUTE_PATH,
+    COMPUTE_PATHS,
+    GET_TOPOLOGY,
+    K_SHORTEST_PATHS,
+    LINK_UTILISATION,
+)
+from shared.errors import MeshError
 from shared.logs import get_logger
+from shared.mesh import MeshClient
 from shared.models import (
     ComputePath,
     ComputePaths,
     GetTopology,
     KPathsResult,
     KShortestPaths,
+    LinkUtilisation,
     PathResult,
     PathsResult,
     TopologyView,
+    UtilisationResult,
 )
 from shared.settings import Settings
 from shared.southbound import (
     CncClient,
     PcaClient,
     SharedRead,
+    Topology,
     VpnService,
     southbound_clients,
 )
@@ -61,8 +73,16 @@ class GraphCache:
         *,
         measure: bool = True,
         measurement_ttl_s: float = 0.0,
+        traffic: Callable[[float], Awaitable[UtilisationResult]] | None = None,
     ):
         self.cnc = cnc
+        self.traffic = traffic
+        """The traffic agent's ``link_utilisation``, given the oldest sample it may answer
+        (seconds): every link's load and delay without reading them from CNC again. None,
+        or the call failing, reads them from CNC here."""
+        self.traffic_reads = 0
+        self._sampled_at: datetime | None = None
+        self._from_traffic: bool | None = None
         self.pca = pca
         self.ttl_s = ttl_s
         self.measurement_ttl_s = measurement_ttl_s
@@ -111,9 +131,8 @@ class GraphCache:
             fresh = time.monotonic() - self._fetched_at < self.ttl_s
             if self._graph is not None and fresh and not refresh:
                 return self._graph
-            reuse = not refresh and time.monotonic() - self._measured_at < self.measurement_ttl_s
-            topology, rates = await self.cnc.measured_topology(reuse=reuse)
-            if not reuse:
+            topology, rates, new = await self._measure(refresh=refresh)
+            if new:
                 # new rates: the placement they belong to is the next services read's
                 self._measured_at = time.monotonic()
                 self.rated_with = None
@@ -133,6 +152,38 @@ class GraphCache:
                 log.info("knowledge graph updated", links=len(self._graph.links))
             return self._graph
 
+    async def _measure(self, *, refresh: bool) -> tuple[Topology, dict[str, float], bool]:
+        """The topology with each link's delay, what each link carries (Mbps), and whether
+        those measurements are new since the last call.
+
+        From the traffic agent's last sample when it is young enough (``measurement_ttl_s``;
+        a ``refresh`` wants one taken now): it reads every link's metrics on its own clock,
+        so reading them here too would double two thousand keyed GETs on a 500-node network.
+        Without the traffic agent (not configured, down, or failing), from CNC, keeping each
+        direction's last answer for ``measurement_ttl_s``."""
+        if self.traffic is not None:
+            try:
+                sample = await self.traffic(0.0 if refresh else self.measurement_ttl_s)
+            except MeshError as exc:
+                if self._from_traffic is not False:
+                    log.warning(
+                        "link loads from CNC: the traffic agent did not answer", error=str(exc)
+                    )
+                self._from_traffic = False
+            else:
+                if self._from_traffic is not True:
+                    log.info("link loads from the traffic agent's samples")
+                self._from_traffic = True
+                self.traffic_reads += 1
+                new = sample.sampled_at != self._sampled_at
+                self._sampled_at = sample.sampled_at
+                structure = await self.cnc.topology_structure()
+                return (*sampled(structure, sample), new)
+        reuse = not refresh and time.monotonic() - self._measured_at < self.measurement_ttl_s
+        topology, rates = await self.cnc.measured_topology(reuse=reuse)
+        self._sampled_at = None
+        return topology, rates, not reuse
+
     def placement(self, services: list[VpnService]) -> dict[str, float]:
         """What the services committed per link when the rates were read: the first
         services read after them (the same request's, as a request refreshes the graph just
@@ -148,6 +199,21 @@ class GraphCache:
         metrics, limits = await asyncio.gather(self.pca.link_metrics(links), self.pca.thresholds())
         breaches = {name: SlaBreach.of(name, m, limits) for name, m in metrics.items()}
         return {name: breach for name, breach in breaches.items() if breach is not None}
+
+
+def sampled(structure: Topology, sample: UtilisationResult) -> tuple[Topology, dict[str, float]]:
+    """The structure with each link's delay from the traffic agent's sample, and what each
+    link carries: what :meth:`CncClient.measured_topology` gives from its own reads (the
+    worse direction's delay, the busier direction's rate). A link the sample does not know
+    yet (new since it was taken) has neither until the next one."""
+    loads = sample.links
+    links = [
+        link.model_copy(update={"delay_ms": load.delay_ms if load else None})
+        for link in structure.links
+        for load in [loads.get(link.link_id)]
+    ]
+    rates = {name: load.rate_mbps for name, load in loads.items() if load.rate_mbps is not None}
+    return Topology(nodes=structure.nodes, links=links), rates
 
 
 async def _priced(ctx: TaskContext) -> KnowledgeGraph:
@@ -192,8 +258,20 @@ async def _southbound(app: FastAPI) -> AsyncIterator[None]:
                 settings.scaled(path_settings.measurement_ttl_s),
                 path_settings.measurement_min_ttl_s,
             ),
+            traffic=_traffic_loads(app) if path_settings.loads_from == "traffic" else None,
         )
         yield
+
+
+def _traffic_loads(app: FastAPI) -> Callable[[float], Awaitable[UtilisationResult]]:
+    """The traffic agent's sample, at most ``max_age_s`` old; tried once (CNC is the fallback,
+    so a traffic agent that is down costs one refused connection, not the mesh's retries)."""
+    mesh: MeshClient = app.state.mesh
+
+    async def loads(max_age_s: float) -> UtilisationResult:
+        return await mesh.call(LINK_UTILISATION, LinkUtilisation(max_age_s=max_age_s), retries=0)
+
+    return loads
 
 
 spec = AgentSpec(
@@ -261,9 +339,11 @@ def create_app(
     *,
     path_settings: PathSettings | None = None,
     southbound_transport: httpx.AsyncBaseTransport | None = None,
+    mesh_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
-    """Build the agent; tests pass ``southbound_transport`` to reach an in-process CNC."""
-    app = spec.create_app(settings)
+    """Build the agent; tests pass ``southbound_transport`` to reach an in-process CNC and
+    ``mesh_transport`` to reach an in-process traffic agent."""
+    app = spec.create_app(settings, mesh_transport=mesh_transport)
     app.state.path_settings = path_settings or PathSettings()
     app.state.southbound_transport = southbound_transport
     return app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -27,6 +29,13 @@ class PathSettings(BaseSettings):
         description="floor of the scaled measurement_ttl_s: CNC serves performance metrics "
         "as keyed reads only (two per link), so a small time scale must not turn every "
         "topology refresh into thousands of reads",
+    )
+    loads_from: Literal["traffic", "cnc"] = Field(
+        default="traffic",
+        description="where each link's load and delay come from: the traffic agent's last "
+        "sample (at most measurement_ttl_s old; it reads them on its own clock anyway), or "
+        "CNC's performance metrics read here; 'traffic' falls back to CNC while the traffic "
+        "agent does not answer",
     )
     avoid_out_of_sla: bool = Field(
         default=True,

@@ -5,7 +5,9 @@ direction's ``bandwidth-utilization-kbps`` from the performance metrics), so one
 Each read is kept per link in the agent's table; a small sampler in the lifespan takes one every
 ``CXM_TRAFFIC_SAMPLE_INTERVAL_S`` (scaled by ``CXM_TIME_SCALE``, never below
 ``CXM_TRAFFIC_SAMPLE_MIN_INTERVAL_S``: a sample is two keyed reads per link) so forecasts have
-a history.
+a history. The last sample is also kept in memory: ``link_utilisation`` with ``max_age_s``
+answers from it, which is how the path agent takes every link's load and delay without reading
+the same thousands of keyed metrics again.
 
 The sampler is also the proactive watcher (``watcher.py``, issue 14): after each sample it
 forecasts every link and raises a proactive alert through the correlator, by the agent's
@@ -21,6 +23,8 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import httpx
 from fastapi import FastAPI
@@ -45,7 +49,6 @@ from shared.models import (
     LinkUtilisation,
     PredictCongestion,
     UtilisationResult,
-    utcnow,
 )
 from shared.settings import Settings
 from shared.southbound import CncClient, link_key, southbound_clients
@@ -53,11 +56,39 @@ from shared.southbound import CncClient, link_key, southbound_clients
 log = get_logger(__name__)
 
 
-async def take_sample(app: FastAPI) -> dict[str, LinkLoad]:
-    """Read every link's load from CNC once, store it, and return it."""
+@dataclass(frozen=True)
+class Sample:
+    """One read of every link's load: when its read began (monotonic, for its age) and when
+    (wall clock, for its answer)."""
+
+    loads: dict[str, LinkLoad]
+    taken: float
+    at: datetime
+
+
+def _young(sample: Sample | None, max_age_s: float | None, asked: float) -> Sample | None:
+    """The sample, if it will do: at most ``max_age_s`` old, or begun after the caller asked
+    (as fresh as a read of its own would be)."""
+    if sample is None or max_age_s is None:
+        return None
+    if sample.taken >= asked or asked - sample.taken <= max_age_s:
+        return sample
+    return None
+
+
+async def take_sample(app: FastAPI, *, max_age_s: float | None = None) -> Sample:
+    """Every link's load: the last sample when it is at most ``max_age_s`` old, else a new
+    read of CNC, stored and kept. Callers that wait for a read begun after they asked take
+    its sample, so a burst of them reads CNC once; without ``max_age_s``, always a new read."""
+    asked = time.monotonic()
+    if kept := _young(app.state.last_sample, max_age_s, asked):
+        return kept
     cnc: CncClient = app.state.cnc
     cfg: TrafficSettings = app.state.traffic_settings
     async with app.state.sample_lock:
+        if kept := _young(app.state.last_sample, max_age_s, asked):
+            return kept  # taken while this caller waited
+        taken = time.monotonic()
         rates = await cnc.link_utilisation()
         now = time.time()
         loads: dict[str, LinkLoad] = {}
@@ -84,16 +115,24 @@ async def take_sample(app: FastAPI) -> dict[str, LinkLoad]:
                 }
             )
         await store.add(app.state.engine, rows, keep=cfg.history)
-    return loads
+        sample = Sample(loads, taken, datetime.fromtimestamp(now, UTC))
+        app.state.last_sample = sample
+    return sample
 
 
 async def _sampler(app: FastAPI, interval_s: float) -> None:
     """Sample forever, and watch each sample when the proactive flow is on; a CNC outage is
-    logged and retried on the next tick, never fatal."""
+    logged and retried on the next tick, never fatal.
+
+    Reads begin every ``interval_s`` (not ``interval_s`` after the last one ended), so the
+    kept sample is never much older than that and a caller asking for that age (the path
+    agent) takes it rather than reading again; a read longer than the interval still leaves
+    half an interval of rest before the next."""
     cfg: TrafficSettings = app.state.traffic_settings
     while True:
+        began = time.monotonic()
         try:
-            loads = await take_sample(app)
+            loads = (await take_sample(app)).loads
         except SouthboundError as exc:
             log.warning("load sample failed", error=str(exc))
         else:
@@ -102,7 +141,7 @@ async def _sampler(app: FastAPI, interval_s: float) -> None:
                     await watch(app, loads)
                 except Exception:  # a database hiccup must not stop sampling; it is logged
                     log.exception("proactive watch failed")
-        await asyncio.sleep(interval_s)
+        await asyncio.sleep(max(interval_s / 2, began + interval_s - time.monotonic()))
 
 
 @asynccontextmanager
@@ -111,6 +150,7 @@ async def _southbound(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     cfg: TrafficSettings = app.state.traffic_settings
     app.state.sample_lock = asyncio.Lock()
+    app.state.last_sample = None
     sampler = None
     async with southbound_clients(app):
         if cfg.sampler_enabled:
@@ -148,10 +188,10 @@ def _selected(names: list[str], wanted: list[str]) -> list[str]:
 
 @spec.serve(LINK_UTILISATION)
 async def link_utilisation(payload: LinkUtilisation, ctx: TaskContext) -> UtilisationResult:
-    loads = await take_sample(ctx.app)
+    sample = await take_sample(ctx.app, max_age_s=payload.max_age_s)
     return UtilisationResult(
-        links={name: loads[name] for name in _selected(list(loads), payload.links)},
-        sampled_at=utcnow(),
+        links={name: sample.loads[name] for name in _selected(list(sample.loads), payload.links)},
+        sampled_at=sample.at,
     )
 
 

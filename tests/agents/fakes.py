@@ -29,6 +29,8 @@ from urllib.parse import unquote
 import httpx
 import respx
 
+from shared.settings import Settings
+
 CNC = "http://cnc.test"
 PCA = "http://pca.test"
 OSS = "http://oss.test/service-inventory"
@@ -916,6 +918,12 @@ class FakeNetwork:
         router.route(host="cnc.test").mock(side_effect=self.cnc)
         router.route(host="pca.test").mock(side_effect=self.pca)
         router.route(host="oss.test").mock(side_effect=self.oss)
+        # No traffic agent runs beside these tests: its address refuses, as a stopped one's
+        # would (the path agent then reads the links' metrics from CNC itself).
+        traffic = httpx.URL(Settings().url_of("traffic"))
+        router.route(host=traffic.host, port=traffic.port).mock(
+            side_effect=httpx.ConnectError("connection refused")
+        )
 
 
 # --- a CNC that only knows its topology (for agents that only read it: io, correlator) -------

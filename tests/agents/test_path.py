@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
 from services.path.app import create_app
 from services.path.settings import PathSettings
+from services.traffic.app import create_app as create_traffic_app
+from services.traffic.settings import TrafficSettings
 from shared.settings import Settings
 from tests.agents.fakes import FakeNetwork, run_task
 from tests.support import running
@@ -163,3 +167,31 @@ async def test_k_shortest_paths(agent_settings: Settings, net: FakeNetwork) -> N
         response = await run_task(client, "k_shortest_paths", {**_request(), "k": 5})
     paths = [p["path"] for p in response.json()["result"]["paths"]]
     assert paths == [["pe1", "p1", "p2", "pe4"], ["pe1", "p3", "pe4"], ["pe1", "p4", "pe4"]]
+
+
+async def test_link_loads_and_delays_come_from_the_traffic_agents_sample(
+    agent_settings: Settings, net: FakeNetwork
+) -> None:
+    """The traffic agent reads every link's metrics on its own clock: the path agent takes
+    its sample (at most ``measurement_ttl_s`` old) instead of reading them again, and a
+    refresh asks for one taken now. Without it (the other tests), CNC is read here."""
+    traffic = create_traffic_app(
+        agent_settings, traffic_settings=TrafficSettings(sampler_enabled=False)
+    )
+    kept = PathSettings(topology_ttl_s=1e-9, measurement_ttl_s=3600)
+    async with running(traffic) as traffic_client:
+        await run_task(traffic_client, "link_utilisation", {})  # the sampler's last sample
+        sampled = _pm_reads(net)
+        net.topology["links"][4]["delay-ms"] = 100  # p1-p2 gets slow after that sample
+        path = create_app(
+            agent_settings, path_settings=kept, mesh_transport=httpx.ASGITransport(app=traffic)
+        )
+        async with running(path) as client:
+            # the sample's delays: p1-p2 still fast, and nothing read from CNC for it
+            assert (await _compute(client))["path"] == ["pe1", "p1", "p2", "pe4"]
+            assert (await _compute(client))["path"] == ["pe1", "p1", "p2", "pe4"]
+            assert _pm_reads(net) == sampled
+            assert path.state.graph.traffic_reads == 2 and net.topology_reads >= 2
+            await run_task(client, "get_topology", {"refresh": True})  # a sample taken now
+            assert _pm_reads(net) == 2 * sampled
+            assert (await _compute(client))["path"] == ["pe1", "p3", "pe4"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from services.traffic import store
 from services.traffic.app import create_app
 from services.traffic.settings import TrafficSettings
@@ -90,3 +92,37 @@ async def test_sampler_runs_in_the_lifespan(agent_settings: Settings, net: FakeN
     async with running(app):
         latest = await wait_for(lambda: store.latest(app.state.engine), timeout=10)
     assert set(latest) == {link["link-id"] for link in net.topology["links"]}
+
+
+def _pm_reads(net: FakeNetwork) -> int:
+    return sum("igp-link-pm=" in path for _, path in net.requests)
+
+
+async def test_a_young_enough_sample_is_answered_without_reading_cnc(
+    agent_settings: Settings, net: FakeNetwork
+) -> None:
+    """``max_age_s`` takes the last sample when it is young enough (the path agent's way of
+    reading every link's load), and callers that find it too old share one new read."""
+    per_sample = 2 * len(net.topology["links"])
+    async with running(create_app(agent_settings, traffic_settings=QUIET)) as client:
+        first = (await run_task(client, "link_utilisation", {})).json()["result"]
+        assert _pm_reads(net) == per_sample
+        net.utilisation["pe1-pe2"] = 4000.0  # CNC's rate moves; the kept sample does not
+        kept = (await run_task(client, "link_utilisation", {"max_age_s": 3600})).json()
+        assert _pm_reads(net) == per_sample
+        assert kept["result"] == first  # the same sample, with the time it was taken
+        assert kept["result"]["links"]["pe1-pe2"]["rate_mbps"] != 4000.0
+
+        burst = await asyncio.gather(
+            *(run_task(client, "link_utilisation", {"max_age_s": 0}) for _ in range(5))
+        )
+        assert _pm_reads(net) <= 3 * per_sample  # not one read per caller
+        loads = [r.json()["result"]["links"]["pe1-pe2"] for r in burst]
+        assert all(load["rate_mbps"] == 4000.0 for load in loads)
+        pe1_pe2 = next(link for link in net.topology["links"] if link["link-id"] == "pe1-pe2")
+        assert loads[0]["delay_ms"] == float(pe1_pe2["delay-ms"])  # typed, for the path agent
+
+        reads = _pm_reads(net)
+        now = (await run_task(client, "link_utilisation", {})).json()["result"]
+        assert _pm_reads(net) == reads + per_sample  # no max_age_s: sampled now, as before
+        assert now["sampled_at"] > first["sampled_at"]
