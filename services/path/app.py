@@ -258,18 +258,27 @@ async def _southbound(app: FastAPI) -> AsyncIterator[None]:
                 settings.scaled(path_settings.measurement_ttl_s),
                 path_settings.measurement_min_ttl_s,
             ),
-            traffic=_traffic_loads(app) if path_settings.loads_from == "traffic" else None,
+            traffic=(
+                _traffic_loads(app, path_settings.traffic_timeout_s)
+                if path_settings.loads_from == "traffic"
+                else None
+            ),
         )
         yield
 
 
-def _traffic_loads(app: FastAPI) -> Callable[[float], Awaitable[UtilisationResult]]:
+def _traffic_loads(
+    app: FastAPI, timeout_s: float
+) -> Callable[[float], Awaitable[UtilisationResult]]:
     """The traffic agent's sample, at most ``max_age_s`` old; tried once (CNC is the fallback,
-    so a traffic agent that is down costs one refused connection, not the mesh's retries)."""
+    so a traffic agent that is down costs one refused connection, not the mesh's retries),
+    and waited for as long as a read of every link takes (giving up sooner would read them
+    all again here, while the traffic agent finishes the same read)."""
     mesh: MeshClient = app.state.mesh
 
     async def loads(max_age_s: float) -> UtilisationResult:
-        return await mesh.call(LINK_UTILISATION, LinkUtilisation(max_age_s=max_age_s), retries=0)
+        request = LinkUtilisation(max_age_s=max_age_s)
+        return await mesh.call(LINK_UTILISATION, request, retries=0, timeout=timeout_s)
 
     return loads
 

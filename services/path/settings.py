@@ -37,6 +37,13 @@ class PathSettings(BaseSettings):
         "CNC's performance metrics read here; 'traffic' falls back to CNC while the traffic "
         "agent does not answer",
     )
+    traffic_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="how long to wait for the traffic agent's sample: when its last one is too "
+        "old it reads a new one (two keyed reads per link), as long as reading here would take; "
+        "CNC is read here only when it does not answer in that time",
+    )
     avoid_out_of_sla: bool = Field(
         default=True,
         description="price in every link PCA measures out of SLA now (avoided when possible)",
