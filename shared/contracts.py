@@ -491,11 +491,13 @@ PROVISION_TUNNELS: Final = Contract(
         "CNC's topology and policies read once; each policy answered (or failed) on its own"
     ),
     handler="services.tunnel.app.provision_tunnels",
-    errors=("southbound",),
+    errors=("tunnel_provision_failed", "southbound"),
     tags=("tunnel", "sr-policy", "cnc"),
 )
 """A policy's own failure (``tunnel_provision_failed``, ``bad_path``…) is answered in its
-place; ``southbound`` (503) is a passing CNC failure of the whole task, to retry whole."""
+place. The whole task fails with ``southbound`` (503) for a passing CNC failure of its shared
+read, to be retried whole, and with ``tunnel_provision_failed`` (502, final) when that read
+failed for good."""
 STEER_POLICIES: Final = Contract(
     agent="tunnel",
     task_type="steer_policies",

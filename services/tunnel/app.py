@@ -16,6 +16,13 @@ Steering gives the group's services the policy's color (``CncClient.map_services
 L3NM/L2NM TE-service mapping: CNC's automated steering then puts all of a service's traffic on
 the policy); removal deletes those mappings (``unmap_services``) before the policy.
 
+An incident has one policy per group of services, all provisioned and steered together, so
+``provision_tunnels`` and ``steer_policies`` take every policy of a step in one task: what the
+policies share (the incident's rows, CNC's topology and policies, the services' ends) is read
+once, each policy makes its own CNC writes, and each is answered, or failed, in its place.
+``provision_tunnel`` and ``steer_traffic`` (one policy, as outside A2A clients may still send
+them) are the same code on a batch of one.
+
 ``reroute_tunnel`` moves a live tunnel onto a new path with CNC ``sr-policy-modify`` rather
 than a second tunnel: the policy keeps its key and binding SID, so the traffic already
 steered onto it (by color) follows without being moved. It retries the same way and fails
