@@ -94,6 +94,8 @@ from shared.models import (
     PathsResult,
     PredictCongestion,
     ProvisionTunnel,
+    ProvisionTunnels,
+    ProvisionTunnelsResult,
     RerouteTunnel,
     RotateCredentialKey,
     RunbookList,
@@ -108,6 +110,8 @@ from shared.models import (
     StartIncident,
     StartRunbookSession,
     StatusUpdate,
+    SteerPolicies,
+    SteerPoliciesResult,
     SteerTraffic,
     TestConnection,
     TicketClosed,
@@ -477,6 +481,36 @@ STEER_TRAFFIC: Final = Contract(
     errors=("unknown_tunnel", "tunnel_not_up", "no_steerable_services", "southbound"),
     tags=("tunnel", "steering"),
 )
+PROVISION_TUNNELS: Final = Contract(
+    agent="tunnel",
+    task_type="provision_tunnels",
+    request=ProvisionTunnels,
+    response=ProvisionTunnelsResult,
+    description=(
+        "Create (once per incident and pair of ends) several protection SR policies at once, "
+        "CNC's topology and policies read once; each policy answered (or failed) on its own"
+    ),
+    handler="services.tunnel.app.provision_tunnels",
+    errors=("tunnel_provision_failed", "southbound"),
+    tags=("tunnel", "sr-policy", "cnc"),
+)
+"""A policy's own failure (``tunnel_provision_failed``, ``bad_path``…) is answered in its
+place. The whole task fails with ``southbound`` (503) for a passing CNC failure of its shared
+read, to be retried whole, and with ``tunnel_provision_failed`` (502, final) when that read
+failed for good."""
+STEER_POLICIES: Final = Contract(
+    agent="tunnel",
+    task_type="steer_policies",
+    request=SteerPolicies,
+    response=SteerPoliciesResult,
+    description=(
+        "Steer several groups' traffic, each onto its protection tunnel (100 %), at once; "
+        "each policy answered (or failed) on its own"
+    ),
+    handler="services.tunnel.app.steer_policies",
+    errors=("southbound",),
+    tags=("tunnel", "steering"),
+)
 REROUTE_TUNNEL: Final = Contract(
     agent="tunnel",
     task_type="reroute_tunnel",
@@ -685,6 +719,8 @@ CONTRACTS: Final[tuple[Contract[Any, Any], ...]] = (
     GET_TOPOLOGY,
     PROVISION_TUNNEL,
     STEER_TRAFFIC,
+    PROVISION_TUNNELS,
+    STEER_POLICIES,
     REROUTE_TUNNEL,
     DELETE_TUNNEL,
     CHECK_SLA,

@@ -603,6 +603,70 @@ class CleanupPoliciesResult(Open):
     policies: list[PolicyCleaned]
 
 
+class ProvisionTunnels(Strict):
+    """Every protection policy of one incident step in one task (``provision_tunnel`` takes
+    one per policy), so what they share (CNC's topology and policies) is read once.
+
+    Each request is exactly what ``provision_tunnel`` takes for its policy; a request for ends
+    already asked for earlier in the batch answers as that one (one policy per incident and
+    pair of ends)."""
+
+    incident_id: str
+    tunnels: list[ProvisionTunnel] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_incident(self) -> ProvisionTunnels:
+        for i, tunnel in enumerate(self.tunnels):
+            if tunnel.incident_id != self.incident_id:
+                raise ValueError(f"tunnels[{i}].incident_id: not the batch's {self.incident_id}")
+        return self
+
+
+class PolicyProvisioned(Open):
+    """One policy's part of ``provision_tunnels``, named by its ends: its ``provision_tunnel``
+    answer, or its failure (a ``PolicyFailure``, as for restore's batches)."""
+
+    head_end: str
+    end_point: str
+    result: TunnelResult | None = None
+    error: PolicyFailure | None = None
+
+
+class ProvisionTunnelsResult(Open):
+    """``provision_tunnels``'s answer: every request in request order."""
+
+    tunnels: list[PolicyProvisioned]
+
+
+class SteerPolicies(Strict):
+    """Every policy of one incident steered in one task (``steer_traffic`` takes one each), so
+    the services' ends are looked up once. Each request is what ``steer_traffic`` takes."""
+
+    incident_id: str
+    policies: list[SteerTraffic] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_incident(self) -> SteerPolicies:
+        for i, policy in enumerate(self.policies):
+            if policy.incident_id != self.incident_id:
+                raise ValueError(f"policies[{i}].incident_id: not the batch's {self.incident_id}")
+        return self
+
+
+class PolicySteered(Open):
+    """One policy's part of ``steer_policies``: its ``steer_traffic`` answer, or its failure."""
+
+    tunnel_id: str
+    result: TrafficSteered | None = None
+    error: PolicyFailure | None = None
+
+
+class SteerPoliciesResult(Open):
+    """``steer_policies``'s answer: every policy in request order."""
+
+    policies: list[PolicySteered]
+
+
 # --- notify (8007) and audit (8008) --------------------------------------------------------
 
 

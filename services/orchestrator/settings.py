@@ -84,12 +84,6 @@ class OrchestratorSettings(BaseSettings):
         "escalates with an `agent_unavailable` error; meanwhile the step is retried with capped "
         "backoff and no coroutine waits (0: escalate after the mesh's retries, as before)",
     )
-    calls_per_incident: int = Field(
-        default=8,
-        ge=1,
-        description="peer calls one step of an incident makes at once, one per protection "
-        "policy (an incident on a busy core link has hundreds of policies)",
-    )
     reserve_bandwidth: bool = Field(
         default=True,
         description="ask path computation for headroom for the services a tunnel will carry",

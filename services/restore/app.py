@@ -20,8 +20,7 @@ once, and each policy is answered, or failed, in its place. ``cutover_step`` and
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +29,7 @@ import httpx
 from fastapi import FastAPI
 
 from shared.agent import AgentSpec, TaskContext
+from shared.batch import each, failure, retry_transient
 from shared.contracts import CHECK_SLA, CLEANUP, CLEANUP_POLICIES, CUTOVER_POLICIES, CUTOVER_STEP
 from shared.errors import SouthboundError, TaskFailed
 from shared.logs import get_logger
@@ -44,7 +44,6 @@ from shared.models import (
     CutoverStep,
     PolicyCleaned,
     PolicyCutover,
-    PolicyFailure,
     PolicyRef,
     SlaResult,
     TunnelDeleted,
@@ -136,10 +135,6 @@ async def _check(ctx: TaskContext, links: list[str]) -> SlaResult:
     return evaluate(links, metrics, thresholds)
 
 
-POLICIES_AT_ONCE = 8
-"""One batch's policies whose CNC writes are in flight at once (the orchestrator sent this
-many ``cutover_step`` calls at a time before it sent batches)."""
-
 Key = tuple[str, str, int]
 Group = list[VpnService] | list[ServiceMapping]
 
@@ -221,37 +216,6 @@ async def _groups(ctx: TaskContext, parts: list[_Part]) -> None:
             ]
 
 
-async def _each(parts: list[_Part], work: Callable[[_Part], Awaitable[None]]) -> None:
-    """``work`` on every policy still without an error, ``POLICIES_AT_ONCE`` at a time; a
-    policy's CNC failure (or its own ``TaskFailed``) becomes its ``error``, the others go on."""
-    gate = asyncio.Semaphore(POLICIES_AT_ONCE)
-
-    async def one(part: _Part) -> None:
-        async with gate:
-            try:
-                await work(part)
-            except (TaskFailed, SouthboundError) as exc:
-                part.error = exc
-
-    await asyncio.gather(*(one(p) for p in parts if p.error is None))
-
-
-def _retry_transient(parts: list[_Part]) -> None:
-    """A policy that failed for a passing reason (CNC busy, unreachable) fails the batch
-    (503, nothing recorded under its key), so the caller retries it whole, as it retried the
-    single task: every step and cleanup says the same thing however often it is applied."""
-    for part in parts:
-        if isinstance(part.error, SouthboundError) and part.error.transient:
-            raise part.error
-
-
-def _failure(exc: TaskFailed | SouthboundError) -> PolicyFailure:
-    """The ``{code, message}`` and status the single-policy task would have answered."""
-    if isinstance(exc, TaskFailed):
-        return PolicyFailure(code=exc.code, message=str(exc), status=exc.status)
-    return PolicyFailure(code="southbound", message=str(exc), status=502)
-
-
 async def _steer_share(cnc: CncClient, part: _Part, pct: int) -> None:
     """Map the share of the group that stays on the policy to its color, unmap the rest."""
     assert part.key is not None
@@ -277,8 +241,8 @@ async def _cutover(
     cnc: CncClient = ctx.state.cnc
     await _keys(ctx, parts)
     await _groups(ctx, parts)
-    await _each(parts, lambda part: _steer_share(cnc, part, protection))
-    _retry_transient(parts)
+    await each(parts, lambda part: _steer_share(cnc, part, protection))
+    retry_transient(parts)
     sla = await _check(ctx, links)
     if not sla.within_sla:
 
@@ -287,8 +251,8 @@ async def _cutover(
             if part.group:
                 await cnc.map_services(part.group, part.key[2])
 
-        await _each(parts, revert)
-        _retry_transient(parts)
+        await each(parts, revert)
+        retry_transient(parts)
     moved = [p for p in parts if p.error is None]
     log.info(
         "cutover step applied" if sla.within_sla else "cutover reverted: SLA violated",
@@ -364,7 +328,7 @@ async def cutover_policies(payload: CutoverPolicies, ctx: TaskContext) -> Cutove
         within_sla=sla.within_sla,
         sla=sla.model_dump(),
         policies=[
-            PolicyCutover(tunnel_id=p.ref.tunnel_id, error=_failure(p.error))
+            PolicyCutover(tunnel_id=p.ref.tunnel_id, error=failure(p.error))
             if p.error is not None
             else PolicyCutover(tunnel_id=p.ref.tunnel_id, result=_cutover_result(p, sla, *pcts))
             for p in parts
@@ -411,8 +375,8 @@ async def _clean(ctx: TaskContext, parts: list[_Part]) -> list[TunnelDeleted | N
         )
         part.on = [s.vpn_id for s in steered]  # unmapped: reported in the log line
 
-    await _each(parts, remove)
-    _retry_transient(parts)
+    await each(parts, remove)
+    retry_transient(parts)
     log.info(
         "cleanup: policies deleted",
         incident_id=ctx.incident_id,
@@ -447,7 +411,7 @@ async def cleanup_policies(payload: CleanupPolicies, ctx: TaskContext) -> Cleanu
     results = await _clean(ctx, parts)
     return CleanupPoliciesResult(
         policies=[
-            PolicyCleaned(tunnel_id=p.ref.tunnel_id, error=_failure(p.error))
+            PolicyCleaned(tunnel_id=p.ref.tunnel_id, error=failure(p.error))
             if p.error is not None
             else PolicyCleaned(tunnel_id=p.ref.tunnel_id, result=result)
             for p, result in zip(parts, results, strict=True)

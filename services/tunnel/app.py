@@ -16,6 +16,13 @@ Steering gives the group's services the policy's color (``CncClient.map_services
 L3NM/L2NM TE-service mapping: CNC's automated steering then puts all of a service's traffic on
 the policy); removal deletes those mappings (``unmap_services``) before the policy.
 
+An incident has one policy per group of services, all provisioned and steered together, so
+``provision_tunnels`` and ``steer_policies`` take every policy of a step in one task: what the
+policies share (the incident's rows, CNC's topology and policies, the services' ends) is read
+once, each policy makes its own CNC writes, and each is answered, or failed, in its place.
+``provision_tunnel`` and ``steer_traffic`` (one policy, as outside A2A clients may still send
+them) are the same code on a batch of one.
+
 ``reroute_tunnel`` moves a live tunnel onto a new path with CNC ``sr-policy-modify`` rather
 than a second tunnel: the policy keeps its key and binding SID, so the traffic already
 steered onto it (by color) follows without being moved. It retries the same way and fails
@@ -27,8 +34,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -39,13 +46,27 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.tunnel import store
 from services.tunnel.settings import TunnelSettings
 from shared.agent import AgentSpec, TaskContext
-from shared.contracts import DELETE_TUNNEL, PROVISION_TUNNEL, REROUTE_TUNNEL, STEER_TRAFFIC
+from shared.batch import each, failure, retry_transient, rounds
+from shared.contracts import (
+    DELETE_TUNNEL,
+    PROVISION_TUNNEL,
+    PROVISION_TUNNELS,
+    REROUTE_TUNNEL,
+    STEER_POLICIES,
+    STEER_TRAFFIC,
+)
 from shared.errors import SouthboundError, TaskFailed
 from shared.logs import get_logger
 from shared.models import (
     DeleteTunnel,
+    PolicyProvisioned,
+    PolicySteered,
     ProvisionTunnel,
+    ProvisionTunnels,
+    ProvisionTunnelsResult,
     RerouteTunnel,
+    SteerPolicies,
+    SteerPoliciesResult,
     SteerTraffic,
     TrafficSteered,
     TunnelDeleted,
@@ -186,10 +207,9 @@ class ServiceEnds:
         refs = await self._refs(lambda known: all(sid in known for sid in ids))
         return {sid: refs[sid] for sid in ids if sid in refs}
 
-    async def between(self, head_end: str, end_point: str) -> dict[str, ServiceRef]:
-        """Every service from ``head_end`` to ``end_point`` (read within the TTL)."""
-        refs = await self._refs()
-        return {sid: ref for sid, ref in refs.items() if ref.ends == (head_end, end_point)}
+    async def all(self) -> dict[str, ServiceRef]:
+        """Every service CNC knows (read within the TTL)."""
+        return dict(await self._refs())
 
 
 # --- pure helpers ----------------------------------------------------------------------------
@@ -386,80 +406,198 @@ async def _retried(ctx: TaskContext, op: Callable[[], Awaitable[T]], what: str) 
     )
 
 
+@dataclass
+class _Ask:
+    """One request of a provisioning batch as it is worked on: the row it is served by, and
+    what became of it (``error``: what its own ``provision_tunnel`` would have failed with)."""
+
+    request: ProvisionTunnel
+    row: dict[str, Any] | None = None
+    result: TunnelResult | None = None
+    error: TaskFailed | SouthboundError | None = None
+
+    @property
+    def ends(self) -> tuple[str, str]:
+        return self.request.head_end, self.request.end_point
+
+
+@asynccontextmanager
+async def _locked(ctx: TaskContext, keys: Iterable[tuple[str, ...]]) -> AsyncIterator[None]:
+    """Hold the locks of every policy of a batch, taken in one order (two batches never wait
+    on each other crosswise; a single task holds one lock and waits for none)."""
+    async with AsyncExitStack() as stack:
+        for key in sorted(set(keys)):
+            await stack.enter_async_context(_lock(ctx, *key))
+        yield
+
+
 @spec.serve(PROVISION_TUNNEL)
 async def provision_tunnel(payload: ProvisionTunnel, ctx: TaskContext) -> TunnelResult:
-    if payload.path[0] != payload.head_end or payload.path[-1] != payload.end_point:
-        raise TaskFailed("path must start at head_end and end at end_point", code="bad_path")
-    async with _lock(ctx, payload.incident_id, payload.head_end, payload.end_point):
-        row = await store.by_group(
-            ctx.engine, payload.incident_id, payload.head_end, payload.end_point
-        )
-        if row is not None and row["state"] == "up":
-            log.info("tunnel already provisioned", incident_id=payload.incident_id)
-            return _result(row)
-        if row is None:
-            row, existing = await _plan(payload, ctx)
-            return await _create(row, ctx, payload.avoid_links, first_look=(existing,))
-        return await _create(row, ctx, payload.avoid_links)
-
-
-async def _plan(
-    payload: ProvisionTunnel, ctx: TaskContext
-) -> tuple[dict[str, Any], SrPolicy | None]:
-    """Validate the path, pick the TE type and allocate identifiers; persist before CNC.
-
-    Also returns the policy CNC already holds under the allocated path-name, if any (our
-    table was lost while CNC kept its policies), from the same read."""
-    cfg = _tunnel_settings(ctx)
+    """One policy: a batch of one, its failure the task's (a CNC read that stayed
+    unavailable fails it as ``tunnel_provision_failed``, as it always did)."""
     try:
-        topology, policies = await _retried(
-            ctx,
-            lambda: asyncio.gather(
-                ctx.state.topology(carries(payload.path, payload.te_type)),
-                ctx.state.sr_policies(),
-            ),
-            "topology",
-        )
+        [ask] = await _provision(ctx, payload.incident_id, [payload])
     except SouthboundError as exc:
         raise TaskFailed(
             f"CNC topology unavailable: {exc}", code=PROVISION_FAILED, status=502
         ) from exc
-    te_type, hops = checked_path(topology, payload.path, payload.te_type)
+    if ask.error is not None:
+        raise ask.error
+    assert ask.result is not None
+    return ask.result
+
+
+@spec.serve(PROVISION_TUNNELS)
+async def provision_tunnels(payload: ProvisionTunnels, ctx: TaskContext) -> ProvisionTunnelsResult:
+    """Every policy of the request: CNC's topology and policies read once for all that need
+    creating, each created (or adopted) on its own; a policy that failed is reported in its
+    place. A passing CNC failure of the shared read fails the task (503), to be retried whole:
+    nothing was created yet, and what a retry finds up it answers without calling CNC."""
+    asks = await _provision(ctx, payload.incident_id, payload.tunnels)
+    return ProvisionTunnelsResult(
+        tunnels=[
+            PolicyProvisioned(
+                head_end=a.request.head_end,
+                end_point=a.request.end_point,
+                result=a.result,
+                error=None if a.error is None else failure(a.error),
+            )
+            for a in asks
+        ]
+    )
+
+
+async def _provision(
+    ctx: TaskContext, incident_id: str, requests: list[ProvisionTunnel]
+) -> list[_Ask]:
+    """Provision each request's policy, at most once per incident and pair of ends.
+
+    Under the locks of every pair of ends: the incident's rows read once; a policy already up
+    is answered from its row (no CNC call, so a replay writes nothing); the others need CNC's
+    topology (new ones) and policies (whether an earlier attempt reached CNC), read once for
+    the batch, and then each its own create, ``POLICIES_AT_ONCE`` at a time. A later request
+    for ends already asked for answers as the first. Raises ``SouthboundError`` when the
+    shared read failed for a passing reason after the agent's own retries.
+    """
+    asks = [_Ask(r) for r in requests]
+    for ask in asks:
+        if ask.request.path[0] != ask.request.head_end or ask.request.path[-1] != (
+            ask.request.end_point
+        ):
+            ask.error = TaskFailed(
+                "path must start at head_end and end at end_point", code="bad_path"
+            )
+    firsts: dict[tuple[str, str], _Ask] = {}
+    for ask in asks:
+        if ask.error is None:
+            firsts.setdefault(ask.ends, ask)
+    work = list(firsts.values())
+    async with _locked(ctx, ((incident_id, *ends) for ends in firsts)):
+        rows = {
+            (r["head_end"], r["end_point"]): r
+            for r in await store.by_incident(ctx.engine, incident_id)
+        }
+        for ask in work:
+            ask.row = rows.get(ask.ends)
+            if ask.row is not None and ask.row["state"] == "up":
+                ask.result = _result(ask.row)
+        todo = [a for a in work if a.result is None]
+        if todo:
+            policies = await _plan(ctx, todo)
+            await each(todo, lambda ask: _create_asked(ctx, ask, policies))
+    for ask in asks:
+        first = firsts.get(ask.ends)
+        if ask.error is None and first is not None and first is not ask:
+            ask.result, ask.error = first.result, first.error
+    log.info(
+        "tunnels provisioned",
+        incident_id=incident_id,
+        policies=len(asks),
+        already_up=len(work) - len(todo),
+        failed=[f"{a.ends[0]}-{a.ends[1]}" for a in asks if a.error is not None],
+    )
+    return asks
+
+
+async def _create_asked(ctx: TaskContext, ask: _Ask, policies: list[SrPolicy]) -> None:
+    """Create (or adopt) one planned policy; ``policies`` is the batch's read, taken under
+    the policy's lock, so the first attempt needs no read of its own."""
+    assert ask.row is not None
+    existing = _find(policies, ask.row["tunnel_id"])
+    ask.result = await _create(ask.row, ctx, ask.request.avoid_links, first_look=(existing,))
+
+
+async def _plan(ctx: TaskContext, asks: list[_Ask]) -> list[SrPolicy]:
+    """Read what the asks share (CNC's policies; the topology when some are new), then, for
+    each new one, validate the path, pick the TE type and allocate identifiers, persisting
+    them all before CNC is called. Returns the policies read, for the creates' first look
+    (our table was lost while CNC kept its policies). A path the topology refuses fails its
+    ask alone."""
+    cfg = _tunnel_settings(ctx)
+    new = [a for a in asks if a.row is None]
+
+    def carried(topology: Topology) -> bool:
+        return all(carries(a.request.path, a.request.te_type)(topology) for a in new)
+
+    async def read() -> tuple[Topology | None, list[SrPolicy]]:
+        if not new:
+            return None, await ctx.state.sr_policies()
+        topology, policies = await asyncio.gather(
+            ctx.state.topology(carried), ctx.state.sr_policies()
+        )
+        return topology, policies
+
+    try:
+        topology, policies = await _retried(ctx, read, "topology")
+    except SouthboundError as exc:
+        if exc.transient:
+            raise
+        raise TaskFailed(
+            f"CNC topology unavailable: {exc}", code=PROVISION_FAILED, status=502
+        ) from exc
+    if not new:
+        return policies
+    assert topology is not None
     engine: AsyncEngine = ctx.engine
     async with ctx.state.alloc_lock:
-        seq_max, sids, colors = await store.allocated(engine)
-        seq = seq_max + 1
-        cnc_colors = {
-            p.color
-            for p in policies
-            if p.head_end == payload.head_end and p.end_point == payload.end_point
-        }
-        sid, color = allocate(
-            seq=seq,
-            taken_sids=sids | {p.binding_sid for p in policies if p.binding_sid is not None},
-            taken_colors=colors | cnc_colors,
-            settings=cfg,
-        )
-        if payload.color is not None:
-            color = payload.color
-        values: dict[str, Any] = {
-            "incident_id": payload.incident_id,
-            "seq": seq,
-            "tunnel_id": f"sr-policy-{payload.head_end}-{payload.end_point}-protect-{seq:03d}",
-            "binding_sid": sid,
-            "color": color,
-            "head_end": payload.head_end,
-            "end_point": payload.end_point,
-            "te_type": te_type,
-            "path": list(payload.path),
-            "hops": hops,
-            "state": "provisioning",
-            "protection_pct": 0,
-            "services": [],
-            "attempts": 0,
-        }
-        await store.insert(engine, **values)
-    return values, _find(policies, values["tunnel_id"])
+        seq, sids, colors = await store.allocated(engine)
+        sids |= {p.binding_sid for p in policies if p.binding_sid is not None}
+        planned: list[dict[str, Any]] = []
+        for ask in new:
+            payload = ask.request
+            try:
+                te_type, hops = checked_path(topology, payload.path, payload.te_type)
+            except TaskFailed as exc:
+                ask.error = exc
+                continue
+            seq += 1
+            cnc_colors = {p.color for p in policies if (p.head_end, p.end_point) == ask.ends}
+            sid, color = allocate(
+                seq=seq, taken_sids=sids, taken_colors=colors | cnc_colors, settings=cfg
+            )
+            if payload.color is not None:
+                color = payload.color
+            sids.add(sid)
+            colors.add(color)
+            ask.row = {
+                "incident_id": payload.incident_id,
+                "seq": seq,
+                "tunnel_id": f"sr-policy-{payload.head_end}-{payload.end_point}-protect-{seq:03d}",
+                "binding_sid": sid,
+                "color": color,
+                "head_end": payload.head_end,
+                "end_point": payload.end_point,
+                "te_type": te_type,
+                "path": list(payload.path),
+                "hops": hops,
+                "state": "provisioning",
+                "protection_pct": 0,
+                "services": [],
+                "attempts": 0,
+            }
+            planned.append(ask.row)
+        await store.insert_many(engine, planned)
+    return policies
 
 
 async def _create(
@@ -599,22 +737,118 @@ async def _known(ctx: TaskContext, incident_id: str, tunnel_id: str) -> dict[str
     return row
 
 
+@dataclass
+class _Steer:
+    """One policy of a steering batch as it is worked on (``error``: what its own
+    ``steer_traffic`` would have failed with)."""
+
+    request: SteerTraffic
+    row: dict[str, Any] | None = None
+    result: TrafficSteered | None = None
+    error: TaskFailed | SouthboundError | None = None
+
+
 @spec.serve(STEER_TRAFFIC)
 async def steer_traffic(payload: SteerTraffic, ctx: TaskContext) -> TrafficSteered:
-    """Give the group's services the policy's color: all of their traffic rides it."""
-    cnc: CncClient = ctx.state.cnc
-    async with await _policy_lock(ctx, payload.incident_id, payload.tunnel_id):
-        row = await _known(ctx, payload.incident_id, payload.tunnel_id)
-        if row["state"] != "up":
-            raise TaskFailed(
-                f"tunnel {payload.tunnel_id} is {row['state']}, not up", code="tunnel_not_up"
+    """Give the group's services the policy's color: all of their traffic rides it (a batch
+    of one, its failure the task's)."""
+    [part] = await _steer(ctx, payload.incident_id, [payload])
+    if part.error is not None:
+        raise part.error
+    assert part.result is not None
+    return part.result
+
+
+@spec.serve(STEER_POLICIES)
+async def steer_policies(payload: SteerPolicies, ctx: TaskContext) -> SteerPoliciesResult:
+    """Every policy of the request steered, the services' ends looked up once; a policy that
+    failed is reported in its place. A passing CNC failure fails the task (503), to be
+    retried whole: steering says the same thing however often it is applied."""
+    parts = await _steer(ctx, payload.incident_id, payload.policies)
+    return SteerPoliciesResult(
+        policies=[
+            PolicySteered(
+                tunnel_id=p.request.tunnel_id,
+                result=p.result,
+                error=None if p.error is None else failure(p.error),
             )
-        carried, not_carried = await _carried(ctx, row, payload.service_ids)
-        pairs = [(sid, ref.service_type) for sid, ref in carried.items()]
-        await _retried(ctx, lambda: cnc.map_services(pairs, row["color"]), "map-services")
-        services = list(carried)
-        await store.update(ctx.engine, row["tunnel_id"], protection_pct=100, services=services)
-    return TrafficSteered(
+            for p in parts
+        ]
+    )
+
+
+async def _steer(ctx: TaskContext, incident_id: str, requests: list[SteerTraffic]) -> list[_Steer]:
+    """Steer each request's services onto its policy, under the locks of every policy.
+
+    The incident's rows are read once (again once the locks are held: another task may have
+    changed them meanwhile), the services' ends once (:class:`ServiceEnds`), and each policy
+    then makes its own mapping write, ``POLICIES_AT_ONCE`` at a time (a policy named twice:
+    one request after the other, as two tasks would)."""
+    parts = [_Steer(r) for r in requests]
+
+    def lock_key(tunnel_id: str, rows: dict[str, dict[str, Any]]) -> tuple[str, ...]:
+        # the group's lock, as _policy_lock takes it (a policy's ends never change)
+        row = rows.get(tunnel_id)
+        if row is None:
+            return incident_id, tunnel_id
+        return row["incident_id"], row["head_end"], row["end_point"]
+
+    def by_id(found: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return {r["tunnel_id"]: r for r in found}
+
+    before = by_id(await store.by_incident(ctx.engine, incident_id))
+    async with _locked(ctx, (lock_key(p.request.tunnel_id, before) for p in parts)):
+        rows = by_id(await store.by_incident(ctx.engine, incident_id))
+        for part in parts:
+            tid = part.request.tunnel_id
+            part.row = rows.get(tid)
+            if part.row is None:
+                part.error = TaskFailed(
+                    f"no tunnel {tid} for incident {incident_id}",
+                    code="unknown_tunnel",
+                    status=404,
+                )
+            elif part.row["state"] != "up":
+                part.error = TaskFailed(
+                    f"tunnel {tid} is {part.row['state']}, not up", code="tunnel_not_up"
+                )
+        live = [p for p in parts if p.error is None]
+        refs = await _service_refs(ctx, [p.request.service_ids for p in live])
+        for batch in rounds(live, lambda p: p.request.tunnel_id):
+            await each(batch, lambda part: _steer_one(ctx, part, refs))
+    retry_transient(parts)
+    log.info(
+        "traffic steered",
+        incident_id=incident_id,
+        policies=len(parts),
+        services=sum(len(p.result.services) for p in parts if p.result is not None),
+        failed=[p.request.tunnel_id for p in parts if p.error is not None],
+    )
+    return parts
+
+
+async def _service_refs(ctx: TaskContext, wanted: list[list[str]]) -> dict[str, ServiceRef]:
+    """The ends of every service some policy of the batch names (one kept read at most, read
+    anew when it lacks one of them), or of every service when some policy names none."""
+    service_ends: ServiceEnds = ctx.state.service_ends
+    if not wanted:
+        return {}
+    if any(not ids for ids in wanted):
+        return await service_ends.all()
+    return await service_ends.of([sid for ids in wanted for sid in ids])
+
+
+async def _steer_one(ctx: TaskContext, part: _Steer, refs: dict[str, ServiceRef]) -> None:
+    """One policy's mapping write and its row's record of what it carries."""
+    cnc: CncClient = ctx.state.cnc
+    row = part.row
+    assert row is not None
+    carried, not_carried = _carried(row, part.request.service_ids, refs)
+    pairs = [(sid, ref.service_type) for sid, ref in carried.items()]
+    await _retried(ctx, lambda: cnc.map_services(pairs, row["color"]), "map-services")
+    services = list(carried)
+    await store.update(ctx.engine, row["tunnel_id"], protection_pct=100, services=services)
+    part.result = TrafficSteered(
         traffic_steered=True,
         tunnel_id=row["tunnel_id"],
         head_end=row["head_end"],
@@ -628,10 +862,11 @@ async def steer_traffic(payload: SteerTraffic, ctx: TaskContext) -> TrafficSteer
     )
 
 
-async def _carried(
-    ctx: TaskContext, tunnel: dict[str, Any], wanted: list[str]
+def _carried(
+    tunnel: dict[str, Any], wanted: list[str], refs: dict[str, ServiceRef]
 ) -> tuple[dict[str, ServiceRef], list[str]]:
-    """Split the services into those this policy can carry and the rest.
+    """Split the services into those this policy can carry and the rest (``refs``: the
+    ends of at least every service wanted, of every service when none is).
 
     A policy is one-way, from its head-end to its end-point, and automated steering only puts
     a service on a policy towards its own end-point, so only services that run that way ride
@@ -639,12 +874,10 @@ async def _carried(
     request means every service between the policy's ends.
     """
     ends = (tunnel["head_end"], tunnel["end_point"])
-    service_ends: ServiceEnds = ctx.state.service_ends
     if wanted:
-        known = await service_ends.of(wanted)
-        carried = {sid: known[sid] for sid in wanted if sid in known and known[sid].ends == ends}
+        carried = {sid: refs[sid] for sid in wanted if sid in refs and refs[sid].ends == ends}
     else:
-        carried = await service_ends.between(*ends)
+        carried = {sid: ref for sid, ref in refs.items() if ref.ends == ends}
     if not carried:
         raise TaskFailed(
             f"none of the services can ride {tunnel['tunnel_id']} "

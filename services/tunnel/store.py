@@ -99,6 +99,15 @@ async def by_group(
     return dict(row._mapping) if row else None
 
 
+async def by_incident(engine: AsyncEngine, incident_id: str) -> list[dict[str, Any]]:
+    """Every policy planned for the incident (a batch reads them once, not one per policy)."""
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(sa.select(policies).where(policies.c.incident_id == incident_id))
+        ).all()
+    return [dict(row._mapping) for row in rows]
+
+
 async def by_tunnel(engine: AsyncEngine, tunnel_id: str) -> dict[str, Any] | None:
     async with engine.connect() as conn:
         row = (
@@ -120,10 +129,15 @@ async def allocated(engine: AsyncEngine) -> tuple[int, set[int], set[int]]:
     )
 
 
-async def insert(engine: AsyncEngine, **values: Any) -> None:
+async def insert_many(engine: AsyncEngine, rows: list[dict[str, Any]]) -> None:
+    """Insert several rows in one transaction (a batch's newly planned policies)."""
+    if not rows:
+        return
     now = utcnow()
     async with engine.begin() as conn:
-        await conn.execute(policies.insert().values(created_at=now, updated_at=now, **values))
+        await conn.execute(
+            policies.insert(), [{"created_at": now, "updated_at": now, **row} for row in rows]
+        )
 
 
 async def update(engine: AsyncEngine, tunnel_id: str, **values: Any) -> None:

@@ -39,6 +39,8 @@ TASKS: dict[str, c.Contract[Any, Any]] = {
         c.COMPUTE_PATHS,
         c.PROVISION_TUNNEL,
         c.STEER_TRAFFIC,
+        c.PROVISION_TUNNELS,
+        c.STEER_POLICIES,
         c.REROUTE_TUNNEL,
         c.CHECK_SLA,
         c.CUTOVER_STEP,
@@ -128,7 +130,11 @@ class FakeNetwork:
     """SLA within at each cutover step (one per ``cutover_policies``, whatever its policies)."""
     policy_fail: dict[tuple[str, str], str] = field(default_factory=dict)
     """(task type, tunnel id) → the code restore answers for that policy alone in a
-    ``cutover_policies`` or ``cleanup_policies`` batch (status 502)."""
+    ``cutover_policies`` or ``cleanup_policies`` batch, or tunnel in a ``steer_policies``
+    batch (status 502)."""
+    provision_fail_between: set[tuple[str, str]] = field(default_factory=set)
+    """(head_end, end_point) pairs whose policy ``provision_tunnels`` fails alone
+    (``tunnel_provision_failed``, 502), the others provisioned."""
     down: set[str] = field(default_factory=set)
     received: list[Received] = field(default_factory=list)
     calls: dict[str, int] = field(default_factory=dict)
@@ -186,6 +192,24 @@ class FakeNetwork:
             (policy["tunnel_id"], r.payload["protection_pct"])
             for r in self.batches(incident_id, "cutover_policies")
             for policy in r.payload["policies"]
+        ]
+
+    def provisions(self, incident_id: str) -> list[dict[str, Any]]:
+        """Every policy of every ``provision_tunnels`` task sent, in order."""
+        return [
+            one
+            for r in self.to("tunnel", incident_id)
+            if r.task_type == "provision_tunnels"
+            for one in r.payload["tunnels"]
+        ]
+
+    def steers(self, incident_id: str) -> list[dict[str, Any]]:
+        """Every policy of every ``steer_policies`` task sent, in order."""
+        return [
+            one
+            for r in self.to("tunnel", incident_id)
+            if r.task_type == "steer_policies"
+            for one in r.payload["policies"]
         ]
 
     def cleanups(self, incident_id: str) -> list[dict[str, Any]]:
@@ -294,12 +318,7 @@ class FakeNetwork:
             }
         if task_type == "provision_tunnel":
             if self.tunnel_fail:
-                return 502, {
-                    "detail": {
-                        "code": "tunnel_provision_failed",
-                        "message": "CNC PCE refused the SR policy 3 times",
-                    }
-                }
+                return 502, {"detail": self._provision_failed()}
             self.tunnels_created += 1
             tunnel = {
                 "tunnel_id": (
@@ -351,6 +370,24 @@ class FakeNetwork:
                 "not_steered": [s for s in p.service_ids if s not in carried],
                 "cnc": {"status": "ok"},
             }
+        if task_type == "provision_tunnels":
+            # each policy answered as provision_tunnel answers it, in its place
+            parts = []
+            for one in p.tunnels:
+                ends = (one.head_end, one.end_point)
+                part: dict[str, Any] = {"head_end": ends[0], "end_point": ends[1]}
+                if self.tunnel_fail or ends in self.provision_fail_between:
+                    part["error"] = {**self._provision_failed(), "status": 502}
+                else:
+                    part["result"] = self._answer("provision_tunnel", one)[1]
+                parts.append(part)
+            return 200, {"tunnels": parts}
+        if task_type == "steer_policies":
+            answers = [
+                self._policy(task_type, one.tunnel_id, self._answer("steer_traffic", one)[1])
+                for one in p.policies
+            ]
+            return 200, {"policies": answers}
         if task_type == "check_sla":
             # the script speaks for every incident's degraded links; protection paths stay
             # healthy unless a test marks one of their links bad
@@ -393,6 +430,14 @@ class FakeNetwork:
             ]
             return 200, {"policies": answers}
         return 200, self._acknowledge(task_type, p)
+
+    @staticmethod
+    def _provision_failed() -> dict[str, Any]:
+        """What the tunnel agent answers a policy it failed to create three times."""
+        return {
+            "code": "tunnel_provision_failed",
+            "message": "CNC PCE refused the SR policy 3 times",
+        }
 
     def _policy(self, task_type: str, tunnel_id: str, result: dict[str, Any]) -> dict[str, Any]:
         """One policy's part of a batch: ``result``, or the failure ``policy_fail`` names."""

@@ -202,7 +202,7 @@ async def test_path_degrading_while_provision_waits_for_approval_is_recomputed(
         response = await decide(orch, approval, "approve")
         assert response.status_code == 200, response.text
         closed = await orch.closed(INC)
-    [provisioned] = [r.payload for r in net.to("tunnel", INC) if r.task_type == "provision_tunnel"]
+    [provisioned] = net.provisions(INC)
     assert provisioned["path"] == ["pe1", "pe5", "pe3"]
     assert closed["resolution"] == "resolved"
 
@@ -243,7 +243,7 @@ async def test_rejected_steer_removes_the_unused_tunnel(
     assert closed["details"]["tunnel"] == "removed: never carried traffic"
     [cleanup] = net.cleanups(INC)
     assert cleanup["tunnel_id"] == closed["details"]["tunnel_id"]
-    assert not [r for r in net.to("tunnel", INC) if r.task_type == "steer_traffic"]
+    assert not net.steers(INC)
 
 
 async def test_escalation_after_steering_leaves_the_tunnel_carrying_traffic(

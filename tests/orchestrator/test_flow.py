@@ -52,7 +52,7 @@ async def test_happy_path_follows_the_seed(orchestrator: OrchFactory, net: FakeN
     assert provisioning["te_type"] == "sr-mpls"
     assert provisioning["path"] == ["pe1", "pe4", "pe3"]
     # the tunnel must keep off the degraded links (a dynamic SRv6 path is checked against them)
-    [provision] = [r.payload for r in net.received if r.task_type == "provision_tunnel"]
+    [provision] = net.provisions(INC)
     assert provision["avoid_links"] == ["pe1-pe2", "pe2-pe3"]
     assert updates["5"]["details"]["traffic_steered"] is True
     monitoring = [p for p in net.events(INC, "status_update") if p["phase"] == "6"]
@@ -173,7 +173,7 @@ async def test_tunnel_failed_three_times_escalates_with_error(
     assert "provisioning" not in [status for _, status in net.statuses(INC)]
     assert closed["resolution"] == "escalated"
     # the tunnel agent already tried three times: no second round of retries from here
-    assert net.calls["provision_tunnel"] == 1
+    assert net.calls["provision_tunnels"] == 1
 
 
 async def test_impact_failure_escalates_with_error(
@@ -436,8 +436,8 @@ async def test_link_on_the_tunnel_degrading_reroutes_it_in_place(
         closed = await orch.closed(INC)
         await orch.app.state.outbox.flush()
     assert [r.task_type for r in net.to("tunnel", INC)] == [
-        "provision_tunnel",
-        "steer_traffic",
+        "provision_tunnels",
+        "steer_policies",
         "reroute_tunnel",
     ]
     assert moved == {
@@ -514,7 +514,7 @@ async def test_tunnel_link_degrading_during_cutover_is_rerouted_back_in_monitori
         net.sla_default = True
         closed = await orch.closed(INC)
     tunnel_calls = [r.task_type for r in net.to("tunnel", INC)]
-    assert tunnel_calls == ["provision_tunnel", "steer_traffic", "reroute_tunnel"]
+    assert tunnel_calls == ["provision_tunnels", "steer_policies", "reroute_tunnel"]
     assert closed["resolution"] == "resolved"
 
 

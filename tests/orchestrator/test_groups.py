@@ -59,11 +59,17 @@ async def test_two_groups_get_two_policies_steered_cut_back_and_removed_together
     assert (second_ask["head_end"], second_ask["end_point"]) == ("pe2", "pe5")
     assert second_ask["min_bandwidth_mbps"] == 1600
 
-    # each group's services onto its own policy, every call under its own key
+    # both policies built in one task and steered in one (each task under its own key),
+    # each group's services onto its own policy
     tunnel_calls = net.to("tunnel", INC)
-    steers = {r.payload["tunnel_id"]: r.payload["service_ids"] for r in tunnel_calls[2:]}
+    assert [r.task_type for r in tunnel_calls] == ["provision_tunnels", "steer_policies"]
+    assert [(t["head_end"], t["end_point"]) for t in net.provisions(INC)] == [
+        ("pe1", "pe3"),
+        ("pe2", "pe5"),
+    ]
+    steers = {p["tunnel_id"]: p["service_ids"] for p in net.steers(INC)}
     assert sorted(steers[FIRST]) == sorted(PLATINUM) and steers[SECOND] == SILVER
-    assert len({r.key for r in tunnel_calls}) == len(tunnel_calls) == 4
+    assert len({r.key for r in tunnel_calls}) == len(tunnel_calls) == 2
 
     [provisioned] = details(net, "provisioning")
     assert provisioned["tunnel_id"] == FIRST  # the seed's fields: the first policy's
@@ -181,3 +187,56 @@ async def test_one_policy_failing_its_removal_escalates_naming_that_policy(
     [error] = net.events(INC, "error")
     assert error["error_code"] == "cleanup_failed"
     assert error["details"]["tunnel_id"] == FIRST and FIRST in error["message"]
+
+
+async def test_one_policy_failing_its_provisioning_escalates_naming_its_services(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    """Both policies asked for in one task; the tunnel agent failed the second alone: the
+    first is steered and kept, the incident escalates naming the services left out and why."""
+    two_pairs(net)
+    net.provision_fail_between = {("pe2", "pe5")}
+    async with orchestrator() as orch:
+        await orch.start(INC)
+        closed = await orch.closed(INC)
+        await orch.app.state.outbox.flush()
+    [provision] = [r for r in net.to("tunnel", INC) if r.task_type == "provision_tunnels"]
+    assert len(provision.payload["tunnels"]) == 2
+    assert [p["tunnel_id"] for p in net.steers(INC)] == [FIRST]  # only the one built
+    assert closed["resolution"] == "escalated"
+    d = closed["details"]
+    assert d["close_reason"] == "partially_protected"
+    assert d["unprotected_services"] == SILVER
+    [why] = d["unprotected"]
+    assert (why["head_end"], why["end_point"]) == ("pe2", "pe5")
+    assert why["reason"] == "tunnel_provision_failed" and "3 times" in why["why"]
+    assert d["tunnel_ids"] == [FIRST]
+    [error] = net.events(INC, "error")
+    assert error["error_code"] == "services_unprotected"
+    assert "pe2 → pe5" in error["message"] and "tunnel_provision_failed" in error["message"]
+
+
+async def test_one_policy_failing_its_steering_escalates_naming_that_policy(
+    orchestrator: OrchFactory, net: FakeNetwork
+) -> None:
+    """Both policies steered in one task; the tunnel agent failed the second alone: its
+    services are named unprotected (steer_failed), the first policy keeps carrying its own."""
+    two_pairs(net)
+    net.policy_fail = {("steer_policies", SECOND): "southbound"}
+    async with orchestrator() as orch:
+        await orch.start(INC)
+        closed = await orch.closed(INC)
+        await orch.app.state.outbox.flush()
+    [steer] = [r for r in net.to("tunnel", INC) if r.task_type == "steer_policies"]
+    assert [p["tunnel_id"] for p in steer.payload["policies"]] == [FIRST, SECOND]
+    assert closed["resolution"] == "escalated"
+    d = closed["details"]
+    assert d["close_reason"] == "partially_protected"
+    assert d["unprotected_services"] == SILVER
+    [why] = d["unprotected"]
+    assert why["reason"] == "steer_failed" and f"CNC refused {SECOND}" in why["why"]
+    [steered] = details(net, "steering")
+    assert steered["tunnel_ids"] == [FIRST] and steered["unprotected_services"] == SILVER
+    [error] = net.events(INC, "error")
+    assert error["error_code"] == "services_unprotected"
+    assert "steer_failed" in error["message"]

@@ -4,7 +4,7 @@ the ``Command`` it returns (where it goes, what it writes) and what it said to p
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, cast
@@ -17,15 +17,16 @@ from pydantic import BaseModel
 from services.orchestrator.flow import Deps, IncidentState, initial_state
 from services.orchestrator.flow.control import on_signal
 from services.orchestrator.flow.detect import detect
-from services.orchestrator.flow.effects import Effects
+from services.orchestrator.flow.effects import Effects, per_policy
 from services.orchestrator.flow.monitor import monitor, reroute
 from services.orchestrator.flow.protect import compute
 from services.orchestrator.flow.restore import restore
 from services.orchestrator.flow.state import iso, parse
 from services.orchestrator.settings import OrchestratorSettings
-from shared.contracts import Contract
+from shared.contracts import PROVISION_TUNNELS, Contract
+from shared.errors import PeerError
 from shared.mesh import MeshClient
-from shared.models import CUTOVER_STEPS, utcnow
+from shared.models import CUTOVER_STEPS, PolicyFailure, TunnelResult, utcnow
 from shared.settings import Settings
 from tests.orchestrator.fake_peers import FakeNetwork
 
@@ -433,3 +434,32 @@ async def test_links_added_on_the_tunnel_path_reroutes_only_while_traffic_is_on_
 
     seen = protecting(harness.net, signals=[{"id": "sig-1"}])
     assert await on_signal(fx, seen, signal, waiting_for="hold_timer") == (None, {})
+
+
+def test_a_policy_a_batch_answer_leaves_out_counts_as_failed() -> None:
+    """``per_policy``: answers are matched by key, never by position; a policy missing from
+    the answer, or answered with neither a result nor an error, is a failure of its own."""
+    ok = TunnelResult(
+        tunnel_id="t1",
+        binding_sid=24001,
+        te_type="sr-mpls",
+        head_end="pe1",
+        end_point="pe3",
+        color=1001,
+        path=["pe1", "pe4", "pe3"],
+        state="up",
+    )
+    refused = PolicyFailure(code="tunnel_provision_failed", message="refused", status=502)
+    answers: dict[Hashable, tuple[Any, PolicyFailure | None]] = {
+        ("pe2", "pe5"): (None, refused),
+        ("pe1", "pe3"): (ok, None),
+        ("pe3", "pe1"): (None, None),
+    }
+    wanted = [("pe1", "pe3"), ("pe2", "pe5"), ("pe4", "pe1"), ("pe3", "pe1")]
+    first, second, absent, empty = per_policy(PROVISION_TUNNELS, wanted, answers)
+    assert first is ok
+    assert isinstance(second, PeerError) and second.code == "tunnel_provision_failed"
+    assert second.status == 502 and second.agent == "tunnel"
+    for missing in (absent, empty):
+        assert isinstance(missing, PeerError) and missing.code == "no_answer"
+        assert "tunnel did not answer" in str(missing)

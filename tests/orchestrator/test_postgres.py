@@ -64,7 +64,7 @@ async def test_two_replicas_run_an_incident_once(
         closed = await first.closed(inc)
         await wait_for(lambda: _final(second, inc))
     assert closed["details"]["nodes_executed"] == list(NODES)
-    assert net.calls["provision_tunnel"] == 1  # the advisory lock: one runner, one call
+    assert net.calls["provision_tunnels"] == 1  # the advisory lock: one runner, one call
     assert net.tunnels_created == 1
     assert len(net.closed(inc)) == 1
 

@@ -122,7 +122,7 @@ def moving(net: LoadNetwork) -> list[str]:
 
 
 def steered(net: LoadNetwork) -> list[list[str]]:
-    return [r.payload["service_ids"] for r in net.to("tunnel", INC) if "service_ids" in r.payload]
+    return [p["service_ids"] for p in net.steers(INC)]
 
 
 # --- the plan --------------------------------------------------------------------------------

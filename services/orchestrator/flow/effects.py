@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -67,8 +67,6 @@ from shared.settings import Settings
 
 SOURCE = "orchestrator"
 FINAL_PEER_CODES = ("tunnel_provision_failed",)
-T = TypeVar("T")
-X = TypeVar("X")
 """5xx codes a peer sends after its own retries: retrying the call again cannot help."""
 PEER_DOWN_RETRY_MAX_S = 5.0
 """Longest pause (real seconds) between two tries of a node whose peer is down."""
@@ -256,33 +254,6 @@ class Effects:
         )
         await self.audit("error", {"error_code": code, "message": message, **details})
 
-    async def each(
-        self, items: Sequence[X], call: Callable[[int, X], Awaitable[T]]
-    ) -> list[T | MeshError]:
-        """``call(index, item)`` for every policy, ``calls_per_incident`` at a time; answers
-        in order, a peer's failure in its place (each policy fails alone: the caller decides).
-
-        Only ``call`` may run this way. Anything queued (``put``, ``status``, ``audit``,
-        ``error``) takes the next key of a counter, so it happens after, in policy order, or a
-        replay would number it differently.
-        """
-        gate = asyncio.Semaphore(self.orch.calls_per_incident)
-
-        async def one(index: int, item: X) -> T | MeshError | PeerDown:
-            async with gate:
-                try:
-                    return await call(index, item)
-                except (MeshError, PeerDown) as exc:
-                    return exc
-
-        outcomes = await asyncio.gather(*(one(i, item) for i, item in enumerate(items)))
-        # A peer that is down stops the node only once every call is back: none is left
-        # running unawaited, and the node's next run repeats the others from their records.
-        for outcome in outcomes:
-            if isinstance(outcome, PeerDown):
-                raise outcome
-        return [cast("T | MeshError", outcome) for outcome in outcomes]
-
     async def call(
         self, contract: Contract[Req, Resp], request: Req, *, key: str | None = None
     ) -> Resp:
@@ -414,12 +385,6 @@ def wait_until(due: datetime | str, *, then: str, reason: WaitReason) -> dict[st
 # --- the tunnels' removal -----------------------------------------------------------------
 
 
-def group_key(index: int) -> str | None:
-    """The idempotency suffix of the ``index``-th policy's calls: none for the first, so an
-    incident with one policy sends exactly the keys it always did."""
-    return f"g{index}" if index else None
-
-
 def policy_ref(tunnel: dict[str, Any], service_ids: list[str] | None = None) -> PolicyRef:
     """A policy as restore's batches name it (``service_ids`` when the state's lack them)."""
     return PolicyRef(
@@ -460,11 +425,9 @@ async def cutover_policies(
         original_pct=original,
         policies=[policy_ref(t, service_ids) for t in every],
     )
-    try:
-        answer = await fx.call(CUTOVER_POLICIES, request, key=key)
-    except MeshError as exc:
-        return [exc for _ in every]
-    return _per_policy(CUTOVER_POLICIES, every, answer.policies)
+    return await call_batch(
+        fx, CUTOVER_POLICIES, request, _ids(every), lambda a: _by_id(a.policies), key=key
+    )
 
 
 async def cleanup_policies(
@@ -476,33 +439,64 @@ async def cleanup_policies(
     if not every:
         return []
     request = CleanupPolicies(incident_id=fx.iid, policies=[policy_ref(t) for t in every])
-    try:
-        answer = await fx.call(CLEANUP_POLICIES, request, key=key)
-    except MeshError as exc:
-        return [exc for _ in every]
-    return _per_policy(CLEANUP_POLICIES, every, answer.policies)
+    return await call_batch(
+        fx, CLEANUP_POLICIES, request, _ids(every), lambda a: _by_id(a.policies), key=key
+    )
 
 
-def _per_policy(
-    contract: Contract[Any, Any],
-    every: Sequence[dict[str, Any]],
-    answers: Sequence[PolicyCutover] | Sequence[PolicyCleaned],
+Answers = Mapping[Hashable, tuple[Any, PolicyFailure | None]]
+"""A batch's answer by policy key: (result, error), one of them set."""
+
+
+def _ids(every: Sequence[dict[str, Any]]) -> list[str]:
+    return [tunnel["tunnel_id"] for tunnel in every]
+
+
+def _by_id(answers: Sequence[PolicyCutover] | Sequence[PolicyCleaned]) -> Answers:
+    return {a.tunnel_id: (a.result, a.error) for a in answers}
+
+
+async def call_batch(
+    fx: Effects,
+    contract: Contract[Req, Resp],
+    request: Req,
+    wanted: Sequence[Hashable],
+    answers: Callable[[Resp], Answers],
+    *,
+    key: str | None = None,
 ) -> list[Any]:
-    """Each policy's result or error, matched by tunnel id: a policy the answer lacks is a
-    failure of its own, never taken as done."""
-    by_id = {a.tunnel_id: a for a in answers}
+    """One batch task for the policies ``wanted`` (their keys, in order): each one's result
+    or its own failure (:func:`per_policy`), a failure of the whole task standing for each.
+    ``PeerDown`` propagates (the node runs again, with the same key)."""
+    try:
+        answer = await fx.call(contract, request, key=key)
+    except MeshError as exc:
+        return [exc for _ in wanted]
+    return per_policy(contract, wanted, answers(answer))
+
+
+def per_policy(
+    contract: Contract[Any, Any],
+    wanted: Sequence[Hashable],
+    answers: Answers,
+) -> list[Any]:
+    """Each wanted policy's result or error from a batch's answers (``key`` → (result,
+    error)): a policy the answer lacks, or answers with neither, is a failure of its own,
+    never taken as done."""
     out: list[Any] = []
-    for tunnel in every:
-        answer = by_id.get(tunnel["tunnel_id"])
-        if answer is None or (answer.result is None and answer.error is None):
+    for key in wanted:
+        result, error = answers.get(key, (None, None))
+        if error is not None:
+            out.append(policy_failed(contract, error))
+        elif result is None:
             missing = PolicyFailure(
-                code="no_answer", message="restore did not answer for this policy", status=502
+                code="no_answer",
+                message=f"{contract.agent} did not answer for this policy",
+                status=502,
             )
             out.append(policy_failed(contract, missing))
-        elif answer.error is not None:
-            out.append(policy_failed(contract, answer.error))
         else:
-            out.append(answer.result)
+            out.append(result)
     return out
 
 

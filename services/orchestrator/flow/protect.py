@@ -21,9 +21,9 @@ from langgraph.types import Command
 from services.orchestrator.flow.effects import (
     Effects,
     bandwidth,
+    call_batch,
     escalation,
     gate,
-    group_key,
     peer_failed,
 )
 from services.orchestrator.flow.phases import PHASE, Status, entered
@@ -41,7 +41,7 @@ from services.orchestrator.flow.state import (
     unprotected_ids,
     wire,
 )
-from shared.contracts import ASSESS_IMPACT, COMPUTE_PATHS, PROVISION_TUNNEL, STEER_TRAFFIC
+from shared.contracts import ASSESS_IMPACT, COMPUTE_PATHS, PROVISION_TUNNELS, STEER_POLICIES
 from shared.errors import MeshError
 from shared.models import (
     TIERS,
@@ -52,6 +52,8 @@ from shared.models import (
     ImpactResult,
     PathResult,
     ProvisionTunnel,
+    ProvisionTunnels,
+    SteerPolicies,
     SteerTraffic,
     TrafficSteered,
     TunnelResult,
@@ -336,7 +338,7 @@ async def provision(
     first_error: MeshError | None = None
     every = paths(state)
     avoid = list(state["degraded_links"])
-    answers = await fx.each(every, lambda i, p: _provision_one(fx, p, i, avoid))
+    answers = await _provision_all(fx, every, avoid)
     for path, tunnel in zip(every, answers, strict=True):
         group = group_of(state, path)
         if isinstance(tunnel, MeshError):
@@ -357,20 +359,36 @@ async def provision(
     return await _provisioned(fx, state, built, missing)
 
 
-async def _provision_one(
-    fx: Effects, path: dict[str, Any], index: int, avoid: list[str]
-) -> TunnelResult:
-    return await fx.call(
-        PROVISION_TUNNEL,
-        ProvisionTunnel(
-            incident_id=fx.iid,
-            head_end=path["head_end"],
-            end_point=path["end_point"],
-            path=path["path"],
-            te_type=fx.orch.te_type or path.get("path_type"),
-            avoid_links=avoid,
-        ),
-        key=group_key(index),
+async def _provision_all(
+    fx: Effects, every: list[dict[str, Any]], avoid: list[str]
+) -> list[TunnelResult | MeshError]:
+    """Every path's policy in one ``provision_tunnels`` task (the tunnel agent reads CNC once
+    for all of them): an answer per path, in order, its tunnel or its own failure (a failure
+    of the whole task stands for each; ``PeerDown`` propagates). A replay sends the same key,
+    and a task the agent did not finish creates nothing twice (a policy is keyed by its
+    incident and ends there)."""
+    if not every:
+        return []
+    request = ProvisionTunnels(
+        incident_id=fx.iid,
+        tunnels=[
+            ProvisionTunnel(
+                incident_id=fx.iid,
+                head_end=path["head_end"],
+                end_point=path["end_point"],
+                path=path["path"],
+                te_type=fx.orch.te_type or path.get("path_type"),
+                avoid_links=avoid,
+            )
+            for path in every
+        ],
+    )
+    return await call_batch(
+        fx,
+        PROVISION_TUNNELS,
+        request,
+        [(path["head_end"], path["end_point"]) for path in every],
+        lambda answer: {(a.head_end, a.end_point): (a.result, a.error) for a in answer.tunnels},
     )
 
 
@@ -442,7 +460,7 @@ async def steer(state: IncidentState, config: RunnableConfig) -> Command[SteerGo
     missing = list(state.get("unprotected") or [])
     first_error: MeshError | None = None
     every = tunnels(state)
-    answers = await fx.each(every, lambda i, t: _steer_one(fx, t, i))
+    answers = await _steer_all(fx, every)
     for tunnel, steered in zip(every, answers, strict=True):
         if isinstance(steered, MeshError):
             first_error = first_error or steered
@@ -456,13 +474,26 @@ async def steer(state: IncidentState, config: RunnableConfig) -> Command[SteerGo
     return await _steered(fx, state, done, missing)
 
 
-async def _steer_one(fx: Effects, tunnel: dict[str, Any], index: int) -> TrafficSteered:
-    return await fx.call(
-        STEER_TRAFFIC,
-        SteerTraffic(
-            incident_id=fx.iid, tunnel_id=tunnel["tunnel_id"], service_ids=tunnel["service_ids"]
-        ),
-        key=group_key(index),
+async def _steer_all(fx: Effects, every: list[dict[str, Any]]) -> list[TrafficSteered | MeshError]:
+    """Every policy's group steered in one ``steer_policies`` task: an answer per policy, in
+    order, as :func:`_provision_all` gives them (steering twice says the same thing)."""
+    if not every:
+        return []
+    request = SteerPolicies(
+        incident_id=fx.iid,
+        policies=[
+            SteerTraffic(
+                incident_id=fx.iid, tunnel_id=tunnel["tunnel_id"], service_ids=tunnel["service_ids"]
+            )
+            for tunnel in every
+        ],
+    )
+    return await call_batch(
+        fx,
+        STEER_POLICIES,
+        request,
+        [tunnel["tunnel_id"] for tunnel in every],
+        lambda answer: {a.tunnel_id: (a.result, a.error) for a in answer.policies},
     )
 
 
