@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import random
 import uuid
 from typing import Any
 
 import httpx
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from shared.contracts import Contract, Req, Resp
@@ -142,7 +144,12 @@ class MeshClient:
         if incident_id:
             envelope["incident_id"] = incident_id
         key = idempotency_key or uuid.uuid4().hex
-        headers = {"Idempotency-Key": key, "X-Trace-Id": current_trace_id()}
+        headers = {
+            "Idempotency-Key": key,
+            "X-Trace-Id": current_trace_id(),
+            "Content-Type": "application/json",
+        }
+        body = _json_body(envelope)
         url = f"{self.settings.url_of(agent)}/a2a/tasks"
         attempts = 1 + (self.settings.mesh_retries if retries is None else retries)
         last = "no attempt made"
@@ -153,7 +160,7 @@ class MeshClient:
                 await asyncio.sleep(backoff_delay(attempt - 1, self.backoff_base))
             try:
                 response = await self.http.post(
-                    url, json=envelope, headers=headers, timeout=timeout or httpx.USE_CLIENT_DEFAULT
+                    url, content=body, headers=headers, timeout=timeout or httpx.USE_CLIENT_DEFAULT
                 )
             except (httpx.TransportError, httpx.TimeoutException) as exc:
                 last = f"{type(exc).__name__}: {exc}"
@@ -188,6 +195,19 @@ class MeshClient:
             last_status,
             code=last_code,
         )
+
+
+def _json_body(envelope: dict[str, Any]) -> bytes:
+    """The request body: orjson (the outbox sends grouped audit events of hundreds of alerts;
+    httpx's ``json=`` is the stdlib, several times slower), else what httpx would send (the
+    stdlib, compact, NaN refused) for what orjson refuses (non-string keys, huge integers).
+    orjson writes NaN as null where the stdlib refused it; the peer parses the same values."""
+    try:
+        return orjson.dumps(envelope)
+    except TypeError:
+        return json.dumps(
+            envelope, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        ).encode()
 
 
 def _detail(response: httpx.Response) -> Any:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from shared.contracts import AUDIT_EVENT, TICKET_CLOSED
-from shared.db import make_engine
+from shared.db import json_loads, make_engine
 from shared.errors import MeshUnavailable, PeerError
 from shared.mesh import MeshClient
 from shared.models import AuditEvent, TicketClosed
@@ -269,3 +269,40 @@ def test_per_agent_overrides_and_seed_aliases(monkeypatch: pytest.MonkeyPatch) -
     assert audit.port == 8008 and other.port == 8003
     assert other.url_of("io") == "http://io-agent:8009"
     assert other.scaled(30) == 15
+
+
+async def test_the_body_is_the_json_httpx_would_send_orjson_or_not(settings: Settings) -> None:
+    """Mesh bodies are written with orjson (the outbox's grouped audit events are long): the
+    peer reads the same values as from httpx's ``json=``, and what orjson refuses (an integer
+    key, an integer past 64 bits) still goes, through the stdlib, as httpx sent it."""
+    bodies: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.content)
+        assert request.headers["content-type"] == "application/json"
+        return httpx.Response(200, json={"task_id": "t", "task_type": "x", "result": {}})
+
+    mesh = client_with(httpx.MockTransport(handler), settings)
+    plain = {"alerts": [{"id": "a1", "value": 92.5, "summary": "délai ✓", "labels": {}}]}
+    odd = {"by_code": {404: "x"}, "big": 2**70}
+    await mesh.send("audit", "audit_event", plain)
+    await mesh.send("audit", "audit_event", odd)
+    await mesh.aclose()
+    sent = [json.loads(b) for b in bodies]
+    assert sent[0]["payload"] == plain
+    assert sent[1]["payload"] == {"by_code": {"404": "x"}, "big": 2**70}
+    envelope = {"task_type": "audit_event", "payload": plain, "source_agent": "test"}
+    assert bodies[0] == httpx.Request("POST", "http://x", json=envelope).content
+
+
+def test_json_columns_read_back_the_same_values_as_the_stdlib() -> None:
+    """The engines read JSON columns with orjson, and the stdlib where orjson would differ."""
+    texts = [
+        '{"a": [1, 2.5, "é", null, true, -0.0, 1e-7, 9223372036854775807]}',
+        "[NaN, Infinity]",
+        "[1e400]",
+        '{"n": 1180591620717411303424, "s": "12345678901234567890"}',
+        '{"f": 0.1234567890123456789012}',
+    ]
+    for text in texts:
+        assert repr(json_loads(text)) == repr(json.loads(text)), text
