@@ -8,14 +8,11 @@ so an agent's schema moves forward on start and never backwards.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
@@ -58,35 +55,13 @@ def create_tables(metadata: sa.MetaData, *names: str) -> Callable[[Connection], 
     return upgrade
 
 
-_LONG_NUMBER = re.compile(r"[0-9]{19,}")
-
-
-def json_loads(text: str) -> Any:
-    """A JSON column's text read back: orjson (several times faster than the stdlib, which
-    SQLAlchemy uses by default), the stdlib where orjson would differ: text it refuses
-    (``NaN`` as the stdlib wrote it) and any run of 19 digits or more (orjson reads an
-    integer past 64 bits as a float; the stdlib keeps it exact). The same values either
-    way; writes are unchanged."""
-    if _LONG_NUMBER.search(text):
-        return json.loads(text)
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
-
-
 def make_engine(url: str) -> AsyncEngine:
-    """An engine tuned for the backend: WAL and a busy timeout on SQLite, a pool on PostgreSQL.
-
-    JSON columns are read with :func:`json_loads` (the outbox reads every payload back before
-    it sends it: grouped audit events list hundreds of alerts)."""
+    """An engine tuned for the backend: WAL and a busy timeout on SQLite, a pool on PostgreSQL."""
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(
-            url, connect_args={"timeout": 30}, json_deserializer=json_loads
-        )
+        engine = create_async_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -97,9 +72,7 @@ def make_engine(url: str) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return create_async_engine(
-        url, pool_size=10, max_overflow=20, pool_pre_ping=True, json_deserializer=json_loads
-    )
+    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
 _migrations_meta = sa.MetaData()
