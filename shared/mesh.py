@@ -122,7 +122,7 @@ class MeshClient:
         self,
         agent: str,
         task_type: str,
-        payload: BaseModel | dict[str, Any],
+        payload: BaseModel | dict[str, Any] | orjson.Fragment,
         *,
         incident_id: str | None = None,
         idempotency_key: str | None = None,
@@ -130,7 +130,8 @@ class MeshClient:
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """Run ``task_type`` on ``agent`` and return its raw result; the untyped layer under
-        :meth:`call` (the outbox delivers stored rows with it). Raises as :meth:`call` does."""
+        :meth:`call` (the outbox delivers stored rows with it, as JSON text in an
+        ``orjson.Fragment``). Raises as :meth:`call` does."""
         body_payload = (
             payload.model_dump(mode="json", exclude_none=True)
             if isinstance(payload, BaseModel)

@@ -293,3 +293,46 @@ async def test_the_body_is_the_json_httpx_would_send_orjson_or_not(settings: Set
     assert sent[1]["payload"] == {"by_code": {"404": "x"}, "big": 2**70}
     envelope = {"task_type": "audit_event", "payload": plain, "source_agent": "test"}
     assert bodies[0] == httpx.Request("POST", "http://x", json=envelope).content
+
+
+async def test_the_outbox_sends_each_payload_as_it_was_stored(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """The deliverer puts a row's stored JSON text into the request as it is (not decoded and
+    encoded again): alone or in a batch, the peer reads exactly the values that were queued,
+    an integer past 64 bits and non-ASCII text included."""
+    payloads: list[dict[str, object]] = []
+    tasks: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        tasks.append(body["task_type"])
+        if body["task_type"] == "audit_events":
+            payloads.extend(item["payload"] for item in body["payload"]["items"])
+        else:
+            payloads.append(body["payload"])
+        return httpx.Response(200, json={"task_id": "t", "task_type": "x", "result": {}})
+
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'sender.db'}")
+    mesh = client_with(httpx.MockTransport(handler), settings)
+    outbox = Outbox(engine, mesh, max_backoff_s=0.05)
+    details = {"bytes": 2**70, "ratio": 0.1 + 0.2, "why": "délai ✓", "none": None}
+    events = [
+        AuditEvent(event_type="x", source_agent="test", details={**details, "n": n})
+        for n in range(3)
+    ]
+    await outbox.start()  # its table
+    await outbox.stop()
+    for n, event in enumerate(events):  # queued while no deliverer runs: then one batch
+        assert await outbox.put(AUDIT_EVENT, event, key=f"k{n}")
+    await outbox.start()
+    await outbox.flush(timeout=10)
+    assert await outbox.put(AUDIT_EVENT, events[0], key="alone")
+    await outbox.flush(timeout=10)
+    await outbox.stop()
+    await mesh.aclose()
+    await engine.dispose()
+    expected = [e.model_dump(mode="json", exclude_none=True) for e in [*events, events[0]]]
+    assert tasks == ["audit_events", "audit_event"]
+    assert payloads == expected
+    assert payloads[0]["details"]["bytes"] == 2**70  # type: ignore[index]
