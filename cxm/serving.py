@@ -46,6 +46,10 @@ class _TurnTransport:
         self._flush()
         self._transport.close()
 
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
     def abort(self) -> None:
         self._pending.clear()
         self._transport.abort()
