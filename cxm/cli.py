@@ -38,8 +38,16 @@ def run_agent(name: str) -> int:
         return 1
     module = importlib.import_module(f"services.{name}.app")
     app = module.create_app(settings)
+    from cxm.serving import TurnHttpToolsProtocol
+
     config = uvicorn.Config(
-        app, host=settings.host, port=port, log_config=None, access_log=False, lifespan="on"
+        app,
+        host=settings.host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        http=TurnHttpToolsProtocol,
     )
     server = uvicorn.Server(config)
     server.run()

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import random
 import uuid
 from typing import Any
 
 import httpx
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from shared.contracts import Contract, Req, Resp
@@ -120,7 +122,7 @@ class MeshClient:
         self,
         agent: str,
         task_type: str,
-        payload: BaseModel | dict[str, Any],
+        payload: BaseModel | dict[str, Any] | orjson.Fragment,
         *,
         incident_id: str | None = None,
         idempotency_key: str | None = None,
@@ -128,7 +130,8 @@ class MeshClient:
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """Run ``task_type`` on ``agent`` and return its raw result; the untyped layer under
-        :meth:`call` (the outbox delivers stored rows with it). Raises as :meth:`call` does."""
+        :meth:`call` (the outbox delivers stored rows with it, as JSON text in an
+        ``orjson.Fragment``). Raises as :meth:`call` does."""
         body_payload = (
             payload.model_dump(mode="json", exclude_none=True)
             if isinstance(payload, BaseModel)
@@ -142,7 +145,12 @@ class MeshClient:
         if incident_id:
             envelope["incident_id"] = incident_id
         key = idempotency_key or uuid.uuid4().hex
-        headers = {"Idempotency-Key": key, "X-Trace-Id": current_trace_id()}
+        headers = {
+            "Idempotency-Key": key,
+            "X-Trace-Id": current_trace_id(),
+            "Content-Type": "application/json",
+        }
+        body = _json_body(envelope)
         url = f"{self.settings.url_of(agent)}/a2a/tasks"
         attempts = 1 + (self.settings.mesh_retries if retries is None else retries)
         last = "no attempt made"
@@ -153,7 +161,7 @@ class MeshClient:
                 await asyncio.sleep(backoff_delay(attempt - 1, self.backoff_base))
             try:
                 response = await self.http.post(
-                    url, json=envelope, headers=headers, timeout=timeout or httpx.USE_CLIENT_DEFAULT
+                    url, content=body, headers=headers, timeout=timeout or httpx.USE_CLIENT_DEFAULT
                 )
             except (httpx.TransportError, httpx.TimeoutException) as exc:
                 last = f"{type(exc).__name__}: {exc}"
@@ -188,6 +196,19 @@ class MeshClient:
             last_status,
             code=last_code,
         )
+
+
+def _json_body(envelope: dict[str, Any]) -> bytes:
+    """The request body: orjson (the outbox sends grouped audit events of hundreds of alerts;
+    httpx's ``json=`` is the stdlib, several times slower), else what httpx would send (the
+    stdlib, compact, NaN refused) for what orjson refuses (non-string keys, huge integers).
+    orjson writes NaN as null where the stdlib refused it; the peer parses the same values."""
+    try:
+        return orjson.dumps(envelope)
+    except TypeError:
+        return json.dumps(
+            envelope, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        ).encode()
 
 
 def _detail(response: httpx.Response) -> Any:

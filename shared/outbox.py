@@ -20,6 +20,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -205,7 +206,7 @@ class Outbox:
             for (agent,) in agents:
                 rows += (
                     await conn.execute(
-                        sa.select(t)
+                        sa.select(*_ROW_COLUMNS)
                         .where(pending, t.c.agent == agent)
                         .order_by(t.c.id)
                         .limit(self.batch)
@@ -281,7 +282,7 @@ class Outbox:
             await self.mesh.send(
                 row.agent,
                 row.task_type,
-                row.payload,
+                orjson.Fragment(row.payload),
                 incident_id=row.incident_id,
                 idempotency_key=row.idempotency_key,
                 retries=0,
@@ -308,7 +309,7 @@ class Outbox:
         goes on its own, so only a row the peer can never take is dropped)."""
         first = run[0]
         batch = _BATCHES[(first.agent, first.task_type)]
-        items = [{"key": r.idempotency_key, "payload": r.payload} for r in run]
+        items = [{"key": r.idempotency_key, "payload": orjson.Fragment(r.payload)} for r in run]
         try:
             await self.mesh.send(
                 first.agent,
@@ -371,6 +372,17 @@ class Outbox:
             await conn.execute(
                 outbox_table.update().where(outbox_table.c.id == row_id).values(**values)
             )
+
+
+_ROW_COLUMNS = [
+    *(c for c in outbox_table.c if c.name != "payload"),
+    sa.cast(outbox_table.c.payload, sa.Text).label("payload"),
+]
+"""An outbox row as the deliverer reads it: the payload as its stored JSON text, which goes
+into the request body as it is (``orjson.Fragment``). Why: the payloads were decoded with the
+stdlib only to be encoded again; the correlator's grouped audit events list every alert of a
+write, and that round trip was ~5 % of its CPU under 100-alert batches. The peer parses the
+same text the sender stored."""
 
 
 async def _migrate(engine: AsyncEngine) -> None:

@@ -132,7 +132,7 @@ class Correlator:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.writer.abandon()
+        await self.writer.abandon()
 
     async def load(self) -> None:
         """Rebuild memory from the database: what was acknowledged, nothing else."""
@@ -154,6 +154,7 @@ class Correlator:
         but are stored like any other, so every alert answered for has its row.
         """
         topo = await self.topology.get()
+        await self.writer.settled()  # no await from here to the write: decisions are atomic
         now = self.clock()
         ws = store.WriteSet()
         state, rules, emitter = self.state, self.rules, self.emitter
@@ -189,6 +190,7 @@ class Correlator:
 
     async def tick(self) -> None:
         """Emit incidents whose group wait is over; release links whose penalty has decayed."""
+        await self.writer.settled()
         now = self.clock()
         ws = store.WriteSet()
         self.emitter.effects(ws, self.state.release(now, ws), now)
@@ -242,6 +244,7 @@ class Correlator:
 
     async def close_incident(self, incident_id: str, resolution: str) -> bool:
         """The orchestrator closed it: new alerts on its links open a new incident."""
+        await self.writer.settled()
         inc = self.state.incidents.get(incident_id)
         if inc is None or inc.status == "closed":
             return False

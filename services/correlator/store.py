@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import operator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from sqlite3 import Connection as Sqlite3
@@ -235,8 +236,8 @@ async def apply(conn: AsyncConnection, ws: WriteSet) -> None:
 
 async def _apply_sqlite(conn: AsyncConnection, ws: WriteSet) -> None:
     """:func:`apply` on SQLite: the rows every write of a storm has (alerts, the incidents
-    and links they touched, outbox rows) bound by hand (:class:`SqliteRows`) and executed
-    in one call on the driver's thread; the rare rest through SQLAlchemy after them.
+    and links they touched, outbox rows) bound by hand (:func:`sqlite_statements`) and
+    executed in one call on the driver's thread; the rare rest through SQLAlchemy after them.
 
     Why one call: aiosqlite runs each statement on its own thread, and every statement was
     a round trip (a queued call, a wake-up of the event loop, SQLAlchemy's cursor work)
@@ -244,6 +245,19 @@ async def _apply_sqlite(conn: AsyncConnection, ws: WriteSet) -> None:
     SQLAlchemy's as before (its commit follows). Order: the alerts come first, so an
     ``alert_updates`` entry (every alert of an incident) also reaches this write's alerts.
     """
+    statements = sqlite_statements(ws)
+    if statements:
+        lane = await SqliteLane.of(conn)
+        if lane is not None:
+            await lane.run(_executemany_all, lane.db, statements)
+        else:
+            for sql, params in statements:
+                await conn.exec_driver_sql(sql, params)
+    await _apply_rare(conn, ws)
+
+
+def sqlite_statements(ws: WriteSet) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """The hand-bound statements of ``ws``'s common rows (:class:`SqliteRows`), in order."""
     statements: list[tuple[str, list[tuple[Any, ...]]]] = []
     if ws.alerts:
         statements.append((_ALERT_ROWS.sql, _ALERT_ROWS.encode(ws.alerts)))
@@ -252,17 +266,52 @@ async def _apply_sqlite(conn: AsyncConnection, ws: WriteSet) -> None:
     if ws.outbox:
         # Keys are deterministic, so a replayed step may repeat one: skip it, keep the rest.
         statements.append((_OUTBOX_ROWS.sql, _OUTBOX_ROWS.encode(ws.outbox)))
-    if statements:
+    return statements
+
+
+def only_common_rows(ws: WriteSet) -> bool:
+    """True when ``ws`` holds nothing :func:`_apply_rare` writes (the usual write of a storm)."""
+    return not (ws.alert_updates or ws.sequences or ws.silences)
+
+
+@dataclass(frozen=True)
+class SqliteLane:
+    """aiosqlite's thread and the ``sqlite3`` connection it owns, behind one pooled connection.
+
+    ``run(fn, ...)`` queues one call onto that thread (aiosqlite's own queue, the order of
+    every statement of that connection) and resolves when it has run.
+    """
+
+    run: Callable[..., Awaitable[Any]]
+    db: Sqlite3
+
+    @classmethod
+    async def of(cls, conn: AsyncConnection) -> SqliteLane | None:
+        """The lane under ``conn``, or None when the driver is not aiosqlite as known here."""
         raw = await conn.get_raw_connection()
         driver: Any = raw.driver_connection
         run_in_thread = getattr(driver, "_execute", None)  # aiosqlite's, one queued call
         db = getattr(driver, "_conn", None)
-        if run_in_thread is not None and isinstance(db, Sqlite3):
-            await run_in_thread(_executemany_all, db, statements)
-        else:
-            for sql, params in statements:
-                await conn.exec_driver_sql(sql, params)
-    await _apply_rare(conn, ws)
+        if run_in_thread is None or not isinstance(db, Sqlite3):
+            return None
+        return cls(run_in_thread, db)
+
+
+def commit_statements(db: Sqlite3, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+    """On the driver's thread: one whole transaction, BEGIN, the statements, COMMIT.
+
+    Any error rolls back every statement before it and is raised to the caller (the writer
+    answers 503 and reloads). Runs to its end once started, even if the awaiting task is
+    cancelled: no transaction is ever left open on the connection.
+    """
+    db.execute("BEGIN")
+    try:
+        for sql, params in statements:
+            db.executemany(sql, params)
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
 
 
 async def _apply_rare(conn: AsyncConnection, ws: WriteSet) -> None:

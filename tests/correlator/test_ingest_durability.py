@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.correlator import store
 from shared.db import make_engine, migrate
@@ -225,6 +226,17 @@ async def test_hand_bound_incident_and_link_rows_read_back_as_core_upserts(
     assert read[1]["triage"] == {"confidence": 0.5, "why": ["ü"]}
 
 
+async def _one_incident(path: Path) -> tuple[AsyncEngine, datetime, dict[str, Any]]:
+    """A fresh correlator database holding one incident (whose key a test then repeats)."""
+    engine = make_engine(f"sqlite+aiosqlite:///{path}")
+    when = datetime(2026, 11, 30, 14, 5, 6, tzinfo=UTC)
+    inc = _incident("INC-2026-0001", when)
+    async with engine.begin() as conn:
+        await conn.run_sync(store.meta.create_all)
+        await store.apply(conn, store.WriteSet(incidents=[(True, inc)]))
+    return engine, when, inc
+
+
 async def test_a_write_that_fails_half_way_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -232,13 +244,8 @@ async def test_a_write_that_fails_half_way_leaves_nothing(
     SQLAlchemy's transaction: a statement that fails after others succeeded rolls them back
     (the writer then answers 503 and reloads). Also through the statement-by-statement
     fallback, used when the driver is not aiosqlite as this code knows it."""
-    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'atomic.db'}")
-    when = datetime(2026, 11, 30, 14, 5, 6, tzinfo=UTC)
-    inc = _incident("INC-2026-0001", when)
+    engine, when, inc = await _one_incident(tmp_path / "atomic.db")
     try:
-        async with engine.begin() as conn:
-            await conn.run_sync(store.meta.create_all)
-            await store.apply(conn, store.WriteSet(incidents=[(True, inc)]))
         for fallback in (False, True):
             if fallback:  # the driver not recognised: one statement at a time
                 monkeypatch.setattr(store, "Sqlite3", type("NotSqlite", (), {}))
@@ -256,6 +263,29 @@ async def test_a_write_that_fails_half_way_leaves_nothing(
     finally:
         await engine.dispose()
     assert ids == ["ok"]
+
+
+async def test_the_writers_one_call_transaction_is_all_or_nothing(tmp_path: Path) -> None:
+    """The group-commit writer's SQLite lane (store.commit_statements: BEGIN, the statements,
+    COMMIT in one call on the driver's thread): a statement that fails rolls back the ones
+    before it, leaves no transaction open, and the next write on the same connection commits."""
+    engine, when, inc = await _one_incident(tmp_path / "lane.db")
+    try:
+        async with engine.connect() as conn:
+            lane = await store.SqliteLane.of(conn)
+            assert lane is not None
+            broken = store.WriteSet(alerts=[_row("lost", when)], incidents=[(True, inc)])
+            with pytest.raises(sqlite3.IntegrityError):
+                await lane.run(store.commit_statements, lane.db, store.sqlite_statements(broken))
+            assert not lane.db.in_transaction
+            fine = store.WriteSet(alerts=[_row("kept", when)])
+            await lane.run(store.commit_statements, lane.db, store.sqlite_statements(fine))
+            assert not lane.db.in_transaction
+        async with engine.connect() as conn:
+            ids = [r[0] for r in await conn.exec_driver_sql("SELECT id FROM corr_alerts")]
+    finally:
+        await engine.dispose()
+    assert ids == ["kept"]
 
 
 def _value(raw: Any) -> Any:

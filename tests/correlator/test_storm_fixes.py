@@ -180,3 +180,25 @@ async def test_every_alert_can_be_read_back_page_by_page(harness: Any) -> None:
                 break
             before = page[-1]["id"]
         assert seen == list(reversed(ids))
+
+
+async def test_the_fast_path_answers_as_the_route_does(harness: Any) -> None:
+    """A JSON list of alerts is served ahead of the framework (app.AlertsFastPath), the same
+    alerts as ``{"alerts": [...]}`` by the route: the same status, headers and entries."""
+    async with harness() as h:
+        fast = await h.post("/api/v1/alerts", [{"link": "pe1-pe2", "labels": {"i": "1"}}])
+        routed = await h.post(
+            "/api/v1/alerts", {"alerts": [{"link": "pe1-pe2", "labels": {"i": "2"}}]}
+        )
+    assert fast.status_code == routed.status_code == 202
+    for name in ("content-type", "content-length"):
+        assert (name in fast.headers) == (name in routed.headers), name
+    assert fast.headers["content-type"] == routed.headers["content-type"]
+    assert int(fast.headers["content-length"]) == len(fast.content)
+    first, second = fast.json(), routed.json()
+    assert first["accepted"] == second["accepted"] == 1
+    assert first["alerts"][0].keys() == second["alerts"][0].keys()
+    assert [first["alerts"][0]["disposition"], second["alerts"][0]["disposition"]] == [
+        "new_incident",
+        "correlated",
+    ]

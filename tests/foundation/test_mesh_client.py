@@ -269,3 +269,70 @@ def test_per_agent_overrides_and_seed_aliases(monkeypatch: pytest.MonkeyPatch) -
     assert audit.port == 8008 and other.port == 8003
     assert other.url_of("io") == "http://io-agent:8009"
     assert other.scaled(30) == 15
+
+
+async def test_the_body_is_the_json_httpx_would_send_orjson_or_not(settings: Settings) -> None:
+    """Mesh bodies are written with orjson (the outbox's grouped audit events are long): the
+    peer reads the same values as from httpx's ``json=``, and what orjson refuses (an integer
+    key, an integer past 64 bits) still goes, through the stdlib, as httpx sent it."""
+    bodies: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.content)
+        assert request.headers["content-type"] == "application/json"
+        return httpx.Response(200, json={"task_id": "t", "task_type": "x", "result": {}})
+
+    mesh = client_with(httpx.MockTransport(handler), settings)
+    plain = {"alerts": [{"id": "a1", "value": 92.5, "summary": "délai ✓", "labels": {}}]}
+    odd = {"by_code": {404: "x"}, "big": 2**70}
+    await mesh.send("audit", "audit_event", plain)
+    await mesh.send("audit", "audit_event", odd)
+    await mesh.aclose()
+    sent = [json.loads(b) for b in bodies]
+    assert sent[0]["payload"] == plain
+    assert sent[1]["payload"] == {"by_code": {"404": "x"}, "big": 2**70}
+    envelope = {"task_type": "audit_event", "payload": plain, "source_agent": "test"}
+    assert bodies[0] == httpx.Request("POST", "http://x", json=envelope).content
+
+
+async def test_the_outbox_sends_each_payload_as_it_was_stored(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """The deliverer puts a row's stored JSON text into the request as it is (not decoded and
+    encoded again): alone or in a batch, the peer reads exactly the values that were queued,
+    an integer past 64 bits and non-ASCII text included."""
+    payloads: list[dict[str, object]] = []
+    tasks: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        tasks.append(body["task_type"])
+        if body["task_type"] == "audit_events":
+            payloads.extend(item["payload"] for item in body["payload"]["items"])
+        else:
+            payloads.append(body["payload"])
+        return httpx.Response(200, json={"task_id": "t", "task_type": "x", "result": {}})
+
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'sender.db'}")
+    mesh = client_with(httpx.MockTransport(handler), settings)
+    outbox = Outbox(engine, mesh, max_backoff_s=0.05)
+    details = {"bytes": 2**70, "ratio": 0.1 + 0.2, "why": "délai ✓", "none": None}
+    events = [
+        AuditEvent(event_type="x", source_agent="test", details={**details, "n": n})
+        for n in range(3)
+    ]
+    await outbox.start()  # its table
+    await outbox.stop()
+    for n, event in enumerate(events):  # queued while no deliverer runs: then one batch
+        assert await outbox.put(AUDIT_EVENT, event, key=f"k{n}")
+    await outbox.start()
+    await outbox.flush(timeout=10)
+    assert await outbox.put(AUDIT_EVENT, events[0], key="alone")
+    await outbox.flush(timeout=10)
+    await outbox.stop()
+    await mesh.aclose()
+    await engine.dispose()
+    expected = [e.model_dump(mode="json", exclude_none=True) for e in [*events, events[0]]]
+    assert tasks == ["audit_events", "audit_event"]
+    assert payloads == expected
+    assert payloads[0]["details"]["bytes"] == 2**70  # type: ignore[index]
